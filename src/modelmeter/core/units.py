@@ -1,0 +1,58 @@
+"""Formatting of base-unit numbers for people (layer 0). Data stays in base units."""
+
+from __future__ import annotations
+
+import math
+
+_DECIMAL = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
+_BINARY = ((2**50, "PiB"), (2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"))
+
+
+def format_count(value: float | None, unit: str = "", digits: int = 3) -> str:
+    """1.234e9 -> '1.23 G' (decimal prefixes, as for parameters and FLOPs)."""
+    if value is None:
+        return "—"
+    for scale, prefix in _DECIMAL:
+        if abs(value) >= scale:
+            return f"{_sig(value / scale, digits)} {prefix}{unit}".rstrip()
+    return f"{_sig(value, digits)} {unit}".rstrip()
+
+
+def format_bytes(value: float | None, binary: bool = False, digits: int = 3) -> str:
+    """Bytes with decimal (GB, as the seed uses) or binary (GiB) prefixes."""
+    if value is None:
+        return "—"
+    if binary:
+        for scale, suffix in _BINARY:
+            if abs(value) >= scale:
+                return f"{_sig(value / scale, digits)} {suffix}"
+        return f"{int(value)} B"
+    for scale, prefix in _DECIMAL:
+        if abs(value) >= scale:
+            return f"{_sig(value / scale, digits)} {prefix}B"
+    return f"{int(value)} B"
+
+
+def format_seconds(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if value == 0:
+        return "0 s"
+    for scale, suffix in ((1, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
+        if abs(value) >= scale:
+            return f"{_sig(value / scale, digits)} {suffix}"
+    return f"{_sig(value / 1e-9, digits)} ns"
+
+
+def format_percent(fraction: float | None, digits: int = 1) -> str:
+    if fraction is None:
+        return "—"
+    return f"{fraction * 100:.{digits}f}%"
+
+
+def _sig(x: float, digits: int) -> str:
+    """Round to `digits` significant figures without scientific notation."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
+    return f"{x:.{decimals}f}"
