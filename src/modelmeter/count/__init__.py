@@ -1,1 +1,6 @@
-"""count."""
+"""Layer 1: pure functions from op events to counts (parameters, MACs, FLOPs, bytes)."""
+
+from .engine import count_op, count_trace
+from .registry import register_macs, registered_ops
+
+__all__ = ["count_op", "count_trace", "register_macs", "registered_ops"]

@@ -1,0 +1,154 @@
+"""The public facade (layer 5): one call per question a user asks.
+
+`count` answers "how big and how much arithmetic"; later sections (memory,
+roofline, bench, llm, report, compare) build on the same `Analysis`: one
+trace, reused by every view, never a second pass for another number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .core.errors import UserInputError
+from .core.events import Trace
+from .core.precision import parse_precision
+from .core.report import Report, count_sections
+from .core.results import Counts
+from .sources.base import LoadedModel
+
+# Weight-only quantised formats have no torch dtype to run in; their
+# activations and compute are traced in fp16, as such kernels run.
+_QUANTISED_TRACE_DTYPE = "fp16"
+
+
+@dataclass
+class Analysis:
+    """A loaded model, its trace and counts: the shared input of every view."""
+
+    loaded: LoadedModel
+    precision: str | None  # the precision asked for (parameter bytes), None = as traced
+    trace_dtype: str | None  # the precision the trace ran in
+    group_size: int | None
+    trace: Trace
+    counts: Counts
+    batch: int | None = None
+    seq: int | None = None
+
+
+def trace_dtype_for(precision: str | None) -> str | None:
+    if precision is None:
+        return None
+    p = parse_precision(precision)
+    if p.name in ("fp32", "fp64", "fp16", "bf16"):
+        return p.name
+    if p.name == "tf32":
+        return "fp32"
+    return _QUANTISED_TRACE_DTYPE
+
+
+def load(
+    model: Any = None,
+    example_inputs: Any = None,
+    *,
+    inputs: list[str] | None = None,
+    batch: int | None = None,
+    seq: int | None = None,
+    dtype: str | None = None,
+    device: str = "meta",
+    name: str | None = None,
+) -> LoadedModel:
+    """Resolve a spec string (or None: the default model) or wrap a module."""
+    for label, value in (("batch", batch), ("seq", seq)):
+        if value is not None and value <= 0:
+            raise UserInputError(f"--{label} must be a positive integer, got {value}")
+    if model is None or isinstance(model, str):
+        from .sources import resolve_model
+
+        return resolve_model(model, inputs=inputs, batch=batch, seq=seq, device=device,
+                             dtype=trace_dtype_for(dtype))
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise UserInputError(f"expected a model spec string or a torch.nn.Module, got {type(model).__name__}")
+    args, kwargs = _split_inputs(example_inputs)
+    return LoadedModel(name=name or type(model).__name__, module=model, args=args, kwargs=kwargs,
+                       kind="custom", source="module")
+
+
+def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
+    if example_inputs is None:
+        raise UserInputError("a torch.nn.Module needs example_inputs (a tensor, a tuple, or a dict)")
+    if isinstance(example_inputs, dict):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    return (example_inputs,), {}
+
+
+def analyse(
+    model: Any = None,
+    example_inputs: Any = None,
+    *,
+    dtype: str | None = None,
+    group_size: int | None = None,
+    inputs: list[str] | None = None,
+    batch: int | None = None,
+    seq: int | None = None,
+    device: str = "meta",
+    backward: bool = False,
+    name: str | None = None,
+) -> Analysis:
+    """Load, trace once, count. `backward=True` also traces the training step."""
+    from .count import count_trace
+    from .trace import trace_model
+
+    if dtype is not None:
+        dtype = parse_precision(dtype).name
+    if group_size is not None and group_size <= 0:
+        raise UserInputError(f"--group-size must be a positive integer, got {group_size}")
+    loaded = load(model, example_inputs, inputs=inputs, batch=batch, seq=seq, dtype=dtype,
+                  device=device, name=name)
+    trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=backward)
+    counts = count_trace(trace, precision=dtype, group_size=group_size)
+    return Analysis(loaded, dtype, trace_dtype_for(dtype), group_size, trace, counts, batch, seq)
+
+
+def count_report(analysis: Analysis) -> Report:
+    totals, modules, uncounted = count_sections(analysis.counts)
+    loaded = analysis.loaded
+    settings = {
+        "dtype": analysis.precision or _traced_dtype(analysis),
+        "trace_dtype": analysis.trace_dtype or _traced_dtype(analysis),
+        "group_size": analysis.group_size,
+        "batch": analysis.batch,
+        "seq": analysis.seq,
+        "mode": analysis.trace.mode,
+        "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in analysis.trace.inputs],
+    }
+    methods = {
+        "params": "counted",
+        "param_bytes": "counted",
+        "macs": "counted",
+        "flops": "counted",
+        "bytes": "counted (unfused: each op reads its inputs and writes its outputs once)",
+    }
+    return Report(
+        model={"name": loaded.name, "kind": loaded.kind, "source": loaded.source,
+               "description": loaded.description},
+        settings=settings, totals=totals, modules=modules, uncounted_ops=uncounted,
+        methods=methods,
+    )
+
+
+def _traced_dtype(analysis: Analysis) -> str:
+    for p in analysis.trace.parameters:
+        return p.dtype
+    return "float32"
+
+
+def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
+          group_size: int | None = None, **load_options: Any) -> Report:
+    """Parameters, parameter bytes at `dtype`, MACs/FLOPs and bytes, per module and in total."""
+    return count_report(analyse(model, example_inputs, dtype=dtype, group_size=group_size,
+                                **load_options))

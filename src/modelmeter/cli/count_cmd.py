@@ -1,0 +1,53 @@
+"""`modelmeter count` and `modelmeter models` (layer 6)."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+
+from .options import model_options, write_json
+
+
+@click.command()
+@model_options
+@click.option("--depth", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Module levels to show.")
+@click.option("--group-size", type=int, help="Quantisation group size (int4/nf4 scales).")
+@click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True,
+              help="meta: no weights allocated; cpu: real tensors.")
+@click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
+def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path) -> None:
+    """Parameters, parameter size, MACs/FLOPs and bytes, per module and in total."""
+    from .. import api
+
+    report = api.count(model, dtype=dtype, group_size=group_size, inputs=list(inputs) or None,
+                       batch=batch, seq=seq, device=device).to_dict()
+    if json_path == "-":
+        write_json(report, "-")
+        return
+    from ..report.terminal import module_table, totals_table, uncounted_table
+
+    console = Console()
+    console.print(module_table(report, depth, title=f"{report['model']['name']} — per module"))
+    console.print(totals_table(report))
+    uncounted = uncounted_table(report)
+    if uncounted is not None:
+        console.print(uncounted)
+    if json_path:
+        write_json(report, json_path)
+        console.print(f"wrote {json_path}")
+
+
+@click.command()
+def models() -> None:
+    """List the shipped model presets."""
+    from rich.table import Table
+
+    from ..sources import list_presets
+
+    table = Table(title="shipped presets (architectures from configs; no download)")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    for name, description in list_presets():
+        table.add_row(name, description)
+    Console().print(table)

@@ -1,0 +1,51 @@
+"""Options shared by the commands that load a model (layer 6)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..core.errors import UserInputError
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """MODEL argument plus --input/--batch/--seq/--dtype, shared by count, memory, roofline…"""
+    decorators = [
+        click.argument("model", required=False),
+        click.option("--input", "inputs", multiple=True, metavar="SHAPE[:DTYPE]",
+                     help="Input shape such as 1x3x224x224 (repeat for several inputs)."),
+        click.option("--batch", type=int, help="Batch size (text and vision presets)."),
+        click.option("--seq", type=int, help="Sequence length in tokens (text models)."),
+        click.option("--dtype", help="Precision: fp64 fp32 tf32 fp16 bf16 fp8 int8 int4 nf4."),
+    ]
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def write_json(data: dict[str, Any], target: str) -> None:
+    """Write JSON to a path, or to stdout for '-'. Written whole, then renamed: never half a file."""
+    text = json.dumps(data, indent=2, default=_jsonable)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+        return
+    path = Path(target)
+    if path.parent and not path.parent.exists():
+        raise UserInputError(f"cannot write {target}: folder {path.parent} does not exist")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise UserInputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)

@@ -1,0 +1,164 @@
+"""From a trace to counts: per op, per module, totals (layer 1, pure).
+
+Each op is classified once:
+- contraction: MACs from PyTorch's registered formula (recorded in the trace)
+  or from our registry (`contractions.py`); FLOPs = 2 x MACs;
+- other: elementwise/normalisation/reduction/pooling FLOPs (`other.py`);
+- view: output aliases an input (no bytes move, nothing computed);
+- data: copies, creation, gathers (bytes move, nothing computed);
+- uncounted: arithmetic we have no formula for; listed, never a silent zero.
+
+Bytes are unfused: every op reads each tensor argument once and writes each
+output once (the upper bound a compiler's fusion lowers).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from ..core.events import BUFFER, PARAMETER, OpEvent, Trace
+from ..core.precision import param_size
+from ..core.results import Counts, CountTotals, ModuleCounts, OpCount
+from . import contractions  # noqa: F401 - registers the formulas
+from .other import is_data_movement, other_flops
+from .registry import macs_formula
+
+_FLOAT_DTYPES = ("float", "bfloat", "half", "double")
+
+
+def count_op(event: OpEvent) -> OpCount:
+    macs = 0
+    extra = 0
+    category = "uncounted"
+    if event.torch_flops is not None:
+        macs, category = event.torch_flops // 2, "contraction"
+    elif (formula := macs_formula(event.packet)) is not None:
+        try:
+            macs, category = formula(event), "contraction"
+        except (TypeError, ValueError, IndexError):
+            category = "uncounted"
+    else:
+        flops = other_flops(event)
+        if flops is not None:
+            extra, category = flops, "other"
+        elif is_data_movement(event):
+            category = "view" if _aliases_input(event) else "data"
+    if category == "view":
+        read = written = param_read = 0
+    else:
+        read = sum(t.nbytes for t in event.inputs)
+        written = sum(t.nbytes for t in event.outputs)
+        param_read = sum(t.nbytes for t in event.inputs if t.role in (PARAMETER, BUFFER))
+    return OpCount(
+        index=event.index, op=event.op, module=event.module, phase=event.phase,
+        category=category, macs=macs, other_flops=extra, bytes_read=read,
+        bytes_written=written, dtype=_compute_dtype(event), param_bytes_read=param_read,
+    )
+
+
+def _aliases_input(event: OpEvent) -> bool:
+    if event.packet.endswith("_"):  # in-place ops write their input: real traffic
+        return False
+    sources = {t.storage for t in event.inputs}
+    return bool(event.outputs) and all(t.storage in sources for t in event.outputs)
+
+
+def _compute_dtype(event: OpEvent) -> str:
+    for t in event.inputs:
+        if t.dtype.startswith(_FLOAT_DTYPES):
+            return t.dtype
+    for t in event.outputs:
+        if t.dtype.startswith(_FLOAT_DTYPES):
+            return t.dtype
+    return event.inputs[0].dtype if event.inputs else "float32"
+
+
+def _ancestors(path: str) -> list[str]:
+    """'a.b.c' -> ['a.b.c', 'a.b', 'a', '']."""
+    out = []
+    while path:
+        out.append(path)
+        path = path.rpartition(".")[0]
+    out.append("")
+    return out
+
+
+def count_trace(
+    trace: Trace,
+    *,
+    precision: str | None = None,
+    group_size: int | None = None,
+    phase: str = "forward",
+) -> Counts:
+    """Count one phase ('forward' or 'backward') of a trace.
+
+    `precision` sets the bytes per parameter (e.g. 'int4'); None keeps the
+    traced dtypes' real sizes.
+    """
+    ops = tuple(count_op(e) for e in trace.events if e.phase == phase)
+    uncounted = Counter(o.op for o in ops if o.category == "uncounted")
+
+    own: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for o in ops:
+        acc = own[o.module]
+        acc[0] += o.macs
+        acc[1] += o.other_flops
+        acc[2] += o.bytes_read
+        acc[3] += o.bytes_written
+    inclusive: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for path, acc in own.items():
+        for anc in _ancestors(path):
+            inc = inclusive[anc]
+            for i in range(4):
+                inc[i] += acc[i]
+
+    own_params: Counter[str] = Counter()
+    inc_params: Counter[str] = Counter()
+    inc_param_bytes: Counter[str] = Counter()
+    for p in trace.parameters:
+        own_params[p.module] += p.numel
+        size = _bytes_of(p.numel, p.itemsize, precision, group_size)
+        for anc in _ancestors(p.module):
+            inc_params[anc] += p.numel
+            inc_param_bytes[anc] += int(size)
+
+    modules = tuple(
+        ModuleCounts(
+            path=m.path, type=m.type, depth=0 if not m.path else m.path.count(".") + 1,
+            calls=m.calls, params=inc_params[m.path], own_params=own_params[m.path],
+            param_bytes=inc_param_bytes[m.path],
+            macs=inclusive[m.path][0], other_flops=inclusive[m.path][1],
+            bytes_read=inclusive[m.path][2], bytes_written=inclusive[m.path][3],
+            input_bytes=m.input_bytes, output_bytes=m.output_bytes,
+            own_macs=own[m.path][0] if m.path in own else 0,
+            own_other_flops=own[m.path][1] if m.path in own else 0,
+        )
+        for m in trace.modules
+    )
+
+    total_params = sum(p.numel for p in trace.parameters)
+    if precision is None:
+        param_bytes: float = sum(p.numel * p.itemsize for p in trace.parameters)
+        scale_bytes = 0.0
+    else:
+        size = param_size(total_params, precision, group_size)
+        param_bytes, scale_bytes = size.total_bytes, size.scale_bytes
+    totals = CountTotals(
+        params=total_params,
+        trainable_params=sum(p.numel for p in trace.parameters if p.trainable),
+        buffers=sum(b.numel for b in trace.buffers),
+        buffer_bytes=sum(b.numel * b.itemsize for b in trace.buffers),
+        param_bytes=param_bytes,
+        param_scale_bytes=scale_bytes,
+        macs=sum(o.macs for o in ops),
+        other_flops=sum(o.other_flops for o in ops),
+        bytes_read=sum(o.bytes_read for o in ops),
+        bytes_written=sum(o.bytes_written for o in ops),
+    )
+    return Counts(totals, modules, ops, tuple(sorted(uncounted.items(), key=lambda kv: -kv[1])))
+
+
+def _bytes_of(numel: int, itemsize: int, precision: str | None, group_size: int | None) -> float:
+    if precision is None:
+        return numel * itemsize
+    return param_size(numel, precision, group_size).total_bytes

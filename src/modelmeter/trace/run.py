@@ -1,0 +1,152 @@
+"""Run one traced pass of a model (layer 1).
+
+Modes:
+- ``meta`` (default): parameters and inputs live on the meta device; nothing
+  is allocated, so a 70 B model traces on a laptop. `scaled_dot_product_attention`
+  has no meta kernel for its fused backends and decomposes into its math form
+  (bmm, softmax, masking), which is counted op by op.
+- ``real``: real tensors on the module's device (CPU here). SDPA then runs
+  the fused kernel (`_scaled_dot_product_flash_attention_for_cpu` on CPU),
+  which the formula registry counts directly.
+
+With ``backward=True`` the forward runs in train mode with autograd on; the
+tensors autograd saves are captured with `saved_tensors_hooks`, then the
+backward of a scalar loss (the sum of the first floating output) is traced too.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+
+from ..core.errors import ShapeError
+from ..core.events import (
+    BUFFER,
+    INPUT,
+    ModuleRecord,
+    ParamRecord,
+    Trace,
+)
+from .dispatch import TraceMode
+from .modules import ModuleStack, iter_tensors
+from .storages import StorageTable
+
+
+def trace_model(
+    module: torch.nn.Module,
+    args: tuple = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    backward: bool = False,
+) -> Trace:
+    kwargs = kwargs or {}
+    storages = StorageTable()
+    params = _param_records(module, storages)
+    buffers = _buffer_records(module, storages)
+    input_metas = tuple(storages.meta(t, INPUT) for t in iter_tensors((args, kwargs)))
+    counter_box: list[TraceMode] = []
+    stack = ModuleStack(module, lambda: len(counter_box[0].events) if counter_box else 0)
+    mode = TraceMode(storages, stack)
+    counter_box.append(mode)
+    saved: dict[int, tuple[int, str]] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        sid = storages.meta(t).storage
+        if sid not in saved:
+            saved[sid] = (storages.nbytes[sid], stack.current(backward=False))
+        return t
+
+    was_training = module.training
+    module.train(backward)
+    try:
+        with ExitStack() as ctx:
+            ctx.enter_context(torch.enable_grad() if backward else torch.no_grad())
+            ctx.enter_context(stack)
+            if backward:
+                ctx.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
+            ctx.enter_context(mode)
+            try:
+                out = module(*args, **kwargs)
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                raise _shape_error(exc, stack) from exc
+            output_metas = tuple(storages.meta(t) for t in iter_tensors(out))
+            if backward:
+                loss = _scalar_loss(out)
+                loss.backward()
+                del loss
+            del out
+            mode.record_frees()
+    finally:
+        module.train(was_training)
+        if backward:
+            for p in module.parameters():
+                p.grad = None
+    mode.record_frees()
+    return Trace(
+        events=tuple(mode.events),
+        modules=_module_records(stack),
+        parameters=params,
+        buffers=buffers,
+        inputs=input_metas,
+        outputs=output_metas,
+        mode=_mode_name(module, args, kwargs),
+        grad_enabled=backward,
+        saved_tensors=tuple((sid, nbytes, path) for sid, (nbytes, path) in saved.items()),
+    )
+
+
+def _mode_name(module: torch.nn.Module, args: tuple, kwargs: dict) -> str:
+    for t in iter_tensors((args, kwargs)):
+        return "meta" if t.device.type == "meta" else "real"
+    for p in module.parameters():
+        return "meta" if p.device.type == "meta" else "real"
+    return "real"
+
+
+def _param_records(module: torch.nn.Module, storages: StorageTable) -> tuple[ParamRecord, ...]:
+    records = []
+    # named_parameters() removes duplicates: tied weights are counted once.
+    for name, p in module.named_parameters():
+        sid = storages.register(p, "parameter")
+        owner = name.rpartition(".")[0]
+        records.append(
+            ParamRecord(name, owner, p.numel(), str(p.dtype).removeprefix("torch."),
+                        p.element_size(), p.requires_grad, sid)
+        )
+    return tuple(records)
+
+
+def _buffer_records(module: torch.nn.Module, storages: StorageTable) -> tuple[ParamRecord, ...]:
+    records = []
+    for name, b in module.named_buffers():
+        sid = storages.register(b, BUFFER)
+        records.append(
+            ParamRecord(name, name.rpartition(".")[0], b.numel(),
+                        str(b.dtype).removeprefix("torch."), b.element_size(), False, sid)
+        )
+    return tuple(records)
+
+
+def _module_records(stack: ModuleStack) -> tuple[ModuleRecord, ...]:
+    return tuple(
+        ModuleRecord(path, stack.types[path], s.calls, s.input_bytes, s.output_bytes,
+                     s.first_event, s.last_event)
+        for path, s in stack.stats.items()
+    )
+
+
+def _scalar_loss(out: Any) -> torch.Tensor:
+    for t in iter_tensors(out):
+        if t.is_floating_point() and t.requires_grad:
+            return t.float().sum() if t.dtype != torch.float32 else t.sum()
+    raise ShapeError("the model's output has no floating tensor that requires grad; cannot run backward")
+
+
+def _shape_error(exc: Exception, stack: ModuleStack) -> ShapeError:
+    where = stack.current(backward=False)
+    kind = stack.types.get(where, "?")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    location = f"in module '{where}' ({kind})" if where else "in the model's top-level forward"
+    return ShapeError(f"the inputs do not fit the model {location}: {first}")
