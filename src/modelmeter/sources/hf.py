@@ -1,0 +1,244 @@
+"""transformers architectures from a config: shipped presets and local folders (layer 1).
+
+Nothing is downloaded: presets carry their config in JSON, folders are read
+with `local_files_only=True`, and remote code runs only with
+`trust_remote_code=True`. On the meta device the module is built under
+`torch.device("meta")`, so no weight is allocated or initialised.
+
+Attention path. Text models and ViT are built with `attn_implementation="sdpa"`
+(the "eager" path only for an architecture without SDPA support); the CNN
+presets have no attention. Every SDPA call is `F.scaled_dot_product_attention`,
+which dispatches differently per device (TorchDispatchMode op listing, torch
+2.13 CPU build / transformers 5.24, `attention_mask=None`):
+
+    meta  math decomposition per layer: aten.bmm (Q.K^T), aten._safe_softmax,
+          aten.bmm (.V); GQA models first widen K/V with aten.expand
+    cpu   one fused aten._scaled_dot_product_flash_attention_for_cpu per layer
+
+for gpt2, bert-base, vit-base, tinyllama, llama3-8b/70b and mistral-7b (the
+last three checked on meta only: their fp32 weights do not fit a small
+machine; on cpu they take the same code path as tinyllama).
+So a counter must handle both: the bmm pair on meta and the fused CPU kernel
+(which torch's FlopCounterMode leaves uncounted, see PEERS.md).
+
+Decoders need `use_cache=True`: with it off, transformers 5.x's mask
+preprocessing calls `.all()` on a meta tensor and fails (see PEERS.md), so the
+cache flag is forced on and `attention_mask=None` is passed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import MissingDependencyError, ShapeError, UnknownModelError, UserInputError
+from .inputs import is_integer_dtype, make_tensor, parse_input_spec, with_batch
+
+DEFAULT_SEQ = 128
+KINDS = ("vision", "encoder", "decoder")
+
+
+def import_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as exc:  # a hard dependency, but say what to do if it is broken
+        raise MissingDependencyError(
+            f"transformers cannot be imported ({exc}); `pip install transformers`"
+        ) from exc
+    return transformers
+
+
+def config_from_dict(config: dict[str, Any]) -> Any:
+    """A transformers config object from a config.json dict (no hub access)."""
+    transformers = import_transformers()
+    values = dict(config)
+    model_type = values.pop("model_type", None)
+    # The stored dtype says how the checkpoint was saved; the trace dtype is the caller's choice.
+    values.pop("torch_dtype", None)
+    values.pop("dtype", None)
+    if model_type is None:
+        raise UnknownModelError("config has no 'model_type'; it is not a transformers config.json")
+    try:
+        return transformers.AutoConfig.for_model(model_type, **values)
+    except (ValueError, KeyError) as exc:
+        raise UnknownModelError(
+            f"transformers {transformers.__version__} does not know model_type {model_type!r}: {exc}"
+        ) from exc
+
+
+def guess_kind(conf: Any, architecture: str | None) -> str:
+    """'vision', 'encoder' or 'decoder' from the architecture name and config."""
+    arch = architecture or ""
+    if arch.endswith(("ForCausalLM", "LMHeadModel")) or getattr(conf, "is_decoder", False):
+        return "decoder"
+    if "Image" in arch or "Vision" in arch or (
+        getattr(conf, "num_channels", None) is not None and getattr(conf, "vocab_size", None) is None
+    ):
+        return "vision"
+    return "encoder"
+
+
+def model_class(architecture: str | None, kind: str) -> Any:
+    """The transformers class for `architecture`, else an Auto class for the kind."""
+    transformers = import_transformers()
+    cls = getattr(transformers, architecture, None) if architecture else None
+    if cls is not None and hasattr(cls, "_from_config"):
+        return cls
+    return transformers.AutoModelForCausalLM if kind == "decoder" else transformers.AutoModel
+
+
+def _attn_choice(cls: Any, requested: str | None) -> str | None:
+    # Auto classes pick per architecture; concrete classes say whether they support SDPA.
+    if requested is None:
+        return None
+    if requested == "sdpa" and not getattr(cls, "_supports_sdpa", True):
+        return "eager"
+    return requested
+
+
+def build_module(
+    conf: Any, cls: Any, kind: str, device: str, attn: str | None, folder: Path | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Any, bool]:
+    """Build the module; returns (module, weights_loaded).
+
+    Weights are loaded only on cpu from a folder holding safetensors files.
+    """
+    import torch
+
+    if kind == "decoder":
+        # Without a cache, transformers 5.x's mask preprocessing calls .all() on meta tensors.
+        conf.use_cache = True
+    attn = _attn_choice(cls, attn)
+    extra: dict[str, Any] = {"dtype": torch.float32}
+    if attn is not None:
+        extra["attn_implementation"] = attn
+    auto = cls.__name__.startswith("Auto")
+    if auto:
+        # Only Auto classes resolve `auto_map` custom code; it stays off unless asked for.
+        extra["trust_remote_code"] = trust_remote_code
+    if device == "cpu" and folder is not None and _has_safetensors(folder):
+        module = cls.from_pretrained(folder, config=conf, local_files_only=True, **extra)
+        return module.eval(), True
+    build = cls.from_config if auto else cls._from_config
+    with torch.device(device):
+        module = build(conf, **extra)
+    return module.eval(), False
+
+
+def _has_safetensors(folder: Path) -> bool:
+    # Only safetensors are loaded: a pickle checkpoint (pytorch_model.bin) is never opened.
+    return (folder / "model.safetensors").is_file() or (
+        folder / "model.safetensors.index.json"
+    ).is_file()
+
+
+def make_hf_inputs(
+    module: Any,
+    conf: Any,
+    kind: str,
+    *,
+    name: str,
+    inputs: list[str] | None,
+    default_inputs: list[str] | None,
+    batch: int | None,
+    seq: int | None,
+    device: str,
+) -> dict[str, Any]:
+    """Forward kwargs: `pixel_values` for vision, `input_ids` (+ attention_mask=None) for text.
+
+    Each `--input` maps, in order, to the forward's parameters: the first to the
+    model's main input (`inputs_embeds` instead of `input_ids` when it is a
+    float tensor of a text model), the rest to the next forward parameters.
+    `batch` replaces every input's leading dimension and, for text models,
+    `seq` its second one.
+    """
+    if inputs:
+        specs = [parse_input_spec(s) for s in inputs]
+    elif kind == "vision":
+        specs = [parse_input_spec(s) for s in (default_inputs or [_default_image_spec(conf)])]
+    else:
+        specs = [((1, DEFAULT_SEQ), "int64")]
+    shaped: list[tuple[tuple[int, ...], str]] = []
+    for shape, dtype in specs:
+        shape = with_batch(shape, batch)
+        if kind != "vision" and seq is not None and len(shape) >= 2:
+            shape = (shape[0], seq, *shape[2:])
+        shaped.append((shape, dtype))
+
+    params = [p for p in inspect.signature(module.forward).parameters if p not in ("self", "kwargs")]
+    main = getattr(module, "main_input_name", params[0] if params else "input_ids")
+    kwargs: dict[str, Any] = {}
+    vocab = int(getattr(conf, "vocab_size", None) or 2)
+    for i, (shape, dtype) in enumerate(shaped):
+        if i == 0:
+            key = main
+            if kind != "vision" and not is_integer_dtype(dtype):
+                key = "inputs_embeds"
+        else:
+            free = [p for p in params if p not in kwargs and p not in (main, "inputs_embeds")]
+            if not free:
+                raise UserInputError(f"{name} takes no further input; give at most {i} --input")
+            key = free[0]
+        _check_shape(name, conf, kind, key, shape, dtype)
+        kwargs[key] = make_tensor(shape, dtype, device, high=vocab)
+    if kind != "vision" and "attention_mask" in params and "attention_mask" not in kwargs:
+        kwargs["attention_mask"] = None
+    if getattr(conf, "is_encoder_decoder", False) and "decoder_input_ids" not in kwargs:
+        first = next(iter(kwargs.values()))
+        kwargs["decoder_input_ids"] = first
+    return kwargs
+
+
+def _default_image_spec(conf: Any) -> str:
+    size = getattr(conf, "image_size", None)
+    size = size if isinstance(size, int) else 224
+    return f"1x{getattr(conf, 'num_channels', None) or 3}x{size}x{size}"
+
+
+def _check_shape(
+    name: str, conf: Any, kind: str, key: str, shape: tuple[int, ...], dtype: str
+) -> None:
+    """Catch inputs that cannot fit before a forward (on meta some would pass silently)."""
+    if kind == "vision" and key == "pixel_values":
+        channels = getattr(conf, "num_channels", None)
+        if len(shape) != 4:
+            raise ShapeError(f"{name} takes images NxCxHxW, e.g. --input 1x{channels or 3}x224x224")
+        if channels is not None and shape[1] != channels:
+            raise ShapeError(
+                f"{name} expects {channels} channels, got {'x'.join(map(str, shape))}; "
+                f"use --input {shape[0]}x{channels}x{shape[2]}x{shape[3]}"
+            )
+        size = getattr(conf, "image_size", None)
+        if getattr(conf, "patch_size", None) and isinstance(size, int) and shape[2:] != (size, size):
+            # Patch models with learned position embeddings accept only their image size.
+            raise ShapeError(
+                f"{name} takes {size}x{size} images, got {shape[2]}x{shape[3]}; "
+                f"use --input {shape[0]}x{channels or 3}x{size}x{size}"
+            )
+    if key == "input_ids":
+        if len(shape) != 2:
+            raise ShapeError(f"{name} takes token ids BATCHxSEQ, e.g. --input 1x128:int64")
+        limit = _absolute_position_limit(conf)
+        if limit is not None and shape[1] > limit:
+            raise ShapeError(
+                f"{name} has learned positions for at most {limit} tokens, got seq {shape[1]}; "
+                f"use --seq {limit} or less"
+            )
+    if key == "inputs_embeds":
+        hidden = getattr(conf, "hidden_size", None)
+        if len(shape) != 3 or (hidden is not None and shape[2] != hidden):
+            raise ShapeError(
+                f"a float input to {name} is inputs_embeds BATCHxSEQx{hidden}; "
+                "for token ids give an integer dtype, e.g. --input 1x128:int64"
+            )
+
+
+def _absolute_position_limit(conf: Any) -> int | None:
+    # Rotary models can run past max_position_embeddings; learned tables cannot.
+    if getattr(conf, "n_positions", None):
+        return int(conf.n_positions)
+    if getattr(conf, "position_embedding_type", None) == "absolute":
+        return int(getattr(conf, "max_position_embeddings", 0)) or None
+    return None

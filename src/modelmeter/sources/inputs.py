@@ -1,0 +1,92 @@
+"""Example inputs: `--input` spec parsing and tensor creation (layer 1).
+
+An input spec is `DIMxDIMx...[:dtype]`, e.g. `1x3x224x224`, `1x3x224x224:fp16`,
+`1x128:int64`. The dtype accepts precision names (fp16, bf16, ...) and torch
+dtype names (float16, int64, long, bool, ...); it defaults to float32.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..core.errors import UnknownPrecisionError, UserInputError
+from ..core.precision import parse_precision
+
+# Integer and bool dtypes an input may take (token ids, masks); floats go through
+# the precision table so `fp16` and `float16` mean the same thing.
+_INT_DTYPES = {
+    "int64": "int64", "long": "int64", "int32": "int32", "int": "int32", "int16": "int16",
+    "int8": "int8", "uint8": "uint8", "bool": "bool",
+}
+_SHAPE_RE = re.compile(r"^\s*(-?\d+)(\s*[xX×*,]\s*-?\d+)*\s*$")
+
+INPUT_SPEC_HELP = "give a shape like 1x3x224x224 or 1x128:int64 (dims > 0, optional :dtype)"
+
+
+def parse_input_spec(text: str) -> tuple[tuple[int, ...], str]:
+    """`"1x3x224x224:fp16"` -> `((1, 3, 224, 224), "float16")`.
+
+    Raises UserInputError for junk, empty, zero or negative dimensions and
+    unknown dtypes.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise UserInputError(f"empty --input; {INPUT_SPEC_HELP}")
+    shape_text, _, dtype_text = text.partition(":")
+    if not _SHAPE_RE.match(shape_text):
+        raise UserInputError(f"bad --input {text!r}; {INPUT_SPEC_HELP}")
+    dims = tuple(int(d) for d in re.split(r"[xX×*,]", shape_text.replace(" ", "")))
+    if any(d <= 0 for d in dims):
+        raise UserInputError(f"bad --input {text!r}: every dimension must be > 0; {INPUT_SPEC_HELP}")
+    return dims, _dtype_name(dtype_text.strip(), text) if dtype_text.strip() else "float32"
+
+
+def _dtype_name(name: str, spec: str) -> str:
+    key = name.lower().replace("torch.", "")
+    if key in _INT_DTYPES:
+        return _INT_DTYPES[key]
+    try:
+        torch_name = parse_precision(key).torch_dtype
+    except UnknownPrecisionError:
+        torch_name = None
+    if torch_name is None:
+        raise UserInputError(
+            f"bad dtype {name!r} in --input {spec!r}; use a float (fp32, fp16, bf16, fp64) "
+            f"or an integer type ({', '.join(sorted(set(_INT_DTYPES.values())))})"
+        )
+    return torch_name
+
+
+def is_integer_dtype(dtype_name: str) -> bool:
+    return dtype_name in _INT_DTYPES.values()
+
+
+def check_positive(value: int | None, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise UserInputError(f"{what} must be a positive integer, got {value!r}")
+
+
+def with_batch(shape: tuple[int, ...], batch: int | None) -> tuple[int, ...]:
+    """Replace the leading (batch) dimension when a batch size was asked for."""
+    if batch is None or not shape:
+        return shape
+    return (batch, *shape[1:])
+
+
+def make_tensor(
+    shape: tuple[int, ...], dtype_name: str, device: str, *, high: int = 2
+) -> Any:
+    """A tensor of `shape`: meta (no storage) or real random values on cpu.
+
+    Integer tensors draw from [0, high) so token ids stay inside the vocabulary.
+    """
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    if device == "meta":
+        return torch.empty(shape, dtype=dtype, device="meta")
+    if dtype_name == "bool":
+        return torch.ones(shape, dtype=dtype, device=device)
+    if is_integer_dtype(dtype_name):
+        return torch.randint(0, max(1, high), shape, dtype=dtype, device=device)
+    return torch.randn(shape, dtype=dtype, device=device)
