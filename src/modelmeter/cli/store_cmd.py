@@ -1,0 +1,271 @@
+"""`modelmeter history` and `modelmeter diff` (layer 6): the run store and report diffs.
+
+`diff` compares two reports, each a stored run id (or unique prefix) or a path
+to a JSON report, and with ``--fail-on`` works as a CI gate: exit 1 when a gate
+fails (or its metric is missing), 2 on bad input, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..core.errors import UserInputError
+from ..report.diff import (
+    METRICS,
+    GateResult,
+    MetricChange,
+    diff_reports,
+    evaluate_gates,
+    format_change,
+    format_value,
+    metric_value,
+    parse_gates,
+)
+from ..store import RunStore, StoredRun
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_REPORT_SCHEMA_PREFIX = "modelmeter.report/"
+_DB_OPTION = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Run store file (default: the user data dir, or $MODELMETER_HOME/runs.sqlite).",
+)
+
+
+@click.command()
+@click.option("--model", default=None, help="Only runs of this model name.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@_DB_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (full reports).")
+def history(model: str | None, limit: int, db: Path | None, as_json: bool) -> None:
+    """List stored runs, newest first."""
+    with RunStore(db) as store:
+        runs = store.list_runs(model=model, limit=limit)
+        path = store.path
+    if as_json:
+        click.echo(json.dumps([_run_json(run) for run in runs], indent=2))
+        return
+    if not runs:
+        click.echo(f"no runs stored in {path}" + (f" for model {model!r}" if model else ""))
+        return
+    from rich.table import Table
+
+    with_labels = any(run.label for run in runs)
+    table = Table(title=f"runs in {path}", title_justify="left")
+    # ids, dates and numbers never wrap (an id split over two lines cannot be
+    # copied); names give way when the terminal is narrow.
+    table.add_column("id", no_wrap=True)
+    table.add_column("date", no_wrap=True)
+    table.add_column("model")
+    for column in ("params", "flops", "latency p50"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("hardware")
+    if with_labels:
+        table.add_column("label")
+    for run in runs:
+        row = [
+            run.id,
+            run.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+            run.model or "—",
+            format_value("params", metric_value(run.report, "params")),
+            format_value("flops", metric_value(run.report, "flops")),
+            format_value("latency_p50", metric_value(run.report, "latency_p50")),
+            _hardware(run),
+        ]
+        table.add_row(*row, *([run.label or ""] if with_labels else []))
+    _console().print(table)
+
+
+@click.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@_DB_OPTION
+@click.option(
+    "--fail-on",
+    "fail_on",
+    metavar="GATES",
+    default=None,
+    help="Comma-separated gates, e.g. 'latency_p50>+5%,flops>0%,throughput<-10%'; "
+    "exit 1 when one holds or its metric is missing. Metrics: " + ", ".join(METRICS) + ".",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the changes and gate results as JSON.")
+@click.pass_context
+def diff(
+    ctx: click.Context,
+    run_a: str,
+    run_b: str,
+    db: Path | None,
+    fail_on: str | None,
+    as_json: bool,
+) -> None:
+    """Compare two reports: RUN_A and RUN_B are stored run ids or JSON report files."""
+    # Gates first: a typo in CI should fail fast, before any store is opened.
+    gates = parse_gates(fail_on) if fail_on is not None else []
+    with RunStore(db) as store:
+        source_a, report_a = _load(run_a, store)
+        source_b, report_b = _load(run_b, store)
+    changes = diff_reports(report_a, report_b)
+    results = evaluate_gates(changes, gates)
+    failed = [result for result in results if result.failed]
+
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "a": source_a,
+                    "b": source_b,
+                    "changes": [_change_json(change) for change in changes],
+                    "gates": [_gate_json(result) for result in results],
+                    "passed": not failed,
+                },
+                indent=2,
+            )
+        )
+    else:
+        _print_diff(source_a, source_b, changes, results)
+    if failed:
+        # stderr too, so the CI log says why the step failed even if stdout is captured.
+        listed = ", ".join(result.gate.text for result in failed)
+        click.echo(f"modelmeter: {len(failed)} of {len(results)} gates failed: {listed}", err=True)
+        ctx.exit(1)  # main() turns this returned code into the process's exit status
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def _load(ref: str, store: RunStore) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(description of the source, report dict) for a file path or stored run id."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return {"file": str(path)}, _read_report_file(path)
+    looks_like_id = re.fullmatch(r"[0-9a-fA-F]+", ref.strip()) is not None
+    if not looks_like_id:
+        raise UserInputError(
+            f"{ref!r} is neither a report file nor a stored run id; give a path to a JSON "
+            "report or a run id from `modelmeter history`"
+        )
+    run = store.get(ref)
+    return {"run": run.id, "model": run.model, "created_at": run.created_at.isoformat()}, run.report
+
+
+def _read_report_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read report {path}: {exc}") from exc
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise UserInputError(f"{path} is not valid JSON: {exc}") from exc
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if not isinstance(schema, str) or not schema.startswith(_REPORT_SCHEMA_PREFIX):
+        raise UserInputError(
+            f'{path} is not a modelmeter report (no "schema": "{_REPORT_SCHEMA_PREFIX}…"); '
+            "write one with `modelmeter report --format json`"
+        )
+    return doc
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped into a file or a CI log nothing wraps at 80 columns, so don't
+        # squeeze run ids and model names to fit an imaginary terminal.
+        console.width = max(console.width, 160)
+    return console
+
+
+def _hardware(run: StoredRun) -> str:
+    settings = run.report.get("settings")
+    hardware = settings.get("hardware") if isinstance(settings, dict) else None
+    if isinstance(hardware, dict):
+        hardware = hardware.get("id") or hardware.get("name")
+    if not hardware and run.fingerprint:
+        hardware = run.fingerprint.get("hardware")
+    if not hardware and isinstance(settings, dict):
+        hardware = settings.get("device")
+    return str(hardware) if hardware else "—"
+
+
+def _run_json(run: StoredRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "created_at": run.created_at.isoformat(),
+        "model": run.model,
+        "label": run.label,
+        "fingerprint": run.fingerprint,
+        "report": run.report,
+    }
+
+
+def _change_json(change: MetricChange) -> dict[str, Any]:
+    metric = METRICS[change.name]
+    return {
+        "metric": change.name,
+        "unit": metric.unit,
+        "lower_is_better": metric.lower_is_better,
+        "a": change.a,
+        "b": change.b,
+        "delta": change.delta,
+        "relative": change.relative,
+    }
+
+
+def _gate_json(result: GateResult) -> dict[str, Any]:
+    return {"gate": result.gate.text, "status": result.status, "reason": result.reason}
+
+
+def _describe(source: dict[str, Any]) -> str:
+    if "file" in source:
+        return source["file"]
+    return f"run {source['run']} ({source.get('model') or 'unknown model'}, {source['created_at'][:16]})"
+
+
+def _print_diff(
+    source_a: dict[str, Any],
+    source_b: dict[str, Any],
+    changes: list[MetricChange],
+    results: list[GateResult],
+) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"A: {escape(_describe(source_a))}")
+    console.print(f"B: {escape(_describe(source_b))}")
+    if not changes:
+        console.print("no metrics in common to compare")
+    else:
+        table = Table()
+        table.add_column("metric")
+        table.add_column("A", justify="right")
+        table.add_column("B", justify="right")
+        table.add_column("change", justify="right")
+        for change in changes:
+            style = {True: "green", False: "red", None: ""}[change.improved]
+            text = format_change(change)
+            table.add_row(
+                change.name,
+                format_value(change.name, change.a),
+                format_value(change.name, change.b),
+                f"[{style}]{text}[/{style}]" if style else text,
+            )
+        console.print(table)
+        if not any(change.changed for change in changes):
+            console.print("no change")
+    for result in results:
+        mark = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]"}.get(
+            result.status, "[red]MISSING[/red]"
+        )
+        console.print(f"{mark} {escape(result.gate.text)}: {escape(result.reason)}")

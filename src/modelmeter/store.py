@@ -1,0 +1,491 @@
+"""Run history: saved reports in one SQLite file (layer 4).
+
+`RunStore` keeps every saved report with the environment it ran in, so runs can
+be listed (`modelmeter history`) and compared (`modelmeter diff`). Safety rules:
+
+- Each save is one transaction in WAL mode, so a process killed mid-write never
+  corrupts the file and never leaves half a run; concurrent writers queue on the
+  lock (``busy_timeout``) instead of failing.
+- The schema is versioned with ``PRAGMA user_version``. Older stores are
+  migrated in place, inside one transaction; a store written by a newer
+  modelmeter is refused untouched.
+- A file that is not a modelmeter store (not SQLite, another program's
+  database, corrupted) is refused with a `UserInputError` and never written.
+
+The default file is ``platformdirs.user_data_dir("modelmeter")/runs.sqlite``;
+the ``MODELMETER_HOME`` environment variable replaces that directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .core.errors import UserInputError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "RunStore",
+    "StoredRun",
+    "default_store_path",
+    "environment_fingerprint",
+]
+
+SCHEMA_VERSION = 2
+STORE_FILENAME = "runs.sqlite"
+# Long enough for another process's save (one small transaction) to finish,
+# short enough that a stuck lock surfaces as an error rather than a hang.
+BUSY_TIMEOUT_S = 30.0
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_ID_RE = re.compile(r"^[0-9a-f]{1,32}$")
+_GIT_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """One saved report and where it came from."""
+
+    id: str
+    created_at: datetime  # timezone-aware, UTC
+    model: str | None
+    report: dict[str, Any]
+    fingerprint: dict[str, Any] | None
+    label: str | None
+
+
+def default_store_path() -> Path:
+    """``$MODELMETER_HOME/runs.sqlite``, else the platform's user data dir."""
+    home = os.environ.get("MODELMETER_HOME")
+    if home:
+        return Path(home).expanduser() / STORE_FILENAME
+    import platformdirs  # imported here: only the default path needs it
+
+    return Path(platformdirs.user_data_dir("modelmeter")) / STORE_FILENAME
+
+
+# --- schema ---------------------------------------------------------------
+# Migration N takes a store at schema N to N+1. A new store runs them all, so
+# the upgrade path users hit is the one every test exercises.
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    # v1: the minimal history, a report and when it was saved.
+    conn.execute(
+        "CREATE TABLE runs ("
+        " id TEXT PRIMARY KEY,"
+        " created_at TEXT NOT NULL,"
+        " report_json TEXT NOT NULL)"
+    )
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    # v2: model name as an indexed column (history filters on it without
+    # parsing every report), the environment fingerprint and a user label.
+    conn.execute("ALTER TABLE runs ADD COLUMN model TEXT")
+    conn.execute("ALTER TABLE runs ADD COLUMN fingerprint_json TEXT")
+    conn.execute("ALTER TABLE runs ADD COLUMN label TEXT")
+    rows = conn.execute("SELECT id, report_json FROM runs").fetchall()
+    for run_id, report_json in rows:
+        try:
+            model = _model_name(json.loads(report_json))
+        except (ValueError, TypeError):
+            model = None  # an unreadable old row keeps its data; it just has no model
+        if model is not None:
+            conn.execute("UPDATE runs SET model = ? WHERE id = ?", (model, run_id))
+    conn.execute("CREATE INDEX runs_model_created ON runs (model, created_at)")
+    conn.execute("CREATE INDEX runs_created ON runs (created_at)")
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _v1_to_v2}
+assert sorted(_MIGRATIONS) == list(range(SCHEMA_VERSION))
+
+
+class RunStore:
+    """The run history in one SQLite file; open lazily, close with `close()` or `with`."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
+        self._conn: sqlite3.Connection | None = None
+
+    # -- public API ---------------------------------------------------------
+
+    def save(
+        self,
+        report: dict[str, Any],
+        fingerprint: dict[str, Any] | None = None,
+        label: str | None = None,
+    ) -> str:
+        """Store one report (in one transaction) and return its new run id."""
+        if not isinstance(report, dict):
+            raise UserInputError(f"a report must be a JSON object, not {type(report).__name__}")
+        report_json = json.dumps(report, sort_keys=True)
+        fingerprint_json = (
+            json.dumps(fingerprint, sort_keys=True) if fingerprint is not None else None
+        )
+        created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        conn = self._connection(create=True)
+        assert conn is not None
+        with self._sqlite_errors():
+            # IMMEDIATE takes the write lock up front, so concurrent savers wait
+            # on busy_timeout here rather than failing at COMMIT.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                run_id = self._insert(
+                    conn, created_at, _model_name(report), report_json, fingerprint_json, label
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return run_id
+
+    def get(self, run_id: str) -> StoredRun:
+        """The run whose id is `run_id` or starts with it (a unique prefix)."""
+        prefix = run_id.strip().lower()
+        if not _ID_RE.match(prefix):
+            raise UserInputError(
+                f"{run_id!r} is not a run id (run ids are hex, e.g. 3f9a01c2; "
+                "`modelmeter history` lists them)"
+            )
+        conn = self._connection(create=False)
+        rows: list[tuple[Any, ...]] = []
+        if conn is not None:
+            with self._sqlite_errors():
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM runs WHERE id GLOB ? ORDER BY id LIMIT 6",
+                    (prefix + "*",),  # hex only, so no GLOB metacharacters to escape
+                ).fetchall()
+        if not rows:
+            raise UserInputError(
+                f"no run {run_id!r} in {self.path} (`modelmeter history` lists the stored runs)"
+            )
+        if len(rows) > 1:
+            ids = ", ".join(row[0] for row in rows[:5])
+            raise UserInputError(
+                f"run id prefix {run_id!r} is ambiguous ({ids}{', …' if len(rows) > 5 else ''});"
+                " give more characters"
+            )
+        return self._row_to_run(rows[0])
+
+    def list_runs(self, model: str | None = None, limit: int = 50) -> list[StoredRun]:
+        """Newest first; only runs of `model` when given."""
+        if limit < 1:
+            raise UserInputError(f"limit must be at least 1, got {limit}")
+        conn = self._connection(create=False)
+        if conn is None:
+            return []  # no store yet: an empty history, and no file created for it
+        where, params = ("WHERE model = ?", [model]) if model is not None else ("", [])
+        with self._sqlite_errors():
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [self._row_to_run(row) for row in rows]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection,
+        created_at: str,
+        model: str | None,
+        report_json: str,
+        fingerprint_json: str | None,
+        label: str | None,
+    ) -> str:
+        # 32 random bits: short enough to type, and a collision is retried.
+        for _ in range(16):
+            run_id = secrets.token_hex(4)
+            try:
+                conn.execute(
+                    "INSERT INTO runs (id, created_at, model, report_json, fingerprint_json, label)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (run_id, created_at, model, report_json, fingerprint_json, label),
+                )
+            except sqlite3.IntegrityError:
+                continue
+            return run_id
+        raise RuntimeError("could not draw an unused run id in 16 tries")
+
+    def _row_to_run(self, row: tuple[Any, ...]) -> StoredRun:
+        run_id, created_at, model, report_json, fingerprint_json, label = row
+        try:
+            report = json.loads(report_json)
+            fingerprint = json.loads(fingerprint_json) if fingerprint_json else None
+        except ValueError as exc:
+            raise UserInputError(
+                f"run {run_id} in {self.path} holds unreadable JSON: {exc}"
+            ) from exc
+        return StoredRun(
+            id=run_id,
+            created_at=datetime.fromisoformat(created_at),
+            model=model,
+            report=report,
+            fingerprint=fingerprint,
+            label=label,
+        )
+
+    def _connection(self, create: bool) -> sqlite3.Connection | None:
+        """The open connection, opening (and creating or migrating) the file first."""
+        if self._conn is not None:
+            return self._conn
+        path = self.path
+        if path.exists():
+            if not path.is_file():
+                raise UserInputError(f"{path} is not a file; use --db to pick a store file")
+            _check_sqlite_header(path)
+        elif not create:
+            return None
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserInputError(
+                    f"cannot create the run store folder {path.parent}: {exc.strerror}; "
+                    "use --db or MODELMETER_HOME to pick another place"
+                ) from exc
+        with self._sqlite_errors():
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            with self._sqlite_errors():
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                # Everything up to here only reads: a file we refuse stays untouched.
+                # One read transaction, so the version and the tables we see come
+                # from the same moment even while another process creates the store.
+                conn.execute("BEGIN")
+                try:
+                    self._check_schema(conn)
+                finally:
+                    conn.execute("COMMIT")
+                _enable_wal(conn)
+                # FULL: a committed run survives power loss too, not just a crash.
+                conn.execute("PRAGMA synchronous = FULL")
+                self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _check_schema(self, conn: sqlite3.Connection) -> int:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise UserInputError(
+                f"{self.path} was written by a newer modelmeter (schema {version}); "
+                "upgrade modelmeter or use --db to pick another file"
+            )
+        tables = {
+            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        # user_version 0 with tables, or a version without our table: someone
+        # else's database, which we must not write into.
+        if (version == 0 and tables) or (version > 0 and "runs" not in tables):
+            raise UserInputError(
+                f"{self.path} is an SQLite database but not a modelmeter run store; "
+                "use --db to pick another file"
+            )
+        return version
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if int(conn.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Read again under the write lock: another process may have migrated
+            # (or created) the store while we waited for it.
+            version = self._check_schema(conn)
+            for step in range(version, SCHEMA_VERSION):
+                _MIGRATIONS[step](conn)
+            # PRAGMA takes no bound parameters; SCHEMA_VERSION is our own int.
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def _sqlite_errors(self) -> Iterator[None]:
+        """sqlite3 failures become one-line UserInputErrors naming the file."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise UserInputError(
+                    f"{self.path} stayed locked by another process for {BUSY_TIMEOUT_S:.0f} s; "
+                    "try again, or use --db to pick another file"
+                ) from exc
+            raise UserInputError(f"cannot use run store {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise UserInputError(
+                f"{self.path} is not a readable modelmeter run store ({exc}); it was left "
+                "untouched; use --db to pick another file"
+            ) from exc
+
+
+_COLUMNS = "id, created_at, model, report_json, fingerprint_json, label"
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL once; retry by hand while another process holds it.
+
+    Changing the journal mode needs the file to itself, and sqlite answers
+    "locked" at once instead of calling the busy handler, so two processes
+    opening a new store together would otherwise fail.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.001
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _check_sqlite_header(path: Path) -> None:
+    # Checked before sqlite ever opens the file, so a file that is not ours is
+    # never touched (sqlite would otherwise treat some of them as writable).
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise UserInputError(f"cannot read run store {path}: {exc.strerror}") from exc
+    if head and head != _SQLITE_MAGIC:  # an empty file is a new, empty store
+        raise UserInputError(
+            f"{path} is not an SQLite file, so not a modelmeter run store; it was left "
+            "untouched; use --db to pick another file"
+        )
+
+
+def _model_name(report: Any) -> str | None:
+    model = report.get("model") if isinstance(report, dict) else None
+    if isinstance(model, dict):
+        name = model.get("name")
+        return name if isinstance(name, str) else None
+    return model if isinstance(model, str) else None
+
+
+# --- environment fingerprint -------------------------------------------------
+
+
+def environment_fingerprint(hardware: str | None = None, cwd: Path | None = None) -> dict[str, Any]:
+    """What a run depends on besides the model: versions, machine, code revision.
+
+    Keys: ``platform``, ``machine``, ``python``, ``modelmeter``, ``cpu``,
+    ``cpu_count``, ``host`` (a hash: enough to tell machines apart without
+    storing their names), and when known ``torch``, ``hardware`` and
+    ``git`` = {commit, dirty} of the repository containing `cwd` (default: the
+    current directory). torch is not imported: its version comes from the
+    installed package metadata.
+    """
+    fp: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "modelmeter": _package_version("modelmeter"),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "host": hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12],
+    }
+    torch_version = _torch_version()  # None when torch is not installed
+    if torch_version:
+        fp["torch"] = torch_version
+    if hardware:
+        fp["hardware"] = hardware
+    try:
+        where = cwd if cwd is not None else Path.cwd()
+    except OSError:  # the current directory was deleted under us
+        where = None
+    git = _git_state(where) if where is not None else None
+    if git:
+        fp["git"] = git
+    return fp
+
+
+def _torch_version() -> str | None:
+    torch = sys.modules.get("torch")  # already imported: its own word is exact
+    if torch is not None and isinstance(getattr(torch, "__version__", None), str):
+        return str(torch.__version__)
+    return _package_version("torch")
+
+
+def _package_version(name: str) -> str | None:
+    # Installed metadata, not an import: reading torch's version must not cost
+    # the seconds importing torch takes.
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                # x86 says "model name"; some ARM kernels only give "Hardware"/"Model".
+                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_state(cwd: Path) -> dict[str, Any] | None:
+    """{commit, dirty} of the repository around `cwd`; None outside one or without git."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args],
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=_GIT_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit or not commit.strip():
+        return None
+    # Untracked files don't change what ran; modified tracked files do.
+    status = git("status", "--porcelain", "--untracked-files=no")
+    state: dict[str, Any] = {"commit": commit.strip()}
+    if status is not None:
+        state["dirty"] = bool(status.strip())
+    return state
