@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
-
-from .options import model_options, write_json
+from .options import make_console, model_options, write_json
 
 
 @click.command()
@@ -27,7 +25,7 @@ def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path
         return
     from ..report.terminal import module_table, totals_table, uncounted_table
 
-    console = Console()
+    console = make_console()
     console.print(module_table(report, depth, title=f"{report['model']['name']} — per module"))
     console.print(totals_table(report))
     uncounted = uncounted_table(report)
@@ -50,4 +48,4 @@ def models() -> None:
     table.add_column("description")
     for name, description in list_presets():
         table.add_row(name, description)
-    Console().print(table)
+    make_console().print(table)

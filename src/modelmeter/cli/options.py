@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
 from ..core.errors import UserInputError
 
@@ -26,6 +27,11 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(decorators):
         fn = decorator(fn)
     return fn
+
+
+def make_console() -> Console:
+    """A console for command output; when piped, wide enough that tables do not fold."""
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def write_json(data: dict[str, Any], target: str) -> None:

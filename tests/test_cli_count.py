@@ -1,0 +1,109 @@
+"""`modelmeter count` as a user runs it: a real process, JSON out, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "modelmeter.cli.main", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def count_json(*args: str) -> dict:
+    proc = run("count", *args, "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_llama3_8b_on_meta_exact_params_and_sizes_in_small_memory():
+    code = (
+        "import json, resource, sys\n"
+        "from modelmeter.cli.main import main\n"
+        "try:\n    main(['count', 'llama3-8b', '--dtype', 'fp16', '--json', '-'])\n"
+        "finally:\n"
+        "    sys.stderr.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["schema"] == "modelmeter.report/1"
+    assert report["model"]["name"] == "llama3-8b"
+    assert report["totals"]["params"] == 8_030_261_248
+    assert report["totals"]["param_bytes"] == 16_060_522_496
+    assert report["settings"]["dtype"] == "fp16"
+    peak_rss_kib = int(proc.stderr.strip().splitlines()[-1])
+    assert peak_rss_kib * 1024 < 2e9
+
+
+def test_int4_is_half_a_byte_per_parameter_and_scales_are_separate():
+    plain = count_json("llama3-8b", "--dtype", "int4", "--seq", "8")
+    assert plain["totals"]["param_bytes"] == 8_030_261_248 / 2
+    grouped = count_json("llama3-8b", "--dtype", "int4", "--group-size", "128", "--seq", "8")
+    scales = grouped["totals"]["param_scale_bytes"]
+    assert scales == -(-8_030_261_248 // 128) * 2
+    assert grouped["totals"]["param_bytes"] == 8_030_261_248 / 2 + scales
+
+
+def test_json_contract_keys_and_module_order():
+    report = count_json("gpt2", "--batch", "2", "--seq", "16", "--dtype", "bf16")
+    totals = report["totals"]
+    for key in ("params", "trainable_params", "buffers", "param_bytes", "macs", "flops",
+                "other_flops", "bytes_read", "bytes_written"):
+        assert isinstance(totals[key], (int, float)), key
+    assert totals["flops"] == 2 * totals["macs"]
+    assert totals["params"] == 124_439_808  # tied embeddings counted once
+    modules = report["modules"]
+    assert modules[0]["path"] == ""
+    for m in modules:
+        assert {"path", "type", "params", "macs", "flops", "other_flops", "bytes_read",
+                "bytes_written"} <= set(m)
+    assert isinstance(report["uncounted_ops"], list)
+    # bf16 activations: 2 bytes per element
+    assert report["settings"]["trace_dtype"] == "bf16"
+
+
+def test_json_to_file_and_table(tmp_path):
+    target = tmp_path / "out.json"
+    proc = run("count", "resnet50", "--input", "1x3x224x224", "--depth", "2", "--json", str(target))
+    assert proc.returncode == 0, proc.stderr
+    assert "encoder" in proc.stdout and "MACs" in proc.stdout
+    assert json.loads(target.read_text())["totals"]["params"] == 25_557_032
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("count", "resnet5"), "resnet50"),
+        (("count", "gpt2", "--dtype", "fp7"), "unknown precision"),
+        (("count", "resnet50", "--input", "1x4x224x224"), "channel"),
+        (("count", "gpt2", "--batch", "0"), "batch"),
+        (("count", "torchvision:resnet18"), "torchvision"),
+        (("count", "nosuchpkg.models:build"), "nosuchpkg"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, needle):
+    proc = run(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert needle in lines[0].lower()
+
+
+def test_shape_that_does_not_fit_names_the_layer(tmp_path):
+    (tmp_path / "badnet.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(5, 2))\n"
+        "    return net, torch.randn(1, 8)\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "count", "badnet:build"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "'2'" in proc.stderr and "Linear" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,277 @@
+"""The counting engine against closed forms and PyTorch's own FlopCounterMode."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from modelmeter import formulas
+from modelmeter.api import analyse
+from modelmeter.count import count_trace
+from modelmeter.trace import trace_model
+
+FAST = settings(max_examples=15, deadline=None)
+
+
+def macs_of(module: nn.Module, *args: torch.Tensor) -> int:
+    return count_trace(trace_model(module, args)).totals.macs
+
+
+def fcm_flops(module: nn.Module, *args: torch.Tensor) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(*args)
+    return counter.get_total_flops()
+
+
+dims = st.integers(min_value=1, max_value=24)
+
+
+@FAST
+@given(batch=dims, c_in=dims, c_out=dims, bias=st.booleans())
+def test_linear_matches_closed_form_and_flopcounter(batch, c_in, c_out, bias):
+    layer = nn.Linear(c_in, c_out, bias=bias)
+    x = torch.randn(batch, 3, c_in)
+    report = count_trace(trace_model(layer, (x,)))
+    assert report.totals.macs == formulas.linear_macs(c_in, c_out, vectors=batch * 3)
+    assert report.totals.flops == fcm_flops(layer, x)
+    assert report.totals.params == formulas.linear_params(c_in, c_out, bias)
+
+
+conv_case = st.fixed_dictionaries({
+    "groups": st.sampled_from([1, 2, 4]),
+    "per_group_in": st.integers(1, 4),
+    "per_group_out": st.integers(1, 4),
+    "kernel": st.integers(1, 4),
+    "stride": st.integers(1, 3),
+    "padding": st.integers(0, 2),
+    "dilation": st.integers(1, 2),
+    "size": st.integers(8, 16),
+    "batch": st.integers(1, 3),
+})
+
+
+@FAST
+@given(case=conv_case)
+def test_conv2d_grouped_matches_closed_form_and_flopcounter(case):
+    g = case["groups"]
+    c_in, c_out = g * case["per_group_in"], g * case["per_group_out"]
+    conv = nn.Conv2d(c_in, c_out, case["kernel"], stride=case["stride"], padding=case["padding"],
+                     dilation=case["dilation"], groups=g)
+    x = torch.randn(case["batch"], c_in, case["size"], case["size"])
+    out = formulas.conv_output_size(case["size"], case["kernel"], case["stride"], case["padding"],
+                                    case["dilation"])
+    expected = formulas.conv_macs(c_in, c_out, (case["kernel"],) * 2, (out, out), g, case["batch"])
+    assert macs_of(conv, x) == expected
+    assert 2 * expected == fcm_flops(conv, x)
+    assert sum(p.numel() for p in conv.parameters()) == formulas.conv_params(
+        c_in, c_out, (case["kernel"],) * 2, g)
+
+
+@FAST
+@given(channels=st.integers(1, 8), mult=st.integers(1, 3), kernel=st.integers(1, 5), size=st.integers(6, 12))
+def test_depthwise_conv(channels, mult, kernel, size):
+    conv = nn.Conv2d(channels, channels * mult, kernel, padding=kernel // 2, groups=channels)
+    x = torch.randn(2, channels, size, size)
+    out = formulas.conv_output_size(size, kernel, 1, kernel // 2)
+    assert macs_of(conv, x) == formulas.conv_macs(channels, channels * mult, (kernel, kernel), (out, out),
+                                                  channels, 2)
+
+
+@FAST
+@given(c_in=st.integers(1, 6), c_out=st.integers(1, 6), kernel=st.integers(1, 4), stride=st.integers(1, 3),
+       padding=st.integers(0, 1), size=st.integers(3, 8), groups=st.sampled_from([1, 2]))
+def test_conv_transpose2d(c_in, c_out, kernel, stride, padding, size, groups):
+    c_in, c_out = c_in * groups, c_out * groups
+    conv = nn.ConvTranspose2d(c_in, c_out, kernel, stride=stride, padding=padding, groups=groups)
+    x = torch.randn(1, c_in, size, size)
+    expected = formulas.conv_transpose_macs(c_in, c_out, (kernel, kernel), (size, size), groups)
+    assert macs_of(conv, x) == expected
+    assert 2 * expected == fcm_flops(conv, x)
+
+
+attention_case = st.fixed_dictionaries({
+    "batch": st.integers(1, 2),
+    "heads": st.sampled_from([2, 4, 8]),
+    "kv_div": st.sampled_from([1, 2]),
+    "q_len": st.integers(1, 12),
+    "kv_len": st.integers(1, 12),
+    "head_dim": st.sampled_from([4, 8]),
+    "causal": st.booleans(),
+})
+
+
+def _sdpa_inputs(case, device):
+    kv_heads = case["heads"] // case["kv_div"]
+    q = torch.randn(case["batch"], case["heads"], case["q_len"], case["head_dim"], device=device)
+    k = torch.randn(case["batch"], kv_heads, case["kv_len"], case["head_dim"], device=device)
+    v = torch.randn(case["batch"], kv_heads, case["kv_len"], case["head_dim"], device=device)
+    return q, k, v
+
+
+class SDPA(nn.Module):
+    def __init__(self, causal: bool, gqa: bool):
+        super().__init__()
+        self.causal, self.gqa = causal, gqa
+
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, enable_gqa=self.gqa)
+
+
+@FAST
+@given(case=attention_case, device=st.sampled_from(["cpu", "meta"]))
+def test_sdpa_every_path_counts_dense_attention(case, device):
+    """CPU runs the fused flash kernel FlopCounterMode misses; meta runs the math path."""
+    module = SDPA(case["causal"], case["kv_div"] > 1)
+    q, k, v = _sdpa_inputs(case, device)
+    expected = formulas.attention_score_macs(case["batch"], case["heads"], case["q_len"],
+                                             case["kv_len"], case["head_dim"])
+    assert macs_of(module, q, k, v) == expected
+
+
+def test_sdpa_cpu_kernel_is_what_flopcounter_misses():
+    case = {"batch": 1, "heads": 4, "kv_div": 1, "q_len": 16, "kv_len": 16, "head_dim": 8, "causal": False}
+    q, k, v = _sdpa_inputs(case, "cpu")
+    module = SDPA(False, False)
+    ops = {e.op for e in trace_model(module, (q, k, v)).events}
+    assert "aten._scaled_dot_product_flash_attention_for_cpu.default" in ops
+    assert fcm_flops(module, q, k, v) == 0  # PyTorch's counter sees nothing here
+    assert macs_of(module, q, k, v) == formulas.attention_score_macs(1, 4, 16, 16, 8)
+
+
+@FAST
+@given(embed=st.sampled_from([8, 16, 32]), heads=st.sampled_from([1, 2, 4]), seq=st.integers(1, 10),
+       batch=st.integers(1, 3))
+def test_multihead_attention_fast_and_slow_paths(embed, heads, seq, batch):
+    mha = nn.MultiheadAttention(embed, heads, batch_first=True).eval()
+    x = torch.randn(batch, seq, embed)
+
+    class SelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = mha
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    model = SelfAttention().eval()
+    expected = batch * formulas.attention_macs(seq, embed, heads)
+    fast = count_trace(trace_model(model, (x,)))  # no_grad + eval: _native_multi_head_attention
+    slow = count_trace(trace_model(model, (x,), backward=True))  # grad on: the composite path
+    assert fast.totals.macs == expected
+    assert slow.totals.macs == expected
+
+
+@FAST
+@given(b=st.integers(1, 3), m=st.integers(2, 24), k=st.integers(2, 24), n=st.integers(2, 24))
+def test_matmul_bmm_einsum(b, m, k, n):
+    # Sizes >= 2: with a contraction size of 1, einsum becomes a broadcast mul (other FLOPs).
+    class Contractions(nn.Module):
+        def forward(self, x, y, z):
+            return torch.matmul(x, y), torch.bmm(x, y), torch.einsum("bmk,bkn->bmn", x, y), x[0] @ z
+
+    x, y, z = torch.randn(b, m, k), torch.randn(b, k, n), torch.randn(k)
+    module = Contractions()
+    assert macs_of(module, x, y, z) == 3 * b * m * k * n + m * k
+    # FlopCounterMode has no formula for mv; everything else must agree.
+    assert fcm_flops(module, x, y, z) == 2 * 3 * b * m * k * n
+
+
+class ModuleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, 16)
+        self.q = nn.Linear(16, 16)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).flatten(1)
+        h = self.fc(h)
+        q = self.q(h).view(-1, 2, 1, 8)
+        return F.scaled_dot_product_attention(q, q, q)
+
+
+class FunctionalNet(nn.Module):
+    def __init__(self, twin: ModuleNet):
+        super().__init__()
+        self.w = nn.ParameterDict({k.replace(".", "_"): v for k, v in twin.named_parameters()})
+
+    def forward(self, x):
+        w = self.w
+        h = F.relu(F.conv2d(x, w["conv_weight"], w["conv_bias"], padding=1)).flatten(1)
+        h = F.linear(h, w["fc_weight"], w["fc_bias"])
+        q = (h @ w["q_weight"].t() + w["q_bias"]).view(-1, 2, 1, 8)
+        return F.scaled_dot_product_attention(q, q, q)
+
+
+def test_functional_twin_counts_the_same():
+    net = ModuleNet()
+    x = torch.randn(2, 3, 8, 8)
+    a = count_trace(trace_model(net, (x,))).totals
+    b = count_trace(trace_model(FunctionalNet(net), (x,))).totals
+    assert (a.params, a.macs) == (b.params, b.macs)
+    assert a.macs > 0
+
+
+def test_ops_are_attributed_to_the_innermost_module():
+    net = ModuleNet()
+    trace = trace_model(net, (torch.randn(1, 3, 8, 8),))
+    by_op = {e.op: e.module for e in trace.events}
+    assert by_op["aten.convolution.default"] == "conv"
+    assert by_op["aten.relu.default"] == ""  # torch.relu called in the root's forward
+    assert by_op["aten.addmm.default"] in ("fc", "q")
+
+
+def test_inplace_ops_and_views_are_seen():
+    class InPlace(nn.Module):
+        def forward(self, x):
+            y = x * 2
+            y.add_(1)
+            return y.view(-1).relu_()
+
+    counts = count_trace(trace_model(InPlace(), (torch.randn(4, 4),)))
+    categories = {o.op: o.category for o in counts.ops}
+    assert categories["aten.add_.Tensor"] == "other"
+    assert categories["aten.view.default"] == "view"
+    assert counts.totals.other_flops == 16 * 3
+
+
+def test_unknown_arithmetic_is_listed_never_silent():
+    class Spectral(nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x).abs()
+
+    counts = count_trace(trace_model(Spectral(), (torch.randn(4, 16),)))
+    assert counts.uncounted_ops and counts.uncounted_ops[0][0].startswith("aten._fft_r2c")
+    assert counts.coverage < 1.0
+
+
+def test_shared_parameters_counted_once():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(8, 8)
+            self.b = self.a
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    counts = count_trace(trace_model(Tied(), (torch.randn(2, 8),)))
+    assert counts.totals.params == 72
+    assert counts.totals.macs == 2 * 2 * 64
+
+
+def test_resnet50_matches_torchvision_published_macs():
+    analysis = analyse("resnet50")
+    totals = analysis.counts.totals
+    assert totals.params == 25_557_032
+    assert abs(totals.macs / 4.089e9 - 1) < 0.01
+
+
+def test_vit_base_matches_torchvision_published_macs():
+    totals = analyse("vit-base").counts.totals
+    assert abs(totals.macs / 17.564e9 - 1) < 0.01
+    assert totals.params == 86_567_656
