@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import flop_registry
 
 from ..core.events import ACTIVATION, GRADIENT, OpEvent
@@ -52,8 +51,8 @@ class TraceMode(TorchDispatchMode):
                 return str(x)
             return x
 
-        margs = tree_map(describe_arg, args)
-        mkwargs = tree_map(describe_arg, kwargs)
+        margs = tuple(_map_arg(describe_arg, a) for a in args)
+        mkwargs = {k: _map_arg(describe_arg, v) for k, v in kwargs.items()}
         new_role = GRADIENT if backward else ACTIVATION
         outputs = tuple(
             storages.meta(t, new_role) for t in _flat_tensors(out)
@@ -96,6 +95,13 @@ def _with_freed(event: OpEvent, freed: tuple[int, ...]) -> OpEvent:
         inputs=event.inputs, outputs=event.outputs, args=event.args, kwargs=event.kwargs,
         torch_flops=event.torch_flops, freed=freed,
     )
+
+
+def _map_arg(fn: Any, value: Any) -> Any:
+    """Map tensors in an aten argument (a tensor, scalar, or a list of them); cheaper than pytree."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_arg(fn, v) for v in value)
+    return fn(value)
 
 
 def _flat_tensors(out: Any) -> list[torch.Tensor]:

@@ -14,13 +14,16 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from ..core.events import ACTIVATION, CONSTANT, TensorMeta
 
 
+_expired = torch.UntypedStorage._expired
+
+
 class StorageTable:
     def __init__(self) -> None:
         self._by_cdata: dict[int, tuple[int, StorageWeakRef]] = {}
         self.roles: dict[int, str] = {}
         self.nbytes: dict[int, int] = {}
-        # Storages created by traced ops and still alive: checked after every op.
-        self._live: dict[int, StorageWeakRef] = {}
+        # Storages created by traced ops and still alive: id -> weak cdata, checked before every op.
+        self._live: dict[int, int] = {}
         self._next = 0
 
     def register(self, tensor: torch.Tensor, role: str) -> int:
@@ -47,7 +50,7 @@ class StorageTable:
         else:
             sid = self.register(tensor, new_role)
             if new_role == ACTIVATION or new_role.startswith("grad"):
-                self._live[sid] = self._by_cdata[storage._cdata][1]
+                self._live[sid] = self._by_cdata[storage._cdata][1].cdata
         return TensorMeta(
             shape=tuple(tensor.shape),
             dtype=str(tensor.dtype).removeprefix("torch."),
@@ -59,7 +62,9 @@ class StorageTable:
 
     def collect_freed(self) -> tuple[int, ...]:
         """Ids of traced storages that died since the last call."""
-        dead = tuple(sid for sid, ref in self._live.items() if ref.expired())
+        # The raw check, not StorageWeakRef.expired(): this runs once per op per live storage.
+        expired = _expired
+        dead = tuple(sid for sid, cdata in self._live.items() if expired(cdata))
         for sid in dead:
             del self._live[sid]
         return dead
