@@ -1,2 +1,49 @@
-"""modelmeter: how efficient is a PyTorch model, in every sense that matters."""
+"""modelmeter: how efficient is a PyTorch model, in every sense that matters.
+
+Public API (everything else is private and may change)::
+
+    import modelmeter
+    report = modelmeter.count(model, example_inputs, dtype="bf16")
+    report.to_dict()["totals"]["flops"]
+
+Exceptions::
+
+    ModelmeterError
+    ├── UserInputError (UnknownModelError, MissingDependencyError, ShapeError,
+    │                   UnknownPrecisionError, UnknownHardwareError)
+    └── MeasurementError
+"""
+
+# The counting subpackage is imported first so that the public function
+# `modelmeter.count` below, not the subpackage, is what the name means here;
+# `from modelmeter.count import ...` still finds the subpackage in sys.modules.
+from . import count as _count_package  # noqa: F401
+from .api import analyse, count
+from .core.errors import (
+    MeasurementError,
+    MissingDependencyError,
+    ModelmeterError,
+    ShapeError,
+    UnknownHardwareError,
+    UnknownModelError,
+    UnknownPrecisionError,
+    UserInputError,
+)
+from .core.report import Report
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "MeasurementError",
+    "MissingDependencyError",
+    "ModelmeterError",
+    "Report",
+    "ShapeError",
+    "UnknownHardwareError",
+    "UnknownModelError",
+    "UnknownPrecisionError",
+    "UserInputError",
+    "__version__",
+    "analyse",
+    "count",
+]
