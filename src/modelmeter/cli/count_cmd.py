@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from .options import make_console, model_options, write_json
 
 

@@ -13,7 +13,6 @@ from torch.multiprocessing.reductions import StorageWeakRef
 
 from ..core.events import ACTIVATION, CONSTANT, TensorMeta
 
-
 _expired = torch.UntypedStorage._expired
 
 
