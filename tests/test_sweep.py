@@ -139,33 +139,39 @@ def test_sweep_rejects_bad_batches() -> None:
 MIB = 1024 * 1024
 
 
-def test_peak_memory_cpu_sees_a_short_lived_buffer() -> None:
-    # A fresh process: in this one, earlier tests may have left freed memory resident in the
-    # C heap, and a new buffer placed there truly grows RSS by nothing.
+def _peak_memory_in_fresh_process(use_clear_refs: bool, hold_s: float) -> list:
+    """Measure a 64 MiB buffer's RSS growth in a new process.
+
+    In this process earlier tests may have left freed memory resident in the C
+    heap, and a new buffer placed there truly grows RSS by nothing.
+    """
     code = (
-        "import json, torch\n"
+        "import json, time, torch\n"
         "from modelmeter.measure.memory import PeakMemory\n"
-        "with PeakMemory('cpu') as pm:\n"
+        f"with PeakMemory('cpu', use_clear_refs={use_clear_refs}) as pm:\n"
         "    buf = torch.ones(64 * 1024 * 1024 // 4)\n"
+        f"    time.sleep({hold_s})\n"
         "    del buf\n"
         "r = pm.result\n"
         "print(json.dumps([r.method, r.growth_bytes, r.peak_bytes, r.baseline_bytes]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    method, growth, peak, baseline = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_peak_memory_cpu_sees_a_short_lived_buffer() -> None:
+    method, growth, peak, baseline = _peak_memory_in_fresh_process(True, 0)
     assert method in ("vmhwm", "rss-sampling")
     assert growth is not None and growth >= 48 * MIB
     assert peak is not None and baseline is not None
 
 
 def test_peak_memory_rss_sampling_fallback() -> None:
-    with PeakMemory("cpu", use_clear_refs=False) as pm:
-        buf = torch.ones(64 * MIB // 4)
-        time.sleep(0.05)  # held long enough for the 1 ms sampler
-        del buf
-    assert pm.result is not None and pm.result.method == "rss-sampling"
-    assert (pm.result.growth_bytes or 0) >= 48 * MIB
+    # held long enough for the 1 ms sampler
+    method, growth, _, _ = _peak_memory_in_fresh_process(False, 0.05)
+    assert method == "rss-sampling"
+    assert (growth or 0) >= 48 * MIB
 
 
 def test_peak_memory_not_measured_is_none(tmp_path: Path) -> None:
