@@ -152,3 +152,48 @@ def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = 
     """Parameters, parameter bytes at `dtype`, MACs/FLOPs and bytes, per module and in total."""
     return count_report(analyse(model, example_inputs, dtype=dtype, group_size=group_size,
                                 **load_options))
+
+
+def resolve_hardware(hw_id: str | None) -> Any:
+    """The device for `hardware=`; without one the calibrated 'local' profile, else a clear error."""
+    from .core.errors import UnknownHardwareError
+    from .hardware import get_hardware, load_local_profile, local_profile_path
+
+    if hw_id is not None:
+        return get_hardware(hw_id)
+    local = load_local_profile()
+    if local is None:
+        raise UnknownHardwareError(
+            f"no --hardware given and no calibrated 'local' profile at {local_profile_path()}; "
+            "pass --hardware ID (`modelmeter hardware list`) or run `modelmeter hardware calibrate`"
+        )
+    return local
+
+
+def roofline_analysis(model: Any = None, example_inputs: Any = None, *, hardware: str | None = None,
+                      dtype: str | None = None, weights: str | None = None,
+                      efficiency: float | str | None = None, depth: int | None = None,
+                      **load_options: Any) -> tuple[Report, Any]:
+    """(Report with a `roofline` section and per-module times, the RooflineResult).
+
+    The device and precisions are checked before the trace, so a typo fails at once.
+    """
+    from .analysis.roofline import check_precisions, merge_into_modules, roofline_section
+    from .analysis.roofline import roofline as _roofline
+
+    hw = resolve_hardware(hardware)
+    check_precisions(hw, dtype, weights)
+    analysis = analyse(model, example_inputs, dtype=dtype, **load_options)
+    inputs = sum(t.storage_nbytes for t in analysis.trace.inputs)
+    result = _roofline(analysis.counts, hw, dtype=dtype, weights=weights, efficiency=efficiency,
+                       input_bytes=inputs)
+    report = count_report(analysis)
+    report.roofline = roofline_section(result, depth)
+    merge_into_modules(report, report.roofline)
+    report.methods["roofline"] = report.roofline["method"]
+    return report, result
+
+
+def roofline(model: Any = None, example_inputs: Any = None, **options: Any) -> Report:
+    """Predicted latency on a device (a roofline estimate), merged into the count report."""
+    return roofline_analysis(model, example_inputs, **options)[0]

@@ -45,6 +45,11 @@ def count_op(event: OpEvent) -> OpCount:
             category = "view" if _aliases_input(event) else "data"
     if category == "view":
         read = written = param_read = 0
+    elif event.packet == "aten.embedding":
+        # A lookup reads only the rows it gathers (plus the indices), not the whole table.
+        rows = sum(t.nbytes for t in event.outputs)
+        indices = sum(t.nbytes for t in event.inputs[1:])
+        read, written, param_read = rows + indices, rows, rows
     else:
         read = sum(t.nbytes for t in event.inputs)
         written = sum(t.nbytes for t in event.outputs)

@@ -86,7 +86,7 @@ def trace_model(
     mode.record_frees()
     return Trace(
         events=tuple(mode.events),
-        modules=_module_records(stack),
+        modules=_module_records(stack, sum(t.nbytes for t in input_metas)),
         parameters=params,
         buffers=buffers,
         inputs=input_metas,
@@ -129,9 +129,12 @@ def _buffer_records(module: torch.nn.Module, storages: StorageTable) -> tuple[Pa
     return tuple(records)
 
 
-def _module_records(stack: ModuleStack) -> tuple[ModuleRecord, ...]:
+def _module_records(stack: ModuleStack, root_input_bytes: int) -> tuple[ModuleRecord, ...]:
+    # Global pre-hooks see positional arguments only; the root's keyword inputs
+    # (input_ids=…, pixel_values=…) are the traced inputs themselves.
     return tuple(
-        ModuleRecord(path, stack.types[path], s.calls, s.input_bytes, s.output_bytes,
+        ModuleRecord(path, stack.types[path], s.calls,
+                     root_input_bytes if path == "" else s.input_bytes, s.output_bytes,
                      s.first_event, s.last_event)
         for path, s in stack.stats.items()
     )
