@@ -197,3 +197,19 @@ def roofline_analysis(model: Any = None, example_inputs: Any = None, *, hardware
 def roofline(model: Any = None, example_inputs: Any = None, **options: Any) -> Report:
     """Predicted latency on a device (a roofline estimate), merged into the count report."""
     return roofline_analysis(model, example_inputs, **options)[0]
+
+
+def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
+        batches: tuple[int, ...] | list[int] = (1,), dtype: str = "fp16", weights: str | None = None,
+        kv_dtype: str | None = None, max_batch: bool = False,
+        trust_remote_code: bool = False) -> dict[str, Any]:
+    """The LLM inference view (the report's `llm` section): prefill, decode, KV cache, fit.
+
+    `hardware` is an id, a `Hardware`, or None for the calibrated 'local' profile.
+    """
+    from .analysis.llm import analyze_llm, llm_section
+
+    hw = hardware if hardware is not None and not isinstance(hardware, str) else resolve_hardware(hardware)
+    return llm_section(analyze_llm(model, hardware=hw, prompt=prompt, gen=gen, batches=tuple(batches),
+                                   dtype=dtype, weights=weights, kv_dtype=kv_dtype,
+                                   max_batch=max_batch, trust_remote_code=trust_remote_code))

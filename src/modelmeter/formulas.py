@@ -8,6 +8,7 @@ counted in parameters (a real counter must) but add no MACs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import prod
 
 
@@ -79,3 +80,118 @@ def attention_macs(seq: int, d_model: int, n_heads: int, n_kv_heads: int | None 
 def flops(macs: int) -> int:
     """The seed's identity: one MAC is a multiply and an add."""
     return 2 * macs
+
+
+# ------------------------------------------------------------------------ LLM
+#
+# Closed forms for decoder-only transformers (GPT-2 and Llama/Mistral style),
+# read from a transformers config dict. They are the oracle for the traced LLM
+# view (analysis/llm.py): traced and closed-form FLOPs agree within 1 % (the
+# gap is the elementwise work: norms, rotary, softmax, activation), KV-cache
+# bytes exactly.
+
+
+@dataclass(frozen=True)
+class DecoderDims:
+    """The sizes of a decoder-only transformer that its costs depend on."""
+
+    layers: int
+    d_model: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    vocab: int
+    gated_mlp: bool  # SwiGLU (gate, up, down) vs GELU MLP (fc, proj)
+    tied_lm_head: bool
+    learned_positions: int  # rows of a learned position table (GPT-2); 0 for rotary
+    bias: bool  # projections carry biases (GPT-2)
+
+
+def decoder_dims(config: dict) -> DecoderDims:
+    """Normalise GPT-2 style (`n_embd`, `n_layer`) and Llama style (`hidden_size`) names."""
+    if "n_embd" in config:  # GPT-2 family
+        d = int(config["n_embd"])
+        heads = int(config["n_head"])
+        return DecoderDims(
+            layers=int(config["n_layer"]), d_model=d, heads=heads, kv_heads=heads,
+            head_dim=d // heads, ffn=int(config.get("n_inner") or 4 * d),
+            vocab=int(config["vocab_size"]), gated_mlp=False,
+            tied_lm_head=bool(config.get("tie_word_embeddings", True)),
+            learned_positions=int(config.get("n_positions", 0)), bias=True,
+        )
+    d = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    return DecoderDims(
+        layers=int(config["num_hidden_layers"]), d_model=d, heads=heads,
+        kv_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(config.get("head_dim") or d // heads), ffn=int(config["intermediate_size"]),
+        vocab=int(config["vocab_size"]), gated_mlp=True,
+        tied_lm_head=bool(config.get("tie_word_embeddings", False)),
+        learned_positions=0, bias=bool(config.get("attention_bias", False)),
+    )
+
+
+def decoder_layer_matmul_params(dims: DecoderDims) -> int:
+    """Weights one token multiplies through in one block: q, k, v, o projections and the MLP."""
+    q_out = dims.heads * dims.head_dim
+    kv_out = dims.kv_heads * dims.head_dim
+    attention = dims.d_model * (q_out + 2 * kv_out) + q_out * dims.d_model
+    mlp = (3 if dims.gated_mlp else 2) * dims.d_model * dims.ffn
+    return attention + mlp
+
+
+def decoder_params(config: dict) -> int:
+    """Every parameter: embeddings, blocks (weights, biases, norms), final norm, LM head if untied."""
+    dims = decoder_dims(config)
+    q_out = dims.heads * dims.head_dim
+    kv_out = dims.kv_heads * dims.head_dim
+    per_layer = decoder_layer_matmul_params(dims)
+    if dims.gated_mlp:
+        per_layer += 2 * dims.d_model  # two RMSNorm weights
+        if dims.bias:  # attention_bias: q, k, v, o
+            per_layer += q_out + 2 * kv_out + dims.d_model
+        final_norm = dims.d_model
+    else:
+        per_layer += 2 * 2 * dims.d_model  # two LayerNorms, weight and bias
+        per_layer += (q_out + 2 * kv_out) + dims.d_model + dims.ffn + dims.d_model  # biases
+        final_norm = 2 * dims.d_model
+    embeddings = dims.vocab * dims.d_model + dims.learned_positions * dims.d_model
+    lm_head = 0 if dims.tied_lm_head else dims.vocab * dims.d_model
+    return embeddings + dims.layers * per_layer + final_norm + lm_head
+
+
+def decoder_attention_flops(dims: DecoderDims, kv_len: int) -> int:
+    """Q·Kᵀ and A·V for one query token over `kv_len` keys: 2 x 2 x layers x kv_len x heads x head_dim."""
+    return 2 * 2 * dims.layers * kv_len * dims.heads * dims.head_dim
+
+
+def decoder_flops_per_token(config: dict, kv_len: int) -> int:
+    """Matmul FLOPs of one decode step for one sequence attending over `kv_len` positions.
+
+    2 x (block weights + LM head) + the attention term. `kv_len` counts every
+    key the new token attends to, itself included (L past tokens -> L + 1).
+    Embedding lookups are gathers, not multiplications.
+    """
+    dims = decoder_dims(config)
+    weights = dims.layers * decoder_layer_matmul_params(dims) + dims.vocab * dims.d_model
+    return 2 * weights + decoder_attention_flops(dims, kv_len)
+
+
+def decoder_prefill_flops(config: dict, prompt: int, batch: int = 1, logits_tokens: int = 1) -> int:
+    """Matmul FLOPs of a prefill of `prompt` tokens per sequence.
+
+    Attention is counted densely (prompt x prompt per head), as the traced math
+    path computes it; a causal kernel that skips masked blocks does about half.
+    `logits_tokens`: positions the LM head runs on (1 when generating).
+    """
+    dims = decoder_dims(config)
+    blocks = 2 * prompt * dims.layers * decoder_layer_matmul_params(dims)
+    head = 2 * logits_tokens * dims.vocab * dims.d_model
+    return batch * (blocks + head + prompt * decoder_attention_flops(dims, prompt))
+
+
+def kv_cache_bytes(config: dict, tokens: int, bytes_per_element: float) -> float:
+    """2 (K and V) x layers x kv_heads x head_dim x bytes x tokens (all sequences together)."""
+    dims = decoder_dims(config)
+    return 2 * dims.layers * dims.kv_heads * dims.head_dim * bytes_per_element * tokens

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.units import format_bytes, format_count, format_percent
+from .options import make_console
 
 LIST_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
 
@@ -66,7 +67,7 @@ def list_cmd(as_json: bool) -> None:
             "—" if hw.tdp_w is None else f"{hw.tdp_w:g} W",
             "—" if hw.year is None else str(hw.year),
         )
-    Console().print(table)
+    make_console().print(table)
     click.echo("`modelmeter hardware show ID` gives every figure with its source.")
 
 
@@ -81,7 +82,7 @@ def show(hw_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(hw.to_dict(), indent=1))
         return
-    console = Console()
+    console = make_console()
     # Data strings go in as Text: source keys like "[nv_h100_ds]" are not rich markup.
     head = Table(title=Text(f"{hw.id} — {hw.name}"), show_header=False)
     head.add_column("field", style="bold")

@@ -65,12 +65,12 @@ def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficie
 
 
 def _render(data: dict[str, Any], result: Any, depth: int, top: int) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from ..core.units import format_bytes, format_count, format_seconds
+    from .options import make_console
 
-    console = Console()
+    console = make_console()
     rl = data["roofline"]
     hw = result.hardware
     eff = f", derated x{rl['efficiency']:.2f}" if rl["efficiency"] else ""

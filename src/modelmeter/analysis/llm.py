@@ -1,0 +1,556 @@
+"""The LLM inference view: prefill and decode, KV cache, tokens/s, what fits (layer 3).
+
+Two stages, so one set of traces serves every hardware and precision question:
+
+1. `measure_llm_costs` traces a decoder on meta (see `llm_trace.py`) and fits
+   how each op's cost grows. Prefill of P tokens is traced at batch 1 and 2:
+   every op is `a + b·B`. A decode step with L cached tokens is traced at
+   batch 1 and 2 and at two cache lengths: every op is bilinear,
+   `c0 + c1·B + c2·L + c3·B·L` (attention grows with L, the rest does not;
+   both grow with B but the weights do not). A fifth decode trace at
+   (B=3, a third L) checks the fit: `fit_max_rel_error` is its largest
+   relative miss over FLOPs and each byte part. Nothing is assumed linear
+   without that check.
+2. `llm_estimate` costs each op on a `Hardware` with the roofline's conventions
+   (`analysis/roofline.py`): ``t_compute = matrix FLOPs / matrix peak + vector
+   FLOPs / vector rate``, ``t_memory = bytes / bandwidth``, step time = sum of
+   per-op ``max(t_compute, t_memory)`` (no fusion, no overlap). Bytes are
+   weights at `weights` (with block scales), KV cache at `kv_dtype`,
+   activations as traced at `dtype`.
+
+Generation of G tokens: the prefill produces the first token (TTFT = prefill
+time); G - 1 decode steps follow, at cache lengths L = P ... P + G - 2, each
+per-op maximum summed exactly over that range. TPOT is their mean (for G = 1,
+the step at L = P, which is reported but not spent); e2e = TTFT + (G - 1) x TPOT;
+tokens/s = B x G / e2e in total, G / e2e per sequence.
+
+Memory for batch B: weights + KV cache for P + G tokens per sequence +
+the larger of the prefill and decode activation peaks (trace liveness, the
+cache excluded). Every time here is an *estimate*; FLOPs, bytes and KV sizes
+are *counted* from the traces.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import UserInputError
+from ..core.precision import param_size, parse_precision, precision_of_torch_dtype
+from ..formulas import decoder_dims, decoder_flops_per_token, kv_cache_bytes
+from ..hardware import Hardware, get_hardware
+from .llm_trace import (
+    ACT,
+    KV_READ,
+    KV_WRITE,
+    MATMUL,
+    VECTOR,
+    WEIGHT,
+    DecoderTracer,
+    OpInfo,
+    OpKey,
+    StepCosts,
+)
+
+__all__ = [
+    "BatchFigures",
+    "LLMCosts",
+    "LLMResult",
+    "PhaseFigures",
+    "analyze_llm",
+    "llm_estimate",
+    "llm_section",
+    "measure_llm_costs",
+    "parse_batches",
+]
+
+COMPUTE, MEMORY = "compute", "memory"
+TRACE_DTYPES = ("fp32", "fp16", "bf16")
+_SWEEP_LIMIT = 1 << 14
+Vec = tuple[float, ...]
+
+
+# ------------------------------------------------------------------ stage 1
+
+
+@dataclass(frozen=True)
+class LLMCosts:
+    """Hardware-independent: per-op cost models fitted from the traces."""
+
+    model: str
+    config: dict[str, Any]
+    dtype: str  # activation / compute precision the traces ran in
+    prompt: int
+    gen: int
+    params: int
+    info: dict[OpKey, OpInfo]
+    prefill: dict[OpKey, tuple[Vec, Vec]]  # v(B) = a + b·B
+    decode: dict[OpKey, tuple[Vec, Vec, Vec, Vec]]  # v(B, L) = c0 + c1·B + c2·L + c3·B·L
+    kv_elems_per_token: float  # per sequence token, all layers, K and V (counted)
+    prefill_peak: tuple[float, float]  # activation peak bytes = a + b·B
+    decode_peak: tuple[float, float]
+    fit_max_rel_error: float
+    traces: int
+    uncounted: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+def measure_llm_costs(
+    model: str | Any,
+    *,
+    prompt: int = 512,
+    gen: int = 128,
+    dtype: str = "fp16",
+    trust_remote_code: bool = False,
+) -> LLMCosts:
+    """Trace prefill and decode on meta and fit the per-op cost models (7 traces).
+
+    `model`: a spec (preset, local HF folder), a `LoadedModel`, or a
+    `DecoderTracer` to reuse one built model.
+    """
+    _check_positive(prompt, "prompt")
+    _check_positive(gen, "gen")
+    dtype = _trace_dtype(dtype)
+    tracer = model if isinstance(model, DecoderTracer) else DecoderTracer(
+        model, dtype=dtype, trust_remote_code=trust_remote_code)
+    config = tracer.config
+    dims = decoder_dims(config)
+    notes: list[str] = []
+    if dims.learned_positions and prompt + gen > dims.learned_positions:
+        raise UserInputError(
+            f"{tracer.loaded.name} has learned positions for {dims.learned_positions} tokens; "
+            f"prompt + gen = {prompt + gen}: lower --prompt or --gen"
+        )
+    window = config.get("sliding_window")
+    if isinstance(window, int) and prompt + gen > window:
+        notes.append(f"the config's sliding window ({window} tokens) is not applied: the KV cache "
+                     "and attention are costed over the whole context")
+
+    p1, p2 = tracer.step(1, prompt), tracer.step(2, prompt)
+    l1, l2 = prompt, prompt + max(gen, 2)
+    corners = {(b, length): tracer.step(b, 1, length) for b in (1, 2) for length in (l1, l2)}
+    check_b, check_l = 3, prompt + max(gen, 2) // 2 + 1
+    check = tracer.step(check_b, 1, check_l)
+
+    keys = list(dict.fromkeys([*p1.ops, *p2.ops]))
+    prefill = {k: _line(_get(p1, k), _get(p2, k)) for k in keys}
+    dkeys = list(dict.fromkeys(k for s in (*corners.values(), check) for k in s.ops))
+    decode = {k: _bilinear(*(_get(corners[c], k) for c in ((1, l1), (1, l2), (2, l1), (2, l2))), l1, l2)
+              for k in dkeys}
+    info = {**{k: s.info[k] for s in (p1, p2) for k in s.ops},
+            **{k: s.info[k] for s in (*corners.values(), check) for k in s.ops}}
+    predicted = [sum(_at_decode(decode[k], check_b, check_l)[i] for k in dkeys) for i in range(6)]
+    measured = [sum(v[i] for v in check.ops.values()) for i in range(6)]
+    error = max((abs(p - m) / m for p, m in zip(predicted, measured, strict=True) if m), default=0.0)
+    if error > 1e-3:
+        notes.append(f"decode cost is not bilinear in (batch, cache length) for this model: the fit "
+                     f"misses a check trace by {error:.1%}; figures between traced points are approximate")
+    if p1.kv_elems_per_token != corners[(1, l1)].kv_elems_per_token:
+        notes.append("prefill and decode append different KV sizes per token; decode's is used")
+    uncounted = tuple(sorted({u for s in (p1, p2, *corners.values()) for u in s.uncounted}))
+    return LLMCosts(
+        model=tracer.loaded.name, config=config, dtype=dtype, prompt=prompt, gen=gen,
+        params=tracer.params, info=info, prefill=prefill, decode=decode,
+        kv_elems_per_token=corners[(1, l1)].kv_elems_per_token,
+        prefill_peak=_line_scalar(p1.peak_activation_bytes, p2.peak_activation_bytes),
+        decode_peak=_line_scalar(corners[(1, l2)].peak_activation_bytes,
+                                 corners[(2, l2)].peak_activation_bytes),
+        fit_max_rel_error=error, traces=7, uncounted=uncounted, notes=tuple(notes),
+    )
+
+
+def _trace_dtype(dtype: str) -> str:
+    name = parse_precision(dtype).name
+    if name not in TRACE_DTYPES:
+        raise UserInputError(
+            f"--dtype {name} is not a precision a model runs activations in; choose one of "
+            f"{', '.join(TRACE_DTYPES)} (quantise weights with --weights, the cache with --kv-dtype)"
+        )
+    return name
+
+
+def _check_positive(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserInputError(f"--{name} must be a positive whole number of tokens, got {value!r}")
+
+
+def _get(step: StepCosts, key: OpKey) -> Vec:
+    return step.ops.get(key, (0.0,) * 6)
+
+
+def _line(v1: Vec, v2: Vec) -> tuple[Vec, Vec]:
+    b = tuple(y - x for x, y in zip(v1, v2, strict=True))
+    return tuple(x - s for x, s in zip(v1, b, strict=True)), b
+
+
+def _line_scalar(y1: float, y2: float) -> tuple[float, float]:
+    return y1 - (y2 - y1), y2 - y1
+
+
+def _bilinear(v11: Vec, v12: Vec, v21: Vec, v22: Vec, l1: int, l2: int) -> tuple[Vec, Vec, Vec, Vec]:
+    """Coefficients of c0 + c1·B + c2·L + c3·B·L through the corners B in {1, 2}, L in {l1, l2}."""
+    d = l2 - l1
+    c0, c1, c2, c3 = [], [], [], []
+    for a, b, c, e in zip(v11, v12, v21, v22, strict=True):
+        s1, s2 = (b - a) / d, (e - c) / d  # slope in L at B = 1 and B = 2
+        i1, i2 = a - s1 * l1, c - s2 * l1  # intercept at L = 0
+        c3.append(s2 - s1)
+        c2.append(s1 - (s2 - s1))
+        c1.append(i2 - i1)
+        c0.append(i1 - (i2 - i1))
+    return tuple(c0), tuple(c1), tuple(c2), tuple(c3)
+
+
+def _at_decode(c: tuple[Vec, Vec, Vec, Vec], batch: int, length: float) -> Vec:
+    return tuple(c0 + c1 * batch + (c2 + c3 * batch) * length
+                 for c0, c1, c2, c3 in zip(*c, strict=True))
+
+
+# ------------------------------------------------------------------ stage 2
+
+
+@dataclass(frozen=True)
+class PhaseFigures:
+    """One step of a phase (decode: the mean over the generated tokens)."""
+
+    flops: float  # matrix + vector
+    weight_bytes: float
+    kv_bytes: float  # cache read + written
+    activation_bytes: float
+    t_compute_s: float
+    t_memory_s: float
+    time_s: float  # sum of per-op max(t_compute, t_memory)
+
+    @property
+    def bytes(self) -> float:
+        return self.weight_bytes + self.kv_bytes + self.activation_bytes
+
+    @property
+    def bound(self) -> str:
+        return MEMORY if self.t_memory_s > self.t_compute_s else COMPUTE
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else math.inf
+
+
+@dataclass(frozen=True)
+class BatchFigures:
+    batch: int
+    prefill: PhaseFigures
+    decode: PhaseFigures
+    ttft_s: float
+    tpot_s: float
+    e2e_s: float
+    tokens_per_s: float  # all sequences, generated tokens over e2e
+    tokens_per_s_per_seq: float
+    decode_tokens_per_s: float  # batch / TPOT: the steady decode rate
+    kv_cache_bytes: float  # prompt + gen tokens for every sequence
+    activation_bytes: float  # peak, prefill or decode
+    memory_bytes: float  # weights + KV cache + activations
+    fits: bool | None  # None: the device's memory is unknown
+
+
+@dataclass(frozen=True)
+class LLMResult:
+    costs: LLMCosts
+    hardware: Hardware
+    weights: str
+    kv_dtype: str
+    peak_flops: float
+    vector_flops: float
+    bandwidth_bytes_per_s: float
+    weight_bytes: float
+    kv_cache_bytes_per_token: float  # counted from the traces, at kv_dtype
+    kv_cache_bytes_per_token_closed_form: float
+    batches: tuple[BatchFigures, ...]
+    max_batch: int | None  # None: memory unknown; 0: the weights alone do not fit
+    sweep: tuple[BatchFigures, ...]  # powers of two for the plot
+    notes: tuple[str, ...]
+
+
+class _Coster:
+    """Per-op time of cost vectors at one hardware and precision setting."""
+
+    def __init__(self, costs: LLMCosts, hw: Hardware, weights: str, kv_dtype: str) -> None:
+        self.hw = hw
+        self.bw = hw.memory_bandwidth_bytes_per_s
+        if self.bw <= 0:
+            raise UserInputError(f"{hw.id} has no memory bandwidth figure")
+        self.dtype = costs.dtype
+        n = max(costs.params, 1)
+        self.weight_b = param_size(n, weights).total_bytes / n  # block scales included
+        self.kv_b = parse_precision(kv_dtype).bits / 8
+        self.rates: dict[tuple[str, str], float] = {}
+        self.prec = {k: self._precision(i.dtype) for k, i in costs.info.items()}
+        self.memory_only = {k: i.memory_only for k, i in costs.info.items()}
+
+    def _precision(self, dtype: str) -> str:
+        # Ops upcast on purpose (fp32 rotary/softmax in an fp16 model) keep their precision.
+        if dtype.startswith(("float", "bfloat", "half")):
+            own = precision_of_torch_dtype(dtype).name
+            if own != self.dtype:
+                return own
+        return self.dtype
+
+    def rate(self, prec: str, op_class: str) -> float:
+        key = (prec, op_class)
+        if key not in self.rates:
+            self.rates[key] = self.hw.peak_flops_for(prec, op_class)
+        return self.rates[key]
+
+    def times(self, key: OpKey, v: Vec) -> tuple[float, float]:
+        """(t_compute, t_memory) of a cost vector; linear in it, so it maps lines to lines."""
+        t_c = 0.0
+        if not self.memory_only[key]:
+            prec = self.prec[key]
+            if v[MATMUL]:
+                t_c += v[MATMUL] / self.rate(prec, "matmul")
+            if v[VECTOR]:
+                t_c += v[VECTOR] / self.rate(prec, "vector")
+        return t_c, self.bytes(v) / self.bw
+
+    def bytes(self, v: Vec) -> float:
+        return v[WEIGHT] * self.weight_b + (v[KV_READ] + v[KV_WRITE]) * self.kv_b + v[ACT]
+
+    def phase(self, vectors: dict[OpKey, Vec], time_s: float | None = None,
+              t_c: float | None = None, t_m: float | None = None) -> PhaseFigures:
+        tc = tm = total = 0.0
+        flops = w = kv = act = 0.0
+        for key, v in vectors.items():
+            c, m = self.times(key, v)
+            tc, tm, total = tc + c, tm + m, total + max(c, m)
+            flops += v[MATMUL] + v[VECTOR]
+            w += v[WEIGHT] * self.weight_b
+            kv += (v[KV_READ] + v[KV_WRITE]) * self.kv_b
+            act += v[ACT]
+        return PhaseFigures(flops, w, kv, act, tc if t_c is None else t_c, tm if t_m is None else t_m,
+                            total if time_s is None else time_s)
+
+
+def _sum_linear(a: float, b: float, start: int, n: int) -> float:
+    """sum of a + b·L for L = start ... start + n - 1."""
+    return n * a + b * (n * start + n * (n - 1) / 2)
+
+
+def _sum_max(a1: float, b1: float, a2: float, b2: float, start: int, n: int) -> float:
+    """sum of max(a1 + b1·L, a2 + b2·L) for L = start ... start + n - 1, exactly."""
+    if n <= 0:
+        return 0.0
+    if b1 == b2:
+        return _sum_linear(max(a1, a2), b1, start, n)
+    if b1 < b2:  # let line 1 be the steeper: it wins for L >= the crossing
+        a1, b1, a2, b2 = a2, b2, a1, b1
+    crossing = (a2 - a1) / (b1 - b2)
+    if not math.isfinite(crossing):  # slopes differing by a denormal: the lines never cross here
+        k = n if crossing > 0 else 0
+    else:
+        k = min(max(math.ceil(crossing) - start, 0), n)  # steps where line 2 wins
+    return _sum_linear(a2, b2, start, k) + _sum_linear(a1, b1, start + k, n - k)
+
+
+def _figures(costs: LLMCosts, coster: _Coster, batch: int, memory: float | None,
+             weight_bytes: float, kv_per_token: float) -> BatchFigures:
+    p = costs.prompt
+    prefill_vecs = {k: tuple(a + b * batch for a, b in zip(*line, strict=True))
+                    for k, line in costs.prefill.items()}
+    prefill = coster.phase(prefill_vecs)
+    steps = costs.gen - 1
+    n = max(steps, 1)  # G = 1: report the one step at L = P, spend none
+    mean_l = p + (n - 1) / 2
+    decode_vecs = {k: _at_decode(c, batch, mean_l) for k, c in costs.decode.items()}
+    total = tc_sum = tm_sum = 0.0
+    for key, c in costs.decode.items():
+        # Each op's cost is a line in L at this batch: intercept at L = 0 and slope.
+        lo = coster.times(key, _at_decode(c, batch, 0))
+        hi = coster.times(key, _at_decode(c, batch, 1))
+        (ca, cb), (ma, mb) = (lo[0], hi[0] - lo[0]), (lo[1], hi[1] - lo[1])
+        total += _sum_max(ca, cb, ma, mb, p, n)
+        tc_sum += _sum_linear(ca, cb, p, n)
+        tm_sum += _sum_linear(ma, mb, p, n)
+    decode = coster.phase(decode_vecs, time_s=total / n, t_c=tc_sum / n, t_m=tm_sum / n)
+    ttft, tpot = prefill.time_s, decode.time_s
+    e2e = ttft + steps * tpot
+    kv_total = batch * (p + costs.gen) * kv_per_token
+    act = max(_line_at(costs.prefill_peak, batch), _line_at(costs.decode_peak, batch))
+    need = weight_bytes + kv_total + act
+    return BatchFigures(
+        batch=batch, prefill=prefill, decode=decode, ttft_s=ttft, tpot_s=tpot, e2e_s=e2e,
+        tokens_per_s=batch * costs.gen / e2e, tokens_per_s_per_seq=costs.gen / e2e,
+        decode_tokens_per_s=batch / tpot, kv_cache_bytes=kv_total, activation_bytes=act,
+        memory_bytes=need, fits=None if memory is None else need <= memory,
+    )
+
+
+def _line_at(line: tuple[float, float], batch: int) -> float:
+    return line[0] + line[1] * batch
+
+
+def _max_batch(costs: LLMCosts, memory: float, weight_bytes: float, kv_per_seq: float) -> int:
+    """Largest B with weights + B x KV per sequence + activation peak(B) <= memory."""
+    free = memory - weight_bytes
+    best = None
+    for a, b in (costs.prefill_peak, costs.decode_peak):
+        per = kv_per_seq + b
+        bound = math.floor((free - a) / per) if per > 0 else _SWEEP_LIMIT
+        best = bound if best is None else min(best, bound)
+    return max(int(best or 0), 0)
+
+
+def llm_estimate(
+    costs: LLMCosts,
+    hardware: Hardware | str,
+    *,
+    batches: tuple[int, ...] | list[int] = (1,),
+    weights: str | None = None,
+    kv_dtype: str | None = None,
+    max_batch: bool = False,
+) -> LLMResult:
+    """Cost the traced steps on `hardware` for each batch size (see the module docstring).
+
+    `weights`/`kv_dtype` default to the traced dtype. `max_batch=True` adds the
+    largest batch that fits the device's memory to the batches reported.
+    """
+    hw = get_hardware(hardware) if isinstance(hardware, str) else hardware
+    weights = parse_precision(weights).name if weights else costs.dtype
+    kv_dtype = parse_precision(kv_dtype).name if kv_dtype else costs.dtype
+    wanted = parse_batches(batches)
+    coster = _Coster(costs, hw, weights, kv_dtype)
+    peak = coster.rate(costs.dtype, "matmul")
+    vector = coster.rate(costs.dtype, "vector")
+    weight_bytes = param_size(costs.params, weights).total_bytes
+    kv_per_token = costs.kv_elems_per_token * coster.kv_b
+    closed = kv_cache_bytes(costs.config, 1, coster.kv_b)
+    memory = float(hw.memory_bytes) if hw.memory_bytes else None
+    notes = list(costs.notes)
+    limit: int | None = None
+    if memory is None:
+        notes.append(f"{hw.id} has no memory size in the database: fit and max batch unknown")
+    else:
+        limit = _max_batch(costs, memory, weight_bytes, (costs.prompt + costs.gen) * kv_per_token)
+        if weight_bytes > memory:
+            notes.append(
+                f"the weights alone ({weight_bytes / 1e9:.1f} GB at {weights}) exceed {hw.id}'s "
+                f"{memory / 1e9:.0f} GB of memory: nothing fits on one device; figures assume it did"
+            )
+        elif limit == 0:
+            notes.append(f"not even batch 1 fits {hw.id}'s memory with its KV cache and activations")
+    if max_batch and limit:
+        wanted = tuple(dict.fromkeys([*wanted, limit]))
+    if costs.uncounted:
+        notes.append(f"ops without a formula, costed by memory only: {', '.join(costs.uncounted)}")
+    rows = tuple(_figures(costs, coster, b, memory, weight_bytes, kv_per_token) for b in wanted)
+    top = max([*wanted, limit or 1, 1])
+    sweep_sizes = [1 << i for i in range(15) if 1 << i <= min(2 * top, _SWEEP_LIMIT)]
+    sweep = tuple(_figures(costs, coster, b, memory, weight_bytes, kv_per_token) for b in sweep_sizes)
+    return LLMResult(
+        costs=costs, hardware=hw, weights=weights, kv_dtype=kv_dtype, peak_flops=peak,
+        vector_flops=vector, bandwidth_bytes_per_s=coster.bw, weight_bytes=weight_bytes,
+        kv_cache_bytes_per_token=kv_per_token, kv_cache_bytes_per_token_closed_form=closed,
+        batches=rows, max_batch=limit, sweep=sweep, notes=tuple(dict.fromkeys(notes)),
+    )
+
+
+def parse_batches(batches: Any) -> tuple[int, ...]:
+    """'1,8,32' or a sequence of ints -> distinct positive batch sizes, in order."""
+    items = batches.split(",") if isinstance(batches, str) else list(batches)
+    out: list[int] = []
+    for item in items:
+        try:
+            value = int(str(item).strip())
+        except ValueError:
+            value = 0
+        if isinstance(item, bool) or value < 1 or str(item).strip() != str(value):
+            raise UserInputError(
+                f"bad batch size {str(item).strip()!r}: give positive integers separated by commas, "
+                "e.g. --batch 1,8,32"
+            )
+        out.append(value)
+    if not out:
+        raise UserInputError("no batch size given: e.g. --batch 1,8,32")
+    return tuple(dict.fromkeys(out))
+
+
+def analyze_llm(
+    model: str | Any,
+    *,
+    hardware: Hardware | str,
+    prompt: int = 512,
+    gen: int = 128,
+    batches: tuple[int, ...] | list[int] | str = (1,),
+    dtype: str = "fp16",
+    weights: str | None = None,
+    kv_dtype: str | None = None,
+    max_batch: bool = False,
+    trust_remote_code: bool = False,
+) -> LLMResult:
+    """Trace and cost in one call: `measure_llm_costs` then `llm_estimate`."""
+    hw = get_hardware(hardware) if isinstance(hardware, str) else hardware
+    wanted = parse_batches(batches)
+    for precision in (weights, kv_dtype):
+        if precision:
+            parse_precision(precision)  # a typo fails before the traces, not after
+    _check_positive(prompt, "prompt")
+    _check_positive(gen, "gen")
+    hw.peak_flops_for(_trace_dtype(dtype), "matmul")
+    costs = measure_llm_costs(model, prompt=prompt, gen=gen, dtype=dtype,
+                              trust_remote_code=trust_remote_code)
+    return llm_estimate(costs, hw, batches=wanted, weights=weights, kv_dtype=kv_dtype,
+                        max_batch=max_batch)
+
+
+# ------------------------------------------------------------------- JSON
+
+
+def _phase_dict(p: PhaseFigures) -> dict[str, Any]:
+    return {"flops": p.flops, "bytes": p.bytes, "weight_bytes": p.weight_bytes, "kv_bytes": p.kv_bytes,
+            "activation_bytes": p.activation_bytes, "intensity": p.intensity,
+            "t_compute_s": p.t_compute_s, "t_memory_s": p.t_memory_s, "time_s": p.time_s,
+            "bound": p.bound}
+
+
+def _batch_dict(b: BatchFigures) -> dict[str, Any]:
+    return {"batch": b.batch, "prefill": _phase_dict(b.prefill), "decode": _phase_dict(b.decode),
+            "ttft_s": b.ttft_s, "tpot_s": b.tpot_s, "e2e_s": b.e2e_s, "tokens_per_s": b.tokens_per_s,
+            "tokens_per_s_per_seq": b.tokens_per_s_per_seq, "decode_tokens_per_s": b.decode_tokens_per_s,
+            "kv_cache_bytes": b.kv_cache_bytes, "activation_bytes": b.activation_bytes,
+            "memory_bytes": b.memory_bytes, "fits": b.fits}
+
+
+def llm_section(result: LLMResult) -> dict[str, Any]:
+    """The report's `llm` section (base units). Top-level phase figures are the first batch's."""
+    c, hw = result.costs, result.hardware
+    first = result.batches[0]
+    return {
+        "model": c.model,
+        "hardware": hw.id,
+        "hardware_detail": {
+            "name": hw.name, "source": hw.source, "memory_bytes": hw.memory_bytes,
+            "memory_bandwidth_bytes_per_s": result.bandwidth_bytes_per_s,
+            "peak_flops": result.peak_flops, "vector_flops": result.vector_flops,
+        },
+        "settings": {"prompt": c.prompt, "gen": c.gen, "batches": [b.batch for b in result.batches],
+                     "dtype": c.dtype, "weights": result.weights, "kv_dtype": result.kv_dtype},
+        "params": c.params,
+        "weight_bytes": result.weight_bytes,
+        "kv_cache_bytes_per_token": result.kv_cache_bytes_per_token,
+        "kv_cache_bytes_per_token_closed_form": result.kv_cache_bytes_per_token_closed_form,
+        "closed_form_decode_flops_per_token": decoder_flops_per_token(c.config, c.prompt + 1),
+        "max_batch": result.max_batch,
+        "prefill": _phase_dict(first.prefill),
+        "decode": _phase_dict(first.decode),
+        "ttft_s": first.ttft_s,
+        "tpot_s": first.tpot_s,
+        "e2e_s": first.e2e_s,
+        "tokens_per_s": first.tokens_per_s,
+        "batches": [_batch_dict(b) for b in result.batches],
+        "sweep": [{"batch": b.batch, "tokens_per_s": b.tokens_per_s, "tpot_s": b.tpot_s,
+                   "memory_bytes": b.memory_bytes, "fits": b.fits} for b in result.sweep],
+        "fit": {"traces": c.traces, "decode_max_rel_error": c.fit_max_rel_error},
+        "notes": list(result.notes),
+        "method": ("FLOPs, bytes and KV sizes counted from meta traces of prefill and decode "
+                   "(decode fitted bilinear in batch and cache length, checked by a fifth trace); "
+                   "times estimated: roofline, per op max(matrix FLOPs/peak + vector FLOPs/rate, "
+                   "bytes/bandwidth), summed; KV cache appended in place and read once per step"),
+    }
