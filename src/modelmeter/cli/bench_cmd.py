@@ -1,0 +1,480 @@
+"""`modelmeter bench` (layer 6): measured latency, throughput, memory and energy per batch size.
+
+The measuring is `measure.bench.run_bench`; this module builds the model and
+its inputs per batch, the roofline prediction per batch (api.analyse on meta),
+shows progress and rows as they finish, and writes the full report
+(count sections + `roofline` + `measured`).
+
+Ctrl-C stops the sweep, prints and saves the finished rows, then exits with
+130 (128 + SIGINT, the shell convention) so scripts can tell a cut-short run
+from a complete one.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from ..core.errors import UserInputError
+from .options import make_console, write_json
+
+EXIT_INTERRUPTED = 130
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--input", "inputs", multiple=True, metavar="SHAPE[:DTYPE]",
+              help="Input shape such as 1x3x224x224 (repeat for several inputs); --batch sets dim 0.")
+@click.option("--batch", "batch_text", metavar="LIST",
+              help="Batch sizes to sweep, e.g. 1,8,32 (default: the model's example batch).")
+@click.option("--seq", type=int, help="Sequence length in tokens (text models).")
+@click.option("--dtype", help="Precision to run in: fp32 fp16 bf16 (default: as built, fp32).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--min-time", "min_time_s", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              show_default=True, metavar="S", help="Timed seconds per batch size (> 0).")
+@click.option("--min-iters", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed calls per batch size, at least.")
+@click.option("--warmup", "warmup_s", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              metavar="S", help="Warm-up seconds per batch size.")
+@click.option("--energy", is_flag=True, help="Measure energy per inference (or estimate it, labelled).")
+@click.option("--meter", default="auto", show_default=True,
+              help="Energy meter: auto (RAPL on CPU, NVML on CUDA), rapl, nvml, zeus, none (= estimate).")
+@click.option("--region", default=None, metavar="REGION",
+              help="Grid region for gCO2e (e.g. fr, us, world; default world). Implies --energy.")
+@click.option("--pue", default=None, metavar="PUE|PRESET",
+              help="Data-centre PUE: a number >= 1 or local/industry/hyperscale (default 1.0).")
+@click.option("--hardware", "hardware", metavar="ID",
+              help="Device profile for the roofline prediction (default: the calibrated 'local' "
+                   "profile on CPU, the database entry of the GPU on CUDA).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch intra-op threads (CPU).")
+@click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
+def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, warmup_s, energy,
+          meter, region, pue, hardware, threads, json_path) -> None:
+    """Measure latency, throughput, peak memory and energy here, beside the roofline prediction."""
+    from ..core.precision import parse_precision
+    from ..measure.bench import measured_section, run_bench
+    from ..measure.carbon import carbon_intensity, parse_pue
+    from ..measure.energy import select_meter
+    from ..measure.sweep import parse_batches
+
+    # Everything a user can get wrong is checked before a model is built.
+    device = _check_device(device)
+    batches = parse_batches(batch_text) if batch_text is not None else None
+    if seq is not None and seq <= 0:
+        raise UserInputError(f"--seq must be a positive integer, got {seq}")
+    if dtype is not None:
+        dtype = parse_precision(dtype).name
+    energy = energy or region is not None or pue is not None
+    region_key = carbon_intensity(region or "world").region
+    pue_value = parse_pue(pue) if pue is not None else 1.0
+    energy_meter = select_meter(meter, device) if energy else None
+    hw, hw_note = _prediction_hardware(hardware, device, dtype)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    builder = _Builder(model, list(inputs) or None, seq, dtype, device, hw)
+    if batches is None:
+        batches = [builder.default_batch()]
+    quiet = json_path == "-"
+    console = make_console() if not quiet else _stderr_console()
+    notes = [hw_note] if hw_note else []
+
+    result = _run_with_progress(
+        console, run_bench, builder, batches,
+        dict(device=device, energy=energy, meter=energy_meter, region=region_key, pue=pue_value,
+             min_time_s=min_time_s, min_iters=min_iters, warmup_s=warmup_s,
+             conditions={"model": builder.name, "dtype": dtype or "fp32",
+                         "batches": list(batches)}),
+    )
+    section = measured_section(result)
+    section["notes"] = notes + builder.notes + section["notes"]
+    report = builder.report(result)
+    report.measured = section
+    report.methods["measured"] = section["method"]
+
+    if json_path is not None:
+        write_json(report.to_dict(), json_path)
+    _render(console, section, energy)
+    if json_path not in (None, "-"):
+        console.print(f"wrote {json_path}")
+    if result.interrupted:
+        click.echo("modelmeter: interrupted; finished rows were kept", err=True)
+        click.get_current_context().exit(EXIT_INTERRUPTED)
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _check_device(device: str) -> str:
+    """'cpu' | 'cuda' | 'cuda:N', and the GPU must exist: one clear line otherwise."""
+    from ..measure.timer import parse_device
+
+    kind, index = parse_device(device)  # 'xpu', junk -> UserInputError naming the valid forms
+    if kind == "cpu":
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserInputError(
+            f"--device {device}: torch {torch.__version__} sees no CUDA device "
+            f"(built with CUDA {torch.version.cuda or 'none'}); use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if index is not None and index >= count:
+        raise UserInputError(f"--device {device}: only {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return f"cuda:{index}" if index is not None else "cuda"
+
+
+def _prediction_hardware(hw_id: str | None, device: str, dtype: str | None) -> tuple[Any, str | None]:
+    """The profile for the roofline, or (None, why there is no prediction)."""
+    from ..analysis.roofline import check_precisions
+    from ..hardware import get_hardware, list_hardware, load_local_profile
+
+    if hw_id is not None:
+        hw = get_hardware(hw_id)
+        check_precisions(hw, dtype)  # asked for by name: a mismatch is the user's to fix
+        return hw, None
+    if device == "cpu":
+        hw = load_local_profile()
+        if hw is None:
+            return None, ("no roofline prediction: no calibrated 'local' profile; run "
+                          "`modelmeter hardware calibrate` or pass --hardware ID")
+    else:
+        import torch
+
+        name = torch.cuda.get_device_name(torch.device(device))
+        hw = _match_gpu(name, [h for h in list_hardware() if h.kind == "gpu"])
+        if hw is None:
+            return None, f"no roofline prediction: no database entry matches {name!r}; pass --hardware ID"
+    try:
+        check_precisions(hw, dtype)
+    except UserInputError as exc:
+        return None, f"no roofline prediction: {exc}"
+    return hw, None
+
+
+def _tokens(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _match_gpu(device_name: str, candidates: list[Any]) -> Any:
+    """The entry whose model number (H100, A100, 4090, L40S) is in the name; ties by shared words."""
+    have = _tokens(device_name)
+    best, best_score = None, 0
+    for hw in candidates:
+        words = _tokens(hw.name)
+        model_words = [w for w in words if any(c.isdigit() for c in w) and any(c.isalpha() for c in w)
+                       or w.isdigit() and len(w) == 4]
+        if not model_words or not any(w in have for w in model_words):
+            continue
+        score = len(words & have)
+        if score > best_score:
+            best, best_score = hw, score
+    return best
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# ------------------------------------------------------------------ models per batch
+
+
+@dataclass
+class _Builder:
+    """Builds the model once and its inputs per batch; predicts per batch on meta."""
+
+    spec: str | None
+    inputs: list[str] | None
+    seq: int | None
+    dtype: str | None
+    device: str
+    hw: Any
+    notes: list[str] = field(default_factory=list)
+    name: str = ""
+    _module: Any = None
+    _base: tuple[tuple, dict] | None = None
+    _meta: dict[int, Any] = field(default_factory=dict)
+    _primary: tuple[Any, Any] | None = None  # (Analysis, RooflineResult | None) of the first batch
+
+    def __post_init__(self) -> None:
+        from ..sources.resolve import DEFAULT_MODEL
+
+        self.name = self.spec or DEFAULT_MODEL
+
+    def _resolve(self, batch: int | None, device: str) -> Any:
+        from ..sources import resolve_model
+
+        return resolve_model(self.spec, inputs=self.inputs, batch=batch, seq=self.seq, device=device,
+                             dtype=self.dtype)
+
+    def default_batch(self) -> int:
+        """The model's own example batch (leading dim of its first tensor input), else 1."""
+        loaded = self._resolve(None, "meta")
+        lead = _leading(loaded.args, loaded.kwargs)
+        return lead or 1
+
+    def make_call(self, batch: int) -> Any:
+        import torch
+
+        meta = self._resolve(batch, "meta")
+        args, kwargs = meta.args, meta.kwargs
+        lead = _leading(args, kwargs)
+        if lead is not None and lead != batch:
+            # Fixed example inputs (a factory's own, no --input): set dim 0 ourselves.
+            args, kwargs = _map(lambda t: t.new_empty((batch, *t.shape[1:])) if _is_batched(t, lead)
+                                else t, (args, kwargs))
+            note = f"the model's example inputs have batch {lead}; dim 0 was tiled to each --batch"
+            if note not in self.notes:
+                self.notes.append(note)
+        self._meta[batch] = (meta.module, args, kwargs)
+        if self._module is None:
+            loaded = self._resolve(batch, "cpu")
+            self._module = loaded.module.eval().to(self.device)
+            self._base = (loaded.args, loaded.kwargs)
+        assert self._base is not None
+        real = _tile_like((args, kwargs), self._base)
+        if real is None:  # shapes differ beyond dim 0 (rare): build the inputs for this batch
+            loaded = self._resolve(batch, "cpu")
+            real = (loaded.args, loaded.kwargs)
+        run_args, run_kwargs = _map(lambda t: t.to(self.device), real)
+        module = self._module
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return module(*run_args, **run_kwargs)
+
+        return call
+
+    def predict(self, batch: int) -> Any:
+        from .. import api
+        from ..analysis.roofline import roofline
+        from ..measure.bench import Prediction
+
+        module, args, kwargs = self._meta[batch]
+        if args and kwargs:
+            analysis = api.analyse(self.spec, dtype=self.dtype, inputs=self.inputs, batch=batch,
+                                   seq=self.seq, device="meta")
+        else:
+            analysis = api.analyse(module, kwargs if kwargs else args, dtype=self.dtype, name=self.name)
+            analysis.batch, analysis.seq = batch, self.seq
+        t = analysis.counts.totals
+        result = None
+        if self.hw is not None:
+            input_bytes = sum(x.storage_nbytes for x in analysis.trace.inputs)
+            result = roofline(analysis.counts, self.hw, dtype=self.dtype, input_bytes=input_bytes)
+        if self._primary is None:
+            self._primary = (analysis, result)
+        return Prediction(
+            flops=float(t.flops + t.other_flops),
+            dram_bytes=float(t.bytes_read + t.bytes_written),
+            precision=self.dtype or "fp32",
+            latency_s=result.latency_s if result is not None else None,
+            hardware=self.hw.id if self.hw is not None else None,
+            tdp_w=self.hw.tdp_w if self.hw is not None else None,
+            peak_activation_bytes=_counted_peak_activations(analysis),
+        )
+
+    def report(self, result: Any) -> Any:
+        """The count report of the first batch (+ its roofline), or a bare one without a trace."""
+        from .. import api
+        from ..core.report import Report
+
+        if self._primary is None:
+            return Report(model={"name": self.name}, settings={"dtype": self.dtype}, totals={},
+                          modules=[], uncounted_ops=[])
+        analysis, rl = self._primary
+        report = api.count_report(analysis)
+        if rl is not None:
+            from ..analysis.roofline import roofline_section
+
+            report.roofline = roofline_section(rl, 2)
+            report.methods["roofline"] = report.roofline["method"]
+        return report
+
+
+def _counted_peak_activations(analysis: Any) -> int | None:
+    """`totals.activations.peak_inference_bytes` once the memory analysis exists; else None."""
+    try:
+        from ..analysis import memory  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    fn = getattr(memory, "peak_inference_bytes", None)
+    return int(fn(analysis.counts)) if callable(fn) else None
+
+
+def _map(fn: Any, value: Any) -> Any:
+    """Apply ``fn`` to every tensor in nested tuples, lists and dicts."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map(fn, v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map(fn, v) for v in value)
+    return value
+
+
+def _tensors(value: Any) -> list[Any]:
+    found: list[Any] = []
+    _map(lambda t: found.append(t) or t, value)
+    return found
+
+
+def _leading(args: Any, kwargs: Any) -> int | None:
+    ts = [t for t in _tensors((args, kwargs)) if t.dim() > 0]
+    return int(ts[0].shape[0]) if ts else None
+
+
+def _is_batched(t: Any, lead: int) -> bool:
+    return t.dim() > 0 and t.shape[0] == lead
+
+
+def _tile_like(target: Any, base: Any) -> Any:
+    """Real inputs shaped like the meta ``target``, by repeating ``base`` rows along dim 0.
+
+    Repeating real rows keeps token ids inside the vocabulary and masks valid.
+    None when a shape differs beyond dim 0.
+    """
+    import torch
+
+    want, have = _tensors(target), _tensors(base)
+    if len(want) != len(have):
+        return None
+    out = []
+    for w, h in zip(want, have, strict=True):
+        if tuple(w.shape) == tuple(h.shape):
+            out.append(h)
+        elif w.dim() > 0 and w.dim() == h.dim() and w.shape[1:] == h.shape[1:] and h.shape[0] > 0:
+            out.append(h.index_select(0, torch.arange(w.shape[0]) % h.shape[0]))
+        else:
+            return None
+    it = iter(out)
+    return _map(lambda _t: next(it), base)
+
+
+# ------------------------------------------------------------------ progress and output
+
+
+def _run_with_progress(console: Any, run_bench: Any, builder: _Builder, batches: list[int],
+                       options: dict[str, Any]) -> Any:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        state = {"batch": batches[0]}
+
+        def progress(phase: str, n: int, elapsed: float) -> None:
+            bar.update(task, description=f"batch {state['batch']}: {phase} {n} calls, {elapsed:.1f} s")
+
+        def on_row(row: Any) -> None:
+            bar.console.print(_row_line(row), markup=False, highlight=False)
+            _flush(bar.console)
+            later = [b for b in batches if b > row.batch]
+            if later:
+                state["batch"] = later[0]
+
+        return run_bench(builder.make_call, batches, predict=builder.predict, progress=progress,
+                         on_row=on_row, **options)
+
+
+def _flush(console: Any) -> None:
+    # Rows are the record of a run that may be cut short: get each one out at once.
+    try:
+        console.file.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _row_line(row: Any) -> str:
+    from ..core.units import format_bytes, format_seconds
+
+    s = row.sweep
+    if s.status != "ok" or s.latency is None:
+        return f"batch {s.batch}: {s.status}" + (f" ({s.error})" if s.error else "")
+    lat = s.latency
+    parts = [f"batch {s.batch}: p50 {format_seconds(lat.p50_s)}", f"{s.throughput_per_s:.4g} items/s",
+             f"{lat.iterations} calls"]
+    if s.peak_memory_bytes is not None:
+        parts.append(f"peak +{format_bytes(s.peak_memory_bytes, binary=True)}")
+    if row.prediction is not None and row.prediction.latency_s is not None:
+        parts.append(f"roofline {format_seconds(row.prediction.latency_s)}")
+    if row.energy_j_per_inference is not None and row.energy is not None:
+        parts.append(f"{row.energy_j_per_inference:.3g} J/inference [{row.energy.source}]")
+    if lat.noisy:
+        parts.append("NOISY")
+    return ", ".join(parts)
+
+
+def _render(console: Any, m: dict[str, Any], energy: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..core.units import format_bytes, format_count, format_seconds
+
+    c = m["conditions"]
+    console.print(f"[bold]{c.get('model', '')}[/bold] on {c.get('device_name', m['device'])} "
+                  f"({m['device']}, {c.get('threads')} threads, torch {c.get('torch_version')}, "
+                  f"{c.get('dtype')})")
+    table = Table(title="measured (wall clock after warm-up; roofline and 'estimate' are estimates)")
+    cols = ["batch", "p50", "p90", "p99", "min", "mean ± std", "calls", "items/s",
+            "peak mem (counted)", "roofline (eff.)"]
+    if energy:
+        cols += ["J/inference [source]", "avg W", "gCO2e/1k"]
+    cols.append("status")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "status" else "right")
+    best = m["best_batch"]
+    for r in m["sweep"]:
+        lat = r["latency_s"] or {}
+        status = r["status"] + (" NOISY" if r["noisy"] else "") + (" best" if r["batch"] == best else "")
+        eff = r["roofline_efficiency"]
+        counted = r["counted_peak_activation_bytes"]
+        cells = [
+            str(r["batch"]), format_seconds(lat.get("p50")), format_seconds(lat.get("p90")),
+            format_seconds(lat.get("p99")), format_seconds(lat.get("min")),
+            f"{format_seconds(lat.get('mean'))} ± {format_seconds(lat.get('std'))}" if lat else "—",
+            str(lat.get("iterations", "—")),
+            format_count(r["throughput_per_s"]),
+            format_bytes(r["peak_memory_bytes"], binary=True)
+            + (f" ({format_bytes(counted, binary=True)})" if counted is not None else ""),
+            format_seconds(r["predicted_latency_s"]) + (f" ({eff:.0%})" if eff is not None else ""),
+        ]
+        if energy:
+            joules = r["energy_j_per_inference"]
+            cells += [f"{joules:.3g} [{r['energy_source']}]" if joules is not None else "—",
+                      f"{r['average_power_w']:.3g}" if r["average_power_w"] is not None else "—",
+                      f"{r['carbon_g_per_1000']:.3g}" if r["carbon_g_per_1000"] is not None else "—"]
+        cells.append(status)
+        table.add_row(*(Text(c) for c in cells))  # Text: '[estimate]' is not rich markup
+    console.print(table)
+    if best is not None:
+        console.print(f"best throughput at batch {best}")
+    if m["oom"]:
+        console.print(f"out of memory: largest batch that fit is {m['largest_batch_that_fit']}")
+    if m["interrupted"]:
+        console.print("interrupted: only the finished rows above were measured")
+    for r in m["sweep"]:
+        if r["noisy"]:
+            console.print(f"batch {r['batch']} is noisy: {r['noise_reason']}")
+        for key in ("energy_warning", "prediction_error"):
+            if r[key]:
+                console.print(f"batch {r['batch']}: {r[key]}")
+    if energy and any(r["energy_source"] == "estimate" for r in m["sweep"]):
+        console.print("energy [estimate]: computed from the counts (no meter measured it)", markup=False)
+    if energy:
+        console.print(f"carbon: region {m['carbon_region']}, PUE {m['pue']:g}")
+    for note in m["notes"]:
+        console.print(f"note: {note}")
+    _flush(console)
+    sys.stdout.flush()
