@@ -213,3 +213,39 @@ def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
     return llm_section(analyze_llm(model, hardware=hw, prompt=prompt, gen=gen, batches=tuple(batches),
                                    dtype=dtype, weights=weights, kv_dtype=kv_dtype,
                                    max_batch=max_batch, trust_remote_code=trust_remote_code))
+
+
+def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = None,
+          device: str = "cpu", dtype: str | None = None, hardware: str | None = None,
+          energy: bool = False, meter: str = "auto", region: str = "world", pue: float = 1.0,
+          min_time_s: float = 2.0, min_iters: int = 10, warmup_s: float = 0.5,
+          inputs: list[str] | None = None, seq: int | None = None) -> Report:
+    """Measured latency, throughput, memory and energy per batch, beside the roofline prediction.
+
+    `model` is a spec (as for `count`); the report holds the count sections of
+    the first batch, its `roofline` when a device profile is known, and `measured`.
+    """
+    from .benchsetup import BenchBuilder, check_device, prediction_hardware
+    from .measure.bench import measured_section, run_bench
+    from .measure.carbon import carbon_intensity
+    from .measure.energy import select_meter
+
+    if model is not None and not isinstance(model, str):
+        raise UserInputError("bench takes a model spec string (a preset, folder, pkg.module:factory…)")
+    device = check_device(device)
+    if dtype is not None:
+        dtype = parse_precision(dtype).name
+    hw, hw_note = prediction_hardware(hardware, device, dtype)
+    builder = BenchBuilder(model, inputs, seq, dtype, device, hw)
+    batch_list = list(batches) if batches else [builder.default_batch()]
+    result = run_bench(builder.make_call, batch_list, device=device, predict=builder.predict,
+                       energy=energy, meter=select_meter(meter, device) if energy else None,
+                       region=carbon_intensity(region).region, pue=pue, min_time_s=min_time_s,
+                       min_iters=min_iters, warmup_s=warmup_s,
+                       conditions={"model": builder.name, "dtype": dtype or "fp32",
+                                   "batches": batch_list})
+    report = builder.report(result)
+    report.measured = measured_section(result)
+    report.measured["notes"] = ([hw_note] if hw_note else []) + builder.notes + report.measured["notes"]
+    report.methods["measured"] = report.measured["method"]
+    return report

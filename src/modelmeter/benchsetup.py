@@ -1,0 +1,262 @@
+"""Building a model per batch size for a benchmark, and its predictions (layer 5).
+
+Used by `api.bench` and the `bench` command: the model is built once on the
+device, its inputs per batch (real rows tiled along dim 0, so token ids stay
+valid), and each batch's roofline prediction comes from a meta-device trace.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .core.errors import UserInputError
+
+
+def check_device(device: str) -> str:
+    """'cpu' | 'cuda' | 'cuda:N', and the GPU must exist: one clear line otherwise."""
+    from .measure.timer import parse_device
+
+    kind, index = parse_device(device)  # 'xpu', junk -> UserInputError naming the valid forms
+    if kind == "cpu":
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserInputError(
+            f"--device {device}: torch {torch.__version__} sees no CUDA device "
+            f"(built with CUDA {torch.version.cuda or 'none'}); use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if index is not None and index >= count:
+        raise UserInputError(f"--device {device}: only {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return f"cuda:{index}" if index is not None else "cuda"
+
+
+def prediction_hardware(hw_id: str | None, device: str, dtype: str | None) -> tuple[Any, str | None]:
+    """The profile for the roofline, or (None, why there is no prediction)."""
+    from .analysis.roofline import check_precisions
+    from .hardware import get_hardware, list_hardware, load_local_profile
+
+    if hw_id is not None:
+        hw = get_hardware(hw_id)
+        check_precisions(hw, dtype)  # asked for by name: a mismatch is the user's to fix
+        return hw, None
+    if device == "cpu":
+        hw = load_local_profile()
+        if hw is None:
+            return None, ("no roofline prediction: no calibrated 'local' profile; run "
+                          "`modelmeter hardware calibrate` or pass --hardware ID")
+    else:
+        import torch
+
+        name = torch.cuda.get_device_name(torch.device(device))
+        hw = _match_gpu(name, [h for h in list_hardware() if h.kind == "gpu"])
+        if hw is None:
+            return None, f"no roofline prediction: no database entry matches {name!r}; pass --hardware ID"
+    try:
+        check_precisions(hw, dtype)
+    except UserInputError as exc:
+        return None, f"no roofline prediction: {exc}"
+    return hw, None
+
+
+def _tokens(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _match_gpu(device_name: str, candidates: list[Any]) -> Any:
+    """The entry whose model number (H100, A100, 4090, L40S) is in the name; ties by shared words."""
+    have = _tokens(device_name)
+    best, best_score = None, 0
+    for hw in candidates:
+        words = _tokens(hw.name)
+        model_words = [w for w in words if any(c.isdigit() for c in w) and any(c.isalpha() for c in w)
+                       or w.isdigit() and len(w) == 4]
+        if not model_words or not any(w in have for w in model_words):
+            continue
+        score = len(words & have)
+        if score > best_score:
+            best, best_score = hw, score
+    return best
+
+
+# ------------------------------------------------------------------ models per batch
+
+
+@dataclass
+class BenchBuilder:
+    """Builds the model once and its inputs per batch; predicts per batch on meta."""
+
+    spec: str | None
+    inputs: list[str] | None
+    seq: int | None
+    dtype: str | None
+    device: str
+    hw: Any
+    notes: list[str] = field(default_factory=list)
+    name: str = ""
+    _module: Any = None
+    _base: tuple[tuple, dict] | None = None
+    _meta: dict[int, Any] = field(default_factory=dict)
+    _primary: tuple[Any, Any] | None = None  # (Analysis, RooflineResult | None) of the first batch
+
+    def __post_init__(self) -> None:
+        from .sources.resolve import DEFAULT_MODEL
+
+        self.name = self.spec or DEFAULT_MODEL
+
+    def _resolve(self, batch: int | None, device: str) -> Any:
+        from .sources import resolve_model
+
+        return resolve_model(self.spec, inputs=self.inputs, batch=batch, seq=self.seq, device=device,
+                             dtype=self.dtype)
+
+    def default_batch(self) -> int:
+        """The model's own example batch (leading dim of its first tensor input), else 1."""
+        loaded = self._resolve(None, "meta")
+        lead = _leading(loaded.args, loaded.kwargs)
+        return lead or 1
+
+    def make_call(self, batch: int) -> Any:
+        import torch
+
+        meta = self._resolve(batch, "meta")
+        args, kwargs = meta.args, meta.kwargs
+        lead = _leading(args, kwargs)
+        if lead is not None and lead != batch:
+            # Fixed example inputs (a factory's own, no --input): set dim 0 ourselves.
+            args, kwargs = _map(lambda t: t.new_empty((batch, *t.shape[1:])) if _is_batched(t, lead)
+                                else t, (args, kwargs))
+            note = f"the model's example inputs have batch {lead}; dim 0 was tiled to each --batch"
+            if note not in self.notes:
+                self.notes.append(note)
+        self._meta[batch] = (meta.module, args, kwargs)
+        if self._module is None:
+            loaded = self._resolve(batch, "cpu")
+            self._module = loaded.module.eval().to(self.device)
+            self._base = (loaded.args, loaded.kwargs)
+        assert self._base is not None
+        real = _tile_like((args, kwargs), self._base)
+        if real is None:  # shapes differ beyond dim 0 (rare): build the inputs for this batch
+            loaded = self._resolve(batch, "cpu")
+            real = (loaded.args, loaded.kwargs)
+        run_args, run_kwargs = _map(lambda t: t.to(self.device), real)
+        module = self._module
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return module(*run_args, **run_kwargs)
+
+        return call
+
+    def predict(self, batch: int) -> Any:
+        from . import api
+        from .analysis.roofline import roofline
+        from .measure.bench import Prediction
+
+        module, args, kwargs = self._meta[batch]
+        if args and kwargs:
+            analysis = api.analyse(self.spec, dtype=self.dtype, inputs=self.inputs, batch=batch,
+                                   seq=self.seq, device="meta")
+        else:
+            analysis = api.analyse(module, kwargs if kwargs else args, dtype=self.dtype, name=self.name)
+            analysis.batch, analysis.seq = batch, self.seq
+        t = analysis.counts.totals
+        result = None
+        if self.hw is not None:
+            input_bytes = sum(x.storage_nbytes for x in analysis.trace.inputs)
+            result = roofline(analysis.counts, self.hw, dtype=self.dtype, input_bytes=input_bytes)
+        if self._primary is None:
+            self._primary = (analysis, result)
+        return Prediction(
+            flops=float(t.flops + t.other_flops),
+            dram_bytes=float(t.bytes_read + t.bytes_written),
+            precision=self.dtype or "fp32",
+            latency_s=result.latency_s if result is not None else None,
+            hardware=self.hw.id if self.hw is not None else None,
+            tdp_w=self.hw.tdp_w if self.hw is not None else None,
+            peak_activation_bytes=_counted_peak_activations(analysis),
+        )
+
+    def report(self, result: Any) -> Any:
+        """The count report of the first batch (+ its roofline), or a bare one without a trace."""
+        from . import api
+        from .core.report import Report
+
+        if self._primary is None:
+            return Report(model={"name": self.name}, settings={"dtype": self.dtype}, totals={},
+                          modules=[], uncounted_ops=[])
+        analysis, rl = self._primary
+        report = api.count_report(analysis)
+        if rl is not None:
+            from .analysis.roofline import roofline_section
+
+            report.roofline = roofline_section(rl, 2)
+            report.methods["roofline"] = report.roofline["method"]
+        return report
+
+
+def _counted_peak_activations(analysis: Any) -> int | None:
+    """`totals.activations.peak_inference_bytes` once the memory analysis exists; else None."""
+    try:
+        from .analysis import memory  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    fn = getattr(memory, "peak_inference_bytes", None)
+    return int(fn(analysis.counts)) if callable(fn) else None
+
+
+def _map(fn: Any, value: Any) -> Any:
+    """Apply ``fn`` to every tensor in nested tuples, lists and dicts."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map(fn, v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map(fn, v) for v in value)
+    return value
+
+
+def _tensors(value: Any) -> list[Any]:
+    found: list[Any] = []
+    _map(lambda t: found.append(t) or t, value)
+    return found
+
+
+def _leading(args: Any, kwargs: Any) -> int | None:
+    ts = [t for t in _tensors((args, kwargs)) if t.dim() > 0]
+    return int(ts[0].shape[0]) if ts else None
+
+
+def _is_batched(t: Any, lead: int) -> bool:
+    return t.dim() > 0 and t.shape[0] == lead
+
+
+def _tile_like(target: Any, base: Any) -> Any:
+    """Real inputs shaped like the meta ``target``, by repeating ``base`` rows along dim 0.
+
+    Repeating real rows keeps token ids inside the vocabulary and masks valid.
+    None when a shape differs beyond dim 0.
+    """
+    import torch
+
+    want, have = _tensors(target), _tensors(base)
+    if len(want) != len(have):
+        return None
+    out = []
+    for w, h in zip(want, have, strict=True):
+        if tuple(w.shape) == tuple(h.shape):
+            out.append(h)
+        elif w.dim() > 0 and w.dim() == h.dim() and w.shape[1:] == h.shape[1:] and h.shape[0] > 0:
+            out.append(h.index_select(0, torch.arange(w.shape[0]) % h.shape[0]))
+        else:
+            return None
+    it = iter(out)
+    return _map(lambda _t: next(it), base)
+
+
+# ------------------------------------------------------------------ progress and output
