@@ -249,3 +249,44 @@ def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = No
     report.measured["notes"] = ([hw_note] if hw_note else []) + builder.notes + report.measured["notes"]
     report.methods["measured"] = report.measured["method"]
     return report
+
+
+def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
+           train: bool = False, optimizer: str = "adamw", master_fp32: bool = False,
+           checkpoint: bool = False, **load_options: Any) -> Report:
+    """Peak activation memory (inference; with `train`, saved-for-backward, the backward
+    peak, backward FLOPs and the params + grads + optimizer + activations budget)."""
+    from .analysis.memory import check_optimizer, memory_sections
+    from .count import count_trace
+    from .trace import trace_model
+
+    optimizer = check_optimizer(optimizer)
+    analysis = analyse(model, example_inputs, dtype=dtype, **load_options)
+    report = count_report(analysis)
+    totals = analysis.counts.totals
+    train_trace = backward_counts = None
+    if train:
+        if totals.trainable_params == 0:
+            raise UserInputError("the model has no trainable parameters; --train needs some")
+        loaded = analysis.loaded
+        train_trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True)
+        backward_counts = count_trace(train_trace, phase="backward")
+    precision = analysis.precision or _traced_dtype(analysis)
+    if analysis.precision is None:
+        precision = parse_precision(precision).name
+    sections = memory_sections(
+        analysis.trace, train_trace, precision=precision, optimizer=optimizer,
+        master_fp32=master_fp32, params=totals.params, trainable=totals.trainable_params,
+        backward_counts=backward_counts, forward_counts=analysis.counts, checkpoint=checkpoint,
+    )
+    report.totals["activations"] = sections["activations"]
+    for module in report.modules:
+        module.update(sections["modules"].get(module["path"], {}))
+    if "backward_flops" in sections:
+        report.totals["backward_flops"] = sections["backward_flops"]
+        report.totals["backward_macs"] = sections["backward_macs"]
+    if "training" in sections:
+        report.training = sections["training"]
+    report.methods["activations"] = ("counted: liveness of every storage in one eager trace "
+                                     "(allocated when produced, freed when PyTorch released it)")
+    return report

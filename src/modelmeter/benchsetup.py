@@ -198,14 +198,11 @@ class BenchBuilder:
         return report
 
 
-def _counted_peak_activations(analysis: Any) -> int | None:
-    """`totals.activations.peak_inference_bytes` once the memory analysis exists; else None."""
-    try:
-        from .analysis import memory  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    fn = getattr(memory, "peak_inference_bytes", None)
-    return int(fn(analysis.counts)) if callable(fn) else None
+def _counted_peak_activations(analysis: Any) -> int:
+    """The counted inference peak (`totals.activations.peak_inference_bytes`) of this trace."""
+    from .count.liveness import live_peak
+
+    return live_peak(analysis.trace).peak_bytes
 
 
 def _map(fn: Any, value: Any) -> Any:
