@@ -142,9 +142,11 @@ def count_report(analysis: Analysis) -> Report:
 
 
 def _traced_dtype(analysis: Analysis) -> str:
+    """The precision the parameters were traced in, by its short name ('fp32', 'bf16')."""
     for p in analysis.trace.parameters:
-        return p.dtype
-    return "float32"
+        if p.dtype.startswith(("float", "bfloat")):
+            return parse_precision(p.dtype).name
+    return "fp32"
 
 
 def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
@@ -272,8 +274,6 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
         train_trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True)
         backward_counts = count_trace(train_trace, phase="backward")
     precision = analysis.precision or _traced_dtype(analysis)
-    if analysis.precision is None:
-        precision = parse_precision(precision).name
     sections = memory_sections(
         analysis.trace, train_trace, precision=precision, optimizer=optimizer,
         master_fp32=master_fp32, params=totals.params, trainable=totals.trainable_params,
