@@ -90,21 +90,21 @@ def test_conv_batchnorm_train_mode_saves_input_conv_output_and_statistics():
     assert saved == x.numel() * F32 + conv_out + 2 * c_out * F32
 
 
-def _profiler_peak(module: nn.Module, args: tuple) -> int:
-    """Allocator-level peak from the profiler's [memory] events during one forward.
+def _profiler_peak(step) -> int:
+    """Allocator-level peak from the profiler's [memory] events while `step()` runs.
 
-    Read at the end of each top-level op: a kernel's scratch buffer (im2col,
-    oneDNN workspace) allocated and freed inside one op is not a tensor any
-    eager code can hold, and is not part of the activation figure.
+    The running sum of the allocator's signed [memory] records is read at the end
+    of each top-level aten op (not nested in another aten op; the autograd engine's
+    own spans are not ops): a kernel's scratch buffer (im2col, oneDNN workspace)
+    allocated and freed inside one op is not a tensor any eager code can hold,
+    and is not part of the activation figure.
     """
-    with torch.no_grad():
-        module(*args)
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            out = module(*args)
-    del out
+    step()  # warm-up: lazy initialisation allocates once
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
     events = list(prof.profiler.kineto_results.events())
     memory = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
-    spans = sorted((e.start_ns(), e.end_ns()) for e in events if e.name() != "[memory]")
+    spans = sorted((e.start_ns(), e.end_ns()) for e in events if e.name().startswith("aten::"))
     ends, current_end = [], -1
     for start, end in spans:  # top-level ops: those not nested inside an earlier one
         if start >= current_end:
@@ -119,6 +119,25 @@ def _profiler_peak(module: nn.Module, args: tuple) -> int:
     return peak
 
 
+def _inference_step(module: nn.Module, args: tuple, kwargs: dict):
+    def step() -> None:
+        with torch.no_grad():
+            module.eval()(*args, **kwargs)
+    return step
+
+
+def _training_step(module: nn.Module, args: tuple, kwargs: dict):
+    """What `trace_model(backward=True)` runs: train-mode forward, backward of the
+    first float output's sum, gradients dropped (as zero_grad(set_to_none=True))."""
+    def step() -> None:
+        out = module.train()(*args, **kwargs)
+        first = out if isinstance(out, torch.Tensor) else out.logits
+        first.sum().backward()
+        for p in module.parameters():
+            p.grad = None
+    return step
+
+
 class SmallCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -130,24 +149,60 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x).mean((2, 3)))
 
 
+def tiny_llama() -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    # Eager attention: with SDPA, real CPU tensors take the fused kernel (saves
+    # O(L) logsumexp) while meta takes the math path (saves the L x S
+    # probabilities); test_single_sdpa_saved_tensors_closed_form covers both.
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attn_implementation="eager")
+    return LlamaForCausalLM(config)
+
+
 def _models():
-    yield "linear-chain", chain(WIDTHS), (torch.randn(BATCH, WIDTHS[0]),)
-    yield "small-cnn", SmallCNN(), (torch.randn(2, 3, 32, 32),)
+    yield "linear-chain", chain(WIDTHS), (torch.randn(BATCH, WIDTHS[0]),), {}
+    yield "small-cnn", SmallCNN(), (torch.randn(2, 3, 32, 32),), {}
+    yield "tiny-llama", tiny_llama(), (), {"input_ids": torch.randint(0, 256, (2, 24))}
     loaded = api.load("mobilenet-v2", device="cpu")
-    yield "mobilenet-v2", loaded.module, tuple(loaded.kwargs.values())
+    yield "mobilenet-v2", loaded.module, tuple(loaded.kwargs.values()), {}
 
 
-@pytest.mark.parametrize("name", ["linear-chain", "small-cnn", "mobilenet-v2"])
+def _on_meta(model: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Module, tuple, dict]:
+    # to_empty gives every parameter a fresh storage: fine here, none of these models ties weights.
+    return (copy.deepcopy(model).to_empty(device="meta"), tuple(a.to("meta") for a in args),
+            {k: v.to("meta") for k, v in kwargs.items()})
+
+
+@pytest.mark.parametrize("name", ["linear-chain", "small-cnn", "tiny-llama", "mobilenet-v2"])
 def test_meta_equals_real_and_agrees_with_the_profiler(name):
-    model, args = next((m, a) for n, m, a in _models() if n == name)
+    torch.manual_seed(0)
+    model, args, kwargs = next((m, a, k) for n, m, a, k in _models() if n == name)
     model = model.eval()
-    real = live_peak(trace_model(model, args)).peak_bytes
-    measured = _profiler_peak(model, args)
-    meta_model = copy.deepcopy(model).to_empty(device="meta")
-    meta_args = tuple(a.to("meta") for a in args)
-    meta = live_peak(trace_model(meta_model, meta_args)).peak_bytes
+    real = live_peak(trace_model(model, args, kwargs)).peak_bytes
+    meta = live_peak(trace_model(*_on_meta(model, args, kwargs))).peak_bytes
     assert meta == real
+    measured = _profiler_peak(_inference_step(model, args, kwargs))
     assert abs(real / measured - 1) < 0.05, (real, measured)
+    if name == "mobilenet-v2":
+        return  # inference only: its training step is the slowest part of this file
+    # Training: saved tensors and the whole step's peak (forward + backward, gradients included).
+    real_train = trace_model(model, args, kwargs, backward=True)
+    meta_train = trace_model(*_on_meta(model, args, kwargs), backward=True)
+    both = ("forward", "backward")
+    assert saved_for_backward(meta_train) == saved_for_backward(real_train)
+    step_peak = live_peak(real_train, both).peak_bytes
+    assert live_peak(meta_train, both).peak_bytes == step_peak
+    measured = _profiler_peak(_training_step(model, args, kwargs))
+    assert abs(step_peak / measured - 1) < 0.05, (step_peak, measured)
+
+
+def test_final_output_is_live_at_the_end():
+    # The output is the only activation and outlives the trace: the peak is exactly its bytes.
+    net = nn.Linear(4, 1000).to_empty(device="meta")
+    peak = live_peak(trace_model(net, (torch.empty(3, 4, device="meta"),)))
+    assert peak.peak_bytes == 3 * 1000 * F32
+    assert peak.module == "" and peak.op == "aten.addmm.default"
 
 
 def test_budget_arithmetic():
@@ -184,6 +239,9 @@ def test_checkpointing_trades_saved_bytes_for_flops():
     assert ck["blocks"] == 12
     assert ck["saved_bytes_with"] < ck["saved_bytes_without"]
     assert ck["extra_forward_flops"] > 0
+    t = report["training"]
+    assert ck["total_bytes_with"] == t["total_bytes"] + ck["saved_bytes_with"] - ck["saved_bytes_without"]
+    assert "math form" in report["totals"]["activations"]["attention_path"]  # meta takes SDPA's math path
 
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:

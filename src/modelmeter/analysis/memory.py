@@ -126,6 +126,13 @@ def memory_sections(inference: Trace, train: Trace | None, *, precision: str, op
         "static_bytes": peak.static_bytes,
         "peak_inference_at": {"index": peak.index, "op": peak.op, "module": peak.module},
     }
+    # SDPA's math decomposition is the one caller of _safe_softmax.
+    if inference.mode == "meta" and any(e.packet == "aten._safe_softmax" for e in inference.events):
+        # Meta tensors make scaled_dot_product_attention take its math path; a fused
+        # kernel (flash, memory-efficient) never materialises the L x S scores.
+        activations["attention_path"] = ("meta: SDPA traced as its math form (L x S scores and "
+                                         "probabilities materialised, saved in training); fused "
+                                         "kernels keep O(L) instead (--device cpu traces CPU's)")
     paths = [m.path for m in inference.modules]
     modules: dict[str, dict[str, int]] = {
         p: {"peak_share_bytes": v} for p, v in inclusive(peak.by_module, paths).items()
@@ -161,6 +168,10 @@ def memory_sections(inference: Trace, train: Trace | None, *, precision: str, op
         out["backward_flops"] = t.flops + t.other_flops
         out["backward_macs"] = t.macs
     if checkpoint and forward_counts is not None:
-        training["checkpoint"] = checkpoint_what_if(train, forward_counts)
+        what_if = checkpoint_what_if(train, forward_counts)
+        # The forward's activation peak is the saved tensors plus transients, so
+        # dropping saved bytes lowers it by the same amount (to first order).
+        what_if["total_bytes_with"] = budget.total_bytes + what_if["saved_bytes_delta"]
+        training["checkpoint"] = what_if
     out["training"] = training
     return out

@@ -74,6 +74,7 @@ def _render(report: dict[str, Any], depth: int) -> None:
                 (f"checkpointing {ck['blocks']} blocks ({ck['block_prefix']}.*): saved",
                  f"{format_bytes(ck['saved_bytes_without'])} → {format_bytes(ck['saved_bytes_with'])}"),
                 ("  extra forward FLOPs", format_count(ck["extra_forward_flops"])),
+                ("  training total with checkpointing", format_bytes(ck["total_bytes_with"])),
             ]
     for row in rows:
         table.add_row(*row)
