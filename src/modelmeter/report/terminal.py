@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
-from ..core.units import format_bytes, format_count, format_percent
+from ..core.units import format_bytes, format_count, format_percent, format_seconds
 
 
 def module_table(report: dict[str, Any], depth: int, title: str | None = None) -> Table:
@@ -70,4 +71,115 @@ def uncounted_table(report: dict[str, Any]) -> Table | None:
     table.add_column("calls", justify="right")
     for item in report["uncounted_ops"]:
         table.add_row(item["op"], str(item["count"]))
+    return table
+
+
+# ------------------------------------------------------------------ the efficiency report
+
+
+def report_header(report: dict[str, Any]) -> Table:
+    """What was analysed: model, precision, inputs, roofline device, where it was measured."""
+    from .summary import header_facts
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column("fact", style="bold")
+    table.add_column("value")
+    for label, value in header_facts(report):
+        table.add_row(label, Text(value))
+    return table
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    """Every metric in one table: value, how obtained, hardware-dependent?, what it affects."""
+    from .summary import build_summary
+
+    name = report.get("model", {}).get("name", "")
+    table = Table(title=f"{name} — efficiency summary", header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("how obtained")
+    table.add_column("hardware-dependent", justify="center")
+    table.add_column("mainly affects")
+    for row in build_summary(report):
+        # Text(): values such as '[estimate]' or model names are never rich markup.
+        table.add_row(Text(row.metric), Text(row.value), Text(row.how),
+                      "yes" if row.hardware_dependent else "no", Text(row.affects))
+    return table
+
+
+def report_notes(report: dict[str, Any]) -> list[str]:
+    from .summary import summary_notes
+
+    return summary_notes(report)
+
+
+def breakdown_table(report: dict[str, Any], depth: int) -> Table:
+    """Per-module breakdown to `depth`: params, MACs, FLOPs, bytes, activations, predicted time."""
+    from .summary import module_bound, module_latency
+
+    totals = report["totals"]
+    total_flops = totals.get("flops") or 0
+    mods = [m for m in report["modules"] if m["depth"] <= depth]
+    has_act = any("peak_share_bytes" in m for m in mods)
+    has_saved = any("saved_bytes" in m for m in mods)
+    has_time = any("t_compute_s" in m for m in mods)
+    table = Table(title="per module (inclusive)", header_style="bold")
+    cols = ["module", "type", "params", "MACs", "FLOPs", "other FLOPs", "bytes moved", "FLOPs %"]
+    if has_act:
+        cols.append("live at peak")
+    if has_saved:
+        cols.append("saved for bwd")
+    if has_time:
+        cols += ["predicted", "bound"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("module", "type", "bound") else "right",
+                         no_wrap=col == "module")
+    for m in mods:
+        label = "  " * m["depth"] + (m["path"].rpartition(".")[2] if m["path"] else "(model)")
+        cells = [label, m["type"], format_count(m["params"]), format_count(m["macs"]),
+                 format_count(m["flops"]), format_count(m["other_flops"]),
+                 format_bytes(m["bytes_read"] + m["bytes_written"]),
+                 format_percent(m["flops"] / total_flops if total_flops else None)]
+        if has_act:
+            cells.append(format_bytes(m.get("peak_share_bytes")))
+        if has_saved:
+            cells.append(format_bytes(m.get("saved_bytes")))
+        if has_time:
+            cells += [format_seconds(module_latency(m)), module_bound(m)]
+        table.add_row(*(Text(str(c)) for c in cells))
+    return table
+
+
+def bound_layers_lines(report: dict[str, Any], top: int = 5) -> list[str]:
+    """'top memory-bound layers: …' and 'top compute-bound layers: …' from the roofline."""
+    rl = report.get("roofline")
+    if not rl or top == 0:
+        return []
+    lines = []
+    for bound in ("memory", "compute"):
+        rows = (rl.get(f"top_{bound}_bound") or [])[:top]
+        if rows:
+            lines.append(f"top {bound}-bound layers (predicted): " + "; ".join(
+                f"{r['path'] or '(model)'}{' (own ops)' if r.get('kind') not in (None, 'module') else ''} "
+                f"{format_seconds(r['latency_s'])}" for r in rows))
+    return lines
+
+
+def comparison_table(comparison: dict[str, Any]) -> Table:
+    """A `Comparison.to_dict()` side by side: each value with its ratio to the first column."""
+    from .summary import format_ratio, format_value
+
+    table = Table(title="comparison (ratios to the first column)", header_style="bold")
+    table.add_column("metric")
+    table.add_column("how")
+    for label in comparison["labels"]:
+        table.add_column(Text(label), justify="right")
+    for row in comparison["rows"]:
+        cells = [Text(row["metric"]), Text(row["method"])]
+        for j, (value, ratio) in enumerate(zip(row["values"], row["ratios"], strict=True)):
+            text = format_value(value, row["unit"])
+            if j > 0 and value is not None:
+                text += f" ({format_ratio(ratio)})"
+            cells.append(Text(text))
+        table.add_row(*cells)
     return table

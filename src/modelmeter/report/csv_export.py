@@ -1,0 +1,48 @@
+"""CSV export: one row per module, numbers in base units (layer 4).
+
+Columns are the count fields every report has, then whichever optional
+per-module fields the report holds (activation memory, predicted times), in
+a fixed order so files from different runs line up.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from .summary import as_dict, module_latency
+
+__all__ = ["CSV_COLUMNS", "module_rows", "render_csv"]
+
+# Count fields first (always present), then optional ones in a stable order.
+CSV_COLUMNS = (
+    "path", "type", "depth", "calls", "params", "own_params", "param_bytes", "macs", "flops",
+    "other_flops", "bytes_read", "bytes_written", "input_bytes", "output_bytes", "seed_bytes",
+    "peak_share_bytes", "saved_bytes", "t_compute_s", "t_memory_s", "latency_s", "bound",
+)
+
+
+def module_rows(report: Any) -> list[dict[str, Any]]:
+    """The module entries, with the predicted `latency_s` when the roofline ran."""
+    rows = []
+    for m in as_dict(report)["modules"]:
+        row = dict(m)
+        if module_latency(row) is not None:
+            row["latency_s"] = module_latency(row)
+        rows.append(row)
+    return rows
+
+
+def render_csv(report: Any) -> str:
+    """CSV text: a header, then one row per module (the root module is the row with an empty path)."""
+    rows = module_rows(report)
+    present = {k for row in rows for k in row}
+    columns = [c for c in CSV_COLUMNS if c in present]
+    columns += sorted(present - set(CSV_COLUMNS))  # fields added later by other analyses
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return out.getvalue()

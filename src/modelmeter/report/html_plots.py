@@ -1,0 +1,142 @@
+"""Small plots for the HTML report, drawn from the report dict alone (layer 4).
+
+Each function takes a report dict and returns an inline `<svg>` element (put
+straight into the page: nothing is fetched), or None when the report lacks the
+section the plot needs. matplotlib is imported lazily with the Agg backend;
+without matplotlib the functions return None and the page says so. The SVG is
+cleaned for inline use: no XML declaration, no DTD, no RDF metadata and no
+namespace URLs (an HTML parser puts `<svg>` in the SVG namespace by itself),
+so the page names no network address at all; text stays text
+(`svg.fonttype = none`), which the browser test and page search can read, and
+matplotlib's XML writer escapes every label.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+from ..core.units import format_bytes, format_count
+
+__all__ = ["leaf_rows", "module_times_svg", "roofline_svg"]
+
+_COLOURS = {"memory": "#1f77b4", "compute": "#d62728"}
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg", force=True)  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+_STRIP = (
+    re.compile(r"<\?xml[^>]*\?>\s*"),
+    re.compile(r"<!DOCTYPE[^>]*>\s*", re.IGNORECASE),
+    re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL),
+    re.compile(r'\s+xmlns(:\w+)?="[^"]*"'),
+)
+
+
+def _svg(fig: Any, plt: Any, salt: str, label: str) -> str:
+    """The figure as an inline `<svg>` element; ids are salted so two plots on a page never clash."""
+    import matplotlib
+
+    buf = io.StringIO()
+    try:
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+            fig.savefig(buf, format="svg", bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    text = buf.getvalue()
+    for pattern in _STRIP:
+        text = pattern.sub(" " if "xmlns" in pattern.pattern else "", text)
+    from html import escape
+
+    return text.replace("<svg ", f'<svg role="img" aria-label="{escape(label)}" '
+                                 'style="max-width:100%;height:auto" ', 1).strip()
+
+
+def leaf_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Roofline module rows that have no child module and some predicted time."""
+    rl = report.get("roofline") or {}
+    rows = rl.get("modules") or []
+    paths = [r["path"] for r in rows]
+    leaves = []
+    for r in rows:
+        prefix = r["path"] + "." if r["path"] else ""
+        has_child = any(p != r["path"] and p.startswith(prefix) for p in paths)
+        if not has_child and r.get("latency_s"):
+            leaves.append(r)
+    return leaves
+
+
+def roofline_svg(report: dict[str, Any], title: str | None = None) -> str | None:
+    """Log-log attainable FLOP/s against arithmetic intensity: the roofs and one dot per leaf layer."""
+    rl = report.get("roofline")
+    plt = _pyplot()
+    if not rl or plt is None:
+        return None
+    detail = rl.get("hardware_detail") or {}
+    peak, vector = detail.get("peak_flops"), detail.get("vector_flops")
+    bw = detail.get("memory_bandwidth_bytes_per_s")
+    if not peak or not bw:
+        return None
+    points = [r for r in leaf_rows(report) if r.get("intensity") and r.get("flops")]
+    xs = [r["intensity"] for r in points]
+    lo = min([*xs, peak / bw / 100, 0.1]) / 2
+    hi = max([*xs, peak / bw * 100]) * 2
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    ax.plot(grid, [min(peak, x * bw) for x in grid], color="black", lw=1.5,
+            label=f"matrix roof {format_count(peak, 'FLOP/s')}, {format_bytes(bw)}/s")
+    if vector and vector != peak:
+        ax.plot(grid, [min(vector, x * bw) for x in grid], color="grey", lw=1, ls="--",
+                label=f"vector roof {format_count(vector, 'FLOP/s')}")
+    total = sum(r["latency_s"] for r in points) or 1.0
+    for bound in ("memory", "compute"):
+        sel = [r for r in points if r.get("bound") == bound]
+        if sel:
+            ax.scatter([r["intensity"] for r in sel], [r["flops"] / r["latency_s"] for r in sel],
+                       s=[12 + 400 * r["latency_s"] / total for r in sel], alpha=0.6,
+                       color=_COLOURS[bound], label=f"{bound}-bound layers ({len(sel)})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+    ax.set_ylabel("attainable FLOP/s")
+    ax.axvline(peak / bw, color="black", lw=0.5, ls=":")
+    ax.set_title(title or f"roofline on {rl.get('hardware')} ({rl.get('precision')})", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, which="major", alpha=0.3)
+    return _svg(fig, plt, "mm-roofline", "roofline chart")
+
+
+def module_times_svg(report: dict[str, Any], top: int = 15) -> str | None:
+    """Horizontal bars: the `top` leaf layers by predicted time, split into compute and memory time."""
+    plt = _pyplot()
+    rows = sorted(leaf_rows(report), key=lambda r: -r["latency_s"])[:top]
+    if plt is None or not rows:
+        return None
+    rows.reverse()  # longest at the top
+    labels = [r["path"] or "(model)" for r in rows]
+    labels = [x if len(x) <= 48 else "…" + x[-47:] for x in labels]
+    labels = [x.replace("$", r"\$") for x in labels]  # '$' would start matplotlib mathtext
+    fig, ax = plt.subplots(figsize=(5.6, 0.24 * len(rows) + 1.2))
+    ys = list(range(len(rows)))
+    longest = max(r["latency_s"] for r in rows)
+    scale, unit = next(((f, u) for f, u in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")) if longest >= f),
+                       (1e-9, "ns"))
+    ax.barh(ys, [r["latency_s"] / scale for r in rows],
+            color=[_COLOURS.get(r.get("bound", ""), "#888888") for r in rows], alpha=0.85)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlabel(f"predicted time ({unit}), roofline, unfused")
+    ax.set_title(f"slowest layers on {(report.get('roofline') or {}).get('hardware')} "
+                 "(red: compute-bound, blue: memory-bound)", fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
+    return _svg(fig, plt, "mm-times", "per-module predicted time chart")
