@@ -13,8 +13,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from modelmeter import reportsetup
 from modelmeter.analysis.compare import compare_reports, comparison_labels
-from modelmeter.cli import report_cmd
 from modelmeter.cli.main import cli
 from modelmeter.cli.report_cmd import build_comparison, build_full_report, export_json
 from modelmeter.core.report import Report
@@ -201,11 +201,11 @@ def test_a_batch_the_inputs_ignore_is_said(factory):
 def test_automatic_measurement_rule(factory, monkeypatch):
     small = build_full_report(factory, timing=FAST)
     assert small.measured is not None and small.settings["measure"]["ran"]
-    monkeypatch.setattr(report_cmd, "AUTO_MEASURE_MAX_FLOPS", 0)
+    monkeypatch.setattr(reportsetup, "AUTO_MEASURE_MAX_FLOPS", 0)
     big = build_full_report(factory)
     assert big.measured is None
     assert any("pass --measure" in n for n in big.settings["notes"])
-    monkeypatch.setattr(report_cmd, "AUTO_MEASURE_MAX_FLOPS", 50e9)
+    monkeypatch.setattr(reportsetup, "AUTO_MEASURE_MAX_FLOPS", 50e9)
     elsewhere = build_full_report(factory, device="cuda")  # automatic timing is for the CPU only
     assert elsewhere.measured is None and not elsewhere.settings["measure"]["ran"]
 

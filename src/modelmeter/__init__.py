@@ -5,6 +5,9 @@ Public API (everything else is private and may change)::
     import modelmeter
     report = modelmeter.count(model, example_inputs, dtype="bf16")
     report.to_dict()["totals"]["flops"]
+    modelmeter.report("resnet50", hardware="h100-sxm", measure=False)   # every metric
+    modelmeter.memory(...), modelmeter.roofline(...), modelmeter.bench(...),
+    modelmeter.llm(...), modelmeter.compare([...])
 
 Exceptions::
 
@@ -18,7 +21,7 @@ Exceptions::
 # `modelmeter.count` below, not the subpackage, is what the name means here;
 # `from modelmeter.count import ...` still finds the subpackage in sys.modules.
 from . import count as _count_package  # noqa: F401
-from .api import analyse, count
+from .api import analyse, bench, compare, count, llm, memory, report, roofline
 from .core.errors import (
     MeasurementError,
     MissingDependencyError,
@@ -45,5 +48,11 @@ __all__ = [
     "UserInputError",
     "__version__",
     "analyse",
+    "bench",
+    "compare",
     "count",
+    "llm",
+    "memory",
+    "report",
+    "roofline",
 ]

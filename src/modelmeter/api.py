@@ -290,3 +290,18 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
     report.methods["activations"] = ("counted: liveness of every storage in one eager trace "
                                      "(allocated when produced, freed when PyTorch released it)")
     return report
+
+
+def report(model: Any = None, example_inputs: Any = None, **options: Any) -> Report:
+    """Every metric in one report: counts, memory, roofline (with a device profile) and,
+    for small models on CPU, a short measurement. Options as `modelmeter report`."""
+    from .reportsetup import build_full_report
+
+    return build_full_report(model, example_inputs, **options)
+
+
+def compare(models: list[str], **options: Any) -> Any:
+    """Several models (or settings of one) side by side, with ratios to the first."""
+    from .reportsetup import build_comparison
+
+    return build_comparison(models, **options)[1]

@@ -1,0 +1,320 @@
+"""Building the full efficiency report and comparisons (layer 5).
+
+`api.report`, `api.compare` and the `report`/`compare` commands share this:
+count, memory, roofline (when a device profile is known) and, for small
+models on CPU, a short measurement, merged into one `Report`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .core.errors import UserInputError
+
+AUTO_MEASURE_MAX_FLOPS = 50e9
+AUTO_MEASURE_MAX_PARAMS = 1e9
+NO_HARDWARE_NOTE = ("no roofline: no --hardware and no calibrated 'local' profile; run "
+                    "`modelmeter hardware calibrate` or pass --hardware ID (e.g. --hardware h100-sxm)")
+
+# Timing settings of the report's measurement: shorter than `bench` (2 s per batch)
+# because the report is one batch and must finish fast; `bench` is for careful numbers.
+REPORT_TIMING = {"min_time_s": 1.0, "min_iters": 5, "warmup_s": 0.3}
+
+
+# ------------------------------------------------------------------ orchestration
+
+
+def build_full_report(
+    model: Any = None,
+    example_inputs: Any = None,
+    *,
+    hardware: str | None = None,
+    dtype: str | None = None,
+    batch: int | None = None,
+    seq: int | None = None,
+    inputs: list[str] | None = None,
+    measure: bool | None = None,
+    device: str = "cpu",
+    train: bool = False,
+    optimizer: str = "adamw",
+    energy: bool = True,
+    environment: bool = True,
+    timing: dict[str, float] | None = None,
+    status: Callable[[str], None] | None = None,
+) -> Any:
+    """count + memory + roofline + (measurement) of one model as one `Report`.
+
+    `measure`: True / False, or None for the automatic rule (module docstring).
+    `status(text)` is called before each slow step (the CLI shows a spinner).
+    """
+    from . import api
+    from .core.precision import parse_precision
+
+    say = status or (lambda _text: None)
+    notes: list[str] = []
+    if dtype is not None:
+        dtype = parse_precision(dtype).name
+    hw = _hardware(hardware, dtype, notes)  # before the trace: a typo fails at once
+    if train:
+        from .analysis.memory import check_optimizer
+
+        optimizer = check_optimizer(optimizer)
+
+    say("tracing and counting")
+    analysis = api.analyse(model, example_inputs, dtype=dtype, inputs=inputs, batch=batch, seq=seq,
+                           device="meta")
+    report = api.count_report(analysis)
+    lead = _leading(analysis.loaded.args, analysis.loaded.kwargs)
+    if batch is not None and lead is not None and lead != batch:
+        notes.append(f"--batch {batch} was not applied: the model's own example inputs have batch "
+                     f"{lead}; pass --input SHAPE to set it")
+    say("activation memory")
+    _add_memory(report, analysis, train, optimizer, notes)
+    result = None
+    if hw is not None:
+        say(f"roofline on {hw.id}")
+        result = _add_roofline(report, analysis, hw, dtype, notes)
+
+    t = report.totals
+    auto = measure is None
+    small = (t["total_flops"] < AUTO_MEASURE_MAX_FLOPS
+             and t["params"] < AUTO_MEASURE_MAX_PARAMS and device == "cpu")
+    run_it = small if auto else bool(measure)
+    reason = ("asked" if not auto else
+              f"automatic: {'under' if small else 'not under'} "
+              f"{AUTO_MEASURE_MAX_FLOPS / 1e9:g} GFLOPs and "
+              f"{AUTO_MEASURE_MAX_PARAMS:.0e} parameters on cpu")
+    report.settings["measure"] = {"ran": False, "reason": reason, "device": device}
+    if run_it:
+        say(f"measuring on {device}")
+        try:
+            _add_measurement(report, analysis, model, hw, result, dtype, seq, inputs, device,
+                             energy, {**REPORT_TIMING, **(timing or {})})
+            report.settings["measure"]["ran"] = True
+        except UserInputError:
+            if not auto:
+                raise
+            notes.append(f"not measured: the model could not run on {device}")
+        except Exception as exc:  # noqa: BLE001 - a failed measurement must not cost the counts
+            notes.append(f"not measured: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    elif auto:
+        notes.append("not measured (automatic rule: under 50 GFLOPs and 1e9 parameters, on cpu); "
+                     "pass --measure to time it here")
+
+    if environment:
+        try:
+            from .store import environment_fingerprint
+
+            report.environment = environment_fingerprint(hw.id if hw is not None else None)
+        except Exception as exc:  # noqa: BLE001 - the fingerprint is context, never worth a failed run
+            notes.append(f"no environment fingerprint: {type(exc).__name__}")
+    report.settings["notes"] = notes
+    return report
+
+
+def _hardware(hw_id: str | None, dtype: str | None, notes: list[str]) -> Any:
+    """The roofline device: the named one (errors are the user's), else 'local', else None + note."""
+    try:
+        from .analysis.roofline import check_precisions
+        from .hardware import get_hardware, load_local_profile
+    except ImportError:  # roofline part not installed in this tree
+        notes.append("no roofline: the roofline analysis is not available in this build")
+        return None
+    if hw_id is not None:
+        hw = get_hardware(hw_id)
+        check_precisions(hw, dtype)
+        return hw
+    hw = load_local_profile()
+    if hw is None:
+        notes.append(NO_HARDWARE_NOTE)
+        return None
+    try:
+        check_precisions(hw, dtype)
+    except UserInputError as exc:
+        notes.append(f"no roofline on the 'local' profile: {exc}")
+        return None
+    return hw
+
+
+def _add_memory(report: Any, analysis: Any, train: bool, optimizer: str, notes: list[str]) -> None:
+    try:
+        from .analysis.memory import memory_sections
+    except ImportError:
+        notes.append("no activation memory: the memory analysis is not available in this build")
+        return
+    from .count import count_trace
+    from .trace import trace_model
+
+    totals = analysis.counts.totals
+    train_trace = backward_counts = None
+    if train:
+        if totals.trainable_params == 0:
+            raise UserInputError("the model has no trainable parameters; --train needs some")
+        loaded = analysis.loaded
+        train_trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True)
+        backward_counts = count_trace(train_trace, phase="backward")
+    sections = memory_sections(
+        analysis.trace, train_trace, precision=report.settings["dtype"], optimizer=optimizer,
+        master_fp32=False, params=totals.params, trainable=totals.trainable_params,
+        backward_counts=backward_counts, forward_counts=analysis.counts, checkpoint=False,
+    )
+    report.totals["activations"] = sections["activations"]
+    for module in report.modules:
+        module.update(sections["modules"].get(module["path"], {}))
+    if "backward_flops" in sections:
+        report.totals["backward_flops"] = sections["backward_flops"]
+        report.totals["backward_macs"] = sections["backward_macs"]
+    if "training" in sections:
+        report.training = sections["training"]
+    report.methods["activations"] = ("counted: liveness of every storage in one trace "
+                                     "(allocated when produced, freed when PyTorch released it)")
+
+
+def _add_roofline(report: Any, analysis: Any, hw: Any, dtype: str | None, notes: list[str]) -> Any:
+    from .analysis.roofline import merge_into_modules, roofline, roofline_section
+
+    input_bytes = sum(x.storage_nbytes for x in analysis.trace.inputs)
+    result = roofline(analysis.counts, hw, dtype=dtype, input_bytes=input_bytes)
+    # Every module (depth None): the CSV and HTML tables show predicted times at any depth.
+    report.roofline = roofline_section(result, None)
+    merge_into_modules(report, report.roofline)
+    # The module's own predicted time (sum of its ops' maxima), beside its summed t_compute/t_memory.
+    latency = {m["path"]: m["latency_s"] for m in report.roofline["modules"]}
+    for entry in report.modules:
+        if entry["path"] in latency:
+            entry["latency_s"] = latency[entry["path"]]
+    report.methods["roofline"] = report.roofline["method"]
+    return result
+
+
+def _same_kind(hw: Any, device: str) -> bool:
+    """A roofline prediction only compares with a measurement made on that kind of chip."""
+    return hw is not None and (hw.kind == "cpu") == (device == "cpu")
+
+
+def _add_measurement(report: Any, analysis: Any, model: Any, hw: Any, result: Any, dtype: str | None,
+                     seq: int | None, inputs: list[str] | None, device: str,
+                     energy: bool, timing: dict[str, float]) -> None:
+    from .benchsetup import check_device
+    from .measure.bench import Prediction, measured_section, run_bench
+    from .measure.energy import select_meter
+
+    device = check_device(device)
+    loaded = analysis.loaded
+    lead = _leading(loaded.args, loaded.kwargs) or 1
+    t = report.totals
+    comparable = _same_kind(hw, device)
+    peak = (t.get("activations") or {}).get("peak_inference_bytes")
+    prediction = Prediction(
+        flops=float(t["total_flops"]), dram_bytes=float(t["bytes_read"] + t["bytes_written"]),
+        precision=report.settings["dtype"],
+        latency_s=result.latency_s if result is not None and comparable else None,
+        hardware=hw.id if hw is not None and comparable else None,
+        tdp_w=hw.tdp_w if hw is not None and comparable else None,
+        peak_activation_bytes=peak,
+    )
+    notes: list[str] = []
+    if model is None or isinstance(model, str):
+        from .benchsetup import BenchBuilder
+
+        builder = BenchBuilder(model, inputs, seq, dtype, device, None)
+        make_call = builder.make_call
+        name = builder.name
+    else:
+        make_call = _module_call(model, analysis, device)
+        name = loaded.name
+    if hw is not None and not comparable:
+        notes.append(f"the roofline is for {hw.id} ({hw.kind}), the measurement on {device}: "
+                     "no roofline efficiency")
+    # The batch that was counted, so measured and counted figures describe the same call.
+    bench = run_bench(
+        make_call, [lead], device=device, predict=lambda _b: prediction, energy=energy,
+        meter=select_meter("auto", device) if energy else None,
+        conditions={"model": name, "dtype": dtype or report.settings["dtype"], "batches": [lead]},
+        **timing,  # type: ignore[arg-type]
+    )
+    section = measured_section(bench)
+    section["notes"] = notes + section["notes"]
+    report.measured = section
+    report.methods["measured"] = section["method"]
+
+
+def _module_call(module: Any, analysis: Any, device: str) -> Callable[[int], Callable[[], Any]]:
+    """Zero-argument calls of a user's module on its real example inputs (one batch: theirs)."""
+    import torch
+
+    loaded = analysis.loaded
+    tensors = [p for p in module.parameters()] + list(_tensors((loaded.args, loaded.kwargs)))
+    if any(x.is_meta for x in tensors):
+        raise UserInputError("the module or its inputs are on the meta device: nothing to measure")
+    run = module.eval().to(device)
+    args, kwargs = _map(lambda x: x.to(device), (loaded.args, loaded.kwargs))
+
+    def make(_batch: int) -> Callable[[], Any]:
+        def call() -> Any:
+            with torch.inference_mode():
+                return run(*args, **kwargs)
+        return call
+
+    return make
+
+
+def _map(fn: Callable[[Any], Any], value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map(fn, v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map(fn, v) for v in value)
+    return value
+
+
+def _tensors(value: Any) -> list[Any]:
+    found: list[Any] = []
+    _map(lambda x: found.append(x) or x, value)
+    return found
+
+
+def _leading(args: Any, kwargs: Any) -> int | None:
+    ts = [x for x in _tensors((args, kwargs)) if x.dim() > 0]
+    return int(ts[0].shape[0]) if ts else None
+
+
+# ------------------------------------------------------------------ comparisons
+
+
+def split_list(text: str | None, label: str, cast: Callable[[str], Any]) -> list[Any]:
+    if text is None:
+        return [None]
+    items = [p.strip() for p in text.split(",")]
+    if any(not p for p in items):
+        raise UserInputError(f"--{label} takes a comma-separated list like 'a,b', got {text!r}")
+    try:
+        return [cast(p) for p in items]
+    except ValueError:
+        raise UserInputError(f"--{label}: {text!r} is not a list of integers") from None
+
+
+def build_comparison(models: Sequence[str], *, hardware: str | None = None, dtypes: Sequence[Any] = (None,),
+                     batches: Sequence[Any] = (None,), seq: int | None = None,
+                     inputs: list[str] | None = None, measure: bool = False, device: str = "cpu",
+                     status: Callable[[str], None] | None = None) -> tuple[list[Any], Any]:
+    """Reports for every (model, dtype, batch) and their comparison (ratios to the first)."""
+    from .analysis.compare import compare_reports
+
+    if not models:
+        models = [None]  # type: ignore[list-item]
+    reports = []
+    for spec in models:
+        for dtype in dtypes:
+            for batch in batches:
+                reports.append(build_full_report(
+                    spec, hardware=hardware, dtype=dtype, batch=batch, seq=seq, inputs=inputs,
+                    measure=measure, device=device, energy=measure, environment=False, status=status))
+    return reports, compare_reports([r.to_dict() for r in reports])
+
+
+# ------------------------------------------------------------------ files
