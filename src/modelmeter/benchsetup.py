@@ -116,7 +116,7 @@ class BenchBuilder:
     def default_batch(self) -> int:
         """The model's own example batch (leading dim of its first tensor input), else 1."""
         loaded = self._resolve(None, "meta")
-        lead = _leading(loaded.args, loaded.kwargs)
+        lead = leading_dim(loaded.args, loaded.kwargs)
         return lead or 1
 
     def make_call(self, batch: int) -> Any:
@@ -124,10 +124,10 @@ class BenchBuilder:
 
         meta = self._resolve(batch, "meta")
         args, kwargs = meta.args, meta.kwargs
-        lead = _leading(args, kwargs)
+        lead = leading_dim(args, kwargs)
         if lead is not None and lead != batch:
             # Fixed example inputs (a factory's own, no --input): set dim 0 ourselves.
-            args, kwargs = _map(lambda t: t.new_empty((batch, *t.shape[1:])) if _is_batched(t, lead)
+            args, kwargs = map_tensors(lambda t: t.new_empty((batch, *t.shape[1:])) if _is_batched(t, lead)
                                 else t, (args, kwargs))
             note = f"the model's example inputs have batch {lead}; dim 0 was tiled to each --batch"
             if note not in self.notes:
@@ -142,7 +142,7 @@ class BenchBuilder:
         if real is None:  # shapes differ beyond dim 0 (rare): build the inputs for this batch
             loaded = self._resolve(batch, "cpu")
             real = (loaded.args, loaded.kwargs)
-        run_args, run_kwargs = _map(lambda t: t.to(self.device), real)
+        run_args, run_kwargs = map_tensors(lambda t: t.to(self.device), real)
         module = self._module
 
         def call() -> Any:
@@ -205,27 +205,29 @@ def _counted_peak_activations(analysis: Any) -> int:
     return live_peak(analysis.trace).peak_bytes
 
 
-def _map(fn: Any, value: Any) -> Any:
+def map_tensors(fn: Any, value: Any) -> Any:
     """Apply ``fn`` to every tensor in nested tuples, lists and dicts."""
     import torch
 
     if isinstance(value, torch.Tensor):
         return fn(value)
     if isinstance(value, dict):
-        return {k: _map(fn, v) for k, v in value.items()}
+        return {k: map_tensors(fn, v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
-        return type(value)(_map(fn, v) for v in value)
+        return type(value)(map_tensors(fn, v) for v in value)
     return value
 
 
-def _tensors(value: Any) -> list[Any]:
+def tensors_in(value: Any) -> list[Any]:
+    """Every tensor in nested tuples, lists and dicts, in order."""
     found: list[Any] = []
-    _map(lambda t: found.append(t) or t, value)
+    map_tensors(lambda t: found.append(t) or t, value)
     return found
 
 
-def _leading(args: Any, kwargs: Any) -> int | None:
-    ts = [t for t in _tensors((args, kwargs)) if t.dim() > 0]
+def leading_dim(args: Any, kwargs: Any) -> int | None:
+    """The batch size of the inputs: dim 0 of the first tensor that has one."""
+    ts = [t for t in tensors_in((args, kwargs)) if t.dim() > 0]
     return int(ts[0].shape[0]) if ts else None
 
 
@@ -241,7 +243,7 @@ def _tile_like(target: Any, base: Any) -> Any:
     """
     import torch
 
-    want, have = _tensors(target), _tensors(base)
+    want, have = tensors_in(target), tensors_in(base)
     if len(want) != len(have):
         return None
     out = []
@@ -253,7 +255,7 @@ def _tile_like(target: Any, base: Any) -> Any:
         else:
             return None
     it = iter(out)
-    return _map(lambda _t: next(it), base)
+    return map_tensors(lambda _t: next(it), base)
 
 
 # ------------------------------------------------------------------ progress and output

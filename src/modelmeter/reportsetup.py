@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .benchsetup import leading_dim, map_tensors, tensors_in
 from .core.errors import UserInputError
 
 AUTO_MEASURE_MAX_FLOPS = 50e9
@@ -65,7 +66,7 @@ def build_full_report(
     analysis = api.analyse(model, example_inputs, dtype=dtype, inputs=inputs, batch=batch, seq=seq,
                            device="meta")
     report = api.count_report(analysis)
-    lead = _leading(analysis.loaded.args, analysis.loaded.kwargs)
+    lead = leading_dim(analysis.loaded.args, analysis.loaded.kwargs)
     if batch is not None and lead is not None and lead != batch:
         notes.append(f"--batch {batch} was not applied: the model's own example inputs have batch "
                      f"{lead}; pass --input SHAPE to set it")
@@ -202,7 +203,7 @@ def _add_measurement(report: Any, analysis: Any, model: Any, hw: Any, result: An
 
     device = check_device(device)
     loaded = analysis.loaded
-    lead = _leading(loaded.args, loaded.kwargs) or 1
+    lead = leading_dim(loaded.args, loaded.kwargs) or 1
     t = report.totals
     comparable = _same_kind(hw, device)
     peak = (t.get("activations") or {}).get("peak_inference_bytes")
@@ -245,11 +246,11 @@ def _module_call(module: Any, analysis: Any, device: str) -> Callable[[int], Cal
     import torch
 
     loaded = analysis.loaded
-    tensors = [p for p in module.parameters()] + list(_tensors((loaded.args, loaded.kwargs)))
+    tensors = [p for p in module.parameters()] + list(tensors_in((loaded.args, loaded.kwargs)))
     if any(x.is_meta for x in tensors):
         raise UserInputError("the module or its inputs are on the meta device: nothing to measure")
     run = module.eval().to(device)
-    args, kwargs = _map(lambda x: x.to(device), (loaded.args, loaded.kwargs))
+    args, kwargs = map_tensors(lambda x: x.to(device), (loaded.args, loaded.kwargs))
 
     def make(_batch: int) -> Callable[[], Any]:
         def call() -> Any:
@@ -258,29 +259,6 @@ def _module_call(module: Any, analysis: Any, device: str) -> Callable[[int], Cal
         return call
 
     return make
-
-
-def _map(fn: Callable[[Any], Any], value: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, dict):
-        return {k: _map(fn, v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_map(fn, v) for v in value)
-    return value
-
-
-def _tensors(value: Any) -> list[Any]:
-    found: list[Any] = []
-    _map(lambda x: found.append(x) or x, value)
-    return found
-
-
-def _leading(args: Any, kwargs: Any) -> int | None:
-    ts = [x for x in _tensors((args, kwargs)) if x.dim() > 0]
-    return int(ts[0].shape[0]) if ts else None
 
 
 # ------------------------------------------------------------------ comparisons
