@@ -258,13 +258,23 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
            checkpoint: bool = False, **load_options: Any) -> Report:
     """Peak activation memory (inference; with `train`, saved-for-backward, the backward
     peak, backward FLOPs and the params + grads + optimizer + activations budget)."""
-    from .analysis.memory import check_optimizer, memory_sections
-    from .count import count_trace
-    from .trace import trace_model
+    from .analysis.memory import check_optimizer
 
     optimizer = check_optimizer(optimizer)
     analysis = analyse(model, example_inputs, dtype=dtype, **load_options)
     report = count_report(analysis)
+    add_memory_sections(report, analysis, train=train, optimizer=optimizer,
+                        master_fp32=master_fp32, checkpoint=checkpoint)
+    return report
+
+
+def add_memory_sections(report: Report, analysis: Analysis, *, train: bool, optimizer: str,
+                        master_fp32: bool = False, checkpoint: bool = False) -> None:
+    """Merge activation memory (and, with `train`, the training step) into a count report."""
+    from .analysis.memory import memory_sections
+    from .count import count_trace
+    from .trace import trace_model
+
     totals = analysis.counts.totals
     train_trace = backward_counts = None
     if train:
@@ -289,8 +299,6 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
         report.training = sections["training"]
     report.methods["activations"] = ("counted: liveness of every storage in one eager trace "
                                      "(allocated when produced, freed when PyTorch released it)")
-    return report
-
 
 def report(model: Any = None, example_inputs: Any = None, **options: Any) -> Report:
     """Every metric in one report: counts, memory, roofline (with a device profile) and,

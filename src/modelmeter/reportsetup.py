@@ -71,7 +71,7 @@ def build_full_report(
         notes.append(f"--batch {batch} was not applied: the model's own example inputs have batch "
                      f"{lead}; pass --input SHAPE to set it")
     say("activation memory")
-    _add_memory(report, analysis, train, optimizer, notes)
+    api.add_memory_sections(report, analysis, train=train, optimizer=optimizer)
     result = None
     if hw is not None:
         say(f"roofline on {hw.id}")
@@ -136,40 +136,6 @@ def _hardware(hw_id: str | None, dtype: str | None, notes: list[str]) -> Any:
         notes.append(f"no roofline on the 'local' profile: {exc}")
         return None
     return hw
-
-
-def _add_memory(report: Any, analysis: Any, train: bool, optimizer: str, notes: list[str]) -> None:
-    try:
-        from .analysis.memory import memory_sections
-    except ImportError:
-        notes.append("no activation memory: the memory analysis is not available in this build")
-        return
-    from .count import count_trace
-    from .trace import trace_model
-
-    totals = analysis.counts.totals
-    train_trace = backward_counts = None
-    if train:
-        if totals.trainable_params == 0:
-            raise UserInputError("the model has no trainable parameters; --train needs some")
-        loaded = analysis.loaded
-        train_trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True)
-        backward_counts = count_trace(train_trace, phase="backward")
-    sections = memory_sections(
-        analysis.trace, train_trace, precision=report.settings["dtype"], optimizer=optimizer,
-        master_fp32=False, params=totals.params, trainable=totals.trainable_params,
-        backward_counts=backward_counts, forward_counts=analysis.counts, checkpoint=False,
-    )
-    report.totals["activations"] = sections["activations"]
-    for module in report.modules:
-        module.update(sections["modules"].get(module["path"], {}))
-    if "backward_flops" in sections:
-        report.totals["backward_flops"] = sections["backward_flops"]
-        report.totals["backward_macs"] = sections["backward_macs"]
-    if "training" in sections:
-        report.training = sections["training"]
-    report.methods["activations"] = ("counted: liveness of every storage in one trace "
-                                     "(allocated when produced, freed when PyTorch released it)")
 
 
 def _add_roofline(report: Any, analysis: Any, hw: Any, dtype: str | None, notes: list[str]) -> Any:

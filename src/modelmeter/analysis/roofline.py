@@ -52,6 +52,7 @@ from ..core.errors import UserInputError
 from ..core.precision import Precision, param_size, parse_precision, precision_of_torch_dtype
 from ..core.report import Report
 from ..core.results import Counts, ModuleCounts, OpCount
+from ..count.engine import ancestors
 from ..hardware import Hardware, mamf_efficiency
 
 __all__ = [
@@ -350,15 +351,6 @@ def _op_time(o: OpCount, model_dtype: str, compute: Precision, weights: Precisio
                   t_compute, moved / bw, flagged=o.category == "uncounted")
 
 
-def _ancestors(path: str) -> list[str]:
-    out = []
-    while path:
-        out.append(path)
-        path = path.rpartition(".")[0]
-    out.append("")
-    return out
-
-
 def _sum(rows: list[OpTime]) -> dict[str, float]:
     return {
         "flops": float(sum(r.flops + r.other_flops for r in rows)),
@@ -372,7 +364,7 @@ def _sum(rows: list[OpTime]) -> dict[str, float]:
 def _module_times(modules: tuple[ModuleCounts, ...], ops: list[OpTime]) -> tuple[ModuleTime, ...]:
     by_path: dict[str, list[OpTime]] = defaultdict(list)
     for o in ops:
-        for anc in _ancestors(o.module):
+        for anc in ancestors(o.module):
             by_path[anc].append(o)
     return tuple(ModuleTime(path=m.path, type=m.type, depth=m.depth, **_sum(by_path.get(m.path, [])))
                  for m in modules)
@@ -397,7 +389,7 @@ def _layers(modules: tuple[ModuleCounts, ...], ops: list[OpTime], compute: Preci
     info = {m.path: m for m in modules}
     groups: dict[tuple[str, str], list[OpTime]] = defaultdict(list)
     for o in ops:
-        unit = next((a for a in reversed(_ancestors(o.module)) if a in selected), None)
+        unit = next((a for a in reversed(ancestors(o.module)) if a in selected), None)
         groups[(unit, "module") if unit is not None else (o.module, "own ops")].append(o)
     out = []
     for (path, kind), rows in groups.items():

@@ -78,7 +78,7 @@ def _compute_dtype(event: OpEvent) -> str:
     return event.inputs[0].dtype if event.inputs else "float32"
 
 
-def _ancestors(path: str) -> list[str]:
+def ancestors(path: str) -> list[str]:
     """'a.b.c' -> ['a.b.c', 'a.b', 'a', '']."""
     out = []
     while path:
@@ -112,7 +112,7 @@ def count_trace(
         acc[3] += o.bytes_written
     inclusive: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for path, acc in own.items():
-        for anc in _ancestors(path):
+        for anc in ancestors(path):
             inc = inclusive[anc]
             for i in range(4):
                 inc[i] += acc[i]
@@ -123,7 +123,7 @@ def count_trace(
     for p in trace.parameters:
         own_params[p.module] += p.numel
         size = _bytes_of(p.numel, p.itemsize, precision, group_size)
-        for anc in _ancestors(p.module):
+        for anc in ancestors(p.module):
             inc_params[anc] += p.numel
             inc_param_bytes[anc] += int(size)
 
