@@ -120,13 +120,17 @@ def _run_with_progress(console: Any, run_bench: Any, builder: BenchBuilder, batc
                        options: dict[str, Any]) -> Any:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    # No auto-refresh: rich's refresh thread would wake ten times a second and take a
+    # core from the model while it is being timed. The timer calls `progress` between
+    # calls (at most every 100 ms), and that is when the bar redraws.
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+                  console=console, transient=True, auto_refresh=False) as bar:
         task = bar.add_task("starting", total=None)
         state = {"batch": batches[0]}
 
         def progress(phase: str, n: int, elapsed: float) -> None:
-            bar.update(task, description=f"batch {state['batch']}: {phase} {n} calls, {elapsed:.1f} s")
+            bar.update(task, description=f"batch {state['batch']}: {phase} {n} calls, {elapsed:.1f} s",
+                       refresh=True)
 
         def on_row(row: Any) -> None:
             bar.console.print(_row_line(row), markup=False, highlight=False)

@@ -141,13 +141,16 @@ def calibrate_cmd(quick: bool, no_save: bool, device: str | None, threads: int |
     from ..hardware import calibrate, save_local_profile
 
     console = Console(stderr=json_path == "-")
+    # Redraw only between measurements: an auto-refresh thread would compete for the cores
+    # being calibrated.
     with Progress(
-        TextColumn("{task.description:<14}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
+        TextColumn("{task.description:<14}"), BarColumn(), TimeElapsedColumn(), console=console,
+        transient=True, auto_refresh=False,
     ) as bar:
         task = bar.add_task("starting", total=None)
 
         def progress(desc: str, done: int, total: int) -> None:
-            bar.update(task, description=desc, completed=done, total=total)
+            bar.update(task, description=desc, completed=done, total=total, refresh=True)
 
         hw, result = calibrate(device, quick=quick, threads=threads, progress=progress)
 
