@@ -109,6 +109,18 @@ def test_quality_flag() -> None:
     assert few.noisy
 
 
+def test_drift_between_the_halves_of_a_run_is_flagged() -> None:
+    # Each half is tight (IQR 0 within it), but the machine slowed down by 8 % half-way.
+    drifting = LatencyStats.from_samples([1.00] * 20 + [1.08] * 20)
+    assert drifting.noisy and "moved 8.0%" in (drifting.noise_reason or "")
+    # The same samples in an order with no trend: no drift, and the IQR (8 %) is under 10 %.
+    mixed = LatencyStats.from_samples([1.00, 1.08] * 20)
+    assert not mixed.noisy, mixed.noise_reason
+    # Under the threshold, and too few samples to judge a trend: not flagged for drift.
+    assert not LatencyStats.from_samples([1.00] * 20 + [1.04] * 20).noisy
+    assert "moved" not in (LatencyStats.from_samples([1.0] * 4 + [2.0] * 4).noise_reason or "")
+
+
 def test_to_dict_keys() -> None:
     d = LatencyStats.from_samples([1e-3, 2e-3, 3e-3]).to_dict()
     assert {"min", "mean", "std", "p50", "p90", "p99", "iterations", "noisy"} <= d.keys()

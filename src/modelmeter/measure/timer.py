@@ -21,7 +21,11 @@ in ``conditions`` so a user can compare like with like.
 Quality flag: a measurement is ``noisy`` when the interquartile range exceeds
 10 % of the median (the threshold ``torch.utils.benchmark`` warns at), when the
 tail is long (p99 > 1.5 × p50: a scheduler hiccup, a GC pause, frequency
-scaling), or when fewer than 3 samples exist (spread cannot be judged).
+scaling), when the median of the first half of the samples (in time order) and
+that of the second half differ by more than 5 % (the machine's speed changed
+during the run: a shared VM's neighbours, thermal or power limits — the kind
+of drift that makes two runs disagree although each looks tight), or when
+fewer than 3 samples exist (spread cannot be judged).
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from ..core.errors import UserInputError
 # Thresholds of the quality flag (see the module docstring).
 IQR_NOISE_RATIO = 0.10
 TAIL_NOISE_RATIO = 1.5
+DRIFT_NOISE_RATIO = 0.05  # the run-to-run repeatability goal of `modelmeter bench`
 MIN_SAMPLES_TO_JUDGE = 3
+MIN_SAMPLES_FOR_DRIFT = 10  # five per half: fewer and a half's median is itself noise
 # The progress callback is called at most this often, so it never shows up in the samples.
 _PROGRESS_PERIOD_NS = 100_000_000
 
@@ -90,7 +96,7 @@ class LatencyStats:
         var = math.fsum((x - mean) ** 2 for x in ordered) / (n - 1) if n > 1 else 0.0
         p25, p50, p75 = (_percentile(ordered, q) for q in (0.25, 0.50, 0.75))
         p90, p99 = _percentile(ordered, 0.90), _percentile(ordered, 0.99)
-        noisy, reason = _judge_noise(n, p25, p50, p75, p99)
+        noisy, reason = _judge_noise(n, p25, p50, p75, p99, _drift(samples_s))
         return cls(
             samples_s=tuple(samples_s),
             iterations=n,
@@ -130,8 +136,19 @@ class LatencyStats:
         }
 
 
+def _drift(samples_in_time_order: Sequence[float]) -> float | None:
+    """Relative difference between the medians of the first and the second half."""
+    n = len(samples_in_time_order)
+    if n < MIN_SAMPLES_FOR_DRIFT:
+        return None
+    first = sorted(samples_in_time_order[: n // 2])
+    second = sorted(samples_in_time_order[n // 2:])
+    m1, m2 = _percentile(first, 0.5), _percentile(second, 0.5)
+    return abs(m2 - m1) / min(m1, m2) if min(m1, m2) > 0 else None
+
+
 def _judge_noise(
-    n: int, p25: float, p50: float, p75: float, p99: float
+    n: int, p25: float, p50: float, p75: float, p99: float, drift: float | None = None
 ) -> tuple[bool, str | None]:
     if n < MIN_SAMPLES_TO_JUDGE:
         return True, f"only {n} sample(s): the spread cannot be judged"
@@ -142,6 +159,9 @@ def _judge_noise(
         return True, f"IQR is {iqr_ratio:.0%} of the median (> {IQR_NOISE_RATIO:.0%})"
     if p99 / p50 > TAIL_NOISE_RATIO:
         return True, f"p99 is {p99 / p50:.2f}x the median (> {TAIL_NOISE_RATIO}x): long tail"
+    if drift is not None and drift > DRIFT_NOISE_RATIO:
+        return True, (f"the median moved {drift:.1%} between the first and second half of the run "
+                      f"(> {DRIFT_NOISE_RATIO:.0%}): the machine's speed changed while it ran")
     return False, None
 
 
