@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -19,10 +20,13 @@ import pytest
 import torch
 
 from modelmeter.cli.main import main
+from modelmeter.core.errors import UserInputError
 from modelmeter.measure.bench import Prediction, measured_section, run_bench
 from modelmeter.measure.energy import RaplMeter, select_meter
 
-FAST = dict(min_time_s=0.05, min_iters=5, warmup_s=0.0, warmup_iters=1)
+# malloc="default": library tests leave this pytest process's C allocator alone;
+# the "retain" policy is tested in child processes (tests/test_allocator.py, the CLI).
+FAST = dict(min_time_s=0.05, min_iters=5, warmup_s=0.0, warmup_iters=1, malloc="default")
 LATENCY_KEYS = {"min", "mean", "std", "p50", "p90", "p99", "iterations"}
 TOP_KEYS = {"device", "latency_s", "throughput_per_s", "peak_memory_bytes", "energy_j_per_inference",
             "energy_source", "carbon_g_per_1000", "sweep", "conditions", "best_batch", "interrupted"}
@@ -85,10 +89,18 @@ def test_rows_percentiles_iterations_and_throughput() -> None:
 
 def test_iteration_cap_and_minimum_are_honoured() -> None:
     capped = run_bench(linear_call, [2], min_time_s=5.0, min_iters=3, max_iters=7, warmup_s=0.0,
-                       warmup_iters=0)
+                       warmup_iters=0, malloc="default")
     assert capped.rows[0].sweep.latency.iterations == 7
-    floor = run_bench(linear_call, [2], min_time_s=0.001, min_iters=40, warmup_s=0.0, warmup_iters=0)
+    floor = run_bench(linear_call, [2], min_time_s=0.001, min_iters=40, warmup_s=0.0, warmup_iters=0,
+                      malloc="default")
     assert floor.rows[0].sweep.latency.iterations >= 40
+
+
+def test_unknown_malloc_policy_is_refused_before_anything_runs() -> None:
+    built: list[int] = []
+    with pytest.raises(UserInputError, match="malloc"):
+        run_bench(lambda b: built.append(b) or linear_call(b), [1], **{**FAST, "malloc": "tcmalloc"})
+    assert built == []
 
 
 def test_no_meter_gives_a_labelled_estimate(tmp_path: Path) -> None:
@@ -208,6 +220,7 @@ def tiny(tmp_path: Path) -> Path:
     (["--batch", "0"], "positive"),
     (["--min-time", "0"], "--min-time"),
     (["--region", "atlantis"], "unknown carbon region"),
+    (["--malloc", "jemalloc"], "--malloc"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny: Path, args: list[str], fragment: str) -> None:
     if args == ["--device", "cuda"] and torch.cuda.is_available():
@@ -224,7 +237,7 @@ def test_json_report_has_the_measured_section(tiny: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tiny)
     out = tiny / "bench.json"
     main(["bench", "tinymodel:build", "--batch", "1,8", "--min-time", "0.05", "--warmup", "0",
-          "--energy", "--meter", "none", "--region", "fr", "--json", str(out)])
+          "--energy", "--meter", "none", "--region", "fr", "--malloc", "default", "--json", str(out)])
     printed = capsys.readouterr().out
     assert "[estimate]" in printed and "best" in printed
     data = json.loads(out.read_text())
@@ -236,6 +249,7 @@ def test_json_report_has_the_measured_section(tiny: Path, monkeypatch: pytest.Mo
     assert m["best_batch"] in (1, 8) and m["interrupted"] is False
     c = m["conditions"]
     assert {"device", "device_name", "threads", "torch_version", "dtype", "batch"} <= set(c)
+    assert "retained" not in c["allocator"]  # --malloc default left the allocator alone
     for r in m["sweep"]:
         assert ROW_KEYS <= set(r) and r["status"] == "ok"
         assert r["throughput_per_s"] == pytest.approx(r["batch"] / r["latency_s"]["p50"], rel=1e-9)
@@ -245,7 +259,7 @@ def test_real_preset_mobilenet_v2_with_prediction(tmp_path: Path, monkeypatch: p
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "m.json"
     main(["bench", "mobilenet-v2", "--batch", "1", "--min-time", "0.2", "--warmup", "0.1",
-          "--hardware", "xeon-8480plus", "--json", str(out)])
+          "--hardware", "xeon-8480plus", "--malloc", "default", "--json", str(out)])
     capsys.readouterr()
     data = json.loads(out.read_text())
     m = data["measured"]
@@ -281,6 +295,8 @@ def test_ctrl_c_prints_and_saves_finished_rows_then_exits_130(tiny: Path) -> Non
     assert "interrupted" in rest  # the table is still printed
     m = json.loads(out.read_text())["measured"]
     assert m["interrupted"] is True
+    if platform.libc_ver()[0] == "glibc":  # the CLI's default policy, recorded with the figures
+        assert m["conditions"]["allocator"].startswith("glibc, freed memory retained")
     finished = [r for r in m["sweep"] if r["status"] == "ok"]
     assert finished and finished[0]["batch"] == 1
     assert all(r["latency_s"]["iterations"] >= 10 for r in finished)

@@ -221,11 +221,14 @@ def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = No
           device: str = "cpu", dtype: str | None = None, hardware: str | None = None,
           energy: bool = False, meter: str = "auto", region: str = "world", pue: float = 1.0,
           min_time_s: float = 2.0, min_iters: int = 10, warmup_s: float = 0.5,
-          inputs: list[str] | None = None, seq: int | None = None) -> Report:
+          inputs: list[str] | None = None, seq: int | None = None,
+          malloc: str = "retain") -> Report:
     """Measured latency, throughput, memory and energy per batch, beside the roofline prediction.
 
     `model` is a spec (as for `count`); the report holds the count sections of
     the first batch, its `roofline` when a device profile is known, and `measured`.
+    `malloc='retain'` makes glibc keep freed memory for the rest of this process
+    (steadier CPU timings; `measure/allocator.py` says why); 'default' leaves it alone.
     """
     from .benchsetup import BenchBuilder, check_device, prediction_hardware
     from .measure.bench import measured_section, run_bench
@@ -243,7 +246,7 @@ def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = No
     result = run_bench(builder.make_call, batch_list, device=device, predict=builder.predict,
                        energy=energy, meter=select_meter(meter, device) if energy else None,
                        region=carbon_intensity(region).region, pue=pue, min_time_s=min_time_s,
-                       min_iters=min_iters, warmup_s=warmup_s,
+                       min_iters=min_iters, warmup_s=warmup_s, malloc=malloc,
                        conditions={"model": builder.name, "dtype": dtype or "fp32",
                                    "batches": batch_list})
     report = builder.report(result)

@@ -41,12 +41,14 @@ def build_full_report(
     optimizer: str = "adamw",
     energy: bool = True,
     environment: bool = True,
-    timing: dict[str, float] | None = None,
+    timing: dict[str, Any] | None = None,
     status: Callable[[str], None] | None = None,
 ) -> Any:
     """count + memory + roofline + (measurement) of one model as one `Report`.
 
     `measure`: True / False, or None for the automatic rule (module docstring).
+    `timing`: overrides of `run_bench`'s timing options (min_time_s, min_iters, warmup_s)
+    and its `malloc` policy ('retain', the default, or 'default').
     `status(text)` is called before each slow step (the CLI shows a spinner).
     """
     from . import api
@@ -162,7 +164,7 @@ def _same_kind(hw: Any, device: str) -> bool:
 
 def _add_measurement(report: Any, analysis: Any, model: Any, hw: Any, result: Any, dtype: str | None,
                      seq: int | None, inputs: list[str] | None, device: str,
-                     energy: bool, timing: dict[str, float]) -> None:
+                     energy: bool, timing: dict[str, Any]) -> None:
     from .benchsetup import check_device
     from .measure.bench import Prediction, measured_section, run_bench
     from .measure.energy import select_meter

@@ -50,9 +50,12 @@ EXIT_INTERRUPTED = 130
               help="Device profile for the roofline prediction (default: the calibrated 'local' "
                    "profile on CPU, the database entry of the GPU on CUDA).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch intra-op threads (CPU).")
+@click.option("--malloc", type=click.Choice(["retain", "default"]), default="retain", show_default=True,
+              help="retain: glibc keeps freed memory, so timed calls do not pay page faults that vary "
+                   "from run to run; default: leave the C allocator as it is.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
 def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, warmup_s, energy,
-          meter, region, pue, hardware, threads, json_path) -> None:
+          meter, region, pue, hardware, threads, malloc, json_path) -> None:
     """Measure latency, throughput, peak memory and energy here, beside the roofline prediction."""
     from ..core.precision import parse_precision
     from ..measure.bench import measured_section, run_bench
@@ -87,7 +90,7 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
     result = _run_with_progress(
         console, run_bench, builder, batches,
         dict(device=device, energy=energy, meter=energy_meter, region=region_key, pue=pue_value,
-             min_time_s=min_time_s, min_iters=min_iters, warmup_s=warmup_s,
+             min_time_s=min_time_s, min_iters=min_iters, warmup_s=warmup_s, malloc=malloc,
              conditions={"model": builder.name, "dtype": dtype or "fp32",
                          "batches": list(batches)}),
     )
@@ -180,7 +183,7 @@ def _render(console: Any, m: dict[str, Any], energy: bool) -> None:
     c = m["conditions"]
     console.print(f"[bold]{c.get('model', '')}[/bold] on {c.get('device_name', m['device'])} "
                   f"({m['device']}, {c.get('threads')} threads, torch {c.get('torch_version')}, "
-                  f"{c.get('dtype')})")
+                  f"{c.get('dtype')}; allocator: {c.get('allocator')})")
     table = Table(title="measured (wall clock after warm-up; roofline and 'estimate' are estimates)")
     cols = ["batch", "p50", "p90", "p99", "min", "mean ± std", "calls", "items/s",
             "peak mem (counted)", "roofline (eff.)"]

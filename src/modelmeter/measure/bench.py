@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import UserInputError
+from .allocator import DEFAULT, POLICIES, RETAIN, allocator_condition, retain_freed_memory
 from .carbon import carbon_g
 from .energy import EnergyMeter, EnergyResult, estimate_energy, measure_energy
 from .sweep import SweepRow, throughput_sweep
@@ -139,14 +140,27 @@ def run_bench(
     progress: ProgressFn | None = None,
     on_row: Callable[[BenchRow], None] | None = None,
     conditions: Mapping[str, Any] | None = None,
+    malloc: str = RETAIN,
 ) -> BenchResult:
-    """Benchmark ``make_call`` at each batch size; see the module docstring."""
+    """Benchmark ``make_call`` at each batch size; see the module docstring.
+
+    ``malloc='retain'`` (the default) makes glibc keep freed memory for the rest
+    of the process before any model is built, so the timed calls do not pay
+    page faults whose number varies from process to process (see
+    :mod:`.allocator`); ``'default'`` leaves the allocator alone. The
+    conditions say which was in force.
+    """
     if not batches:
         raise UserInputError("the benchmark needs at least one batch size")
     if not min_time_s > 0:
         raise UserInputError(f"min_time_s must be > 0 seconds, got {min_time_s}")
+    if malloc not in POLICIES:
+        raise UserInputError(f"unknown malloc policy {malloc!r}; use {' or '.join(POLICIES)}")
     carbon_g(0.0, region, pue)  # validates region and PUE before any model runs
+    if malloc != DEFAULT:
+        retain_freed_memory()
     conds = bench_conditions(device, conditions)
+    conds["allocator"] = allocator_condition()
     rows: list[BenchRow] = []
     notes: list[str] = []
     interrupted = oom = False

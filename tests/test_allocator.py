@@ -1,0 +1,72 @@
+"""The allocator policy of CPU measurements (`measure/allocator.py`).
+
+Each test that changes the C allocator runs in a child process, so this pytest
+process keeps glibc's defaults. Page faults are counted by the kernel
+(`getrusage` minor faults) around real forward passes of a small CNN whose
+activations (1.2 MB each) are large enough for glibc to hand back to the kernel.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from modelmeter.measure import allocator
+
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+
+FAULTS_PER_CALL = """
+import resource, sys, torch
+from modelmeter.measure.allocator import allocator_condition, retain_freed_memory
+if sys.argv[1] == "retain":
+    assert retain_freed_memory()
+    assert retain_freed_memory()  # idempotent
+torch.set_num_threads(1)
+torch.manual_seed(0)
+net = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU())
+                            for _ in range(4)]).eval()
+x = torch.randn(1, 32, 96, 96)
+with torch.inference_mode():
+    for _ in range(5):
+        net(x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        net(x)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+print((after - before) / 20)
+print(allocator_condition())
+"""
+
+
+def faults_per_call(policy: str) -> tuple[float, str]:
+    done = subprocess.run([sys.executable, "-c", FAULTS_PER_CALL, policy], capture_output=True,
+                          text=True, timeout=120, check=True)
+    faults, condition = done.stdout.strip().splitlines()[-2:]
+    return float(faults), condition
+
+
+@glibc_only
+def test_retaining_freed_memory_removes_the_page_faults_of_each_call() -> None:
+    default_faults, default_condition = faults_per_call("default")
+    retained_faults, retained_condition = faults_per_call("retain")
+    # One page fault per call at most: the activations are reused, never handed back.
+    assert retained_faults <= 1.0, retained_faults
+    if default_faults > 100:  # glibc's own heuristics do give memory back here
+        assert retained_faults < default_faults / 100
+    assert default_condition.startswith("glibc, default")
+    assert retained_condition.startswith("glibc, freed memory retained")
+
+
+@glibc_only
+def test_release_free_memory_trims_the_heap() -> None:
+    assert allocator.release_free_memory() is True
+
+
+def test_condition_names_the_allocator_state() -> None:
+    text = allocator.allocator_condition()
+    assert text  # something a reader can compare runs by
+    if platform.libc_ver()[0] != "glibc":
+        assert "unchanged" in text
