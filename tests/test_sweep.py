@@ -186,3 +186,17 @@ def test_sweep_rows_carry_memory() -> None:
     row = result.rows[0]
     assert row.memory is not None and row.peak_memory_bytes == row.memory.growth_bytes
     assert row.peak_memory_bytes is None or row.peak_memory_bytes >= 0
+
+
+@pytest.mark.parametrize("bad", [dict(min_time_s=0.0), dict(min_iters=0), dict(warmup_s=-1.0),
+                                 dict(max_iters=2, min_iters=5)])
+def test_bad_timing_is_refused_before_any_call_is_built(bad: dict) -> None:
+    built: list[int] = []
+
+    def make_call(batch: int):
+        built.append(batch)
+        return lambda: None
+
+    with pytest.raises(UserInputError):
+        throughput_sweep(make_call, [1], **bad)
+    assert built == []

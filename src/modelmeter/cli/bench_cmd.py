@@ -84,7 +84,7 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
     if batches is None:
         batches = [builder.default_batch()]
     quiet = json_path == "-"
-    console = make_console() if not quiet else _stderr_console()
+    console = make_console(json_to_stdout=quiet)
     notes = [hw_note] if hw_note else []
 
     result = _run_with_progress(
@@ -112,11 +112,6 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
 
 # ------------------------------------------------------------------ checks
 
-
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 def _run_with_progress(console: Any, run_bench: Any, builder: BenchBuilder, batches: list[int],

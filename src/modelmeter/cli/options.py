@@ -29,8 +29,14 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def make_console() -> Console:
-    """A console for command output; when piped, wide enough that tables do not fold."""
+def make_console(*, json_to_stdout: bool = False) -> Console:
+    """A console for command output; when piped, wide enough that tables do not fold.
+
+    With ``json_to_stdout`` (``--json -``) stdout carries the JSON alone, so the
+    human-readable output goes to stderr.
+    """
+    if json_to_stdout:
+        return Console(stderr=True)
     return Console(width=None if sys.stdout.isatty() else 160)
 
 

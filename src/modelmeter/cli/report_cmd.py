@@ -100,7 +100,7 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
     for target in (json_path, csv_path, md_path, html_path):
         _check_target(target)
     quiet = json_path == "-"
-    console = make_console() if not quiet else _stderr_console()
+    console = make_console(json_to_stdout=quiet)
     with console.status("starting") as spinner:
         rep = build_full_report(model, hardware=hardware, dtype=dtype, batch=batch, seq=seq,
                                 inputs=list(inputs) or None, measure=measure, device=device, train=train,
@@ -135,11 +135,6 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
             run_id = store.save(data, data.get("environment"))
         console.print(f"saved run {run_id} ({store.path})", markup=False, highlight=False)
 
-
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 def _render_report(console: Any, data: dict[str, Any], depth: int, top: int) -> None:
@@ -184,7 +179,7 @@ def compare(models, hardware, dtypes, batches, seq, inputs, measure, device, jso
     for target in (json_path, md_path):
         _check_target(target)
     quiet = json_path == "-"
-    console = make_console() if not quiet else _stderr_console()
+    console = make_console(json_to_stdout=quiet)
     with console.status("starting") as spinner:
         reports, comparison = build_comparison(
             list(models), hardware=hardware, dtypes=dtype_list, batches=batch_list, seq=seq,

@@ -36,7 +36,7 @@ from .allocator import DEFAULT, POLICIES, RETAIN, allocator_condition, retain_fr
 from .carbon import carbon_g
 from .energy import EnergyMeter, EnergyResult, estimate_energy, measure_energy
 from .sweep import SweepRow, throughput_sweep
-from .timer import ProgressFn, default_conditions, parse_device
+from .timer import ProgressFn, check_timing, default_conditions, parse_device
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,7 @@ def run_bench(
     """
     if not batches:
         raise UserInputError("the benchmark needs at least one batch size")
-    if not min_time_s > 0:
-        raise UserInputError(f"min_time_s must be > 0 seconds, got {min_time_s}")
+    check_timing(min_time_s, min_iters, warmup_s, warmup_iters, max_iters)
     if malloc not in POLICIES:
         raise UserInputError(f"unknown malloc policy {malloc!r}; use {' or '.join(POLICIES)}")
     carbon_g(0.0, region, pue)  # validates region and PUE before any model runs

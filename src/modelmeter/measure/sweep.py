@@ -29,7 +29,7 @@ from typing import Any, Literal
 from ..core.errors import UserInputError
 from .allocator import release_free_memory
 from .memory import MemoryMeasurement, PeakMemory
-from .timer import LatencyStats, ProgressFn, measure_latency, parse_device
+from .timer import LatencyStats, ProgressFn, check_timing, measure_latency, parse_device
 
 RowStatus = Literal["ok", "oom", "interrupted"]
 
@@ -130,6 +130,7 @@ def throughput_sweep(
     for b in batches:
         if not isinstance(b, int) or isinstance(b, bool) or b <= 0:
             raise UserInputError(f"batch sizes must be positive integers, got {b!r}")
+    check_timing(min_time_s, min_iters, warmup_s, warmup_iters, max_iters)
     kind, _ = parse_device(device)
     rows: list[SweepRow] = []
     interrupted = oom = False

@@ -194,9 +194,10 @@ def default_conditions(device: str) -> dict[str, Any]:
     }
 
 
-def _validate(
+def check_timing(
     min_time_s: float, min_iters: int, warmup_s: float, warmup_iters: int, max_iters: int | None
 ) -> None:
+    """Reject timing options that cannot work; callers run it before building anything."""
     if not min_time_s > 0:  # also rejects NaN
         raise UserInputError(f"min_time_s must be > 0 seconds, got {min_time_s}")
     if min_iters < 1:
@@ -226,7 +227,7 @@ def measure_latency(
     ``conditions`` (dtype, batch, model name, ...) is merged over the detected
     device/threads/torch-version conditions and carried in the result.
     """
-    _validate(min_time_s, min_iters, warmup_s, warmup_iters, max_iters)
+    check_timing(min_time_s, min_iters, warmup_s, warmup_iters, max_iters)
     kind, index = parse_device(device)
     merged = default_conditions(device)
     merged.update(conditions or {})
