@@ -1,8 +1,7 @@
 """Throughput sweep over batch sizes (layer 3).
 
-For each batch size: build the call (``make_call(batch)``), return free heap
-memory to the kernel (CPU, glibc: so the resident baseline is live data only),
-run the call once under
+For each batch size: build the call (``make_call(batch)``), run it once under
+:func:`~modelmeter.measure.allocator.resident_tracks_live_memory` and
 :class:`~modelmeter.measure.memory.PeakMemory` (this first call is also the
 start of the warm-up, and keeps the memory probe out of the timed loop), then
 time it with :func:`~modelmeter.measure.timer.measure_latency`. Throughput is
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..core.errors import UserInputError
-from .allocator import release_free_memory
+from .allocator import resident_tracks_live_memory
 from .memory import MemoryMeasurement, PeakMemory
 from .timer import LatencyStats, ProgressFn, check_timing, measure_latency, parse_device
 
@@ -180,10 +179,7 @@ def _measure_row(
     call = make_call(batch)
     memory: MemoryMeasurement | None = None
     if measure_memory:
-        if parse_device(device)[0] == "cpu":
-            # Free heap memory left by earlier batches would hide this batch's growth.
-            release_free_memory()
-        with PeakMemory(device) as probe:
+        with resident_tracks_live_memory(), PeakMemory(device) as probe:
             call()
         memory = probe.result
     stats: LatencyStats = measure_latency(call, device=device, conditions=conditions, **timer_kwargs)
