@@ -7,14 +7,15 @@ heap is trimmed), then faults it back in on the next call. On this project's
 2-core VM a ResNet-50 batch-1 forward paid ~2,800 minor page faults per call,
 and how many depends on the process's allocation history (glibc's mmap
 threshold adapts as blocks are freed), so two fresh processes timing the same
-model differed by up to 15 % at the median. Production CPU inference usually
+model pay different costs (batch 32: p50 1.96 s in one run, 2.19 s in the
+next; 1.26 s and 1.27 s with retention). Production CPU inference usually
 runs on an allocator that keeps freed memory (jemalloc, tcmalloc: Intel's and
 PyTorch's CPU tuning guides recommend them for this reason).
 
 :func:`retain_freed_memory` makes glibc keep freed memory for reuse
 (``mallopt``: no trimming, no per-block ``mmap`` below 1 GiB, a top pad), so
 the timed calls measure the model, not the page-fault path: ~0 faults per
-call and fresh-process medians within ~2 %. It changes the whole process
+call. It changes the whole process
 from then on (glibc cannot restore its adaptive threshold), which is why the
 benchmark records it in its conditions and lets the user opt out.
 
@@ -23,7 +24,7 @@ resident set: it returns free heap memory to the kernel (``malloc_trim``) so
 the baseline counts live data only, and while retention is in force it
 switches glibc to small fixed thresholds for the probe — kept memory would
 otherwise inflate the measured peak (ResNet-50 batch 32: 895 MiB of RSS
-growth retained vs 370 MiB, against 343 MiB of counted activations).
+growth without the switch, 344 MiB with it, 343 MiB of counted activations).
 
 Where the C library is not glibc nothing changes and ``retain_freed_memory``
 returns False.
