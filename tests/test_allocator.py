@@ -18,25 +18,31 @@ from modelmeter.measure import allocator
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 
-FAULTS_PER_CALL = """
+# Child-process prelude: a small CNN, warmed up, and a page-fault counter around 20 calls.
+SMALL_CNN = """
 import resource, sys, torch
-from modelmeter.measure.allocator import allocator_condition, retain_freed_memory
-if sys.argv[1] == "retain":
-    assert retain_freed_memory()
-    assert retain_freed_memory()  # idempotent
 torch.set_num_threads(1)
 torch.manual_seed(0)
 net = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU())
                             for _ in range(4)]).eval()
 x = torch.randn(1, 32, 96, 96)
-with torch.inference_mode():
-    for _ in range(5):
-        net(x)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(20):
-        net(x)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-print((after - before) / 20)
+
+def faults_per_call():
+    with torch.inference_mode():
+        for _ in range(5):
+            net(x)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(20):
+            net(x)
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
+"""
+
+FAULTS_PER_CALL = SMALL_CNN + """
+from modelmeter.measure.allocator import allocator_condition, retain_freed_memory
+if sys.argv[1] == "retain":
+    assert retain_freed_memory()
+    assert retain_freed_memory()  # idempotent
+print(faults_per_call())
 print(allocator_condition())
 """
 
@@ -62,31 +68,19 @@ def test_retaining_freed_memory_removes_the_page_faults_of_each_call() -> None:
     assert retained_condition.startswith("glibc, freed memory retained")
 
 
-PROBE_UNDER_RETENTION = """
-import resource, torch
+PROBE_UNDER_RETENTION = SMALL_CNN + """
 from modelmeter.measure.allocator import resident_tracks_live_memory, retain_freed_memory
 from modelmeter.measure.memory import PeakMemory
 assert retain_freed_memory()
-torch.set_num_threads(1)
-net = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU())
-                            for _ in range(4)]).eval()
-x = torch.randn(1, 32, 96, 96)
-with torch.inference_mode():
-    for _ in range(5):
-        net(x)
-    # Memory the warm calls left in the heap, then a probe of one 64 MiB buffer.
-    junk = [torch.ones(2**20) for _ in range(64)]
-    del junk
-    with resident_tracks_live_memory(), PeakMemory("cpu") as probe:
-        buffer = torch.ones(16 * 2**20)
-        del buffer
-    print(probe.result.method, probe.result.growth_bytes)
-    for _ in range(5):
-        net(x)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(20):
-        net(x)
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
+faults_per_call()
+# Memory left free in the heap, then a probe of one 64 MiB buffer.
+junk = [torch.ones(2**20) for _ in range(64)]
+del junk
+with resident_tracks_live_memory(), PeakMemory("cpu") as probe:
+    buffer = torch.ones(16 * 2**20)
+    del buffer
+print(probe.result.method, probe.result.growth_bytes)
+print(faults_per_call())
 """
 
 
@@ -96,10 +90,11 @@ def test_memory_probe_under_retention_sees_live_memory_then_retention_resumes() 
                           text=True, timeout=120, check=True)
     probe_line, faults = done.stdout.strip().splitlines()[-2:]
     method, growth = probe_line.split()
-    if method != "vmhwm":
-        pytest.skip(f"peak RSS read by {method}, not the kernel's high-water mark")
     # The 64 MiB buffer, not the 64 MiB the earlier list left free in the heap on top of it.
-    assert 63 * 2**20 <= int(growth) <= 72 * 2**20, growth
+    # The kernel's high-water mark sees all of it; 1 ms RSS sampling (the fallback when
+    # the mark cannot be reset) may read it part-filled.
+    low = 63 * 2**20 if method == "vmhwm" else 32 * 2**20
+    assert low <= int(growth) <= 72 * 2**20, (method, growth)
     assert float(faults) <= 50, faults  # retention is back in force (~2,300 per call without)
 
 
