@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -105,6 +106,29 @@ def test_llama3_8b_on_h100(llama8b):
     assert fp16.kv_cache_bytes_per_token == fp16.kv_cache_bytes_per_token_closed_form == 131072
     fp8 = llm_estimate(llama8b, hw, kv_dtype="fp8")
     assert fp8.kv_cache_bytes_per_token == 65536
+
+
+def test_mistral_sliding_window_caps_the_cache_and_decode(tracers):
+    # Prompt 8192 > window 4096: every decode step attends to 4096 keys (4095 cached + itself).
+    costs = measure_llm_costs(_tracer(tracers, "mistral-7b"), prompt=8192, gen=64)
+    assert costs.sliding_window == 4096 and any("sliding window of 4096" in n for n in costs.notes)
+    hw = get_hardware("h100-sxm")
+    capped = llm_estimate(costs, hw, batches=[1, 4])
+    one, four = capped.batches
+    config = costs.config
+    window_kv = formulas.kv_cache_bytes(config, 4096, 2)
+    assert one.kv_cache_bytes == window_kv and four.kv_cache_bytes == 4 * window_kv
+    assert one.decode.kv_bytes == pytest.approx(window_kv, rel=0.01)
+    dims = formulas.decoder_dims(config)
+    weights = (formulas.decoder_params(config) - dims.vocab * dims.d_model) * 2
+    assert one.decode.bound == "memory"
+    assert one.tpot_s == pytest.approx((weights + window_kv) / hw.memory_bandwidth_bytes_per_s, rel=0.03)
+    # The same traces without the window: the whole context, as transformers' DynamicCache holds it.
+    full = llm_estimate(dataclasses.replace(costs, sliding_window=None), hw).batches[0]
+    mean_keys = 8192 + (63 - 1) / 2 + 1
+    assert full.decode.kv_bytes == pytest.approx(formulas.kv_cache_bytes(config, mean_keys, 2), rel=0.01)
+    assert full.kv_cache_bytes == formulas.kv_cache_bytes(config, 8192 + 64, 2)
+    assert full.tpot_s > one.tpot_s and full.ttft_s == one.ttft_s  # prefill is not windowed
 
 
 def test_generation_accounting_and_max_batch(llama8b):

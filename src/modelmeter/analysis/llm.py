@@ -28,6 +28,14 @@ Memory for batch B: weights + KV cache for P + G tokens per sequence +
 the larger of the prefill and decode activation peaks (trace liveness, the
 cache excluded). Every time here is an *estimate*; FLOPs, bytes and KV sizes
 are *counted* from the traces.
+
+Sliding window W (Mistral's config): transformers' `DynamicCache` keeps the
+whole context, but window-aware runtimes (vLLM, transformers' own sliding
+cache layers) keep W tokens and a decode step attends to W keys. So the
+traces stay full-context (the fit is linear in L there) and the estimate caps
+the cache length at L = W - 1 for decode steps and the cache at W tokens per
+sequence for memory; prefill keeps the traced cost (SDPA computes the whole
+P x P product and masks it).
 """
 
 from __future__ import annotations
@@ -94,6 +102,17 @@ class LLMCosts:
     traces: int
     uncounted: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # Keys one token attends to at most (the config's sliding window); None = whole context.
+    sliding_window: int | None = None
+
+    @property
+    def cache_cap(self) -> int | None:
+        """Cached tokens a decode step reads at most: the window less the new token."""
+        return self.sliding_window - 1 if self.sliding_window else None
+
+    def cached_tokens(self, tokens: int) -> int:
+        """Tokens per sequence a window-aware cache holds after `tokens` tokens."""
+        return min(tokens, self.sliding_window) if self.sliding_window else tokens
 
 
 def measure_llm_costs(
@@ -123,9 +142,12 @@ def measure_llm_costs(
             f"prompt + gen = {prompt + gen}: lower --prompt or --gen"
         )
     window = config.get("sliding_window")
-    if isinstance(window, int) and prompt + gen > window:
-        notes.append(f"the config's sliding window ({window} tokens) is not applied: the KV cache "
-                     "and attention are costed over the whole context")
+    window = window if isinstance(window, int) and not isinstance(window, bool) and window > 1 else None
+    if window is not None and prompt + gen > window:
+        notes.append(
+            f"sliding window of {window} tokens applied as window-aware runtimes do: a decode step "
+            f"attends to at most {window} keys and the KV cache holds at most {window} tokens per "
+            "sequence; prefill attention is costed over the whole prompt, as SDPA computes it")
 
     p1, p2 = tracer.step(1, prompt), tracer.step(2, prompt)
     l1, l2 = prompt, prompt + max(gen, 2)
@@ -157,6 +179,7 @@ def measure_llm_costs(
         decode_peak=_line_scalar(corners[(1, l2)].peak_activation_bytes,
                                  corners[(2, l2)].peak_activation_bytes),
         fit_max_rel_error=error, traces=7, uncounted=uncounted, notes=tuple(notes),
+        sliding_window=window,
     )
 
 
@@ -358,7 +381,12 @@ def _figures(costs: LLMCosts, coster: _Coster, batch: int, memory: float | None,
     prefill = coster.phase(prefill_vecs)
     steps = costs.gen - 1
     n = max(steps, 1)  # G = 1: report the one step at L = P, spend none
-    mean_l = p + (n - 1) / 2
+    # Steps at L = P ... P + n - 1; with a sliding window, L stops growing at the cap:
+    # `grow` steps on the line, then `flat` steps at L = cap.
+    cap = costs.cache_cap
+    grow = n if cap is None else min(n, max(cap - p, 0))
+    flat = n - grow
+    mean_l = (_sum_linear(0, 1, p, grow) + flat * (cap or 0)) / n
     decode_vecs = {k: _at_decode(c, batch, mean_l) for k, c in costs.decode.items()}
     total = tc_sum = tm_sum = 0.0
     for key, c in costs.decode.items():
@@ -366,13 +394,18 @@ def _figures(costs: LLMCosts, coster: _Coster, batch: int, memory: float | None,
         lo = coster.times(key, _at_decode(c, batch, 0))
         hi = coster.times(key, _at_decode(c, batch, 1))
         (ca, cb), (ma, mb) = (lo[0], hi[0] - lo[0]), (lo[1], hi[1] - lo[1])
-        total += _sum_max(ca, cb, ma, mb, p, n)
-        tc_sum += _sum_linear(ca, cb, p, n)
-        tm_sum += _sum_linear(ma, mb, p, n)
+        total += _sum_max(ca, cb, ma, mb, p, grow)
+        tc_sum += _sum_linear(ca, cb, p, grow)
+        tm_sum += _sum_linear(ma, mb, p, grow)
+        if flat:
+            at_cap = (ca + cb * cap, ma + mb * cap)  # type: ignore[operator]
+            total += flat * max(at_cap)
+            tc_sum += flat * at_cap[0]
+            tm_sum += flat * at_cap[1]
     decode = coster.phase(decode_vecs, time_s=total / n, t_c=tc_sum / n, t_m=tm_sum / n)
     ttft, tpot = prefill.time_s, decode.time_s
     e2e = ttft + steps * tpot
-    kv_total = batch * (p + costs.gen) * kv_per_token
+    kv_total = batch * costs.cached_tokens(p + costs.gen) * kv_per_token
     act = max(_line_at(costs.prefill_peak, batch), _line_at(costs.decode_peak, batch))
     need = weight_bytes + kv_total + act
     return BatchFigures(
@@ -428,7 +461,8 @@ def llm_estimate(
     if memory is None:
         notes.append(f"{hw.id} has no memory size in the database: fit and max batch unknown")
     else:
-        limit = _max_batch(costs, memory, weight_bytes, (costs.prompt + costs.gen) * kv_per_token)
+        limit = _max_batch(costs, memory, weight_bytes,
+                           costs.cached_tokens(costs.prompt + costs.gen) * kv_per_token)
         if weight_bytes > memory:
             notes.append(
                 f"the weights alone ({weight_bytes / 1e9:.1f} GB at {weights}) exceed {hw.id}'s "
@@ -531,7 +565,8 @@ def llm_section(result: LLMResult) -> dict[str, Any]:
             "peak_flops": result.peak_flops, "vector_flops": result.vector_flops,
         },
         "settings": {"prompt": c.prompt, "gen": c.gen, "batches": [b.batch for b in result.batches],
-                     "dtype": c.dtype, "weights": result.weights, "kv_dtype": result.kv_dtype},
+                     "dtype": c.dtype, "weights": result.weights, "kv_dtype": result.kv_dtype,
+                     "sliding_window": c.sliding_window},
         "params": c.params,
         "weight_bytes": result.weight_bytes,
         "kv_cache_bytes_per_token": result.kv_cache_bytes_per_token,
