@@ -113,7 +113,6 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
 # ------------------------------------------------------------------ checks
 
 
-
 def _run_with_progress(console: Any, run_bench: Any, builder: BenchBuilder, batches: list[int],
                        options: dict[str, Any]) -> Any:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

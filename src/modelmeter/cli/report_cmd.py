@@ -136,7 +136,6 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
         console.print(f"saved run {run_id} ({store.path})", markup=False, highlight=False)
 
 
-
 def _render_report(console: Any, data: dict[str, Any], depth: int, top: int) -> None:
     from ..report import terminal
 
