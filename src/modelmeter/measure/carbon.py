@@ -11,13 +11,11 @@ data centre.
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 from ..core.errors import UserInputError
+from .data import load
 
 J_PER_KWH = 3.6e6
 
@@ -31,11 +29,9 @@ class CarbonIntensity:
     source: str
 
 
-@lru_cache(maxsize=1)
 def carbon_data() -> dict[str, Any]:
-    text = resources.files("modelmeter.measure").joinpath("data/carbon.json").read_text()
-    data: dict[str, Any] = json.loads(text)
-    return data
+    """The sourced grid intensities and PUE presets (measure/data/carbon.json)."""
+    return load("carbon.json")
 
 
 def _normalise(name: str) -> str:

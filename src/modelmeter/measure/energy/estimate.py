@@ -16,24 +16,19 @@ movement, so the result is an order of magnitude, labelled ``source =
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 from ...core.errors import UnknownPrecisionError, UserInputError
 from ...core.precision import parse_precision
+from ..data import load
 
 PJ = 1e-12
 
 
-@lru_cache(maxsize=1)
 def energy_data() -> dict[str, Any]:
     """The sourced per-op and DRAM figures (measure/data/energy.json)."""
-    text = resources.files("modelmeter.measure").joinpath("data/energy.json").read_text()
-    data: dict[str, Any] = json.loads(text)
-    return data
+    return load("energy.json")
 
 
 def pj_per_flop(precision: str) -> float:
