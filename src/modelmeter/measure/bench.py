@@ -35,7 +35,7 @@ from ..core.errors import UserInputError
 from .allocator import DEFAULT, POLICIES, RETAIN, allocator_condition, retain_freed_memory
 from .carbon import carbon_g
 from .energy import EnergyMeter, EnergyResult, estimate_energy, measure_energy
-from .sweep import SweepRow, throughput_sweep
+from .sweep import SweepRow, best_throughput, largest_batch_that_fit, throughput_sweep
 from .timer import ProgressFn, check_timing, default_conditions, parse_device
 
 
@@ -73,6 +73,10 @@ class BenchRow:
         return self.sweep.status
 
     @property
+    def throughput_per_s(self) -> float | None:
+        return self.sweep.throughput_per_s
+
+    @property
     def roofline_efficiency(self) -> float | None:
         """Predicted / measured latency (1.0 = at the roofline); None when either is missing."""
         lat = self.sweep.latency
@@ -88,7 +92,6 @@ class BenchResult:
     device: str
     interrupted: bool
     oom: bool
-    largest_batch_that_fit: int | None
     conditions: Mapping[str, Any]
     energy_requested: bool
     region: str
@@ -101,9 +104,12 @@ class BenchResult:
         return next((r for r in self.rows if r.status == "ok"), None)
 
     @property
+    def largest_batch_that_fit(self) -> int | None:
+        return largest_batch_that_fit(self.rows)
+
+    @property
     def best_batch(self) -> BenchRow | None:
-        ok = [r for r in self.rows if r.status == "ok" and r.sweep.throughput_per_s is not None]
-        return max(ok, key=lambda r: r.sweep.throughput_per_s or 0.0) if ok else None
+        return best_throughput(self.rows)
 
 
 def bench_conditions(device: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -197,10 +203,8 @@ def run_bench(
         if interrupted or oom:
             break
 
-    fitted = [r.batch for r in rows if r.status == "ok"]
     return BenchResult(
-        rows=tuple(rows), device=device, interrupted=interrupted, oom=oom,
-        largest_batch_that_fit=max(fitted) if fitted else None, conditions=conds,
+        rows=tuple(rows), device=device, interrupted=interrupted, oom=oom, conditions=conds,
         energy_requested=energy, region=region, pue=pue, notes=tuple(notes),
     )
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from ..core.errors import UserInputError
 from .allocator import resident_tracks_live_memory
@@ -49,13 +49,42 @@ class SweepRow:
     error: str | None = None
 
 
+class BatchRow(Protocol):
+    """What the summaries below read of a row (a `SweepRow`, or a benchmark row around one)."""
+
+    @property
+    def batch(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def throughput_per_s(self) -> float | None: ...
+
+
+Row = TypeVar("Row", bound=BatchRow)
+
+
+def largest_batch_that_fit(rows: Sequence[BatchRow]) -> int | None:
+    """The largest batch whose row finished (None when none did)."""
+    fitted = [r.batch for r in rows if r.status == "ok"]
+    return max(fitted) if fitted else None
+
+
+def best_throughput(rows: Sequence[Row]) -> Row | None:
+    """The finished row with the highest throughput (None when none finished)."""
+    ok = [r for r in rows if r.status == "ok" and r.throughput_per_s is not None]
+    return max(ok, key=lambda r: r.throughput_per_s or 0.0) if ok else None
+
+
 @dataclass(frozen=True)
 class SweepResult:
     rows: tuple[SweepRow, ...]
     device: str
     interrupted: bool
     oom: bool
-    largest_batch_that_fit: int | None
+
+    @property
+    def largest_batch_that_fit(self) -> int | None:
+        return largest_batch_that_fit(self.rows)
 
     @property
     def ok_rows(self) -> tuple[SweepRow, ...]:
@@ -64,8 +93,7 @@ class SweepResult:
     @property
     def best_batch(self) -> SweepRow | None:
         """The finished row with the highest throughput (None when none finished)."""
-        ok = [r for r in self.rows if r.status == "ok" and r.throughput_per_s is not None]
-        return max(ok, key=lambda r: r.throughput_per_s or 0.0) if ok else None
+        return best_throughput(self.rows)
 
 
 def parse_batches(text: str) -> list[int]:
@@ -158,14 +186,7 @@ def throughput_sweep(
         if interrupted or oom:
             break
 
-    fitted = [r.batch for r in rows if r.status == "ok"]
-    return SweepResult(
-        rows=tuple(rows),
-        device=device,
-        interrupted=interrupted,
-        oom=oom,
-        largest_batch_that_fit=max(fitted) if fitted else None,
-    )
+    return SweepResult(rows=tuple(rows), device=device, interrupted=interrupted, oom=oom)
 
 
 def _measure_row(
