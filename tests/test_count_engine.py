@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -275,3 +279,57 @@ def test_vit_base_matches_torchvision_published_macs():
     totals = analyse("vit-base").counts.totals
     assert abs(totals.macs / 17.564e9 - 1) < 0.01
     assert totals.params == 86_567_656
+
+
+# --- Our formulas are the authority (issue 11, section 2) -------------------------------
+
+def _cli_json(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", *args, "--json", "-"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_mobilenet_v2_backward_is_twice_forward_not_twenty_times():
+    """PyTorch's conv_backward_flop ignores `groups` for the weight gradient (depthwise
+    convolutions then cost C times too much); our formula is the one that counts.
+
+    Backward of every conv and linear = grad-input + grad-weight = 2 x forward MACs,
+    except the stem conv, whose input needs no gradient: 112·112·32 outputs x 3·3·3.
+    """
+    totals = _cli_json("memory", "mobilenet-v2", "--train")["totals"]
+    stem = 112 * 112 * 32 * (3 * 3 * 3)
+    assert 1.5 < totals["backward_macs"] / totals["macs"] < 2.1
+    assert totals["backward_macs"] == 2 * totals["macs"] - stem
+
+
+def _grad_input_macs(n, c_in, size_in, c_out, kernel, groups):
+    # Each input element receives c_out/g x k x k products (stride 1, 'same' padding).
+    return n * c_in * size_in * size_in * (c_out // groups) * kernel * kernel
+
+
+def _grad_weight_macs(n, c_in, c_out, kernel, size_out, groups):
+    # Each weight element sums one product per output position of every sample.
+    return c_out * (c_in // groups) * kernel * kernel * n * size_out * size_out
+
+
+@FAST
+@given(n=st.integers(1, 2), c=st.sampled_from([2, 4, 6]), mult=st.integers(1, 2),
+       size=st.integers(3, 7), kernel=st.sampled_from([1, 3]))
+def test_grouped_and_depthwise_conv_backward_matches_closed_form(n, c, mult, size, kernel):
+    import modelmeter
+
+    pad = kernel // 2
+    model = nn.Sequential(
+        nn.Conv2d(3, c, kernel, padding=pad),                          # stem: input has no grad
+        nn.Conv2d(c, c * mult, kernel, padding=pad, groups=c),         # depthwise
+        nn.Conv2d(c * mult, 2 * c, 1, groups=2),                       # grouped pointwise
+    )
+    x = torch.randn(n, 3, size, size)
+    totals = modelmeter.memory(model, (x,), train=True).to_dict()["totals"]
+    expected = (
+        _grad_weight_macs(n, 3, c, kernel, size, 1)
+        + _grad_input_macs(n, c, size, c * mult, kernel, c) + _grad_weight_macs(n, c, c * mult, kernel, size, c)
+        + _grad_input_macs(n, c * mult, size, 2 * c, 1, 2) + _grad_weight_macs(n, c * mult, 2 * c, 1, size, 2)
+    )
+    assert totals["backward_macs"] == expected
