@@ -333,3 +333,87 @@ def test_grouped_and_depthwise_conv_backward_matches_closed_form(n, c, mult, siz
         + _grad_input_macs(n, c * mult, size, 2 * c, 1, 2) + _grad_weight_macs(n, c * mult, 2 * c, 1, size, 2)
     )
     assert totals["backward_macs"] == expected
+
+
+# --- aten._grouped_mm: mixture-of-experts layers in transformers >= 5 -------------------
+
+class GroupedMM(nn.Module):
+    """One direct torch._grouped_mm call; offsets split the groups (sizes multiples of 8:
+    the kernels need 16-byte strides)."""
+
+    def __init__(self, offs: torch.Tensor | None) -> None:
+        super().__init__()
+        self.offs = offs
+
+    def forward(self, a, b):
+        return torch._grouped_mm(a, b, offs=self.offs)
+
+
+def _offsets(total: int, groups: int, device: str) -> torch.Tensor:
+    step = total // groups
+    return torch.arange(step, total + 1, step, dtype=torch.int32, device=device)
+
+
+@FAST
+@given(variant=st.sampled_from(["2d3d", "3d2d", "2d2d", "3d3d"]), e=st.integers(1, 3),
+       m=st.integers(1, 3), k=st.integers(1, 3), n=st.integers(1, 3),
+       where=st.sampled_from([("cpu", torch.float32), ("cpu", torch.bfloat16), ("meta", torch.bfloat16)]))
+def test_grouped_mm_every_variant_matches_closed_form(variant, e, m, k, n, where):
+    import modelmeter
+
+    device, dtype = where
+    m, k, n = 8 * m, 8 * k, 8 * n
+
+    def t(*shape):
+        return torch.randn(*shape, dtype=dtype, device=device)
+
+    if variant == "2d3d":  # tokens [e·m, k] sorted by expert x experts [e, k, n]: S·K·N
+        a, b, offs, expected = t(e * m, k), t(e, k, n), _offsets(e * m, e, device), e * m * k * n
+    elif variant == "3d2d":  # [e, m, k] x [k, e·n], offsets split N: each group M·K·N_g
+        a, b, offs, expected = t(e, m, k), t(k, e * n), _offsets(e * n, e, device), m * k * e * n
+    elif variant == "2d2d":  # [m, e·k] x [e·k, n], offsets split K, out [e, m, n]: M·K·N
+        a, b, offs, expected = t(m, e * k), t(e * k, n), _offsets(e * k, e, device), m * e * k * n
+    else:  # batched: [e, m, k] x [e, k, n]
+        a, b, offs, expected = t(e, m, k), t(e, k, n), None, e * m * k * n
+    totals = modelmeter.count(GroupedMM(offs), (a, b)).to_dict()["totals"]
+    assert totals["macs"] == expected
+    assert totals["flops"] == 2 * expected
+    assert totals["fallback_ops"] == [] and totals["coverage"] == 1.0
+
+
+class TinyMoE(nn.Module):
+    """Router-free MoE block as transformers >= 5 runs it: tokens sorted by expert, one
+    grouped matmul over the experts' weights, an activation."""
+
+    def __init__(self, d: int, k: int, n: int, experts: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d, k, bias=False, dtype=dtype)
+        self.experts = nn.Parameter(torch.randn(experts, k, n, dtype=dtype))
+
+    def forward(self, x):
+        tokens = x.shape[0]
+        offs = _offsets(tokens, self.experts.shape[0], x.device.type)
+        return F.silu(torch._grouped_mm(self.proj(x), self.experts, offs=offs))
+
+
+def test_grouped_mm_backward_is_grad_input_plus_grad_weight():
+    import modelmeter
+
+    s, d, k, n, experts = 24, 16, 16, 32, 3
+    model = TinyMoE(d, k, n, experts, torch.float32)
+    report = modelmeter.memory(model, (torch.randn(s, d),), train=True).to_dict()["totals"]
+    assert report["macs"] == s * d * k + s * k * n
+    # proj: weight gradient only (x needs none); experts: grad input [S, N] x [E, N, K]
+    # = S·N·K and grad weight [K, S] x [S, N] per expert's token slice = K·S·N.
+    assert report["backward_macs"] == s * d * k + 2 * s * k * n
+    assert report["backward_fallback_ops"] == []
+
+
+def test_grouped_mm_moe_on_meta_in_bf16():
+    import modelmeter
+
+    s, d, k, n, experts = 64, 32, 32, 64, 4
+    model = TinyMoE(d, k, n, experts, torch.bfloat16).to("meta")
+    totals = modelmeter.count(model, (torch.empty(s, d, dtype=torch.bfloat16, device="meta"),)).to_dict()
+    assert totals["totals"]["macs"] == s * d * k + s * k * n
+    assert totals["uncounted_ops"] == []
