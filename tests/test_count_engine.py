@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -417,3 +419,55 @@ def test_grouped_mm_moe_on_meta_in_bf16():
     totals = modelmeter.count(model, (torch.empty(s, d, dtype=torch.bfloat16, device="meta"),)).to_dict()
     assert totals["totals"]["macs"] == s * d * k + s * k * n
     assert totals["uncounted_ops"] == []
+
+
+# --- coverage: call coverage and FLOP coverage, both named ------------------------------
+
+SPECTRAL_FACTORY = '''
+import torch
+from torch import nn
+
+
+class Spectral(nn.Module):
+    """Cheap counted ops and one large op without a formula (an FFT)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x, signal):
+        h = torch.relu(self.fc(x))
+        return h, torch.fft.rfft(signal).abs()
+
+
+def build():
+    return Spectral(), (torch.randn(4, 16), torch.randn(8, 4096))
+'''
+
+
+def test_coverage_keys_say_calls_and_flops_through_the_cli(tmp_path):
+    (tmp_path / "mm_spectral_mod.py").write_text(SPECTRAL_FACTORY)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "count", "mm_spectral_mod:build",
+                           "--json", "-"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    totals = report["totals"]
+    # Arithmetic calls: addmm, relu, _fft_r2c, abs; only the FFT has no formula.
+    assert totals["call_coverage"] == totals["coverage"] == 3 / 4
+    counted = 2 * 4 * 16 * 16 + 4 * 16 + 8 * 2049  # addmm + relu + abs (rfft: 4096 -> 2049)
+    fft_estimate = 8 * 4096  # one FLOP per element of its largest tensor (the input)
+    assert totals["total_flops"] == counted
+    assert totals["uncounted_flops_estimate"] == fft_estimate
+    assert totals["flop_coverage"] == pytest.approx(counted / (counted + fft_estimate))
+    assert totals["flop_coverage"] < 0.4 < totals["call_coverage"]  # why both are shown
+    assert report["uncounted_ops"] == [{"op": "aten._fft_r2c.default", "count": 1,
+                                        "estimated_flops": fft_estimate}]
+
+
+def test_full_coverage_when_every_op_has_a_formula():
+    import modelmeter
+
+    totals = modelmeter.count(nn.Sequential(nn.Linear(8, 8), nn.GELU()), (torch.randn(2, 8),)).to_dict()["totals"]
+    assert totals["coverage"] == totals["call_coverage"] == totals["flop_coverage"] == 1.0
+    assert totals["uncounted_flops_estimate"] == 0
