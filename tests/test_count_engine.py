@@ -471,3 +471,93 @@ def test_full_coverage_when_every_op_has_a_formula():
     totals = modelmeter.count(nn.Sequential(nn.Linear(8, 8), nn.GELU()), (torch.randn(2, 8),)).to_dict()["totals"]
     assert totals["coverage"] == totals["call_coverage"] == totals["flop_coverage"] == 1.0
     assert totals["uncounted_flops_estimate"] == 0
+
+
+# --- entries for ops that were uncounted (issue 11, section 2) --------------------------
+
+class OddOps(nn.Module):
+    def forward(self, x, idx, src):
+        y = x.clone()
+        y.as_strided_((4, 8), (8, 1))                    # a view: restrides in place
+        y.index_add_(0, idx, src)                          # 3 x 8 adds
+        z = y.index_add(0, idx, src, alpha=2.0)            # 3 x 8 (mul, add)
+        low, high = torch.aminmax(z)                       # 2 compares x 32
+        hist = torch.histc(z, bins=10)                     # range from the data: 8 x 32
+        hist_fixed = torch.histc(z, bins=10, min=-1, max=1)  # 6 x 32
+        unique = torch.unique(z)                           # 32·⌈log2 32⌉ + 32
+        q = torch.floor_divide(z, z + 1)                   # add 32, (div, floor) x 32
+        return low, high, hist, hist_fixed, unique, q
+
+
+def test_view_and_new_op_entries_match_closed_forms():
+    import modelmeter
+
+    report = modelmeter.count(OddOps(), (torch.randn(4, 8), torch.tensor([0, 2, 3]), torch.randn(3, 8)),
+                              device="cpu").to_dict()
+    expected = 24 + 48 + 64 + 256 + 192 + (32 * 5 + 32) + 32 + 64
+    assert report["totals"]["other_flops"] == expected
+    assert report["uncounted_ops"] == []
+    counts = count_trace(trace_model(OddOps(), (torch.randn(4, 8), torch.tensor([0, 2, 3]), torch.randn(3, 8))))
+    strided = next(o for o in counts.ops if o.op == "aten.as_strided_.default")
+    assert (strided.category, strided.bytes_read, strided.bytes_written) == ("view", 0, 0)
+
+
+def test_nms_and_roi_align_formulas_are_pure_functions_of_shapes():
+    from modelmeter.count.other import nms_flops, roi_align_flops
+
+    # nms, n boxes: 13 per pair (worst case, nothing suppressed) + 3 per box + sort n·⌈log2 n⌉.
+    assert nms_flops(1) == 3
+    assert nms_flops(4) == 13 * 6 + 3 * 4 + 4 * 2
+    assert nms_flops(1000) == 13 * 499_500 + 3_000 + 1000 * 10
+    # roi_align: per output element s² samples x 8 + 1; 5 boxes x 256 channels x 7 x 7.
+    assert roi_align_flops(5 * 256 * 7 * 7, 2) == 5 * 256 * 49 * 33
+    assert roi_align_flops(5 * 256 * 7 * 7, 0) == 5 * 256 * 49 * 9  # adaptive: at least 1 x 1
+
+
+@pytest.fixture
+def torchvision_ops():
+    """torchvision's nms and roi_align ops by their real names and schemas; torchvision
+    itself when installed, else stand-ins with the same schemas (the formulas read only
+    shapes)."""
+    try:
+        import torchvision  # noqa: F401
+
+        yield torch.ops.torchvision
+        return
+    except ImportError:
+        pass
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+               "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor")
+    lib.define("_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
+               "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "
+               "int sampling_ratio, bool aligned) -> Tensor")
+    lib.impl("_roi_align_backward", lambda grad, rois, scale, ph, pw, n, c, h, w, s, aligned:
+             grad.new_zeros(n, c, h, w), "CPU")
+    lib.impl("nms", lambda dets, scores, thr: torch.arange(dets.shape[0]), "CPU")
+    lib.impl("roi_align", lambda x, rois, scale, ph, pw, s, aligned:
+             x.new_zeros(rois.shape[0], x.shape[1], ph, pw), "CPU")
+    yield torch.ops.torchvision
+    lib._destroy()
+
+
+def test_torchvision_ops_are_counted_by_name(torchvision_ops):
+    from modelmeter.count.other import nms_flops, roi_align_flops
+
+    class Detector(nn.Module):
+        def forward(self, features, boxes, scores, rois):
+            keep = torchvision_ops.nms(boxes, scores, 0.5)
+            pooled = torchvision_ops.roi_align(features, rois, 0.25, 7, 7, 2, True)
+            grad = torchvision_ops._roi_align_backward(pooled, rois, 0.25, 7, 7, 1, 16, 32, 32, 2, True)
+            return keep, pooled, grad
+
+    boxes = torch.rand(50, 4) * 10
+    boxes[:, 2:] += boxes[:, :2]
+    rois = torch.tensor([[0, 0.0, 0.0, 8.0, 8.0], [0, 2.0, 2.0, 12.0, 12.0], [0, 1.0, 3.0, 6.0, 9.0]])
+    counts = count_trace(trace_model(Detector(), (torch.randn(1, 16, 32, 32), boxes, torch.rand(50), rois)))
+    by_op = {o.op: o for o in counts.ops}
+    assert by_op["torchvision.nms.default"].other_flops == nms_flops(50)
+    assert by_op["torchvision.roi_align.default"].other_flops == roi_align_flops(3 * 16 * 7 * 7, 2)
+    assert by_op["torchvision._roi_align_backward.default"].other_flops == roi_align_flops(3 * 16 * 7 * 7, 2)
+    assert counts.uncounted_ops == ()
