@@ -4,10 +4,11 @@ One MAC is one multiply-accumulate; FLOPs = 2 x MACs for these ops (PyTorch's
 FlopCounterMode convention). These formulas are the authority: the counter
 uses PyTorch's registered figure (recorded in the trace) only for ops that
 have no formula here. They also cover what PyTorch's registry lacks (CPU
-attention kernels, nn.MultiheadAttention's fused path, GQA shapes its asserts
-reject, mv/dot, grouped matmuls of mixture-of-experts layers) and get right
+attention kernels, nn.MultiheadAttention's fused path, mv/dot, grouped
+matmuls of mixture-of-experts layers) and get right
 what it gets wrong: its convolution backward ignores `groups` for the weight
-gradient. tests/test_formulas_oracle.py compares both on every op both know.
+gradient, and its formulas for the kernels below SDPA swap heads and length.
+tests/test_formulas_oracle.py compares both on every op both know.
 
 Attention with a causal mask is counted densely, L x S per head, as PyTorch
 and the papers (e.g. Kaplan et al. 2020, the FlashAttention papers) do: a
