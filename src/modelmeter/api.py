@@ -13,7 +13,7 @@ from typing import Any
 from .core.errors import UserInputError
 from .core.events import Trace
 from .core.precision import parse_precision
-from .core.report import Report, count_sections
+from .core.report import Report, count_sections, fallback_section
 from .core.results import Counts
 from .sources.base import LoadedModel
 
@@ -132,6 +132,8 @@ def count_report(analysis: Analysis) -> Report:
         "macs": "counted",
         "flops": "counted",
         "bytes": "counted (unfused: each op reads its inputs and writes its outputs once)",
+        "formulas": ("modelmeter's own formulas; PyTorch's flop_registry only as a fallback "
+                     "for ops without one (listed in totals.fallback_ops)"),
     }
     return Report(
         model={"name": loaded.name, "kind": loaded.kind, "source": loaded.source,
@@ -298,6 +300,7 @@ def add_memory_sections(report: Report, analysis: Analysis, *, train: bool, opti
     if "backward_flops" in sections:
         report.totals["backward_flops"] = sections["backward_flops"]
         report.totals["backward_macs"] = sections["backward_macs"]
+        report.totals["backward_fallback_ops"] = fallback_section(backward_counts)
     if "training" in sections:
         report.training = sections["training"]
     report.methods["activations"] = ("counted: liveness of every storage in one eager trace "

@@ -85,7 +85,15 @@ def count_sections(counts: Counts) -> tuple[dict[str, Any], list[dict[str, Any]]
         "total_flops": t.flops + t.other_flops,
         "bytes_read": t.bytes_read,
         "bytes_written": t.bytes_written,
+        # `coverage` is the call coverage (kept as it always was); flop_coverage is the
+        # share of the arithmetic counted, uncounted ops estimated from their shapes.
         "coverage": counts.coverage,
+        "call_coverage": counts.call_coverage,
+        "flop_coverage": counts.flop_coverage,
+        "uncounted_flops_estimate": counts.uncounted_flops_estimate,
+        # Ops counted with PyTorch's flop_registry because modelmeter has no formula.
+        "fallback_ops": fallback_section(counts),
+        "fallback_flops": sum(f for _, _, f in counts.fallback_ops),
     }
     modules = [
         {
@@ -98,5 +106,13 @@ def count_sections(counts: Counts) -> tuple[dict[str, Any], list[dict[str, Any]]
         }
         for m in counts.modules
     ]
-    uncounted = [{"op": op, "count": n} for op, n in counts.uncounted_ops]
+    estimates = counts.uncounted_estimates()
+    uncounted = [{"op": op, "count": n, "estimated_flops": estimates.get(op, 0)}
+                 for op, n in counts.uncounted_ops]
     return totals, modules, uncounted
+
+
+def fallback_section(counts: Counts) -> list[dict[str, Any]]:
+    """Ops counted with PyTorch's flop_registry (a fallback: we have no formula for them)."""
+    return [{"op": op, "count": n, "flops": f, "source": "pytorch flop_registry"}
+            for op, n, f in counts.fallback_ops]
