@@ -222,13 +222,15 @@ def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = No
           energy: bool = False, meter: str = "auto", region: str = "world", pue: float = 1.0,
           min_time_s: float = 2.0, min_iters: int = 10, warmup_s: float = 0.5,
           inputs: list[str] | None = None, seq: int | None = None,
-          malloc: str = "retain") -> Report:
+          malloc: str = "default") -> Report:
     """Measured latency, throughput, memory and energy per batch, beside the roofline prediction.
 
     `model` is a spec (as for `count`); the report holds the count sections of
     the first batch, its `roofline` when a device profile is known, and `measured`.
-    `malloc='retain'` makes glibc keep freed memory for the rest of this process
-    (steadier CPU timings; `measure/allocator.py` says why); 'default' leaves it alone.
+    `malloc='default'` leaves the C allocator alone; 'retain' (the `bench`
+    command's default) makes glibc keep freed memory for the rest of this process:
+    steadier CPU timings (`measure/allocator.py` says why), but glibc cannot be
+    put back afterwards, so a library call only does it when asked.
     """
     from .benchsetup import BenchBuilder, check_device, prediction_hardware
     from .measure.bench import measured_section, run_bench

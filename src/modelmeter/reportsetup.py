@@ -48,7 +48,8 @@ def build_full_report(
 
     `measure`: True / False, or None for the automatic rule (module docstring).
     `timing`: overrides of `run_bench`'s timing options (min_time_s, min_iters, warmup_s)
-    and its `malloc` policy ('retain', the default, or 'default').
+    and its `malloc` policy ('default', leaving the C allocator alone, or 'retain',
+    which lasts for the rest of the process: the `report` command passes it).
     `status(text)` is called before each slow step (the CLI shows a spinner).
     """
     from . import api
