@@ -363,3 +363,11 @@ def test_bench_seq_on_a_model_without_a_sequence_is_refused(cwd_not_on_path):
     mod = cwd_not_on_path("hyg_factory_bench_seq", TINY)
     with pytest.raises(UserInputError, match="seq"):
         modelmeter.bench(f"{mod}:build", seq=64, min_time_s=0.05, min_iters=3, warmup_s=0.0)
+
+
+def test_importing_the_report_subpackage_keeps_modelmeter_report_the_function():
+    """`import modelmeter.report.html` (the CLI and exporters do) must not replace the public call."""
+    code = ("import modelmeter.report.html, modelmeter.count.engine, modelmeter\n"
+            "print(callable(modelmeter.report), callable(modelmeter.count))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "True"], done.stderr[-2000:]
