@@ -102,7 +102,7 @@ def load(
                                  "own inputs (give their shapes with inputs=[...] / --input)")
         loaded = resolve_model(model, inputs=inputs, batch=batch, seq=seq, device=device or "meta",
                                dtype=trace_dtype_for(dtype))
-        check_build_options(loaded, inputs=inputs, batch=batch, seq=seq)
+        check_build_options(loaded, batch=batch, seq=seq)
         if name is not None:
             loaded.name = name
         return loaded
@@ -123,8 +123,8 @@ def load(
                        kind="custom", source="module")
 
 
-def check_build_options(loaded: LoadedModel, *, inputs: list[str] | None = None,
-                        batch: int | None = None, seq: int | None = None) -> None:
+def check_build_options(loaded: LoadedModel, *, batch: int | None = None,
+                        seq: int | None = None) -> None:
     """Raise when `batch` or `seq` did not shape the inputs a spec was built with."""
     from .benchsetup import leading_dim
 
