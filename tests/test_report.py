@@ -17,6 +17,7 @@ from modelmeter import reportsetup
 from modelmeter.analysis.compare import compare_reports, comparison_labels
 from modelmeter.cli.main import cli
 from modelmeter.cli.report_cmd import build_comparison, build_full_report, export_json
+from modelmeter.core.errors import UserInputError
 from modelmeter.core.report import Report
 from modelmeter.report.csv_export import render_csv
 from modelmeter.report.html import render_html, render_html_fragment
@@ -193,9 +194,9 @@ def test_no_hardware_means_no_roofline_and_says_how(factory):
     assert any("modelmeter hardware calibrate" in n for n in summary_notes(report))
 
 
-def test_a_batch_the_inputs_ignore_is_said(factory):
-    report = build_full_report(factory, batch=4, measure=False)  # the factory fixes batch 1
-    assert any("--batch 4" in n for n in report.settings["notes"])
+def test_a_batch_the_inputs_ignore_is_refused(factory):
+    with pytest.raises(UserInputError, match="--batch 4"):  # the factory fixes batch 1
+        build_full_report(factory, batch=4, measure=False)
 
 
 def test_automatic_measurement_rule(factory, monkeypatch):

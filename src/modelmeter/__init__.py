@@ -17,10 +17,13 @@ Exceptions::
     └── MeasurementError
 """
 
-# The counting subpackage is imported first so that the public function
-# `modelmeter.count` below, not the subpackage, is what the name means here;
-# `from modelmeter.count import ...` still finds the subpackage in sys.modules.
+# The counting and report subpackages are imported first so that the public
+# functions `modelmeter.count` and `modelmeter.report` below, not the
+# subpackages, are what the names mean here: importing a subpackage later (say
+# `modelmeter.report.html`) would otherwise rebind the name to it. `from
+# modelmeter.count import ...` still finds the subpackage in sys.modules.
 from . import count as _count_package  # noqa: F401
+from . import report as _report_package  # noqa: F401
 from .api import analyse, bench, compare, count, llm, memory, report, roofline
 from .core.errors import (
     MeasurementError,

@@ -7,8 +7,10 @@ trace, reused by every view, never a second pass for another number.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .core.errors import UserInputError
 from .core.events import Trace
@@ -20,6 +22,30 @@ from .sources.base import LoadedModel
 # Weight-only quantised formats have no torch dtype to run in; their
 # activations and compute are traced in fp16, as such kernels run.
 _QUANTISED_TRACE_DTYPE = "fp16"
+# Formats that store one scale per group of weights, where a group size means something.
+_GROUPED = ("int8", "int4", "nf4", "fp8")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _keeps_rng(fn: F) -> F:
+    """Put torch's random state back after the call.
+
+    Building a model on a real device (random init, random inputs) and a
+    user's factory (which may seed) draw from the global generators: a caller
+    who seeded before calling us must get the same numbers after. CPU always;
+    CUDA devices when CUDA is already initialised (never initialised for this).
+    """
+
+    @functools.wraps(fn)
+    def kept(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=cuda):
+            return fn(*args, **kwargs)
+
+    return kept  # type: ignore[return-value]
 
 
 @dataclass
@@ -34,6 +60,7 @@ class Analysis:
     counts: Counts
     batch: int | None = None
     seq: int | None = None
+    notes: list[str] = field(default_factory=list)  # how an option applied, when not plainly
 
 
 def trace_dtype_for(precision: str | None) -> str | None:
@@ -55,25 +82,62 @@ def load(
     batch: int | None = None,
     seq: int | None = None,
     dtype: str | None = None,
-    device: str = "meta",
+    device: str | None = None,
     name: str | None = None,
 ) -> LoadedModel:
-    """Resolve a spec string (or None: the default model) or wrap a module."""
+    """Resolve a spec string (or None: the default model) or wrap a module.
+
+    An option that cannot apply is an error, never ignored: `inputs`, `batch`,
+    `seq` and `device` build a spec's model and inputs (device default: meta); a
+    module is traced as given, on its example inputs.
+    """
     for label, value in (("batch", batch), ("seq", seq)):
         if value is not None and value <= 0:
             raise UserInputError(f"--{label} must be a positive integer, got {value}")
     if model is None or isinstance(model, str):
         from .sources import resolve_model
 
-        return resolve_model(model, inputs=inputs, batch=batch, seq=seq, device=device,
-                             dtype=trace_dtype_for(dtype))
+        if example_inputs is not None:
+            raise UserInputError("example_inputs go with a torch.nn.Module; a model spec builds its "
+                                 "own inputs (give their shapes with inputs=[...] / --input)")
+        loaded = resolve_model(model, inputs=inputs, batch=batch, seq=seq, device=device or "meta",
+                               dtype=trace_dtype_for(dtype))
+        check_build_options(loaded, batch=batch, seq=seq)
+        if name is not None:
+            loaded.name = name
+        return loaded
     import torch
 
     if not isinstance(model, torch.nn.Module):
         raise UserInputError(f"expected a model spec string or a torch.nn.Module, got {type(model).__name__}")
+    for label, value in (("inputs", inputs), ("batch", batch), ("seq", seq)):
+        if value is not None:
+            raise UserInputError(
+                f"{label}={value!r} cannot apply to a torch.nn.Module: inputs, batch and seq build "
+                "the inputs of a model spec; pass example_inputs of the shape you want")
+    if device is not None:
+        raise UserInputError(f"device={device!r} cannot apply to a torch.nn.Module: it is traced where "
+                             "its parameters are; move it and its inputs with .to(...)")
     args, kwargs = _split_inputs(example_inputs)
     return LoadedModel(name=name or type(model).__name__, module=model, args=args, kwargs=kwargs,
                        kind="custom", source="module")
+
+
+def check_build_options(loaded: LoadedModel, *, batch: int | None = None,
+                        seq: int | None = None) -> None:
+    """Raise when `batch` or `seq` did not shape the inputs a spec was built with."""
+    from .benchsetup import leading_dim
+
+    lead = leading_dim(loaded.args, loaded.kwargs)
+    if batch is not None and lead is not None and lead != batch:
+        raise UserInputError(
+            f"--batch {batch} cannot apply to {loaded.name}: its example inputs fix batch {lead}; "
+            "give the input shapes instead (--input / inputs=[...])")
+    # Only modelmeter's own text inputs have a sequence dimension it knows (make_hf_inputs).
+    if seq is not None and (loaded.source not in ("preset", "hf-folder") or loaded.kind == "vision"):
+        raise UserInputError(
+            f"--seq {seq} cannot apply to {loaded.name}: it sets the sequence length of text "
+            "presets and transformers folders; give the input shapes instead (--input / inputs=[...])")
 
 
 def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
@@ -86,6 +150,7 @@ def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
     return (example_inputs,), {}
 
 
+@_keeps_rng
 def analyse(
     model: Any = None,
     example_inputs: Any = None,
@@ -95,23 +160,46 @@ def analyse(
     inputs: list[str] | None = None,
     batch: int | None = None,
     seq: int | None = None,
-    device: str = "meta",
+    device: str | None = None,
     backward: bool = False,
     name: str | None = None,
 ) -> Analysis:
     """Load, trace once, count. `backward=True` also traces the training step."""
+    if dtype is not None:
+        dtype = parse_precision(dtype).name
+    if group_size is not None:
+        if group_size <= 0:
+            raise UserInputError(f"--group-size must be a positive integer, got {group_size}")
+        if dtype not in _GROUPED:
+            raise UserInputError(
+                f"--group-size applies to block-quantised weights ({', '.join(_GROUPED)}), "
+                f"which store one scale per group; {dtype or 'the traced precision'} stores none")
+    loaded = load(model, example_inputs, inputs=inputs, batch=batch, seq=seq, dtype=dtype,
+                  device=device, name=name)
+    return analyse_loaded(loaded, dtype=dtype, group_size=group_size, backward=backward,
+                          batch=batch, seq=seq)
+
+
+def analyse_loaded(loaded: LoadedModel, *, dtype: str | None = None, group_size: int | None = None,
+                   backward: bool = False, batch: int | None = None,
+                   seq: int | None = None) -> Analysis:
+    """Trace and count a loaded model. `dtype` is a precision name (parsed)."""
     from .count import count_trace
     from .trace import trace_model
 
-    if dtype is not None:
-        dtype = parse_precision(dtype).name
-    if group_size is not None and group_size <= 0:
-        raise UserInputError(f"--group-size must be a positive integer, got {group_size}")
-    loaded = load(model, example_inputs, inputs=inputs, batch=batch, seq=seq, dtype=dtype,
-                  device=device, name=name)
     trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=backward)
     counts = count_trace(trace, precision=dtype, group_size=group_size)
-    return Analysis(loaded, dtype, trace_dtype_for(dtype), group_size, trace, counts, batch, seq)
+    # A spec was built in the trace dtype of `dtype`; a module is traced as given.
+    built = loaded.source != "module"
+    analysis = Analysis(loaded, dtype, trace_dtype_for(dtype) if built else None, group_size, trace,
+                        counts, batch, seq)
+    traced = _traced_dtype(analysis)
+    if dtype is not None and not built and trace_dtype_for(dtype) != traced:
+        analysis.notes.append(
+            f"dtype {dtype} applies to the parameter bytes only: the module was traced as given, in "
+            f"{traced} (activation bytes, bytes moved); convert the module and its inputs "
+            "(.to(dtype)) to trace it in that precision")
+    return analysis
 
 
 def count_report(analysis: Analysis) -> Report:
@@ -125,6 +213,7 @@ def count_report(analysis: Analysis) -> Report:
         "seq": analysis.seq,
         "mode": analysis.trace.mode,
         "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in analysis.trace.inputs],
+        "notes": list(analysis.notes),
     }
     methods = {
         "params": "counted",
@@ -144,13 +233,16 @@ def count_report(analysis: Analysis) -> Report:
 
 
 def _traced_dtype(analysis: Analysis) -> str:
-    """The precision the parameters were traced in, by its short name ('fp32', 'bf16')."""
-    for p in analysis.trace.parameters:
-        if p.dtype.startswith(("float", "bfloat")):
-            return parse_precision(p.dtype).name
+    """The precision the trace ran in, by its short name ('fp32', 'bf16'): that of the
+    floating-point parameters, else of the floating-point inputs, else fp32."""
+    for t in (*analysis.trace.parameters, *analysis.trace.inputs):
+        dtype = t.dtype.replace("torch.", "")
+        if dtype.startswith(("float", "bfloat")):
+            return parse_precision(dtype).name
     return "fp32"
 
 
+@_keeps_rng
 def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
           group_size: int | None = None, **load_options: Any) -> Report:
     """Parameters, parameter bytes at `dtype`, MACs/FLOPs and bytes, per module and in total."""
@@ -174,6 +266,7 @@ def resolve_hardware(hw_id: str | None) -> Any:
     return local
 
 
+@_keeps_rng
 def roofline_analysis(model: Any = None, example_inputs: Any = None, *, hardware: str | None = None,
                       dtype: str | None = None, weights: str | None = None,
                       efficiency: float | str | None = None, depth: int | None = None,
@@ -203,6 +296,7 @@ def roofline(model: Any = None, example_inputs: Any = None, **options: Any) -> R
     return roofline_analysis(model, example_inputs, **options)[0]
 
 
+@_keeps_rng
 def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
         batches: tuple[int, ...] | list[int] = (1,), dtype: str = "fp16", weights: str | None = None,
         kv_dtype: str | None = None, max_batch: bool = False,
@@ -219,18 +313,24 @@ def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
                                    max_batch=max_batch, trust_remote_code=trust_remote_code))
 
 
+@_keeps_rng
 def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = None,
           device: str = "cpu", dtype: str | None = None, hardware: str | None = None,
-          energy: bool = False, meter: str = "auto", region: str = "world", pue: float = 1.0,
+          energy: bool = False, meter: str | None = None, region: str | None = None,
+          pue: float | None = None,
           min_time_s: float = 2.0, min_iters: int = 10, warmup_s: float = 0.5,
           inputs: list[str] | None = None, seq: int | None = None,
-          malloc: str = "retain") -> Report:
+          malloc: str = "default") -> Report:
     """Measured latency, throughput, memory and energy per batch, beside the roofline prediction.
 
     `model` is a spec (as for `count`); the report holds the count sections of
     the first batch, its `roofline` when a device profile is known, and `measured`.
-    `malloc='retain'` makes glibc keep freed memory for the rest of this process
-    (steadier CPU timings; `measure/allocator.py` says why); 'default' leaves it alone.
+    `meter` (default 'auto'), `region` ('world') and `pue` (1.0) are energy options:
+    giving one measures energy, as `energy=True` does.
+    `malloc='default'` leaves the C allocator alone; 'retain' (the `bench`
+    command's default) makes glibc keep freed memory for the rest of this process:
+    steadier CPU timings (`measure/allocator.py` says why), but glibc cannot be
+    put back afterwards, so a library call only does it when asked.
     """
     from .benchsetup import BenchBuilder, check_device, prediction_hardware
     from .measure.bench import measured_section, run_bench
@@ -242,6 +342,8 @@ def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = No
     device = check_device(device)
     if dtype is not None:
         dtype = parse_precision(dtype).name
+    energy = energy or meter is not None or region is not None or pue is not None
+    meter, region, pue = meter or "auto", region or "world", 1.0 if pue is None else pue
     hw, hw_note = prediction_hardware(hardware, device, dtype)
     builder = BenchBuilder(model, inputs, seq, dtype, device, hw)
     batch_list = list(batches) if batches else [builder.default_batch()]
@@ -258,6 +360,7 @@ def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = No
     return report
 
 
+@_keeps_rng
 def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
            train: bool = False, optimizer: str = "adamw", master_fp32: bool = False,
            checkpoint: bool = False, **load_options: Any) -> Report:
@@ -266,6 +369,9 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
     from .analysis.memory import check_optimizer
 
     optimizer = check_optimizer(optimizer)
+    for label, value in (("--checkpoint", checkpoint), ("--master-fp32", master_fp32)):
+        if value and not train:
+            raise UserInputError(f"{label} applies to the training step; add --train (train=True)")
     analysis = analyse(model, example_inputs, dtype=dtype, **load_options)
     report = count_report(analysis)
     add_memory_sections(report, analysis, train=train, optimizer=optimizer,
@@ -306,6 +412,7 @@ def add_memory_sections(report: Report, analysis: Analysis, *, train: bool, opti
     report.methods["activations"] = ("counted: liveness of every storage in one eager trace "
                                      "(allocated when produced, freed when PyTorch released it)")
 
+@_keeps_rng
 def report(model: Any = None, example_inputs: Any = None, **options: Any) -> Report:
     """Every metric in one report: counts, memory, roofline (with a device profile) and,
     for small models on CPU, a short measurement. Options as `modelmeter report`."""
@@ -314,6 +421,7 @@ def report(model: Any = None, example_inputs: Any = None, **options: Any) -> Rep
     return build_full_report(model, example_inputs, **options)
 
 
+@_keeps_rng
 def compare(models: list[str], **options: Any) -> Any:
     """Several models (or settings of one) side by side, with ratios to the first."""
     from .reportsetup import build_comparison

@@ -8,7 +8,7 @@ valid), and each batch's roofline prediction comes from a meta-device trace.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .core.errors import UserInputError
@@ -108,10 +108,14 @@ class BenchBuilder:
         self.name = self.spec or DEFAULT_MODEL
 
     def _resolve(self, batch: int | None, device: str) -> Any:
+        from .api import check_build_options
         from .sources import resolve_model
 
-        return resolve_model(self.spec, inputs=self.inputs, batch=batch, seq=self.seq, device=device,
-                             dtype=self.dtype)
+        loaded = resolve_model(self.spec, inputs=self.inputs, batch=batch, seq=self.seq, device=device,
+                               dtype=self.dtype)
+        # --seq must shape the inputs; --batch always applies (fixed inputs are tiled, below).
+        check_build_options(loaded, seq=self.seq)
+        return loaded
 
     def default_batch(self) -> int:
         """The model's own example batch (leading dim of its first tensor input), else 1."""
@@ -132,7 +136,7 @@ class BenchBuilder:
             note = f"the model's example inputs have batch {lead}; dim 0 was tiled to each --batch"
             if note not in self.notes:
                 self.notes.append(note)
-        self._meta[batch] = (meta.module, args, kwargs)
+        self._meta[batch] = replace(meta, args=args, kwargs=kwargs)
         if self._module is None:
             loaded = self._resolve(batch, "cpu")
             self._module = loaded.module.eval().to(self.device)
@@ -156,13 +160,8 @@ class BenchBuilder:
         from .analysis.roofline import roofline
         from .measure.bench import Prediction
 
-        module, args, kwargs = self._meta[batch]
-        if args and kwargs:
-            analysis = api.analyse(self.spec, dtype=self.dtype, inputs=self.inputs, batch=batch,
-                                   seq=self.seq, device="meta")
-        else:
-            analysis = api.analyse(module, kwargs if kwargs else args, dtype=self.dtype, name=self.name)
-            analysis.batch, analysis.seq = batch, self.seq
+        # The meta model and the very inputs of this batch (tiled when the spec fixes them).
+        analysis = api.analyse_loaded(self._meta[batch], dtype=self.dtype, batch=batch, seq=self.seq)
         t = analysis.counts.totals
         result = None
         if self.hw is not None:

@@ -48,7 +48,8 @@ def build_full_report(
 
     `measure`: True / False, or None for the automatic rule (module docstring).
     `timing`: overrides of `run_bench`'s timing options (min_time_s, min_iters, warmup_s)
-    and its `malloc` policy ('retain', the default, or 'default').
+    and its `malloc` policy ('default', leaving the C allocator alone, or 'retain',
+    which lasts for the rest of the process: the `report` command passes it).
     `status(text)` is called before each slow step (the CLI shows a spinner).
     """
     from . import api
@@ -65,13 +66,9 @@ def build_full_report(
         optimizer = check_optimizer(optimizer)
 
     say("tracing and counting")
-    analysis = api.analyse(model, example_inputs, dtype=dtype, inputs=inputs, batch=batch, seq=seq,
-                           device="meta")
+    # A spec is built on meta; batch, seq and inputs that cannot apply are refused there.
+    analysis = api.analyse(model, example_inputs, dtype=dtype, inputs=inputs, batch=batch, seq=seq)
     report = api.count_report(analysis)
-    lead = leading_dim(analysis.loaded.args, analysis.loaded.kwargs)
-    if batch is not None and lead is not None and lead != batch:
-        notes.append(f"--batch {batch} was not applied: the model's own example inputs have batch "
-                     f"{lead}; pass --input SHAPE to set it")
     say("activation memory")
     api.add_memory_sections(report, analysis, train=train, optimizer=optimizer)
     result = None
@@ -112,7 +109,7 @@ def build_full_report(
             report.environment = environment_fingerprint(hw.id if hw is not None else None)
         except Exception as exc:  # noqa: BLE001 - the fingerprint is context, never worth a failed run
             notes.append(f"no environment fingerprint: {type(exc).__name__}")
-    report.settings["notes"] = notes
+    report.settings["notes"] = report.settings.get("notes", []) + notes
     return report
 
 
@@ -175,38 +172,64 @@ def _add_measurement(report: Any, analysis: Any, model: Any, hw: Any, result: An
     t = report.totals
     comparable = _same_kind(hw, device)
     peak = (t.get("activations") or {}).get("peak_inference_bytes")
+    spec = model is None or isinstance(model, str)
+    # A spec is built in `dtype`; a user's module runs as given, in the dtype it was traced in.
+    ran_in = (dtype or report.settings["dtype"]) if spec else report.settings["trace_dtype"]
     prediction = Prediction(
         flops=float(t["total_flops"]), dram_bytes=float(t["bytes_read"] + t["bytes_written"]),
-        precision=report.settings["dtype"],
+        precision=report.settings["dtype"] if spec else ran_in,
         latency_s=result.latency_s if result is not None and comparable else None,
         hardware=hw.id if hw is not None and comparable else None,
         tdp_w=hw.tdp_w if hw is not None and comparable else None,
         peak_activation_bytes=peak,
     )
     notes: list[str] = []
-    if model is None or isinstance(model, str):
+    restore = None
+    if spec:
         from .benchsetup import BenchBuilder
 
         builder = BenchBuilder(model, inputs, seq, dtype, device, None)
         make_call = builder.make_call
         name = builder.name
     else:
+        restore = _module_state(model)
         make_call = _module_call(model, analysis, device)
         name = loaded.name
     if hw is not None and not comparable:
         notes.append(f"the roofline is for {hw.id} ({hw.kind}), the measurement on {device}: "
                      "no roofline efficiency")
     # The batch that was counted, so measured and counted figures describe the same call.
-    bench = run_bench(
-        make_call, [lead], device=device, predict=lambda _b: prediction, energy=energy,
-        meter=select_meter("auto", device) if energy else None,
-        conditions={"model": name, "dtype": dtype or report.settings["dtype"], "batches": [lead]},
-        **timing,  # type: ignore[arg-type]
-    )
+    try:
+        bench = run_bench(
+            make_call, [lead], device=device, predict=lambda _b: prediction, energy=energy,
+            meter=select_meter("auto", device) if energy else None,
+            conditions={"model": name, "dtype": ran_in, "batches": [lead]},
+            **timing,  # type: ignore[arg-type]
+        )
+    finally:
+        if restore is not None:
+            restore()
     section = measured_section(bench)
     section["notes"] = notes + section["notes"]
     report.measured = section
     report.methods["measured"] = section["method"]
+
+
+def _module_state(module: Any) -> Callable[[], None]:
+    """A function that puts the user's module back in the mode (per submodule) and on the
+    device it had: measuring needs it in eval mode on the measured device, not for good."""
+    import itertools
+
+    modes = [(m, m.training) for m in module.modules()]
+    devices = {t.device for t in itertools.chain(module.parameters(), module.buffers())}
+
+    def restore() -> None:
+        for m, training in modes:
+            m.training = training
+        if len(devices) == 1:
+            module.to(next(iter(devices)))
+
+    return restore
 
 
 def _module_call(module: Any, analysis: Any, device: str) -> Callable[[int], Callable[[], Any]]:

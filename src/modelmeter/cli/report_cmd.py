@@ -104,6 +104,7 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
     with console.status("starting") as spinner:
         rep = build_full_report(model, hardware=hardware, dtype=dtype, batch=batch, seq=seq,
                                 inputs=list(inputs) or None, measure=measure, device=device, train=train,
+                                timing={"malloc": "retain"},  # this process ends with the command
                                 status=lambda text: spinner.update(text))
     data = rep.to_dict()
     if json_path is not None:
