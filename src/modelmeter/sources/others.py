@@ -1,4 +1,6 @@
-"""Non-transformers model sources: torchvision/timm, `pkg.module:factory`, `.pt2` files (layer 1).
+"""Non-transformers model sources: torchvision/timm, `pkg.module:factory` (layer 1).
+
+`.pt2` archives have their own module, `pt2`.
 
 Each returns the module plus its example inputs as (args, kwargs). Optional
 packages are imported only when their spec is used; a missing one is a
@@ -8,11 +10,8 @@ MissingDependencyError that names the install command and the alternative.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
-import zipfile
-from pathlib import Path
 from typing import Any
 
 from ..core.errors import MissingDependencyError, UnknownModelError, UserInputError
@@ -129,66 +128,6 @@ def split_example(example: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     raise UserInputError(
         f"example inputs must be a tensor, a tuple of tensors or a dict, got {type(example).__name__}"
     )
-
-
-def load_pt2(
-    path: Path, trust: bool = False
-) -> tuple[Any, tuple[tuple[Any, ...], dict[str, Any]] | None]:
-    """A `torch.export` archive -> (module, stored example inputs or None).
-
-    `torch.export.load` is not pickle-free: pickled weights/constants, custom
-    and opaque objects are unpickled, and the sample inputs fall back to
-    `torch.load(weights_only=False)`. So, unless `trust` (the user's
-    --trust-remote-code), an archive declaring any pickled payload is refused
-    and every `torch.load` during the load is forced to `weights_only=True`.
-    """
-    import torch
-
-    if not trust:
-        _refuse_pickled_payloads(path)
-    real_load = torch.load
-
-    def safe_load(*args: Any, **kwargs: Any) -> Any:
-        kwargs["weights_only"] = True
-        return real_load(*args, **kwargs)
-
-    try:
-        if not trust:
-            # Process-wide for the duration of the load; loads run one at a time.
-            torch.load = safe_load
-        program = torch.export.load(str(path))
-    except Exception as exc:
-        raise UnknownModelError(
-            f"cannot read {str(path)!r} as a torch.export archive: {type(exc).__name__}: "
-            f"{_one_line(exc)}; save one with torch.export.save(torch.export.export(m, args), path)"
-            + ("" if trust else " (or pass --trust-remote-code if it holds pickled objects you trust)")
-        ) from exc
-    finally:
-        torch.load = real_load
-    example = getattr(program, "example_inputs", None)
-    return program.module(), example
-
-
-def _refuse_pickled_payloads(path: Path) -> None:
-    """Raise UnknownModelError when the archive's payload configs declare pickled data."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for entry in archive.namelist():
-                if not entry.endswith(("weights_config.json", "constants_config.json")):
-                    continue
-                config = json.loads(archive.read(entry)).get("config", {})
-                for fqn, meta in config.items():
-                    name = str(meta.get("path_name", ""))
-                    if meta.get("use_pickle") or name.startswith(("custom_obj_", "opaque_obj_")):
-                        raise UnknownModelError(
-                            f"{path} stores {fqn!r} as a pickled object, which modelmeter does not "
-                            "unpickle; pass --trust-remote-code only if you trust the file"
-                        )
-    except (zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
-        raise UnknownModelError(
-            f"{path} is not a torch.export archive ({type(exc).__name__}: {_one_line(exc)}); "
-            "save one with torch.export.save"
-        ) from exc
 
 
 def _one_line(exc: BaseException) -> str:

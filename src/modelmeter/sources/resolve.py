@@ -29,9 +29,9 @@ from .others import (
     build_library_model,
     inputs_from_specs,
     load_factory,
-    load_pt2,
     split_example,
 )
+from .pt2 import load_pt2
 
 # resnet50 is the default because it is the field's reference benchmark (published
 # params and MACs to cross-check against), has no attention or sequence length to
@@ -82,7 +82,7 @@ def resolve_model(
             description=f"{library} {name}, random init", source=library,
         )
     elif spec.endswith(".pt2") and Path(spec).is_file():
-        loaded = _from_pt2(Path(spec), inputs, batch, device, trust_remote_code)
+        loaded = _from_pt2(Path(spec), inputs, batch, device)
     elif Path(spec).is_dir() and (Path(spec) / "config.json").is_file():
         loaded = _from_folder(Path(spec), inputs, batch, seq, device, trust_remote_code)
     elif _FACTORY_RE.match(spec):
@@ -197,9 +197,10 @@ def _from_factory(spec: str, inputs: list[str] | None, batch: int | None, device
 
 
 def _from_pt2(
-    path: Path, inputs: list[str] | None, batch: int | None, device: str, trust: bool
+    path: Path, inputs: list[str] | None, batch: int | None, device: str
 ) -> LoadedModel:
-    module, example = load_pt2(path, trust)
+    # Never trusted, whatever trust_remote_code says: a .pt2 runs no code of its own.
+    module, example = load_pt2(path)
     given = inputs_from_specs(inputs, None, batch, device)
     if given is not None:
         args, kwargs = given, {}

@@ -59,7 +59,7 @@ def trace_model(
         return t
 
     was_training = module.training
-    module.train(backward)
+    _set_training(module, backward)
     try:
         with ExitStack() as ctx:
             ctx.enter_context(torch.enable_grad() if backward else torch.no_grad())
@@ -79,7 +79,7 @@ def trace_model(
             del out
             mode.record_frees()
     finally:
-        module.train(was_training)
+        _set_training(module, was_training)
         if backward:
             for p in module.parameters():
                 p.grad = None
@@ -95,6 +95,15 @@ def trace_model(
         grad_enabled=backward,
         saved_tensors=tuple((sid, nbytes, path) for sid, (nbytes, path) in saved.items()),
     )
+
+
+def _set_training(module: torch.nn.Module, mode: bool) -> None:
+    try:
+        module.train(mode)
+    except NotImplementedError:
+        # A torch.export program's module refuses train()/eval(): its graph runs
+        # as it was exported (dropout, batch norm included) whatever we ask.
+        pass
 
 
 def _mode_name(module: torch.nn.Module, args: tuple, kwargs: dict) -> str:
