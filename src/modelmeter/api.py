@@ -226,7 +226,7 @@ def count_report(analysis: Analysis) -> Report:
     }
     return Report(
         model={"name": loaded.name, "kind": loaded.kind, "source": loaded.source,
-               "description": loaded.description},
+               "description": loaded.description, "build": loaded.build},
         settings=settings, totals=totals, modules=modules, uncounted_ops=uncounted,
         methods=methods,
     )

@@ -25,3 +25,6 @@ class LoadedModel:
     config: dict[str, Any] | None = None
     # Where it came from: 'preset', 'hf-folder', 'torchvision', 'timm', 'factory', 'pt2', 'module'.
     source: str = "module"
+    # How the module was built: 'meta', 'cpu', 'cpu, then meta (construction needs real
+    # values)' (see sources/build.py); None when the caller built it.
+    build: str | None = None

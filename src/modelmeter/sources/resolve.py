@@ -23,10 +23,11 @@ from ..core.precision import parse_precision
 from ..presets import load_preset, preset_names
 from . import hf
 from .base import LoadedModel
+from .build import BUILT_ON_CPU_THEN_META, to_meta
 from .inputs import check_positive
 from .others import (
-    DEFAULT_IMAGE_INPUT,
     build_library_model,
+    image_size_of,
     inputs_from_specs,
     load_factory,
     split_example,
@@ -74,13 +75,7 @@ def resolve_model(
     if spec in preset_names():
         loaded = _from_preset(spec, inputs, batch, seq, device)
     elif spec.startswith(("torchvision:", "timm:")):
-        library, _, name = spec.partition(":")
-        module = build_library_model(library, name, device)
-        args = inputs_from_specs(inputs, [DEFAULT_IMAGE_INPUT], batch, device) or ()
-        loaded = LoadedModel(
-            name=spec, module=module, args=args, kind="vision",
-            description=f"{library} {name}, random init", source=library,
-        )
+        loaded = _from_library(spec, inputs, batch, device)
     elif spec.endswith(".pt2") and Path(spec).is_file():
         loaded = _from_pt2(Path(spec), inputs, batch, device)
     elif Path(spec).is_dir() and (Path(spec) / "config.json").is_file():
@@ -130,14 +125,15 @@ def _from_preset(
     kind = preset["kind"]
     conf = hf.config_from_dict(preset["config"])
     cls = hf.model_class(preset["architecture"], kind)
-    module, _ = hf.build_module(conf, cls, kind, device, preset.get("attn_implementation"))
+    module, _, how = hf.build_module(conf, cls, kind, device, preset.get("attn_implementation"))
     kwargs = hf.make_hf_inputs(
         module, conf, kind, name=name, inputs=inputs, default_inputs=preset["inputs"],
         batch=batch, seq=seq, device=device,
     )
     return LoadedModel(
-        name=name, module=module, kwargs=kwargs, kind=kind, description=preset["description"],
-        config=preset["config"], source="preset",
+        name=name, module=module, kwargs=kwargs, kind=kind,
+        description=preset["description"] + _built_note(how),
+        config=preset["config"], source="preset", build=how,
     )
 
 
@@ -158,7 +154,7 @@ def _from_folder(
     kind = hf.guess_kind(conf, architecture)
     cls = hf.model_class(architecture, kind)
     attn = "sdpa" if kind != "vision" else None
-    module, weights = hf.build_module(
+    module, weights, how = hf.build_module(
         conf, cls, kind, device, attn, folder=folder, trust_remote_code=trust_remote_code
     )
     kwargs = hf.make_hf_inputs(
@@ -170,18 +166,18 @@ def _from_folder(
     )
     return LoadedModel(
         name=folder.name, module=module, kwargs=kwargs, kind=kind,
-        description=f"{architecture or type(module).__name__} from {folder}, {state}",
-        config=conf.to_dict(), source="hf-folder",
+        description=f"{architecture or type(module).__name__} from {folder}, {state}{_built_note(how)}",
+        config=conf.to_dict(), source="hf-folder", build=how,
     )
 
 
 def _from_factory(spec: str, inputs: list[str] | None, batch: int | None, device: str) -> LoadedModel:
-    module, example = load_factory(spec, device)
+    module, example, how = load_factory(spec, device)
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = {}
     given = inputs_from_specs(inputs, None, batch, device)
     if given is not None:
-        args = given  # --input wins over the factory's example inputs
+        args, kwargs = given  # --input wins over the factory's example inputs
     elif example is not None:
         args, kwargs = split_example(example)
         args, kwargs = _to_device((args, kwargs), device)
@@ -189,10 +185,11 @@ def _from_factory(spec: str, inputs: list[str] | None, batch: int | None, device
         raise UserInputError(
             f"{spec} returned no example inputs; give them with --input, e.g. --input 1x3x224x224"
         )
-    module = module.to(device) if _has_real_tensors(module) and device == "meta" else module
+    if device == "meta" and _has_real_tensors(module):
+        module = to_meta(module)  # a module object, or built on cpu: tied weights stay tied
     return LoadedModel(
         name=spec, module=module.eval(), args=args, kwargs=kwargs, kind="custom",
-        description=f"factory {spec}", source="factory",
+        description=f"factory {spec}{_built_note(how)}", source="factory", build=how,
     )
 
 
@@ -203,7 +200,7 @@ def _from_pt2(
     module, example = load_pt2(path)
     given = inputs_from_specs(inputs, None, batch, device)
     if given is not None:
-        args, kwargs = given, {}
+        args, kwargs = given
     elif example is not None:
         args, kwargs = _to_device(example, device)
     else:
@@ -214,6 +211,25 @@ def _from_pt2(
         name=path.name, module=module, args=tuple(args), kwargs=dict(kwargs), kind="custom",
         description=f"torch.export program {path}", source="pt2",
     )
+
+
+def _from_library(spec: str, inputs: list[str] | None, batch: int | None, device: str) -> LoadedModel:
+    library, _, name = spec.partition(":")
+    built = build_library_model(library, name, device, image_size_of(inputs))
+    size = built.image_size
+    args, kwargs = inputs_from_specs(inputs, [f"1x3x{size}x{size}"], batch, device) or ((), {})
+    fed = "inputs from --input" if inputs else f"{size}x{size} images ({built.size_source})"
+    return LoadedModel(
+        name=spec, module=built.module, args=args, kwargs=kwargs, kind="vision",
+        description=f"{library} {name}, random init, {fed}{_built_note(built.build)}",
+        source=library, build=built.build,
+    )
+
+
+def _built_note(how: str | None) -> str:
+    # Only the unusual path is worth a word in the one-line description.
+    return "; built on cpu, then moved to meta (construction needs real values)" if (
+        how == BUILT_ON_CPU_THEN_META) else ""
 
 
 def _has_real_tensors(module: Any) -> bool:

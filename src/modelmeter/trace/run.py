@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import ShapeError
+from ..core.errors import ShapeError, UserInputError
 from ..core.events import (
     BUFFER,
     INPUT,
@@ -29,6 +29,7 @@ from ..core.events import (
     ParamRecord,
     Trace,
 )
+from ..core.failures import failing_op, first_line, is_out_of_memory, meta_limit
 from .dispatch import TraceMode
 from .modules import ModuleStack, iter_tensors
 from .storages import StorageTable
@@ -58,6 +59,7 @@ def trace_model(
             saved[sid] = (storages.nbytes[sid], stack.current(backward=False))
         return t
 
+    device = _mode_name(module, args, kwargs)  # before the run: errors name where it ran
     was_training = module.training
     _set_training(module, backward)
     try:
@@ -69,12 +71,18 @@ def trace_model(
             ctx.enter_context(mode)
             try:
                 out = module(*args, **kwargs)
-            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                raise _shape_error(exc, stack) from exc
+            except _FAILURES as exc:
+                raise _trace_error(exc, stack, device) or _shape_error(exc, stack) from exc
             output_metas = tuple(storages.meta(t) for t in iter_tensors(out))
             if backward:
                 loss = _scalar_loss(out)
-                loss.backward()
+                try:
+                    loss.backward()
+                except _FAILURES as exc:
+                    error = _trace_error(exc, stack, device)
+                    if error is None:
+                        raise
+                    raise error from exc
                 del loss
             del out
             mode.record_frees()
@@ -156,9 +164,38 @@ def _scalar_loss(out: Any) -> torch.Tensor:
     raise ShapeError("the model's output has no floating tensor that requires grad; cannot run backward")
 
 
-def _shape_error(exc: Exception, stack: ModuleStack) -> ShapeError:
+# What a model's own code raises when the inputs do not fit (torch._assert raises
+# AssertionError), plus out-of-memory; anything else is a bug worth a traceback.
+_FAILURES = (RuntimeError, ValueError, TypeError, IndexError, AssertionError, MemoryError)
+
+
+def _trace_error(exc: BaseException, stack: ModuleStack, device: str) -> UserInputError | None:
+    """A message for what really failed: a meta-device limit or memory; None for anything else.
+
+    Neither is the inputs' fault, so neither may read "the inputs do not fit".
+    """
+    where = _location(stack)
+    if is_out_of_memory(exc):
+        on = "real tensors" if device == "real" else "the meta device"
+        return UserInputError(
+            f"ran out of memory tracing on {on} {where}: {first_line(exc)}; count on the meta "
+            "device instead (--device meta, the default: nothing is allocated), or lower "
+            "--batch/--seq, or trace in --dtype bf16/fp16"
+        )
+    if device == "meta":
+        limit = meta_limit(exc, failing_op(exc))
+        if limit is not None:
+            return UserInputError(
+                f"cannot trace on the meta device {where}: {limit.what}; use {limit.advice}"
+            )
+    return None
+
+
+def _location(stack: ModuleStack) -> str:
     where = stack.current(backward=False)
     kind = stack.types.get(where, "?")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    location = f"in module '{where}' ({kind})" if where else "in the model's top-level forward"
-    return ShapeError(f"the inputs do not fit the model {location}: {first}")
+    return f"in module '{where}' ({kind})" if where else "in the model's top-level forward"
+
+
+def _shape_error(exc: Exception, stack: ModuleStack) -> ShapeError:
+    return ShapeError(f"the inputs do not fit the model {_location(stack)}: {first_line(exc)}")
