@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .precision import QuantLayout, WeightTensor
+
 
 @dataclass(frozen=True, slots=True)
 class OpCount:
@@ -80,6 +82,10 @@ class Counts:
     modules: tuple[ModuleCounts, ...]
     ops: tuple[OpCount, ...]
     uncounted_ops: tuple[tuple[str, int], ...]  # (op, calls) with arithmetic but no formula
+    # The weight-only layout of a quantised what-if precision (None: no quantised precision).
+    quantization: QuantLayout | None = None
+    # Every parameter, classified for that layout (empty for hand-made counts).
+    weights: tuple[WeightTensor, ...] = ()
 
     @property
     def coverage(self) -> float:
