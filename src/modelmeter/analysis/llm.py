@@ -499,7 +499,7 @@ def llm_estimate(
         if weight_bytes > memory:
             notes.append(
                 f"the weights alone ({weight_bytes / 1e9:.1f} GB at {weights}) exceed {hw.id}'s "
-                f"{memory / 1e9:.0f} GB of memory: nothing fits on one device; figures assume it did"
+                f"{memory / 2**30:.0f} GiB of memory: nothing fits on one device; figures assume it did"
             )
         elif limit == 0:
             notes.append(f"not even batch 1 fits {hw.id}'s memory with its KV cache and activations")

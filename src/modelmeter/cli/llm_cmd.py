@@ -87,7 +87,7 @@ def _render(console: Console, s: dict[str, Any]) -> None:
     console.print(
         f"weights {format_bytes(s['weight_bytes'])}{_layout_note(s)} · KV cache {format_bytes(s['kv_cache_bytes_per_token'])}"
         f"/token (closed form {format_bytes(s['kv_cache_bytes_per_token_closed_form'])}) · device memory "
-        f"{format_bytes(hw['memory_bytes'])} · max batch "
+        f"{format_bytes(hw['memory_bytes'], binary=True)} · max batch "
         f"{'unknown' if limit is None else limit} · decode fit error "
         f"{s['fit']['decode_max_rel_error']:.1e}"
     )
