@@ -399,6 +399,8 @@ def add_memory_sections(report: Report, analysis: Analysis, *, train: bool, opti
         analysis.trace, train_trace, precision=precision, optimizer=optimizer,
         master_fp32=master_fp32, params=totals.params, trainable=totals.trainable_params,
         backward_counts=backward_counts, forward_counts=analysis.counts, checkpoint=checkpoint,
+        # A quantised precision stores the weights in the weight-only layout the count used.
+        param_bytes=totals.param_bytes if analysis.counts.quantization is not None else None,
     )
     report.totals["activations"] = sections["activations"]
     for module in report.modules:

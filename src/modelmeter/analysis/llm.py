@@ -16,7 +16,10 @@ Two stages, so one set of traces serves every hardware and precision question:
    FLOPs / vector rate``, ``t_memory = bytes / bandwidth``, step time = sum of
    per-op ``max(t_compute, t_memory)`` (no fusion, no overlap). Bytes are
    weights at `weights` (with block scales), KV cache at `kv_dtype`,
-   activations as traced at `dtype`.
+   activations as traced at `dtype`. A quantised `weights` (int8, int4, nf4,
+   fp8) follows the weight-only layout (`count/quantization.py`): the blocks'
+   linear weights at `weights`, the embedding, `lm_head` and norms at `dtype`;
+   each op's weight reads take the bytes per element of the module it runs in.
 
 Generation of G tokens: the prefill produces the first token (TTFT = prefill
 time); G - 1 decode steps follow, at cache lengths L = P ... P + G - 2, each
@@ -45,7 +48,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import UserInputError
-from ..core.precision import param_size, parse_precision, precision_of_torch_dtype
+from ..core.precision import (
+    QuantLayout,
+    WeightTensor,
+    kept_precision,
+    module_weights,
+    param_size,
+    parse_precision,
+    precision_of_torch_dtype,
+    quant_layout,
+)
 from ..formulas import decoder_dims, decoder_flops_per_token, kv_cache_bytes
 from ..hardware import Hardware, get_hardware
 from .llm_trace import (
@@ -104,6 +116,8 @@ class LLMCosts:
     notes: tuple[str, ...] = field(default=())
     # Keys one token attends to at most (the config's sliding window); None = whole context.
     sliding_window: int | None = None
+    # Every parameter, classified for the weight-only layout of quantised `weights`.
+    weights: tuple[WeightTensor, ...] = ()
 
     @property
     def cache_cap(self) -> int | None:
@@ -179,7 +193,7 @@ def measure_llm_costs(
         decode_peak=_line_scalar(corners[(1, l2)].peak_activation_bytes,
                                  corners[(2, l2)].peak_activation_bytes),
         fit_max_rel_error=error, traces=7, uncounted=uncounted, notes=tuple(notes),
-        sliding_window=window,
+        sliding_window=window, weights=tracer.weight_tensors,
     )
 
 
@@ -291,6 +305,8 @@ class LLMResult:
     max_batch: int | None  # None: memory unknown; 0: the weights alone do not fit
     sweep: tuple[BatchFigures, ...]  # powers of two for the plot
     notes: tuple[str, ...]
+    # The weight-only layout behind weight_bytes when `weights` is quantised.
+    quantization: QuantLayout | None = None
 
 
 class _Coster:
@@ -304,6 +320,17 @@ class _Coster:
         self.dtype = costs.dtype
         n = max(costs.params, 1)
         self.weight_b = param_size(n, weights).total_bytes / n  # block scales included
+        # Weight-only layout: bytes per weight element of the module each op runs in
+        # (a module owning no parameters reads kept tensors: a tied head, rotary buffers).
+        self.weight_b_of: dict[OpKey, float] = {}
+        p = parse_precision(weights)
+        if p.quantised and costs.weights:
+            keep = kept_precision(parse_precision(costs.dtype))
+            owned = module_weights(costs.weights, p, kept=keep)
+            self.weight_b_of = {
+                k: owned[i.module].bytes_per_element if i.module in owned else keep.bits / 8
+                for k, i in costs.info.items()
+            }
         self.kv_b = parse_precision(kv_dtype).bits / 8
         self.rates: dict[tuple[str, str], float] = {}
         self.prec = {k: self._precision(i.dtype) for k, i in costs.info.items()}
@@ -332,10 +359,13 @@ class _Coster:
                 t_c += v[MATMUL] / self.rate(prec, "matmul")
             if v[VECTOR]:
                 t_c += v[VECTOR] / self.rate(prec, "vector")
-        return t_c, self.bytes(v) / self.bw
+        return t_c, self.bytes(key, v) / self.bw
 
-    def bytes(self, v: Vec) -> float:
-        return v[WEIGHT] * self.weight_b + (v[KV_READ] + v[KV_WRITE]) * self.kv_b + v[ACT]
+    def weight_bytes(self, key: OpKey, v: Vec) -> float:
+        return v[WEIGHT] * self.weight_b_of.get(key, self.weight_b)
+
+    def bytes(self, key: OpKey, v: Vec) -> float:
+        return self.weight_bytes(key, v) + (v[KV_READ] + v[KV_WRITE]) * self.kv_b + v[ACT]
 
     def phase(self, vectors: dict[OpKey, Vec], time_s: float | None = None,
               t_c: float | None = None, t_m: float | None = None) -> PhaseFigures:
@@ -345,7 +375,7 @@ class _Coster:
             c, m = self.times(key, v)
             tc, tm, total = tc + c, tm + m, total + max(c, m)
             flops += v[MATMUL] + v[VECTOR]
-            w += v[WEIGHT] * self.weight_b
+            w += self.weight_bytes(key, v)
             kv += (v[KV_READ] + v[KV_WRITE]) * self.kv_b
             act += v[ACT]
         return PhaseFigures(flops, w, kv, act, tc if t_c is None else t_c, tm if t_m is None else t_m,
@@ -452,7 +482,10 @@ def llm_estimate(
     coster = _Coster(costs, hw, weights, kv_dtype)
     peak = coster.rate(costs.dtype, "matmul")
     vector = coster.rate(costs.dtype, "vector")
-    weight_bytes = param_size(costs.params, weights).total_bytes
+    layout = None
+    if parse_precision(weights).quantised and costs.weights:
+        layout = quant_layout(costs.weights, weights, kept=kept_precision(parse_precision(costs.dtype)))
+    weight_bytes = layout.total_bytes if layout else param_size(costs.params, weights).total_bytes
     kv_per_token = costs.kv_elems_per_token * coster.kv_b
     closed = kv_cache_bytes(costs.config, 1, coster.kv_b)
     memory = float(hw.memory_bytes) if hw.memory_bytes else None
@@ -466,7 +499,7 @@ def llm_estimate(
         if weight_bytes > memory:
             notes.append(
                 f"the weights alone ({weight_bytes / 1e9:.1f} GB at {weights}) exceed {hw.id}'s "
-                f"{memory / 1e9:.0f} GB of memory: nothing fits on one device; figures assume it did"
+                f"{memory / 2**30:.0f} GiB of memory: nothing fits on one device; figures assume it did"
             )
         elif limit == 0:
             notes.append(f"not even batch 1 fits {hw.id}'s memory with its KV cache and activations")
@@ -483,6 +516,7 @@ def llm_estimate(
         vector_flops=vector, bandwidth_bytes_per_s=coster.bw, weight_bytes=weight_bytes,
         kv_cache_bytes_per_token=kv_per_token, kv_cache_bytes_per_token_closed_form=closed,
         batches=rows, max_batch=limit, sweep=sweep, notes=tuple(dict.fromkeys(notes)),
+        quantization=layout,
     )
 
 
@@ -569,6 +603,8 @@ def llm_section(result: LLMResult) -> dict[str, Any]:
                      "sliding_window": c.sliding_window},
         "params": c.params,
         "weight_bytes": result.weight_bytes,
+        **({"weight_bytes_naive": result.quantization.naive_bytes,
+            "quantization": result.quantization.to_dict()} if result.quantization else {}),
         "kv_cache_bytes_per_token": result.kv_cache_bytes_per_token,
         "kv_cache_bytes_per_token_closed_form": result.kv_cache_bytes_per_token_closed_form,
         "closed_form_decode_flops_per_token": decoder_flops_per_token(c.config, c.prompt + 1),

@@ -39,7 +39,9 @@ from typing import Any
 
 from ..core.errors import UserInputError
 from ..core.events import ACTIVATION, BUFFER, PARAMETER, OpEvent, Trace
+from ..core.precision import WeightTensor
 from ..count.engine import count_op
+from ..count.quantization import weight_tensors
 from ..sources import LoadedModel, resolve_model
 from ..trace.run import trace_model
 
@@ -94,11 +96,17 @@ class DecoderTracer:
                 "the llm view needs a causal LM such as gpt2, llama3-8b or a local *ForCausalLM folder"
             )
         self._layout: list[tuple[tuple[int, ...], tuple[int, ...], Any]] | None = None
+        self._weights: tuple[WeightTensor, ...] = ()
 
     @property
     def params(self) -> int:
         """Parameters, tied ones once (named_parameters removes duplicates)."""
         return sum(p.numel() for p in self.loaded.module.parameters())
+
+    @property
+    def weight_tensors(self) -> tuple[WeightTensor, ...]:
+        """Parameters classified for the weight-only layout (from the first traced step)."""
+        return self._weights
 
     @property
     def config(self) -> dict[str, Any]:
@@ -121,6 +129,8 @@ class DecoderTracer:
                   "logits_to_keep": 1}
         with _fused_attention():
             trace = trace_model(module, (), kwargs)
+        if not self._weights:
+            self._weights = weight_tensors(trace)
         shapes = {tuple(t.shape) for layer in cache.layers for t in (layer.keys, layer.values)}
         return step_costs(trace, batch=batch, new_tokens=new_tokens, past=past, cache_shapes=shapes)
 

@@ -61,7 +61,7 @@ def list_cmd(as_json: bool) -> None:
         table.add_row(
             Text(hw.id),
             Text(hw.name),
-            format_bytes(hw.memory_bytes),
+            format_bytes(hw.memory_bytes, binary=True),  # device memory comes in GiB
             _bandwidth(hw.memory_bandwidth_bytes_per_s),
             *(_flops(hw.peak_flops.get(p)) for p in LIST_PRECISIONS),
             "—" if hw.tdp_w is None else f"{hw.tdp_w:g} W",
@@ -88,7 +88,7 @@ def show(hw_id: str, as_json: bool) -> None:
     head.add_column("field", style="bold")
     head.add_column("value")
     head.add_row("vendor / kind", f"{hw.vendor} / {hw.kind}")
-    head.add_row("memory", format_bytes(hw.memory_bytes))
+    head.add_row("memory", format_bytes(hw.memory_bytes, binary=True))
     head.add_row("bandwidth", _bandwidth(hw.memory_bandwidth_bytes_per_s))
     head.add_row("TDP", "—" if hw.tdp_w is None else f"{hw.tdp_w:g} W")
     head.add_row("year", "—" if hw.year is None else str(hw.year))

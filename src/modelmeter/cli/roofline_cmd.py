@@ -78,7 +78,7 @@ def _render(data: dict[str, Any], result: Any, depth: int, top: int) -> None:
         f"[bold]{hw.name}[/bold] ({hw.id}, {hw.source}): matrix peak {format_count(rl['hardware_detail']['peak_flops'], 'FLOP/s')} "
         f"at {rl['precision']}{eff}, vector {format_count(rl['hardware_detail']['vector_flops'], 'FLOP/s')}, "
         f"bandwidth {format_bytes(hw.memory_bandwidth_bytes_per_s)}/s, ridge point {rl['ridge_point']:.3g} FLOP/byte; "
-        f"weights {rl['weights']}, activations {rl['activations']}"
+        f"weights {rl['weights']}{_layout_note(rl)}, activations {rl['activations']}"
     )
     table = Table(title=f"{data['model']['name']} — roofline per module (estimated, unfused)")
     for col in ("module", "FLOPs", "bytes", "FLOP/B", "t_compute", "t_memory", "bound"):
@@ -107,3 +107,12 @@ def _render(data: dict[str, Any], result: Any, depth: int, top: int) -> None:
             f"{format_seconds(r.latency_s)}" for r in rows))
     for note in rl["notes"]:
         console.print(f"note: {note}")
+
+
+def _layout_note(rl: dict[str, Any]) -> str:
+    """' (weight-only: embedding, head, norm kept fp16)' for a quantised weights precision."""
+    q = rl.get("quantization")
+    if not q:
+        return ""
+    kept = ", ".join(k["kind"] for k in q["kept"]) or "nothing"
+    return f" (weight-only: {kept} kept {q['kept_precision']})"

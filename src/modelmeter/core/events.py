@@ -72,6 +72,8 @@ class ParamRecord:
     itemsize: int
     trainable: bool
     storage: int
+    # The tensor's shape: a weight-only quantiser groups along a weight's input features.
+    shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,10 @@ def count_sections(counts: Counts) -> tuple[dict[str, Any], list[dict[str, Any]]
         "fallback_ops": fallback_section(counts),
         "fallback_flops": sum(f for _, _, f in counts.fallback_ops),
     }
+    if counts.quantization is not None:
+        # The weight-only layout behind param_bytes, and the naive all-tensors figure beside it.
+        totals["param_bytes_naive"] = counts.quantization.naive_bytes
+        totals["quantization"] = counts.quantization.to_dict()
     modules = [
         {
             "path": m.path, "type": m.type, "depth": m.depth, "calls": m.calls,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .precision import QuantLayout, WeightTensor
+
 # OpCount.source: whose formula produced an op's figure.
 SOURCE_OURS = "modelmeter"
 SOURCE_PYTORCH = "pytorch"  # PyTorch's flop_registry, a fallback for ops we have no formula for
@@ -90,6 +92,10 @@ class Counts:
     modules: tuple[ModuleCounts, ...]
     ops: tuple[OpCount, ...]
     uncounted_ops: tuple[tuple[str, int], ...]  # (op, calls) with arithmetic but no formula
+    # The weight-only layout of a quantised what-if precision (None: no quantised precision).
+    quantization: QuantLayout | None = None
+    # Every parameter, classified for that layout (empty for hand-made counts).
+    weights: tuple[WeightTensor, ...] = ()
 
     @property
     def coverage(self) -> float:

@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from ..core.events import BUFFER, PARAMETER, OpEvent, Trace
-from ..core.precision import param_size
 from ..core.results import SOURCE_OURS, SOURCE_PYTORCH, Counts, CountTotals, ModuleCounts, OpCount
 from . import contractions  # noqa: F401 - registers the formulas
 from .other import INPLACE_VIEWS, estimated_flops, is_data_movement, other_flops
+from .quantization import parameter_sizes
 from .registry import macs_formula
 
 _FLOAT_DTYPES = ("float", "bfloat", "half", "double")
@@ -133,9 +133,10 @@ def count_trace(
     own_params: Counter[str] = Counter()
     inc_params: Counter[str] = Counter()
     inc_param_bytes: Counter[str] = Counter()
+    sizes = parameter_sizes(trace, precision, group_size)
     for p in trace.parameters:
         own_params[p.module] += p.numel
-        size = _bytes_of(p.numel, p.itemsize, precision, group_size)
+        size = sizes.by_name[p.name]
         for anc in ancestors(p.module):
             inc_params[anc] += p.numel
             inc_param_bytes[anc] += int(size)
@@ -154,29 +155,17 @@ def count_trace(
         for m in trace.modules
     )
 
-    total_params = sum(p.numel for p in trace.parameters)
-    if precision is None:
-        param_bytes: float = sum(p.numel * p.itemsize for p in trace.parameters)
-        scale_bytes = 0.0
-    else:
-        size = param_size(total_params, precision, group_size)
-        param_bytes, scale_bytes = size.total_bytes, size.scale_bytes
     totals = CountTotals(
-        params=total_params,
+        params=sum(p.numel for p in trace.parameters),
         trainable_params=sum(p.numel for p in trace.parameters if p.trainable),
         buffers=sum(b.numel for b in trace.buffers),
         buffer_bytes=sum(b.numel * b.itemsize for b in trace.buffers),
-        param_bytes=param_bytes,
-        param_scale_bytes=scale_bytes,
+        param_bytes=sizes.param_bytes,
+        param_scale_bytes=sizes.scale_bytes,
         macs=sum(o.macs for o in ops),
         other_flops=sum(o.other_flops for o in ops),
         bytes_read=sum(o.bytes_read for o in ops),
         bytes_written=sum(o.bytes_written for o in ops),
     )
-    return Counts(totals, modules, ops, tuple(sorted(uncounted.items(), key=lambda kv: -kv[1])))
-
-
-def _bytes_of(numel: int, itemsize: int, precision: str | None, group_size: int | None) -> float:
-    if precision is None:
-        return numel * itemsize
-    return param_size(numel, precision, group_size).total_bytes
+    return Counts(totals, modules, ops, tuple(sorted(uncounted.items(), key=lambda kv: -kv[1])),
+                  quantization=sizes.layout, weights=sizes.tensors)

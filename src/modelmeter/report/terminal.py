@@ -46,9 +46,17 @@ def totals_table(report: dict[str, Any]) -> Table:
         (f"parameter size ({s['dtype']})", format_bytes(t["param_bytes"]),
          f"{t['param_bytes']:,.0f} B = {format_bytes(t['param_bytes'], binary=True)}"),
     ]
+    q = t.get("quantization")
     if t.get("param_scale_bytes"):
+        group = q["group_size"] if q else s.get("group_size")
         rows.append(("  of which quantisation scales", format_bytes(t["param_scale_bytes"]),
-                     f"group size {s.get('group_size')}"))
+                     f"group size {group}"))
+    if q:
+        kept = ", ".join(k["kind"] for k in q["kept"]) or "nothing"
+        rows.append((f"  of which kept {q['kept_precision']}: {kept}", format_bytes(q["kept_bytes"]),
+                     f"{q['kept_params']:,} params"))
+        rows.append((f"  naive: every tensor at {q['precision']}", format_bytes(t["param_bytes_naive"]),
+                     f"{t['param_bytes_naive']:,.0f} B"))
     rows += [
         ("MACs", format_count(t["macs"]), f"{t['macs']:,}"),
         ("FLOPs (= 2 × MACs)", format_count(t["flops"]), f"{t['flops']:,}"),

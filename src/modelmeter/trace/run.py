@@ -130,7 +130,7 @@ def _param_records(module: torch.nn.Module, storages: StorageTable) -> tuple[Par
         owner = name.rpartition(".")[0]
         records.append(
             ParamRecord(name, owner, p.numel(), str(p.dtype).removeprefix("torch."),
-                        p.element_size(), p.requires_grad, sid)
+                        p.element_size(), p.requires_grad, sid, tuple(p.shape))
         )
     return tuple(records)
 
