@@ -31,6 +31,7 @@ from ..core.events import (
 )
 from .dispatch import TraceMode
 from .modules import ModuleStack, iter_tensors
+from .moe import RoutingRecorder, sparse_llama4
 from .storages import StorageTable
 
 
@@ -49,6 +50,7 @@ def trace_model(
     counter_box: list[TraceMode] = []
     stack = ModuleStack(module, lambda: len(counter_box[0].events) if counter_box else 0)
     mode = TraceMode(storages, stack)
+    routing = RoutingRecorder(module)
     counter_box.append(mode)
     saved: dict[int, tuple[int, str]] = {}
 
@@ -64,6 +66,8 @@ def trace_model(
         with ExitStack() as ctx:
             ctx.enter_context(torch.enable_grad() if backward else torch.no_grad())
             ctx.enter_context(stack)
+            ctx.enter_context(sparse_llama4(module))
+            ctx.enter_context(routing)
             if backward:
                 ctx.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
             ctx.enter_context(mode)
@@ -94,6 +98,8 @@ def trace_model(
         mode=_mode_name(module, args, kwargs),
         grad_enabled=backward,
         saved_tensors=tuple((sid, nbytes, path) for sid, (nbytes, path) in saved.items()),
+        expert_groups=tuple(group for _, group in routing.groups),
+        routing=tuple(routing.records),
     )
 
 
