@@ -29,6 +29,18 @@ BALANCED = "balanced (assumed on meta)"
 AS_ROUTED = "as the router chose (real tensors)"
 
 
+def expected_touched(experts: int, top_k: int, tokens: float) -> float:
+    """Expected distinct experts receiving a token under balanced routing: E·(1 − (1 − k/E)^T).
+
+    Balanced: each of T tokens picks top_k distinct experts uniformly and
+    independently, so an expert is missed by one token with probability 1 − k/E.
+    """
+    if experts <= 0 or tokens <= 0:
+        return 0.0
+    k = min(top_k, experts)
+    return experts * (1.0 - (1.0 - k / experts) ** tokens)
+
+
 def _inside(module: str, path: str) -> bool:
     return module == path or module.startswith(path + ".")
 

@@ -30,9 +30,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import _disable_current_modes
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from ..core.events import ExpertGroup, RoutingRecord
+from ..count.moe import expected_touched
 
 _GROUPED_MM = "aten._grouped_mm.default"
 
@@ -52,12 +53,11 @@ def run_op(func: Any, args: tuple, kwargs: dict) -> Any:
     return func(*args, **kwargs)
 
 
-def expected_touched(experts: int, top_k: int, tokens: float) -> float:
-    """Expected distinct experts receiving a token under balanced routing: E·(1 − (1 − k/E)^T)."""
-    if experts <= 0 or tokens <= 0:
-        return 0.0
-    k = min(top_k, experts)
-    return experts * (1.0 - (1.0 - k / experts) ** tokens)
+class MetaExperts(TorchDispatchMode):
+    """Run a forward outside a trace with `run_op`'s meta `_grouped_mm` (e.g. to size a cache)."""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        return run_op(func, args, kwargs or {})
 
 
 def find_expert_groups(root: torch.nn.Module) -> list[tuple[torch.nn.Module, ExpertGroup]]:
