@@ -11,6 +11,7 @@ import torch
 import transformers
 
 import modelmeter
+from modelmeter.presets import load_preset, preset_names
 
 T = 128  # tokens of the shrunk Mixtral
 
@@ -142,6 +143,32 @@ def test_presets_match_published_total_and_active_parameters(preset):
     assert abs(report["totals"]["params"] - total) < total_tol
     assert abs(report["totals"][key] - active) < active_tol
     assert report["settings"]["routing"] == "balanced (assumed on meta)"
+    # The figures `modelmeter models` lists without building the model are the counted ones.
+    stored = load_preset(preset)
+    assert (stored["params"], stored["active_params"]) == (
+        report["totals"]["params"], report["totals"]["active_params"])
+
+
+@pytest.mark.parametrize("preset", sorted(set(preset_names()) - set(PUBLISHED)))
+def test_stored_parameters_of_dense_presets_are_the_counted_ones(preset):
+    report = modelmeter.count(preset, seq=8).to_dict()
+    stored = load_preset(preset)
+    assert stored["params"] == stored["active_params"] == report["totals"]["params"]
+    assert report["totals"]["active_params"] == report["totals"]["params"]
+
+
+def test_models_lists_family_total_and_active_parameters():
+    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "models", "--json", "-"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["presets"]}
+    assert set(PUBLISHED) <= set(rows) and "resnet50" in rows
+    assert (rows["mixtral-8x7b"]["family"], rows["mixtral-8x7b"]["params"],
+            rows["mixtral-8x7b"]["active_params"]) == ("mixtral", 46_702_792_704, 12_879_925_248)
+    table = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "models"],
+                           capture_output=True, text=True, timeout=120)
+    line = next(li for li in table.stdout.splitlines() if "deepseek-v3" in li)
+    assert "deepseek_v3" in line and "671 G" in line and "37.6 G" in line
 
 
 def test_count_deepseek_v3_from_the_cli_without_weights():
