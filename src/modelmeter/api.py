@@ -224,12 +224,23 @@ def count_report(analysis: Analysis) -> Report:
         "formulas": ("modelmeter's own formulas; PyTorch's flop_registry only as a fallback "
                      "for ops without one (listed in totals.fallback_ops)"),
     }
+    _add_routing(settings, methods, analysis.counts)
     return Report(
         model={"name": loaded.name, "kind": loaded.kind, "source": loaded.source,
                "description": loaded.description, "build": loaded.build},
         settings=settings, totals=totals, modules=modules, uncounted_ops=uncounted,
         methods=methods,
     )
+
+
+def _add_routing(settings: dict[str, Any], methods: dict[str, str], counts: Counts) -> None:
+    """Mixture-of-experts models: say how routed experts were costed (count/moe.py)."""
+    if counts.routing is None:
+        return
+    settings["routing"] = counts.routing
+    methods["active_params"] = ("counted: dense parts, shared experts, routers and top_k of each "
+                                "routed expert group; MACs of routed experts do not depend on the "
+                                "routing, the expert weights read do")
 
 
 def _traced_dtype(analysis: Analysis) -> str:

@@ -38,15 +38,24 @@ def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path
 
 
 @click.command()
-def models() -> None:
-    """List the shipped model presets."""
+@click.option("--json", "json_path", metavar="PATH", help="Write the list as JSON ('-' = stdout).")
+def models(json_path) -> None:
+    """List the shipped model presets: family, total and active parameters."""
     from rich.table import Table
 
-    from ..sources import list_presets
+    from ..core.units import format_count
+    from ..presets import preset_names, preset_summary
 
+    rows = [preset_summary(name) for name in preset_names()]
+    if json_path:
+        write_json({"presets": rows}, json_path)
+        if json_path == "-":
+            return
     table = Table(title="shipped presets (architectures from configs; no download)")
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    for name, description in list_presets():
-        table.add_row(name, description)
+    for column, justify in (("name", "left"), ("family", "left"), ("params", "right"),
+                            ("active", "right"), ("description", "left")):
+        table.add_column(column, justify=justify, style="bold" if column == "name" else None)
+    for r in rows:
+        table.add_row(r["name"], r["family"], format_count(r["params"]), format_count(r["active_params"]),
+                      r["description"])
     make_console().print(table)

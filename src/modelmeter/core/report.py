@@ -74,6 +74,8 @@ def count_sections(counts: Counts) -> tuple[dict[str, Any], list[dict[str, Any]]
     t = counts.totals
     totals = {
         "params": t.params,
+        "active_params": t.active_params,
+        "active_params_without_embeddings": t.active_params_without_embeddings,
         "trainable_params": t.trainable_params,
         "buffers": t.buffers,
         "buffer_bytes": t.buffer_bytes,
@@ -107,6 +109,7 @@ def count_sections(counts: Counts) -> tuple[dict[str, Any], list[dict[str, Any]]
             "bytes_read": m.bytes_read, "bytes_written": m.bytes_written,
             "input_bytes": m.input_bytes, "output_bytes": m.output_bytes,
             "seed_bytes": m.seed_bytes,
+            **({"experts": m.experts, "top_k": m.top_k} if m.experts else {}),
         }
         for m in counts.modules
     ]

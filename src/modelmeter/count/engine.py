@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 from ..core.events import BUFFER, PARAMETER, OpEvent, Trace
 from ..core.results import SOURCE_OURS, SOURCE_PYTORCH, Counts, CountTotals, ModuleCounts, OpCount
 from . import contractions  # noqa: F401 - registers the formulas
+from .moe import active_params, lookup_only_params, routing_mode, scale_expert_reads
 from .other import INPLACE_VIEWS, estimated_flops, is_data_movement, other_flops
 from .quantization import parameter_sizes
 from .registry import macs_formula
@@ -113,7 +114,7 @@ def count_trace(
     `precision` sets the bytes per parameter (e.g. 'int4'); None keeps the
     traced dtypes' real sizes.
     """
-    ops = tuple(count_op(e) for e in trace.events if e.phase == phase)
+    ops = scale_expert_reads(tuple(count_op(e) for e in trace.events if e.phase == phase), trace)
     uncounted = Counter(o.op for o in ops if o.category == "uncounted")
 
     own: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
@@ -141,6 +142,7 @@ def count_trace(
             inc_params[anc] += p.numel
             inc_param_bytes[anc] += int(size)
 
+    experts = {g.module: (g.experts, g.top_k) for g in trace.expert_groups}
     modules = tuple(
         ModuleCounts(
             path=m.path, type=m.type, depth=0 if not m.path else m.path.count(".") + 1,
@@ -151,6 +153,7 @@ def count_trace(
             input_bytes=m.input_bytes, output_bytes=m.output_bytes,
             own_macs=own[m.path][0] if m.path in own else 0,
             own_other_flops=own[m.path][1] if m.path in own else 0,
+            experts=experts.get(m.path, (0, 0))[0], top_k=experts.get(m.path, (0, 0))[1],
         )
         for m in trace.modules
     )
@@ -166,6 +169,8 @@ def count_trace(
         other_flops=sum(o.other_flops for o in ops),
         bytes_read=sum(o.bytes_read for o in ops),
         bytes_written=sum(o.bytes_written for o in ops),
+        active_params=(active := active_params(trace)),
+        active_params_without_embeddings=active - lookup_only_params(trace),
     )
     return Counts(totals, modules, ops, tuple(sorted(uncounted.items(), key=lambda kv: -kv[1])),
-                  quantization=sizes.layout, weights=sizes.tensors)
+                  quantization=sizes.layout, weights=sizes.tensors, routing=routing_mode(trace))

@@ -24,8 +24,9 @@ def module_table(report: dict[str, Any], depth: int, title: str | None = None) -
         indent = "  " * m["depth"]
         label = m["path"].rpartition(".")[2] if m["path"] else "(model)"
         share = m["flops"] / total_flops if total_flops else None
+        kind = f"{m['type']} ×{m['experts']} (top-{m['top_k']})" if m.get("experts") else m["type"]
         table.add_row(
-            indent + label, m["type"], format_count(m["params"]), format_count(m["macs"]),
+            indent + label, kind, format_count(m["params"]), format_count(m["macs"]),
             format_count(m["flops"]), format_count(m["other_flops"]),
             format_bytes(m["bytes_read"]), format_bytes(m["bytes_written"]), format_percent(share),
         )
@@ -41,6 +42,14 @@ def totals_table(report: dict[str, Any]) -> Table:
     table.add_column("exact", justify="right", style="dim")
     rows = [
         ("parameters", format_count(t["params"]), f"{t['params']:,}"),
+    ]
+    if t.get("active_params") is not None and t["active_params"] != t["params"]:
+        active, lean = t["active_params"], t.get("active_params_without_embeddings")
+        rows.append(("active parameters per token", format_count(active), f"{active:,}"))
+        if lean is not None and lean != active:
+            rows.append(("  without embedding lookups", format_count(lean), f"{lean:,}"))
+        rows.append(("expert routing", s.get("routing") or "", ""))
+    rows += [
         ("trainable parameters", format_count(t["trainable_params"]), f"{t['trainable_params']:,}"),
         ("buffers", format_count(t["buffers"]), f"{t['buffers']:,}"),
         (f"parameter size ({s['dtype']})", format_bytes(t["param_bytes"]),

@@ -7,6 +7,7 @@ Spec forms, tried in this order:
 3. a path to a `torch.export` archive (`*.pt2`),
 4. a local folder with a transformers `config.json`,
 5. `pkg.module:factory` (importable from the current directory),
+6. a Hugging Face Hub model id `owner/name` (its config.json only, cached; `hub.py`),
 
 anything else is an UnknownModelError that suggests the closest preset.
 """
@@ -21,7 +22,7 @@ from typing import Any
 from ..core.errors import UnknownModelError, UserInputError
 from ..core.precision import parse_precision
 from ..presets import load_preset, preset_names
-from . import hf
+from . import hf, hub
 from .base import LoadedModel
 from .build import BUILT_ON_CPU_THEN_META, to_meta
 from .inputs import check_positive
@@ -82,6 +83,8 @@ def resolve_model(
         loaded = _from_folder(Path(spec), inputs, batch, seq, device, trust_remote_code)
     elif _FACTORY_RE.match(spec):
         loaded = _from_factory(spec, inputs, batch, device)
+    elif hub.looks_like_hub_id(spec):
+        loaded = _from_hub(spec, inputs, batch, seq, device, trust_remote_code)
     else:
         raise UnknownModelError(_unknown_message(spec))
     if torch_dtype is not None:
@@ -137,9 +140,23 @@ def _from_preset(
     )
 
 
+def _from_hub(
+    repo_id: str, inputs: list[str] | None, batch: int | None, seq: int | None, device: str,
+    trust_remote_code: bool,
+) -> LoadedModel:
+    folder = hub.fetch_config_folder(repo_id, trust_remote_code)
+    loaded = _from_folder(folder, inputs, batch, seq, device, trust_remote_code, load_weights=False)
+    state = "no weights (meta)" if device == "meta" else "random init"
+    architecture = (loaded.config or {}).get("architectures") or [type(loaded.module).__name__]
+    loaded.name = repo_id
+    loaded.source = "hub"
+    loaded.description = f"{architecture[0]} from the Hugging Face Hub ({repo_id} config.json), {state}"
+    return loaded
+
+
 def _from_folder(
     folder: Path, inputs: list[str] | None, batch: int | None, seq: int | None, device: str,
-    trust_remote_code: bool,
+    trust_remote_code: bool, load_weights: bool = True,
 ) -> LoadedModel:
     transformers = hf.import_transformers()
     try:
@@ -155,7 +172,8 @@ def _from_folder(
     cls = hf.model_class(architecture, kind)
     attn = "sdpa" if kind != "vision" else None
     module, weights, how = hf.build_module(
-        conf, cls, kind, device, attn, folder=folder, trust_remote_code=trust_remote_code
+        conf, cls, kind, device, attn, folder=folder if load_weights else None,
+        trust_remote_code=trust_remote_code,
     )
     kwargs = hf.make_hf_inputs(
         module, conf, kind, name=folder.name, inputs=inputs, default_inputs=None,
@@ -266,5 +284,5 @@ def _unknown_message(spec: str) -> str:
     return (
         f"unknown model {spec!r}{guess} Shipped presets: {', '.join(names)}; "
         "or give pkg.module:factory, a folder with config.json, torchvision:NAME, timm:NAME, "
-        "a .pt2 file"
+        "a .pt2 file, a Hugging Face model id owner/name"
     )

@@ -32,6 +32,7 @@ from ..core.events import (
 from ..core.failures import failing_op, first_line, is_out_of_memory, meta_limit
 from .dispatch import TraceMode
 from .modules import ModuleStack, iter_tensors
+from .moe import RoutingRecorder, sparse_llama4
 from .storages import StorageTable
 
 
@@ -50,6 +51,7 @@ def trace_model(
     counter_box: list[TraceMode] = []
     stack = ModuleStack(module, lambda: len(counter_box[0].events) if counter_box else 0)
     mode = TraceMode(storages, stack)
+    routing = RoutingRecorder(module)
     counter_box.append(mode)
     saved: dict[int, tuple[int, str]] = {}
 
@@ -66,6 +68,8 @@ def trace_model(
         with ExitStack() as ctx:
             ctx.enter_context(torch.enable_grad() if backward else torch.no_grad())
             ctx.enter_context(stack)
+            ctx.enter_context(sparse_llama4(module))
+            ctx.enter_context(routing)
             if backward:
                 ctx.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
             ctx.enter_context(mode)
@@ -102,6 +106,8 @@ def trace_model(
         mode=_mode_name(module, args, kwargs),
         grad_enabled=backward,
         saved_tensors=tuple((sid, nbytes, path) for sid, (nbytes, path) in saved.items()),
+        expert_groups=tuple(group for _, group in routing.groups),
+        routing=tuple(routing.records),
     )
 
 
