@@ -18,8 +18,7 @@ from typing import Any
 import click
 
 from ..benchsetup import BenchBuilder, check_device, prediction_hardware
-from ..core.errors import UserInputError
-from .options import make_console, write_json
+from .options import check_outputs, check_sizes, make_console, write_json
 
 EXIT_INTERRUPTED = 130
 
@@ -66,8 +65,15 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
     # Everything a user can get wrong is checked before a model is built.
     device = check_device(device)
     batches = parse_batches(batch_text) if batch_text is not None else None
-    if seq is not None and seq <= 0:
-        raise UserInputError(f"--seq must be a positive integer, got {seq}")
+    check_sizes(batches or [], "--batch")
+    check_sizes(seq, "--seq")
+    check_outputs(json=json_path)
+    if device == "cpu":
+        from .memcheck import check_cpu_fit
+
+        # The largest batch is the one that must fit (the sweep's OOM rule handles activations).
+        check_cpu_fit(model, inputs=list(inputs) or None, batch=max(batches) if batches else None,
+                      seq=seq, advice="`modelmeter roofline` predicts its latency without running it")
     if dtype is not None:
         dtype = parse_precision(dtype).name
     energy = energy or region is not None or pue is not None
@@ -100,9 +106,10 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
     report.measured = section
     report.methods["measured"] = section["method"]
 
+    # Rendered first: should the write still fail (disk full), the numbers were shown.
+    _render(console, section, energy)
     if json_path is not None:
         write_json(report.to_dict(), json_path)
-    _render(console, section, energy)
     if json_path not in (None, "-"):
         console.print(f"wrote {json_path}")
     if result.interrupted:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import make_console, model_options, write_json
+from .options import check_outputs, make_console, model_options, write_json
 
 
 @click.command()
@@ -19,6 +19,13 @@ def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path
     """Parameters, parameter size, MACs/FLOPs and bytes, per module and in total."""
     from .. import api
 
+    check_outputs(json=json_path)
+    if device == "cpu":
+        from .memcheck import check_cpu_fit
+
+        check_cpu_fit(model, inputs=list(inputs) or None, batch=batch, seq=seq,
+                      advice="count it on the meta device instead (--device meta, the default: "
+                             "nothing is allocated)")
     report = api.count(model, dtype=dtype, group_size=group_size, inputs=list(inputs) or None,
                        batch=batch, seq=seq, device=device).to_dict()
     if json_path == "-":

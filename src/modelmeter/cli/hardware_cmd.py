@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..core.files import atomic_write
 from ..core.units import format_bytes, format_count, format_percent
-from .options import make_console
+from .options import check_outputs, make_console
 
 LIST_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
 
@@ -140,6 +141,12 @@ def calibrate_cmd(quick: bool, no_save: bool, device: str | None, threads: int |
 
     from ..hardware import calibrate, save_local_profile
 
+    check_outputs(json=json_path)  # before minutes of measuring
+    if not no_save:
+        from ..core.files import check_writable
+        from ..hardware.profile import local_profile_path
+
+        check_writable(local_profile_path(), "hardware profile", make_folders=True)
     console = Console(stderr=json_path == "-")
     # Redraw only between measurements: an auto-refresh thread would compete for the cores
     # being calibrated.
@@ -159,8 +166,7 @@ def calibrate_cmd(quick: bool, no_save: bool, device: str | None, threads: int |
     else:
         _print_calibration(console, hw, result)
         if json_path:
-            with open(json_path, "w", encoding="utf-8") as fh:
-                json.dump(result.to_dict(), fh, indent=1)
+            atomic_write(json_path, json.dumps(result.to_dict(), indent=1) + "\n")
             console.print(f"wrote {json_path}")
     if no_save:
         console.print("not saved (--no-save)")

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.units import format_bytes, format_count, format_seconds
-from .options import make_console, write_json
+from .options import check_outputs, check_sizes, make_console, write_json
 
 
 @click.command()
@@ -38,12 +38,18 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     from .. import api
     from ..analysis.llm import parse_batches
 
+    # Everything a user can get wrong is checked before minutes of tracing.
+    check_sizes(prompt, "--prompt")
+    check_sizes(gen, "--gen")
+    batch_sizes = parse_batches(batches)
+    check_sizes(batch_sizes, "--batch")
     hw = api.resolve_hardware(hardware)
     if plot_path:
         from ..report.llm_plots import check_plot_path
 
-        check_plot_path(plot_path)  # before minutes of tracing, not after
-    section = api.llm(model, hardware=hw, prompt=prompt, gen=gen, batches=parse_batches(batches),
+        check_plot_path(plot_path)
+    check_outputs(json=json_path)
+    section = api.llm(model, hardware=hw, prompt=prompt, gen=gen, batches=batch_sizes,
                       dtype=dtype, weights=weights, kv_dtype=kv_dtype, max_batch=max_batch,
                       trust_remote_code=trust_remote_code)
     if plot_path:

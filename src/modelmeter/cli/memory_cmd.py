@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..core.units import format_bytes, format_count
-from .options import make_console, model_options, write_json
+from .options import check_outputs, make_console, model_options, write_json
 
 
 @click.command()
@@ -25,6 +25,13 @@ def memory(model, inputs, batch, seq, dtype, train, optimizer, master_fp32, chec
     """Peak activation memory for inference and training, and the training budget."""
     from .. import api
 
+    check_outputs(json=json_path)
+    if device == "cpu":
+        from .memcheck import check_cpu_fit
+
+        check_cpu_fit(model, inputs=list(inputs) or None, batch=batch, seq=seq,
+                      advice="trace it on the meta device instead (--device meta, the default: "
+                             "nothing is allocated)")
     report = api.memory(model, dtype=dtype, train=train, optimizer=optimizer,
                         master_fp32=master_fp32, checkpoint=checkpoint,
                         inputs=list(inputs) or None, batch=batch, seq=seq, device=device).to_dict()

@@ -22,37 +22,21 @@ from typing import Any
 import click
 
 from ..core.errors import UserInputError
+from ..core.files import atomic_write
 from ..reportsetup import (
     build_comparison,
     build_full_report,
     split_list,
 )
-from .options import make_console, write_json
-
-
-def _check_target(target: str | None) -> None:
-    """Checked before the run: a typo in a path costs no waiting."""
-    if target is None or target == "-":
-        return
-    p = Path(target)
-    if not p.parent.is_dir():
-        raise UserInputError(f"cannot write {target}: folder {p.parent} does not exist")
-    if p.is_dir():
-        raise UserInputError(f"cannot write {target}: it is a folder")
+from .options import check_outputs, check_sizes, make_console, write_json
 
 
 def _write_text(target: str, text: str) -> None:
-    """Written whole, then renamed: never half a file."""
+    """Whole or not at all (core.files.atomic_write); '-' is stdout."""
     if target == "-":
         click.echo(text, nl=not text.endswith("\n"))
         return
-    path = Path(target)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise UserInputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    atomic_write(target, text)
 
 
 def export_json(report: Any) -> dict[str, Any]:
@@ -97,8 +81,16 @@ def export_json(report: Any) -> dict[str, Any]:
 def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, depth, top, json_path,
            csv_path, md_path, html_path, save, db, absolute_paths) -> None:
     """Every efficiency metric of a model in one view: counts, memory, roofline, measurement."""
-    for target in (json_path, csv_path, md_path, html_path):
-        _check_target(target)
+    check_outputs(json=json_path, csv=csv_path, md=md_path, html=html_path)
+    if save:
+        from ..store import RunStore
+
+        RunStore(Path(db) if db else None).check_writable()  # not after minutes of work
+    if measure and device == "cpu":
+        from .memcheck import check_cpu_fit
+
+        check_cpu_fit(model, inputs=list(inputs) or None, batch=batch, seq=seq,
+                      advice="leave out --measure: the report counts it on the meta device")
     quiet = json_path == "-"
     console = make_console(json_to_stdout=quiet)
     with console.status("starting") as spinner:
@@ -107,10 +99,10 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
                                 timing={"malloc": "retain"},  # this process ends with the command
                                 status=lambda text: spinner.update(text))
     data = rep.to_dict()
+    if not quiet:  # shown first: should a write still fail (disk full), the numbers were seen
+        _render_report(console, data, depth, top)
     if json_path is not None:
         write_json(export_json(rep), json_path)
-    if not quiet:
-        _render_report(console, data, depth, top)
     written = [p for p in (json_path,) if p not in (None, "-")]
     if csv_path:
         from ..report.csv_export import render_csv
@@ -176,8 +168,15 @@ def compare(models, hardware, dtypes, batches, seq, inputs, measure, device, jso
         dtype_list = [parse_precision(d).name for d in dtype_list]
     if any(b is not None and b <= 0 for b in batch_list):
         raise UserInputError(f"--batch sizes must be positive integers, got {batches!r}")
-    for target in (json_path, md_path):
-        _check_target(target)
+    check_sizes([b for b in batch_list if b is not None], "--batch")
+    check_outputs(json=json_path, md=md_path)
+    if measure and device == "cpu":
+        from .memcheck import check_cpu_fit
+
+        largest = max((b for b in batch_list if b), default=None)
+        for spec in models or [None]:
+            check_cpu_fit(spec, inputs=list(inputs) or None, batch=largest, seq=seq,
+                          advice="leave out --measure: the comparison counts on the meta device")
     quiet = json_path == "-"
     console = make_console(json_to_stdout=quiet)
     with console.status("starting") as spinner:

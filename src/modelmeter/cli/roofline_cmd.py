@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .options import model_options, write_json
+from .options import check_outputs, model_options, write_json
 
 
 @click.command()
@@ -29,16 +29,14 @@ from .options import model_options, write_json
 def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficiency, plot_path, top,
              json_path) -> None:
     """Predicted latency on a device: compute vs memory time per layer (roofline estimate)."""
-    from pathlib import Path
-
     from .. import api
     from ..core.errors import UserInputError
 
     if plot_path is not None:
-        p = Path(plot_path)
-        # Checked before the trace so a typo costs no waiting.
-        if p.suffix.lower() not in (".png", ".svg") or not p.parent.is_dir():
-            raise UserInputError(f"cannot write plot {plot_path}: need a .png/.svg path in an existing folder")
+        from ..report.plots import check_plot_path
+
+        check_plot_path(plot_path)  # before the trace, so a typo costs no waiting
+    check_outputs(json=json_path, plot=plot_path)
     eff: float | str | None = efficiency
     if efficiency is not None and efficiency != "mamf":
         try:

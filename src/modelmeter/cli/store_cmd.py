@@ -58,6 +58,7 @@ def history(model: str | None, limit: int, db: Path | None, as_json: bool) -> No
         click.echo(f"no runs stored in {path}" + (f" for model {model!r}" if model else ""))
         return
     from rich.table import Table
+    from rich.text import Text
 
     with_labels = any(run.label for run in runs)
     table = Table(title=f"runs in {path}", title_justify="left")
@@ -72,6 +73,11 @@ def history(model: str | None, limit: int, db: Path | None, as_json: bool) -> No
     if with_labels:
         table.add_column("label")
     for run in runs:
+        if run.error is not None:
+            # One bad row must not hide the others: shown, marked, and the rest listed.
+            table.add_row(run.id, "—", run.model or "—", "unreadable", "—", "—", "—",
+                          *([""] if with_labels else []))
+            continue
         row = [
             run.id,
             run.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
@@ -82,7 +88,11 @@ def history(model: str | None, limit: int, db: Path | None, as_json: bool) -> No
             _hardware(run),
         ]
         table.add_row(*row, *([run.label or ""] if with_labels else []))
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    for run in runs:
+        if run.error is not None:
+            console.print(Text(f"run {run.id} is unreadable: {run.error}"))
 
 
 @click.command()
@@ -199,6 +209,8 @@ def _hardware(run: StoredRun) -> str:
 
 
 def _run_json(run: StoredRun) -> dict[str, Any]:
+    if run.error is not None:
+        return {"id": run.id, "model": run.model, "unreadable": run.error}
     return {
         "id": run.id,
         "created_at": run.created_at.isoformat(),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import MissingDependencyError, UserInputError
+from ..core.files import atomic_open, check_writable
 
 _SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -28,9 +29,8 @@ def plot_llm(section: dict[str, Any], path: str | Path) -> Path:
                      f"gen {section['settings']['gen']}, weights {section['settings']['weights']}, "
                      f"KV {section['settings']['kv_dtype']} (estimated)")
         fig.tight_layout()
-        fig.savefig(target)
-    except OSError as exc:
-        raise UserInputError(f"cannot write plot {target}: {exc.strerror or exc}") from exc
+        with atomic_open(target, "wb", what="plot") as fh:  # whole or not at all
+            fig.savefig(fh, format=target.suffix.lower()[1:])
     finally:
         plt.close(fig)
     return target
@@ -41,9 +41,7 @@ def check_plot_path(path: str | Path) -> Path:
     target = Path(path)
     if target.suffix.lower() not in _SUFFIXES:
         raise UserInputError(f"cannot write plot {target}: use a .png, .svg or .pdf file name")
-    if not target.parent.is_dir():
-        raise UserInputError(f"cannot write plot {target}: folder {target.parent} does not exist")
-    return target
+    return check_writable(target, "plot")
 
 
 def _pyplot() -> Any:
