@@ -38,7 +38,7 @@ class OpCount:
 
 @dataclass(frozen=True, slots=True)
 class ModuleCounts:
-    """One module, inclusive of its submodules (own_* = ops/params directly in it)."""
+    """One module, inclusive of its submodules (own_params = parameters directly in it)."""
 
     path: str
     type: str
@@ -53,8 +53,6 @@ class ModuleCounts:
     bytes_written: int
     input_bytes: int
     output_bytes: int
-    own_macs: int = 0
-    own_other_flops: int = 0
 
     @property
     def flops(self) -> int:

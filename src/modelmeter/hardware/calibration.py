@@ -39,7 +39,7 @@ from typing import Any
 
 from ..core.errors import MissingDependencyError, UserInputError
 from .detect import CpuInfo, IsaPeak, isa_peak, read_cpu_info
-from .specs import Hardware, list_hardware
+from .specs import Hardware
 
 # progress(description, steps_done, steps_total)
 Progress = Callable[[str, int, int], None]
@@ -586,14 +586,3 @@ def to_hardware(result: CalibrationResult, cpu: CpuInfo | None = None) -> Hardwa
         notes=tuple(notes),
     )
 
-
-def database_peers(result: CalibrationResult) -> list[Hardware]:
-    """Database entries that look like the calibrated GPU ('NVIDIA H100 PCIe' -> h100-pcie)."""
-    name = result.device_name.lower().replace(" ", "")
-    out = []
-    for hw in list_hardware():
-        head = hw.id.split("-")[0]
-        if hw.kind != "cpu" and head in name:
-            out.append(hw)
-    exact = [hw for hw in out if all(t in name for t in hw.id.split("-"))]
-    return exact or out

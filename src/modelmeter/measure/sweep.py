@@ -87,10 +87,6 @@ class SweepResult:
         return largest_batch_that_fit(self.rows)
 
     @property
-    def ok_rows(self) -> tuple[SweepRow, ...]:
-        return tuple(r for r in self.rows if r.status == "ok")
-
-    @property
     def best_batch(self) -> SweepRow | None:
         """The finished row with the highest throughput (None when none finished)."""
         return best_throughput(self.rows)
