@@ -31,13 +31,13 @@ fewer than 3 samples exist (spread cannot be judged).
 from __future__ import annotations
 
 import math
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import UserInputError
+from ..hardware.detect import cpu_name
 
 # Thresholds of the quality flag (see the module docstring).
 IQR_NOISE_RATIO = 0.10
@@ -185,7 +185,7 @@ def default_conditions(device: str) -> dict[str, Any]:
     if kind == "cuda":
         name = torch.cuda.get_device_name(index if index is not None else torch.cuda.current_device())
     else:
-        name = platform.processor() or platform.machine() or "cpu"
+        name = cpu_name()
     return {
         "device": device,
         "device_name": name,
