@@ -200,12 +200,6 @@ def test_keyboard_interrupt_keeps_finished_rows() -> None:
 # ------------------------------------------------------------------ the command
 
 
-def run_cli(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(cwd), "MODELMETER_DEBUG": ""}
-    return subprocess.run([sys.executable, "-m", "modelmeter.cli.main", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, **kw)
-
-
 @pytest.fixture()
 def tiny(tmp_path: Path) -> Path:
     (tmp_path / "tinymodel.py").write_text(TINY_MODEL)
@@ -222,14 +216,16 @@ def tiny(tmp_path: Path) -> Path:
     (["--region", "atlantis"], "unknown carbon region"),
     (["--malloc", "jemalloc"], "--malloc"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tiny: Path, args: list[str], fragment: str) -> None:
+def test_bad_input_is_one_line_and_exit_2(tiny: Path, args: list[str], fragment: str,
+                                         monkeypatch: pytest.MonkeyPatch, run_main) -> None:
     if args == ["--device", "cuda"] and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    proc = run_cli(["bench", "tinymodel:build", *args], tiny)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    monkeypatch.chdir(tiny)
+    code, _, err = run_main("bench", "tinymodel:build", *args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("modelmeter: error:") and fragment in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
 
 
 def test_json_report_has_the_measured_section(tiny: Path, monkeypatch: pytest.MonkeyPatch,

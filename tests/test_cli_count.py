@@ -1,4 +1,7 @@
-"""`modelmeter count` as a user runs it: a real process, JSON out, one-line errors."""
+"""`modelmeter count` as a user runs it: a real process, JSON out, one-line errors.
+
+Message-only checks run `main()` in this process (the `run_main` fixture).
+"""
 
 from __future__ import annotations
 
@@ -86,16 +89,17 @@ def test_json_to_file_and_table(tmp_path):
         (("count", "nosuchpkg.models:build"), "nosuchpkg"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, needle):
-    proc = run(*args)
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_bad_input_is_one_line_and_exit_2(run_main, args, needle):
+    code, out, err = run_main(*args)  # in-process; the script itself: the test below
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
     assert needle in lines[0].lower()
 
 
 def test_shape_that_does_not_fit_names_the_layer(tmp_path):
+    # A real process: the console entry point's exit code and stderr, not just main()'s.
     (tmp_path / "badnet.py").write_text(
         "import torch\n"
         "def build():\n"

@@ -262,10 +262,10 @@ def test_cli_json_keys():
     ("memory", "gpt2", "--batch", "-2"),
     ("memory", "gpt2", "--train", "--optimizer", "lion"),
 ])
-def test_cli_bad_input(args):
-    proc = run(*args)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+def test_cli_bad_input(run_main, args):
+    code, _, err = run_main(*args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_cli_train_without_trainable_parameters(tmp_path):
