@@ -228,6 +228,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny: Path, args: list[str], fragment:
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_json_report_has_the_measured_section(tiny: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tiny)
@@ -251,6 +252,7 @@ def test_json_report_has_the_measured_section(tiny: Path, monkeypatch: pytest.Mo
         assert r["throughput_per_s"] == pytest.approx(r["batch"] / r["latency_s"]["p50"], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_real_preset_mobilenet_v2_with_prediction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "m.json"
@@ -268,6 +270,7 @@ def test_real_preset_mobilenet_v2_with_prediction(tmp_path: Path, monkeypatch: p
     assert m["peak_memory_bytes"] is not None
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_and_saves_finished_rows_then_exits_130(tiny: Path) -> None:
     out = tiny / "out.json"
     env = {**os.environ, "PYTHONPATH": str(tiny), "MODELMETER_DEBUG": ""}

@@ -236,6 +236,7 @@ def test_cli_report_folder_model_writes_exports_without_paths(tmp_path):
     assert data["roofline"]["hardware"] == "a100-sxm-80gb" and data["summary"][0]["key"] == "params"
 
 
+@pytest.mark.slow
 def test_cli_report_small_preset_as_a_user_runs_it(tmp_path, run_main):
     """mobilenet-v2 is small: measured by default; exports written; a bad id is one line, exit 2."""
     env_home = tmp_path / "home"

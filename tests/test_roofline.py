@@ -202,6 +202,7 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_decode_json(tmp_path):
     out = tmp_path / "r.json"
     res = _cli("llama3-8b", "--seq", "1", "--batch", "1", "--hardware", "h100-sxm", "--dtype", "fp16",
