@@ -44,6 +44,7 @@ from typing import Any
 
 from .core.errors import UserInputError
 from .core.files import check_writable
+from .hardware.detect import cpu_name
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -537,7 +538,7 @@ def environment_fingerprint(hardware: str | None = None, cwd: Path | None = None
         "machine": platform.machine(),
         "python": platform.python_version(),
         "modelmeter": _package_version("modelmeter"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "host": hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12],
     }
@@ -572,19 +573,6 @@ def _package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                # x86 says "model name"; some ARM kernels only give "Hardware"/"Model".
-                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _git_state(cwd: Path) -> dict[str, Any] | None:

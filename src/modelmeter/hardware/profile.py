@@ -60,16 +60,3 @@ def load_local_profile() -> Hardware | None:
             f"the local hardware profile {path} is unreadable ({exc}); "
             "run `modelmeter hardware calibrate` to rewrite it"
         ) from exc
-
-
-def load_local_calibration() -> dict[str, Any] | None:
-    """The raw calibration record saved beside the profile (None if absent)."""
-    path = local_profile_path()
-    if not path.exists():
-        return None
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    cal = payload.get("calibration")
-    return cal if isinstance(cal, dict) else None

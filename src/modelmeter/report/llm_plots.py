@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import MissingDependencyError, UserInputError
+from ..core.errors import UserInputError
 from ..core.files import atomic_open, check_writable
+from ._mpl import load_pyplot
 
 _SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -20,7 +21,7 @@ def plot_llm(section: dict[str, Any], path: str | Path) -> Path:
     """Write tokens/s vs batch size (memory limit marked) and the roofline with
     prefill and decode points; returns the path. Unwritable path -> UserInputError."""
     target = check_plot_path(path)
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     try:
         _throughput(left, section)
@@ -42,17 +43,6 @@ def check_plot_path(path: str | Path) -> Path:
     if target.suffix.lower() not in _SUFFIXES:
         raise UserInputError(f"cannot write plot {target}: use a .png, .svg or .pdf file name")
     return check_writable(target, "plot")
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise MissingDependencyError("plots need matplotlib: pip install matplotlib") from exc
-    matplotlib.use("Agg", force=True)  # before pyplot: servers and CI have no display
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _throughput(ax: Any, section: dict[str, Any]) -> None:

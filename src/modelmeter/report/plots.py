@@ -10,26 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import MissingDependencyError, UserInputError
+from ..core.errors import UserInputError
 from ..core.files import atomic_open, check_writable
+from ._mpl import load_pyplot
 
 if TYPE_CHECKING:
     from ..analysis.roofline import RooflineResult
 
 _SUFFIXES = (".png", ".svg")
 _COLOURS = {"memory": "#1f77b4", "compute": "#d62728"}
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise MissingDependencyError("plots need matplotlib: pip install matplotlib") from exc
-    # Agg renders without a display (servers, CI); set before pyplot is imported.
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def check_plot_path(path: str | Path) -> Path:
@@ -59,7 +48,7 @@ def plot_roofline(result: RooflineResult, path: str | Path, *, title: str | None
     coloured by what bounds them.
     """
     p = check_plot_path(path)
-    plt = _pyplot()
+    plt = load_pyplot()
     bw, peak, vec = result.bandwidth_bytes_per_s, result.peak_flops, result.vector_flops
     points = [r for r in result.layers if r.flops > 0 and r.bytes > 0 and r.latency_s > 0]
     xs = [r.intensity for r in points]
@@ -96,7 +85,7 @@ def plot_module_times(result: RooflineResult, path: str | Path, *, top: int = 15
                       title: str | None = None) -> Path:
     """Horizontal bars of the `top` slowest layers: memory time and compute time side by side."""
     p = check_plot_path(path)
-    plt = _pyplot()
+    plt = load_pyplot()
     rows = sorted((r for r in result.layers if r.latency_s > 0), key=lambda r: -r.latency_s)[:top]
     rows.reverse()  # slowest at the top of the chart
     fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(rows), 3) + 1.2))
