@@ -331,7 +331,7 @@ def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = No
           pue: float | None = None,
           min_time_s: float = 2.0, min_iters: int = 10, warmup_s: float = 0.5,
           inputs: list[str] | None = None, seq: int | None = None,
-          malloc: str = "default") -> Report:
+          malloc: str = "default", backends: list[str] | None = None) -> Report:
     """Measured latency, throughput, memory and energy per batch, beside the roofline prediction.
 
     `model` is a spec (as for `count`); the report holds the count sections of
@@ -342,6 +342,8 @@ def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = No
     command's default) makes glibc keep freed memory for the rest of this process:
     steadier CPU timings (`measure/allocator.py` says why), but glibc cannot be
     put back afterwards, so a library call only does it when asked.
+    `backends` (e.g. ['compile', 'onnxruntime']) also times the model on those
+    backends beside eager: `measured.backends`, with `speedup_vs_eager` per batch.
     """
     from .benchsetup import BenchBuilder, check_device, prediction_hardware
     from .measure.bench import measured_section, run_bench
@@ -355,6 +357,7 @@ def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = No
         dtype = parse_precision(dtype).name
     energy = energy or meter is not None or region is not None or pue is not None
     meter, region, pue = meter or "auto", region or "world", 1.0 if pue is None else pue
+    backend_list = _checked_backends(backends, device)
     hw, hw_note = prediction_hardware(hardware, device, dtype)
     builder = BenchBuilder(model, inputs, seq, dtype, device, hw)
     batch_list = list(batches) if batches else [builder.default_batch()]
@@ -366,9 +369,26 @@ def bench(model: Any = None, *, batches: list[int] | tuple[int, ...] | None = No
                                    "batches": batch_list})
     report = builder.report(result)
     report.measured = measured_section(result)
+    if len(backend_list) > 1 and not result.interrupted:
+        from .benchsetup import bench_backends
+
+        report.measured["backends"] = bench_backends(
+            builder, backend_list, result, device=device, min_time_s=min_time_s,
+            min_iters=min_iters, warmup_s=warmup_s, malloc=malloc,
+            conditions={"model": builder.name})
     report.measured["notes"] = ([hw_note] if hw_note else []) + builder.notes + report.measured["notes"]
     report.methods["measured"] = report.measured["method"]
     return report
+
+
+def _checked_backends(backends: list[str] | None, device: str) -> list[str]:
+    """Backends to time (eager first), each refused in one line if it cannot run here."""
+    from .measure.backends import check_backend, parse_backends
+
+    names = parse_backends(backends or [])
+    for name in names:
+        check_backend(name, device)
+    return names
 
 
 @_keeps_rng

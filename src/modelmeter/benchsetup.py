@@ -126,6 +126,16 @@ class BenchBuilder:
     def make_call(self, batch: int) -> Any:
         import torch
 
+        module, run_args, run_kwargs = self.bench_inputs(batch)
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return module(*run_args, **run_kwargs)
+
+        return call
+
+    def bench_inputs(self, batch: int) -> tuple[Any, tuple, dict]:
+        """(module, args, kwargs) of one forward at ``batch`` on the device: what a backend runs."""
         meta = self._resolve(batch, "meta")
         args, kwargs = meta.args, meta.kwargs
         lead = leading_dim(args, kwargs)
@@ -147,13 +157,7 @@ class BenchBuilder:
             loaded = self._resolve(batch, "cpu")
             real = (loaded.args, loaded.kwargs)
         run_args, run_kwargs = map_tensors(lambda t: t.to(self.device), real)
-        module = self._module
-
-        def call() -> Any:
-            with torch.inference_mode():
-                return module(*run_args, **run_kwargs)
-
-        return call
+        return self._module, run_args, run_kwargs
 
     def predict(self, batch: int) -> Any:
         from . import api
@@ -258,3 +262,20 @@ def _tile_like(target: Any, base: Any) -> Any:
 
 
 # ------------------------------------------------------------------ progress and output
+
+
+# ------------------------------------------------------------------ backends beside eager
+
+
+def bench_backends(builder: BenchBuilder, backends: list[str], eager: Any, **timer: Any) -> list[dict[str, Any]]:
+    """`measured.backends`: each non-eager backend timed like eager at the same batches.
+
+    ``eager`` is the eager `BenchResult` (the baseline of `speedup_vs_eager`); ``timer``
+    holds run_bench's timing options (device, min_time_s, min_iters, warmup_s, malloc,
+    conditions, progress).
+    """
+    from .measure.backends import backends_section, run_backends
+
+    ok = [r.batch for r in eager.rows if r.status == "ok"]  # a batch eager could not run is skipped
+    runs = run_backends(backends, builder.bench_inputs, ok, **timer) if ok else []
+    return backends_section(eager, runs)

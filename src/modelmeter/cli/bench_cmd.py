@@ -52,9 +52,15 @@ EXIT_INTERRUPTED = 130
 @click.option("--malloc", type=click.Choice(["retain", "default"]), default="retain", show_default=True,
               help="retain: glibc keeps freed memory, so timed calls do not pay page faults that vary "
                    "from run to run; default: leave the C allocator as it is.")
+@click.option("--backend", "backend_text", multiple=True, metavar="LIST",
+              help="Also time the model on these backends beside eager: compile, onnxruntime "
+                   "(comma list or repeat; eager is always the baseline).")
+@click.option("--compile", "compile_flag", is_flag=True,
+              help="Also time torch.compile (same as --backend compile); compile time is reported "
+                   "apart from the steady state.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
 def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, warmup_s, energy,
-          meter, region, pue, hardware, threads, malloc, json_path) -> None:
+          meter, region, pue, hardware, threads, malloc, backend_text, compile_flag, json_path) -> None:
     """Measure latency, throughput, peak memory and energy here, beside the roofline prediction."""
     from ..core.precision import parse_precision
     from ..measure.bench import measured_section, run_bench
@@ -68,6 +74,7 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
     check_sizes(batches or [], "--batch")
     check_sizes(seq, "--seq")
     check_outputs(json=json_path)
+    backends = _checked_backends(backend_text, compile_flag, device)
     if device == "cpu":
         from .memcheck import check_cpu_fit
 
@@ -101,6 +108,9 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
                          "batches": list(batches)}),
     )
     section = measured_section(result)
+    if len(backends) > 1 and not result.interrupted:
+        section["backends"] = _time_backends(console, builder, backends, result, device, malloc,
+                                             min_time_s, min_iters, warmup_s)
     section["notes"] = notes + builder.notes + section["notes"]
     report = builder.report(result)
     report.measured = section
@@ -108,6 +118,10 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
 
     # Rendered first: should the write still fail (disk full), the numbers were shown.
     _render(console, section, energy)
+    if section.get("backends"):
+        from ..report.backends import backends_table
+
+        console.print(backends_table(section["backends"]))
     if json_path is not None:
         write_json(report.to_dict(), json_path)
     if json_path not in (None, "-"):
@@ -118,6 +132,29 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
 
 
 # ------------------------------------------------------------------ checks
+
+
+def _checked_backends(backend_text: Any, compile_flag: bool, device: str) -> list[str]:
+    """--backend/--compile -> backends (eager first), each checked before a model is built."""
+    from ..measure.backends import check_backend, parse_backends
+
+    backends = parse_backends(backend_text, compile_flag)
+    for name in backends:
+        check_backend(name, device)
+    return backends
+
+
+def _time_backends(console: Any, builder: BenchBuilder, backends: list[str], eager: Any,
+                   device: str, malloc: str, min_time_s: float, min_iters: int,
+                   warmup_s: float) -> list[dict[str, Any]]:
+    from ..benchsetup import bench_backends
+
+    others = ", ".join(b for b in backends if b != "eager")
+    console.print(f"timing {others} beside eager (export/compile time is reported apart)…")
+    _flush(console)
+    return bench_backends(builder, backends, eager, device=device,
+                          min_time_s=min_time_s, min_iters=min_iters, warmup_s=warmup_s,
+                          malloc=malloc, conditions={"model": builder.name})
 
 
 def _run_with_progress(console: Any, run_bench: Any, builder: BenchBuilder, batches: list[int],
