@@ -256,9 +256,61 @@ def _traced_dtype(analysis: Analysis) -> str:
 @_keeps_rng
 def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
           group_size: int | None = None, **load_options: Any) -> Report:
-    """Parameters, parameter bytes at `dtype`, MACs/FLOPs and bytes, per module and in total."""
+    """Parameters, parameter bytes at `dtype`, MACs/FLOPs and bytes, per module and in total.
+
+    A path to an `.onnx` file counts that ONNX graph (`onnx_count_report`).
+    """
+    from .sources.onnx_graph import is_onnx_path
+
+    if is_onnx_path(model):
+        return onnx_count_report(str(model), example_inputs, dtype=dtype, group_size=group_size,
+                                 **load_options)
     return count_report(analyse(model, example_inputs, dtype=dtype, group_size=group_size,
                                 **load_options))
+
+
+def onnx_count_report(path: str, example_inputs: Any = None, *, dtype: str | None = None,
+                      group_size: int | None = None, inputs: list[str] | None = None,
+                      batch: int | None = None, seq: int | None = None,
+                      device: str | None = None) -> Report:
+    """The count report of an ONNX file: its graph's own shapes and dtypes, per-node formulas."""
+    from .count.onnx_ops import count_graph
+    from .sources.onnx_graph import load_onnx_graph
+
+    for label, value in (("example_inputs", example_inputs), ("--dtype", dtype),
+                         ("--group-size", group_size), ("--seq", seq)):
+        if value is not None:
+            raise UserInputError(f"{label} cannot apply to an ONNX file: its graph is counted in "
+                                 "its own dtypes; give input shapes with --input (and --batch)")
+    del device  # nothing is allocated: shapes come from ONNX shape inference
+    graph = load_onnx_graph(path, inputs=inputs, batch=batch)
+    counts = count_graph(graph)
+    totals, modules, uncounted = count_sections(counts)
+    dtypes = {v.dtype for v in graph.initializers if v.shape and v.dtype.startswith("float")}
+    precision = parse_precision(dtypes.pop()).name if len(dtypes) == 1 else "mixed"
+    settings = {
+        "dtype": precision, "trace_dtype": precision, "group_size": None, "batch": batch,
+        "seq": None, "mode": "onnx",
+        "inputs": [{"name": v.name, "shape": list(v.shape or ()), "dtype": v.dtype}
+                   for v in graph.inputs],
+        "notes": [],
+    }
+    methods = {
+        "params": ("counted: elements of the floating-point initializers of rank >= 1 (ONNX does "
+                   "not tell parameters from buffers)"),
+        "param_bytes": "counted",
+        "macs": "counted from ONNX shape inference, per-node formulas (count/onnx_ops.py)",
+        "flops": "counted",
+        "bytes": "counted (unfused: each node reads its inputs and writes its outputs once)",
+        "formulas": "modelmeter's ONNX node formulas, in the aten path's conventions",
+    }
+    return Report(
+        model={"name": graph.name, "kind": "onnx", "source": "onnx",
+               "description": f"ONNX graph, opset {graph.opset}, {len(graph.nodes)} nodes"
+                              + (f", from {graph.producer}" if graph.producer else ""),
+               "build": "onnx shape inference (no weights loaded)", "path": path},
+        settings=settings, totals=totals, modules=modules, uncounted_ops=uncounted, methods=methods,
+    )
 
 
 def resolve_hardware(hw_id: str | None) -> Any:
