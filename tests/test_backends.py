@@ -148,3 +148,36 @@ def test_bench_times_each_backend_beside_eager(run_main, tiny: Path) -> None:
     assert entries["compile"]["rows"][0]["compile_time_s"] == entries["compile"]["rows"][0]["setup_s"]
     assert entries["onnxruntime"]["rows"][0]["compile_time_s"] is None
     assert entries["onnxruntime"]["detail"]["provider"] == "CPUExecutionProvider"
+
+
+class FailsToExportAtBatch8(torch.nn.Module):
+    """Runs eagerly at any batch; refuses to be exported at batch 8 (as an unsupported op would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 8 and (torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()):
+            raise RuntimeError("cannot export batch 8")
+        return self.lin(x)
+
+
+@needs_ort
+@pytest.mark.slow
+def test_a_batch_the_backend_cannot_run_is_kept_as_its_error() -> None:
+    from modelmeter.measure.backends import backends_section, run_backends
+    from modelmeter.measure.bench import run_bench
+
+    fast = dict(min_time_s=0.02, min_iters=3, warmup_s=0.0, warmup_iters=1, malloc="default")
+    model = FailsToExportAtBatch8().eval()
+    eager = run_bench(lambda b: (lambda: model(torch.randn(b, 4))), [2, 8], **fast)
+    runs = run_backends(["eager", "onnxruntime"], lambda b: (model, (torch.randn(b, 4),), {}),
+                        [2, 8], **fast)
+    eager_entry, ort = backends_section(eager, runs)
+    assert [r["status"] for r in eager_entry["rows"]] == ["ok", "ok"]
+    ok, failed = ort["rows"]
+    assert ok["batch"] == 2 and ok["status"] == "ok" and ok["speedup_vs_eager"] > 0
+    assert failed["batch"] == 8 and failed["status"] == "error" and failed["latency_s"] is None
+    assert "\x1b" not in failed["error"] and "\n" not in failed["error"]
+    assert ort["error"] is None  # one batch ran: the backend as a whole did not fail

@@ -27,6 +27,7 @@ import importlib.util
 import io
 import logging
 import os
+import re
 import shutil
 import time
 import warnings
@@ -229,12 +230,18 @@ class Setup:
 
 @dataclass(frozen=True)
 class BackendRun:
-    """One backend's benchmark over the batch sizes, or why it could not run."""
+    """One backend's benchmark: the finished rows, and why a batch could not run."""
 
     backend: str
-    result: Any  # measure.bench.BenchResult; None when the backend failed before a row finished
+    rows: tuple[Any, ...]  # measure.bench.BenchRow, in batch order
     setups: Mapping[int, Setup]
-    error: str | None = None
+    errors: Mapping[int, str]  # batch -> first line of the failure (export, compile)
+    interrupted: bool = False
+
+    @property
+    def error(self) -> str | None:
+        """The failure when no batch ran at all (the usual case: an export that cannot work)."""
+        return next(iter(self.errors.values())) if self.errors and not self.rows else None
 
 
 InputsFn = Callable[[int], tuple[Any, tuple, Mapping[str, Any]]]
@@ -246,8 +253,9 @@ def run_backends(backends: Sequence[str], inputs: InputsFn, batches: Sequence[in
     """Benchmark each non-eager backend with `run_bench`'s timer and options, one after another.
 
     Eager is the caller's own run (with its prediction and energy); these runs
-    time the steady state only. A backend that fails (an export the exporter
-    cannot do, a compile error) becomes a run with `error`, never a lost report.
+    time the steady state only. Each batch runs on its own, so a failure (an
+    export the exporter cannot do, a compile error) costs that batch only and is
+    kept as its error, never a lost report.
     """
     from .bench import run_bench
 
@@ -256,6 +264,9 @@ def run_backends(backends: Sequence[str], inputs: InputsFn, batches: Sequence[in
         if name == "eager":
             continue
         setups: dict[int, Setup] = {}
+        errors: dict[int, str] = {}
+        rows: list[Any] = []
+        stop = False
 
         def make_call(batch: int, name: str = name, setups: dict[int, Setup] = setups) -> Any:
             module, args, kwargs = inputs(batch)
@@ -263,18 +274,28 @@ def run_backends(backends: Sequence[str], inputs: InputsFn, batches: Sequence[in
             setups[batch] = Setup(prepared.setup_s, prepared.setup_what, prepared.detail)
             return prepared.call
 
-        try:
-            result = run_bench(make_call, batches, device=device, **bench_options)
-        except UserInputError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one backend's failure must not cost the others
-            message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
-            runs.append(BackendRun(name, None, setups, error=message[:300]))
-            continue
-        runs.append(BackendRun(name, result, setups))
-        if result.interrupted:
+        for batch in batches:
+            try:
+                result = run_bench(make_call, [batch], device=device, **bench_options)
+            except UserInputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a backend's failure must not cost the rest
+                errors[batch] = _first_line(exc)
+                continue
+            rows.extend(result.rows)
+            if result.interrupted or result.oom:
+                stop = result.interrupted
+                break
+        runs.append(BackendRun(name, tuple(rows), setups, errors, interrupted=stop))
+        if stop:
             break
     return runs
+
+
+def _first_line(exc: BaseException) -> str:
+    """The failure in one line, without the exporter's terminal colours."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(exc).__name__}: {exc}").strip()
+    return text.splitlines()[0][:300]
 
 
 def backends_section(eager: Any, runs: Sequence[BackendRun]) -> list[dict[str, Any]]:
@@ -284,18 +305,18 @@ def backends_section(eager: Any, runs: Sequence[BackendRun]) -> list[dict[str, A
     """
     eager_p50 = {r.batch: r.sweep.latency.p50_s for r in eager.rows
                  if r.status == "ok" and r.sweep.latency is not None}
-    out = [_backend_entry("eager", eager, {}, None, eager_p50)]
-    out += [_backend_entry(r.backend, r.result, r.setups, r.error, eager_p50) for r in runs]
+    out = [_backend_entry("eager", eager.rows, {}, {}, eager_p50)]
+    out += [_backend_entry(r.backend, r.rows, r.setups, r.errors, eager_p50) for r in runs]
     return out
 
 
 _LATENCY_KEYS = ("min", "mean", "std", "p50", "p90", "p99", "iterations")
 
 
-def _backend_entry(name: str, result: Any, setups: Mapping[int, Setup], error: str | None,
-                   eager_p50: Mapping[int, float]) -> dict[str, Any]:
+def _backend_entry(name: str, bench_rows: Sequence[Any], setups: Mapping[int, Setup],
+                   errors: Mapping[int, str], eager_p50: Mapping[int, float]) -> dict[str, Any]:
     rows = []
-    for row in result.rows if result is not None else ():
+    for row in bench_rows:
         lat = row.sweep.latency
         p50 = lat.p50_s if lat is not None and row.status == "ok" else None
         base = eager_p50.get(row.batch)
@@ -314,4 +335,10 @@ def _backend_entry(name: str, result: Any, setups: Mapping[int, Setup], error: s
         })
     detail = next((s.detail for s in setups.values()), {})
     what = next((s.setup_what for s in setups.values()), "nothing (eager)" if name == "eager" else None)
+    for batch, message in errors.items():  # a batch the backend could not run, in its place
+        rows.append({"batch": batch, "status": "error", "latency_s": None, "noisy": None,
+                     "throughput_per_s": None, "speedup_vs_eager": None,
+                     "setup_s": None, "compile_time_s": None, "error": message})
+    rows.sort(key=lambda r: r["batch"])
+    error = next(iter(errors.values())) if errors and len(errors) == len(rows) else None
     return {"backend": name, "setup": what, "detail": dict(detail), "error": error, "rows": rows}

@@ -25,6 +25,8 @@ def backends_table(backends: list[dict[str, Any]]) -> Table:
             lat = r["latency_s"] or {}
             speed = r["speedup_vs_eager"]
             status = r["status"] + (" NOISY" if r.get("noisy") else "")
+            if r.get("error"):
+                status += f": {r['error']}"
             table.add_row(*(Text(c) for c in (
                 entry["backend"], str(r["batch"]),
                 format_seconds(r["setup_s"]) if r["setup_s"] else "—",
