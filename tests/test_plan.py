@@ -135,14 +135,23 @@ def test_hfu_is_megatron_lm_model_flops_with_recomputation(tmp_path):
 
 def test_recomputation_and_sequence_parallelism_lower_activations(tmp_path):
     (tmp_path / "tinygpt.py").write_text(GPT)
+    page = tmp_path / "plan.html"
     data = _plan("tinygpt:build", "--hardware", "h100-sxm", "--devices", "2", "--train", "--tp", "2",
-                 "--micro-batch", "1", "--global-batch", "4", "--zero", "0", "--limit", "100", cwd=tmp_path)
+                 "--micro-batch", "1", "--global-batch", "4", "--zero", "0", "--limit", "100",
+                 "--html", str(page), cwd=tmp_path)
     act = {(c["sequence_parallel"], c["checkpoint"]): c["activation_bytes_per_device"]
            for c in data["plan"]["candidates"]}
     assert set(act) == {(False, False), (True, False), (False, True), (True, True)}
     assert act[(False, True)] < act[(False, False)]
     assert act[(True, False)] < act[(False, False)]
     assert act[(True, True)] < act[(False, True)]
+    # The HTML view: two inline charts (memory per device, step time per layout) and the table.
+    text = page.read_text()
+    assert text.count("<svg") == 2 and "Memory per device" in text and "Step time per layout" in text
+    assert "http" not in text  # nothing fetched
+    for c in data["plan"]["candidates"]:
+        label = f"tp{c['tp']} pp{c['pp']} dp{c['dp']} zero{c['zero']} mb{c['micro_batch']}"
+        assert label in text
 
 
 # ------------------------------------------------------------------ inference

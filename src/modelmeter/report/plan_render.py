@@ -39,7 +39,7 @@ def render_plan(console: Console, plan: dict[str, Any], shown: int = SHOWN) -> N
     console.print(f"min_devices: {'unknown' if md is None else md}"
                   + ("" if md is None or md <= plan["devices"] else f" [red](more than the {plan['devices']} given)[/]"))
     for c in rejected[:shown]:
-        console.print(f"[yellow]does not fit[/] {_layout(c, train)}: {c['why_not']}")
+        console.print(f"[yellow]does not fit[/] {layout_label(c, train)}: {c['why_not']}")
     if len(rejected) > shown:
         console.print(f"… {len(rejected) - shown} more layouts that do not fit (all in --json)")
     if train and st.get("efficiency") is not None:
@@ -48,7 +48,7 @@ def render_plan(console: Console, plan: dict[str, Any], shown: int = SHOWN) -> N
         console.print(f"[bold yellow]note:[/] {note}")
 
 
-def _layout(c: dict[str, Any], train: bool) -> str:
+def layout_label(c: dict[str, Any], train: bool) -> str:
     text = f"tp{c['tp']} pp{c['pp']} dp{c['dp']}"
     if c["ep"] > 1:
         text += f" ep{c['ep']}"
@@ -69,7 +69,7 @@ def _table(rows: list[dict[str, Any]], train: bool, title: str) -> Table:
     for col in cols:
         table.add_column(col, justify="left" if col == "layout" else "right")
     for i, c in enumerate(rows, 1):
-        cells = [str(i), _layout(c, train), format_bytes(c["memory_per_device_bytes"]),
+        cells = [str(i), layout_label(c, train), format_bytes(c["memory_per_device_bytes"]),
                  format_bytes(c["model_states_bytes_per_device"]), format_bytes(c["activation_bytes_per_device"])]
         if train:
             cells += [format_seconds(c["step_time_s"]), format_seconds(c["comm_time_s"]),
