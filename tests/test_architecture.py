@@ -15,7 +15,7 @@ LAYERS = {
     "hardware": 2,
     "analysis": 3, "measure": 3,
     "report": 4, "store": 4,
-    "api": 5, "benchsetup": 5, "reportsetup": 5,
+    "api": 5, "benchsetup": 5, "reportsetup": 5, "plan_run": 5,
     "cli": 6,
 }
 STDLIB_ONLY = {"core", "count", "formulas"}  # pure layers: no torch, no third-party

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "roofline": "modelmeter.cli.roofline_cmd:roofline",
     "bench": "modelmeter.cli.bench_cmd:bench",
     "llm": "modelmeter.cli.llm_cmd:llm",
+    "plan": "modelmeter.cli.plan_cmd:plan",
     "report": "modelmeter.cli.report_cmd:report",
     "compare": "modelmeter.cli.report_cmd:compare",
     "history": "modelmeter.cli.store_cmd:history",
