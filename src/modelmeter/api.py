@@ -134,7 +134,7 @@ def check_build_options(loaded: LoadedModel, *, batch: int | None = None,
             f"--batch {batch} cannot apply to {loaded.name}: its example inputs fix batch {lead}; "
             "give the input shapes instead (--input / inputs=[...])")
     # Only modelmeter's own text inputs have a sequence dimension it knows (make_hf_inputs).
-    if seq is not None and (loaded.source not in ("preset", "hf-folder") or loaded.kind == "vision"):
+    if seq is not None and (loaded.source not in ("preset", "hf-folder", "hub") or loaded.kind == "vision"):
         raise UserInputError(
             f"--seq {seq} cannot apply to {loaded.name}: it sets the sequence length of text "
             "presets and transformers folders; give the input shapes instead (--input / inputs=[...])")
