@@ -227,3 +227,10 @@ def test_a_wrong_type_or_schema_id_fails(roofline_report: dict[str, Any]) -> Non
     data["schema"] = "modelmeter.report/2"
     with pytest.raises(jsonschema.ValidationError):
         validate(data)
+
+
+def test_the_readme_example_runs() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## JSON contract", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md (JSON contract)", "exec"), {})
