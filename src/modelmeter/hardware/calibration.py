@@ -39,7 +39,8 @@ from typing import Any
 
 from ..core.errors import MissingDependencyError, UserInputError
 from .detect import CpuInfo, IsaPeak, isa_peak, read_cpu_info
-from .specs import Hardware, list_hardware
+from .lookup import list_hardware
+from .specs import Hardware
 
 # progress(description, steps_done, steps_total)
 Progress = Callable[[str, int, int], None]
