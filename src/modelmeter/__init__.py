@@ -17,10 +17,12 @@ Exceptions::
     └── MeasurementError
 """
 
-# The counting subpackage is imported first so that the public function
-# `modelmeter.count` below, not the subpackage, is what the name means here;
-# `from modelmeter.count import ...` still finds the subpackage in sys.modules.
+# The counting and report subpackages are imported first so that the public
+# functions `modelmeter.count` and `modelmeter.report` below, not the subpackages,
+# are what the names mean here (importing a subpackage later would not rebind
+# them); `from modelmeter.report import ...` still finds them in sys.modules.
 from . import count as _count_package  # noqa: F401
+from . import report as _report_package  # noqa: F401
 from .api import analyse, bench, compare, count, llm, memory, report, roofline
 from .core.errors import (
     MeasurementError,
@@ -32,7 +34,12 @@ from .core.errors import (
     UnknownPrecisionError,
     UserInputError,
 )
-from .core.report import Report
+from .core.report import Report, set_html_renderer
+from .report.html import render_html_fragment
+
+# Jupyter's `Report._repr_html_` renders through report/ (layer 4); the package
+# root is the one place that knows both, so core never imports upwards.
+set_html_renderer(render_html_fragment)
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""`modelmeter count` and `modelmeter models` (layer 6)."""
+"""`modelmeter count` and `modelmeter models` (layer 7): parse, count, render."""
 
 from __future__ import annotations
 
@@ -17,21 +17,20 @@ from .options import make_console, model_options, write_json
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
 def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path) -> None:
     """Parameters, parameter size, MACs/FLOPs and bytes, per module and in total."""
-    from .. import api
+    from ..pipeline import run
+    from ..pipeline.options import ModelOptions
 
-    report = api.count(model, dtype=dtype, group_size=group_size, inputs=list(inputs) or None,
-                       batch=batch, seq=seq, device=device).to_dict()
+    options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype,
+                           device=device, group_size=group_size)
+    report = run.count(options).to_report().to_dict()
     if json_path == "-":
         write_json(report, "-")
         return
-    from ..report.terminal import module_table, totals_table, uncounted_table
+    from ..report.terminal import count_view
 
     console = make_console()
-    console.print(module_table(report, depth, title=f"{report['model']['name']} — per module"))
-    console.print(totals_table(report))
-    uncounted = uncounted_table(report)
-    if uncounted is not None:
-        console.print(uncounted)
+    for item in count_view(report, depth):
+        console.print(item)
     if json_path:
         write_json(report, json_path)
         console.print(f"wrote {json_path}")
@@ -40,13 +39,7 @@ def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path
 @click.command()
 def models() -> None:
     """List the shipped model presets."""
-    from rich.table import Table
-
+    from ..report.terminal import presets_table
     from ..sources import list_presets
 
-    table = Table(title="shipped presets (architectures from configs; no download)")
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    for name, description in list_presets():
-        table.add_row(name, description)
-    make_console().print(table)
+    make_console().print(presets_table(list_presets()))
