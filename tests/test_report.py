@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import modelmeter
 from modelmeter.analysis.compare import compare_reports, comparison_labels
 from modelmeter.cli.main import cli
+from modelmeter.core.errors import UserInputError
 from modelmeter.core.report import Report
 from modelmeter.pipeline import run
 from modelmeter.pipeline.options import ReportOptions
@@ -50,7 +51,7 @@ def full() -> Report:
     """Every section: counts, activations + training, roofline, measurement, environment."""
     torch.manual_seed(0)
     return modelmeter.report(Tiny(), torch.randn(2, 3, 8, 8), hardware="h100-sxm", train=True,
-                             measure=True, **FAST)
+                             measure=True, timing=FAST)
 
 
 def test_full_report_round_trips_through_json(full):
@@ -196,13 +197,13 @@ def test_no_hardware_means_no_roofline_and_says_how(factory):
     assert any("modelmeter hardware calibrate" in n for n in summary_notes(report))
 
 
-def test_a_batch_the_inputs_ignore_is_said(factory):
-    report = modelmeter.report(factory, batch=4, measure=False)  # the factory fixes batch 1
-    assert any("--batch 4" in n for n in report.settings["notes"])
+def test_a_batch_the_inputs_ignore_is_refused(factory):
+    with pytest.raises(UserInputError, match="--batch 4"):  # the factory fixes batch 1
+        modelmeter.report(factory, batch=4, measure=False)
 
 
 def test_automatic_measurement_rule(factory, monkeypatch):
-    small = modelmeter.report(factory, **FAST)
+    small = modelmeter.report(factory, timing=FAST)
     assert small.measured is not None and small.settings["measure"]["ran"]
     monkeypatch.setattr(run, "AUTO_MEASURE_MAX_FLOPS", 0)
     big = modelmeter.report(factory)
@@ -272,7 +273,7 @@ def test_default_hardware_is_the_local_profile(factory):
     cpu = dataclasses.replace(get_hardware("h100-sxm"), id="local", name="this CPU", kind="cpu",
                               source="calibrated")
     save_local_profile(cpu)
-    report = modelmeter.report(factory, **FAST)
+    report = modelmeter.report(factory, timing=FAST)
     assert report.roofline["hardware"] == "local"
     # A CPU profile and a CPU measurement: the roofline efficiency is reported.
     assert report.measured["sweep"][0]["roofline_efficiency"] is not None

@@ -18,9 +18,10 @@ Exceptions::
 """
 
 # The counting and report subpackages are imported first so that the public
-# functions `modelmeter.count` and `modelmeter.report` below, not the subpackages,
-# are what the names mean here (importing a subpackage later would not rebind
-# them); `from modelmeter.report import ...` still finds them in sys.modules.
+# functions `modelmeter.count` and `modelmeter.report` below, not the
+# subpackages, are what the names mean here: importing a subpackage later (say
+# `modelmeter.report.html`) would otherwise rebind the name to it. `from
+# modelmeter.count import ...` still finds the subpackage in sys.modules.
 from . import count as _count_package  # noqa: F401
 from . import report as _report_package  # noqa: F401
 from .api import analyse, bench, compare, count, llm, memory, report, roofline

@@ -10,10 +10,11 @@ model, its trace and its counts, for your own views.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .core.report import Report
+from .pipeline.hygiene import keeps_rng
 
 if TYPE_CHECKING:
     from .analysis.compare import Comparison
@@ -21,21 +22,24 @@ if TYPE_CHECKING:
     from .pipeline.sections import LLMSection
 
 # `import modelmeter` stays cheap (no torch): the pipeline is imported by the first call.
-# The report's timing defaults (pipeline.options.REPORT_TIMING), spelled out for the signature.
-_REPORT_MIN_TIME_S, _REPORT_MIN_ITERS, _REPORT_WARMUP_S = 1.0, 5, 0.3
+# Every public function puts torch's random state back (`pipeline.hygiene`); none changes
+# the C allocator unless asked (malloc='retain': glibc cannot be put back).
 
 __all__ = ["analyse", "bench", "compare", "count", "llm", "memory", "report", "roofline"]
 
 
+@keeps_rng
 def analyse(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
             group_size: int | None = None, inputs: Sequence[str] | None = None, batch: int | None = None,
-            seq: int | None = None, device: str = "meta", backward: bool = False, name: str | None = None,
+            seq: int | None = None, device: str | None = None, backward: bool = False, name: str | None = None,
             trust_remote_code: bool = False) -> Analysis:
     """Load, trace once, count: the `Analysis` every view is computed from.
 
     `model`: a spec string (preset, folder with config.json, `pkg.module:factory`,
     `.pt2`), a `torch.nn.Module` with `example_inputs`, or None (the default
-    model). `backward=True` also traces the training step.
+    model). `inputs`, `batch`, `seq` and `device` ('meta', the default, or
+    'cpu') build a spec; beside a module they are errors (it is traced as
+    given). `backward=True` also traces the training step.
     """
     from .pipeline.model import analyse as _analyse
     from .pipeline.options import ModelOptions
@@ -44,9 +48,10 @@ def analyse(model: Any = None, example_inputs: Any = None, *, dtype: str | None 
                                  group_size, trust_remote_code, name), backward=backward)
 
 
+@keeps_rng
 def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
           group_size: int | None = None, inputs: Sequence[str] | None = None, batch: int | None = None,
-          seq: int | None = None, device: str = "meta", name: str | None = None,
+          seq: int | None = None, device: str | None = None, name: str | None = None,
           trust_remote_code: bool = False) -> Report:
     """Parameters, parameter bytes at `dtype`, MACs/FLOPs and bytes, per module and in total."""
     from .pipeline import run
@@ -56,10 +61,11 @@ def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = 
                                   group_size, trust_remote_code, name)).to_report()
 
 
+@keeps_rng
 def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
            train: bool = False, optimizer: str = "adamw", master_fp32: bool = False,
            checkpoint: bool = False, inputs: Sequence[str] | None = None, batch: int | None = None,
-           seq: int | None = None, device: str = "meta", name: str | None = None,
+           seq: int | None = None, device: str | None = None, name: str | None = None,
            trust_remote_code: bool = False) -> Report:
     """Peak activation memory (inference; with `train`, saved-for-backward, the backward
     peak, backward FLOPs and the params + grads + optimizer + activations budget)."""
@@ -72,6 +78,7 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
     return run.memory(model_options, options).to_report()
 
 
+@keeps_rng
 def roofline(model: Any = None, example_inputs: Any = None, *, hardware: Any = None,
              dtype: str | None = None, weights: str | None = None, efficiency: float | str | None = None,
              depth: int | None = None, inputs: Sequence[str] | None = None, batch: int | None = None,
@@ -90,18 +97,23 @@ def roofline(model: Any = None, example_inputs: Any = None, *, hardware: Any = N
     return run.roofline(model_options, options).to_report()
 
 
+@keeps_rng
 def bench(model: str | None = None, *, batches: Sequence[int] | None = None, device: str = "cpu",
           dtype: str | None = None, hardware: str | None = None, energy: bool = False,
-          meter: str = "auto", region: str = "world", pue: float | str = 1.0, min_time_s: float = 2.0,
-          min_iters: int = 10, warmup_s: float = 0.5, inputs: Sequence[str] | None = None,
-          seq: int | None = None, malloc: str = "retain",
+          meter: str | None = None, region: str | None = None, pue: float | str | None = None,
+          min_time_s: float = 2.0, min_iters: int = 10, warmup_s: float = 0.5,
+          inputs: Sequence[str] | None = None, seq: int | None = None, malloc: str = "default",
           on_progress: Callable[[int, str, int, float], None] | None = None) -> Report:
     """Measured latency, throughput, memory and energy per batch, beside the roofline prediction.
 
     `model` is a spec (as for `count`); the report holds the count sections of
     the first batch, its `roofline` when a device profile is known, and `measured`.
-    `malloc='retain'` makes glibc keep freed memory for the rest of this process
-    (steadier CPU timings; `measure/allocator.py` says why); 'default' leaves it alone.
+    `meter` (default 'auto'), `region` ('world') and `pue` (1.0) are energy options:
+    giving one measures energy, as `energy=True` does.
+    `malloc='default'` leaves the C allocator alone; 'retain' (the `bench`
+    command's default) makes glibc keep freed memory for the rest of this process:
+    steadier CPU timings (`measure/allocator.py` says why), but glibc cannot be
+    put back afterwards, so a library call only does it when asked.
     `on_progress(batch, phase, calls, elapsed_s)` is called while each batch is timed.
     """
     from .pipeline import run
@@ -114,6 +126,7 @@ def bench(model: str | None = None, *, batches: Sequence[int] | None = None, dev
     return run.bench(model_options, options, run.Hooks(on_progress=on_progress)).to_report()
 
 
+@keeps_rng
 def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
         batches: Sequence[int] | str = (1,), dtype: str = "fp16", weights: str | None = None,
         kv_dtype: str | None = None, max_batch: bool = False, trust_remote_code: bool = False) -> LLMSection:
@@ -128,28 +141,32 @@ def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
                                      trust_remote_code))
 
 
+@keeps_rng
 def report(model: Any = None, example_inputs: Any = None, *, hardware: str | None = None,
            dtype: str | None = None, batch: int | None = None, seq: int | None = None,
            inputs: Sequence[str] | None = None, measure: bool | None = None, device: str = "cpu",
            train: bool = False, optimizer: str = "adamw", energy: bool = True, environment: bool = True,
-           min_time_s: float = _REPORT_MIN_TIME_S, min_iters: int = _REPORT_MIN_ITERS,
-           warmup_s: float = _REPORT_WARMUP_S, malloc: str = "retain",
+           timing: Mapping[str, Any] | None = None,
            on_status: Callable[[str], None] | None = None) -> Report:
     """Every metric in one report: counts, memory, roofline (with a device profile) and,
     for small models on CPU, a short measurement. Options as `modelmeter report`.
 
     `measure`: True / False, or None for the automatic rule (on the CPU, under 50
-    GFLOPs and 1e9 parameters). `on_status(text)` is called before each slow step.
+    GFLOPs and 1e9 parameters). `timing` overrides the measurement's timing:
+    `min_time_s` (1.0), `min_iters` (5), `warmup_s` (0.3) and `malloc` ('default'
+    leaves the C allocator alone; 'retain', the `report` command's, lasts for the
+    rest of the process). `on_status(text)` is called before each slow step.
     """
     from .pipeline import run
-    from .pipeline.options import ModelOptions, ReportOptions, TimingOptions
+    from .pipeline.options import ModelOptions, ReportOptions, report_timing
 
     options = ReportOptions(hardware, measure, device, train, optimizer, energy, environment,
-                            TimingOptions(min_time_s, min_iters, warmup_s, malloc))
+                            report_timing(timing))
     model_options = ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype)
     return run.report(model_options, options, run.Hooks(on_status=on_status)).to_report()
 
 
+@keeps_rng
 def compare(models: Sequence[str], *, hardware: str | None = None, dtypes: Sequence[str | None] = (None,),
             batches: Sequence[int | None] = (None,), seq: int | None = None,
             inputs: Sequence[str] | None = None, measure: bool = False, device: str = "cpu",

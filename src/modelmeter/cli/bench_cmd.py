@@ -61,8 +61,9 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
 
     # Everything a user can get wrong is checked before a model is built.
     batches = tuple(parse_batches(batch_text)) if batch_text is not None else None
-    options = BenchOptions(batches, device, hardware, energy or region is not None or pue is not None,
-                           meter, region or "world", pue if pue is not None else 1.0,
+    energy = energy or region is not None or pue is not None
+    # --meter has a default, so it implies nothing: it picks the meter when energy is measured.
+    options = BenchOptions(batches, device, hardware, energy, meter if energy else None, region, pue,
                            TimingOptions(min_time_s, min_iters, warmup_s, malloc))
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, seq=seq, dtype=dtype)
     if threads is not None:

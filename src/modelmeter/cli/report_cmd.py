@@ -81,12 +81,13 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
            csv_path, md_path, html_path, save, db, absolute_paths) -> None:
     """Every efficiency metric of a model in one view: counts, memory, roofline, measurement."""
     from ..pipeline import run
-    from ..pipeline.options import ModelOptions, ReportOptions
+    from ..pipeline.options import ModelOptions, ReportOptions, report_timing
     from ..report.json_export import export_json
 
     for target in (json_path, csv_path, md_path, html_path):
         _check_target(target)
-    options = ReportOptions(hardware, measure, device, train)
+    # The measurement retains freed memory: this process ends with the command.
+    options = ReportOptions(hardware, measure, device, train, timing=report_timing({"malloc": "retain"}))
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype)
     quiet = json_path == "-"
     console = make_console(json_to_stdout=quiet)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# OpCount.source: whose formula produced an op's figure.
+SOURCE_OURS = "modelmeter"
+SOURCE_PYTORCH = "pytorch"  # PyTorch's flop_registry, a fallback for ops we have no formula for
+
 
 @dataclass(frozen=True, slots=True)
 class OpCount:
@@ -20,6 +24,12 @@ class OpCount:
     bytes_written: int
     dtype: str  # dtype of the op's first floating input (its compute precision)
     param_bytes_read: int  # part of bytes_read that is parameters/buffers
+    # Whose formula counted it: 'modelmeter', 'pytorch' (PyTorch's flop_registry as a
+    # fallback for an op modelmeter has no formula for), or '' (data, view, uncounted).
+    source: str = ""
+    # Uncounted ops only: a lower bound of their FLOPs from their shapes (one per
+    # element of the largest tensor they read or write); 0 otherwise.
+    estimated_flops: int = 0
 
     @property
     def flops(self) -> int:
@@ -83,7 +93,45 @@ class Counts:
 
     @property
     def coverage(self) -> float:
-        """Share of ops that do arithmetic and have a formula (1.0 = everything counted)."""
+        """The report's `coverage` key, kept for compatibility: the call coverage."""
+        return self.call_coverage
+
+    @property
+    def call_coverage(self) -> float:
+        """Share of op *calls* that do arithmetic and have a formula (1.0 = all of them)."""
         arithmetic = sum(1 for o in self.ops if o.category in ("contraction", "other", "uncounted"))
         missing = sum(n for _, n in self.uncounted_ops)
         return 1.0 if arithmetic == 0 else 1 - missing / arithmetic
+
+    @property
+    def uncounted_flops_estimate(self) -> int:
+        """Lower bound of the FLOPs of the ops without a formula, from their shapes."""
+        return sum(o.estimated_flops for o in self.ops if o.category == "uncounted")
+
+    def uncounted_estimates(self) -> dict[str, int]:
+        """Uncounted op -> the shape estimate of its FLOPs, summed over its calls."""
+        out: dict[str, int] = {}
+        for o in self.ops:
+            if o.category == "uncounted":
+                out[o.op] = out.get(o.op, 0) + o.estimated_flops
+        return out
+
+    @property
+    def flop_coverage(self) -> float:
+        """Share of the arithmetic (FLOPs) that was counted: counted FLOPs over counted
+        plus the uncounted ops' shape estimate. The estimate is a lower bound, so this
+        share is an upper bound; an uncounted op shows in `call_coverage` regardless."""
+        counted = self.totals.flops + self.totals.other_flops
+        whole = counted + self.uncounted_flops_estimate
+        return 1.0 if whole == 0 else counted / whole
+
+    @property
+    def fallback_ops(self) -> tuple[tuple[str, int, int], ...]:
+        """(op, calls, FLOPs) counted with PyTorch's formula because we have none."""
+        calls: dict[str, list[int]] = {}
+        for o in self.ops:
+            if o.source == SOURCE_PYTORCH:
+                acc = calls.setdefault(o.op, [0, 0])
+                acc[0] += 1
+                acc[1] += o.flops
+        return tuple((op, n, f) for op, (n, f) in sorted(calls.items(), key=lambda kv: -kv[1][1]))

@@ -1,10 +1,14 @@
 """MACs of tensor contractions: matmuls, convolutions, attention (layer 1, pure).
 
 One MAC is one multiply-accumulate; FLOPs = 2 x MACs for these ops (PyTorch's
-FlopCounterMode convention). Where PyTorch registers a formula for an op, the
-trace records its figure and the counter uses it; the formulas here cover the
-ops it lacks (CPU attention kernels, nn.MultiheadAttention's fused path, GQA
-shapes its asserts reject, mv/dot) and serve as an independent check.
+FlopCounterMode convention). These formulas are the authority: the counter
+uses PyTorch's registered figure (recorded in the trace) only for ops that
+have no formula here. They also cover what PyTorch's registry lacks (CPU
+attention kernels, nn.MultiheadAttention's fused path, mv/dot, grouped
+matmuls of mixture-of-experts layers) and get right
+what it gets wrong: its convolution backward ignores `groups` for the weight
+gradient, and its formulas for the kernels below SDPA swap heads and length.
+tests/test_formulas_oracle.py compares both on every op both know.
 
 Attention with a causal mask is counted densely, L x S per head, as PyTorch
 and the papers (e.g. Kaplan et al. 2020, the FlashAttention papers) do: a
@@ -69,9 +73,38 @@ def attention_backward_macs(q: tuple[int, ...], k: tuple[int, ...], v: tuple[int
     return prod(batch_heads) * length * s * (3 * e + 2 * ev)
 
 
-@register_macs("aten.mm", "aten._int_mm")
+def grouped_mm_macs(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """`torch._grouped_mm(a, b, offs)`: E groups of matmuls in one call, as mixture-of-
+    experts layers run their experts. Offsets (data, not shapes) split one dimension
+    into groups, so the shapes give the whole: every row of `a` meets one group's
+    weights. The variants torch supports:
+
+    - 2D x 3D, a [S, K], b [E, K, N], offs split S (tokens sorted by expert): S·K·N;
+    - 3D x 2D, a [E, M, K], b [K, N], offs split N: each group's M x K block meets
+      its N-slice: M·K·N;
+    - 2D x 2D, a [M, K], b [K, N], offs split K, out [E, M, N] (the weight gradient
+      of the 2D x 3D case): each group sums its K-slice: M·K·N;
+    - 3D x 3D, a [E, M, K], b [E, K, N], no offs: a batched matmul, E·M·K·N.
+
+    Rows past the last offset (padding) are counted too: the shapes cannot say.
+    """
+    if len(a) == 3 and len(b) == 3:
+        return bmm_macs(a, b)
+    if len(a) == 3:  # 3D x 2D
+        return a[1] * a[2] * b[1]
+    return a[0] * a[1] * b[-1]  # 2D x 3D and 2D x 2D
+
+
+@register_macs("aten.mm", "aten._int_mm", "aten._scaled_mm")
 def _mm(e: OpEvent) -> int:
     return mm_macs(_t(e, 0).shape, _t(e, 1).shape)
+
+
+@register_macs("aten._grouped_mm", "aten._scaled_grouped_mm")
+def _grouped_mm(e: OpEvent) -> int:
+    # Its backward runs as two more _grouped_mm calls, counted by this same formula:
+    # grad input [S, N] x [E, N, K] (2D x 3D) and grad weight [K, S] x [S, N] (2D x 2D).
+    return grouped_mm_macs(_t(e, 0).shape, _t(e, 1).shape)
 
 
 @register_macs("aten.addmm")
@@ -110,6 +143,22 @@ def _convolution(e: OpEvent) -> int:
     return conv_macs(_t(e, 0).shape, _t(e, 1).shape, e.outputs[0].shape, transposed)
 
 
+# The device kernels convolution dispatches to, when a trace sees them directly
+# (input, weight, ...) -> output; weight layouts as in conv_macs.
+@register_macs("aten._slow_conv2d_forward", "aten.thnn_conv2d", "aten.slow_conv3d_forward",
+               "aten.slow_conv_dilated2d", "aten.slow_conv_dilated3d", "aten._conv_depthwise2d",
+               "aten.conv_depthwise3d", "aten.cudnn_convolution", "aten.mkldnn_convolution",
+               "aten.miopen_convolution", "aten.miopen_depthwise_convolution")
+def _conv_kernel(e: OpEvent) -> int:
+    return conv_macs(_t(e, 0).shape, _t(e, 1).shape, e.outputs[0].shape, False)
+
+
+@register_macs("aten.cudnn_convolution_transpose", "aten.slow_conv_transpose2d",
+               "aten.slow_conv_transpose3d", "aten.miopen_convolution_transpose")
+def _conv_transpose_kernel(e: OpEvent) -> int:
+    return conv_macs(_t(e, 0).shape, _t(e, 1).shape, e.outputs[0].shape, True)
+
+
 @register_macs(
     "aten._scaled_dot_product_flash_attention_for_cpu",
     "aten._scaled_dot_product_flash_attention",
@@ -132,6 +181,46 @@ def _sdpa_backward(e: OpEvent) -> int:
     return attention_backward_macs(_t(e, 1).shape, _t(e, 2).shape, _t(e, 3).shape)
 
 
+def _kernel_layout(e: OpEvent, q: int, cum_seq_q: int, max_q: int, max_k: int
+                   ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """q, k, v of the kernels below SDPA (`_flash_attention_*`, `_efficient_attention_*`) as
+    [B, H, L, E]. Those kernels take [B, L, H, E] (SDPA transposes before calling them),
+    or, for variable-length batches, [total tokens, H, E] with cumulative offsets: the
+    offsets are data, so every sequence is counted at the longest length (max_q, max_k),
+    an upper bound."""
+    qs, ks, vs = _t(e, q).shape, _t(e, q + 1).shape, _t(e, q + 2).shape
+    if len(qs) == 4:
+        return ((qs[0], qs[2], qs[1], qs[3]), (ks[0], ks[2], ks[1], ks[3]),
+                (vs[0], vs[2], vs[1], vs[3]))
+    batch = _t(e, cum_seq_q).shape[0] - 1
+    lq, lk = int(e.args[max_q]), int(e.args[max_k])
+    return ((batch, qs[1], lq, qs[2]), (batch, ks[1], lk, ks[2]), (batch, vs[1], lk, vs[2]))
+
+
+@register_macs("aten._flash_attention_forward")
+def _flash_kernel(e: OpEvent) -> int:
+    # (query, key, value, cum_seq_q, cum_seq_k, max_q, max_k, ...)
+    return attention_macs(*_kernel_layout(e, 0, 3, 5, 6))
+
+
+@register_macs("aten._efficient_attention_forward")
+def _efficient_kernel(e: OpEvent) -> int:
+    # (query, key, value, bias, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, ...)
+    return attention_macs(*_kernel_layout(e, 0, 4, 6, 7))
+
+
+@register_macs("aten._flash_attention_backward")
+def _flash_kernel_backward(e: OpEvent) -> int:
+    # (grad_out, query, key, value, out, logsumexp, cum_seq_q, cum_seq_k, max_q, max_k, ...)
+    return attention_backward_macs(*_kernel_layout(e, 1, 6, 8, 9))
+
+
+@register_macs("aten._efficient_attention_backward")
+def _efficient_kernel_backward(e: OpEvent) -> int:
+    # (grad_out, query, key, value, bias, out, cu_seqlens_q, cu_seqlens_k, max_q, max_k, ...)
+    return attention_backward_macs(*_kernel_layout(e, 1, 6, 8, 9))
+
+
 @register_macs("aten._native_multi_head_attention")
 def _native_mha(e: OpEvent) -> int:
     """nn.MultiheadAttention's inference fast path: in-projections, attention, out-projection."""
@@ -151,7 +240,11 @@ def _native_mha(e: OpEvent) -> int:
 @register_macs("aten.convolution_backward")
 def _convolution_backward(e: OpEvent) -> int:
     # (grad_out, input, weight, bias_sizes, stride, padding, dilation, transposed,
-    #  output_padding, groups, output_mask): grad_input and grad_weight each cost one conv.
+    #  output_padding, groups, output_mask): grad_input and grad_weight each cost one
+    # forward conv. grad_input: every input element receives c_out/g x kernel products;
+    # grad_weight: every weight element [c_out, c_in/g, *k] sums one product per output
+    # position, N x out spatial. Both equal the forward's MACs, *with* groups (PyTorch's
+    # conv_backward_flop uses c_in for the weight gradient, g times too much).
     grad_out, x, w = _t(e, 0).shape, _t(e, 1).shape, _t(e, 2).shape
     transposed = bool(e.args[7])
     mask = e.args[10] if len(e.args) > 10 else [True, True, True]

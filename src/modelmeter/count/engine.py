@@ -1,12 +1,18 @@
 """From a trace to counts: per op, per module, totals (layer 1, pure).
 
-Each op is classified once:
-- contraction: MACs from PyTorch's registered formula (recorded in the trace)
-  or from our registry (`contractions.py`); FLOPs = 2 x MACs;
+Each op is classified once, by the first rule that applies:
+- contraction: MACs from our registry (`contractions.py`); FLOPs = 2 x MACs;
 - other: elementwise/normalisation/reduction/pooling FLOPs (`other.py`);
+- contraction, source 'pytorch': an op none of our tables know but PyTorch's
+  `flop_registry` does (its figure is recorded in the trace). Our formulas are
+  the authority: PyTorch's only fills gaps, and each such op is reported as a
+  fallback (`Counts.fallback_ops`). PyTorch's registry is also the oracle our
+  formulas are tested against (tests/test_formulas_oracle.py), where they
+  differ on purpose (e.g. grouped convolution backward) ours is right;
 - view: output aliases an input (no bytes move, nothing computed);
 - data: copies, creation, gathers (bytes move, nothing computed);
-- uncounted: arithmetic we have no formula for; listed, never a silent zero.
+- uncounted: arithmetic we have no formula for; listed, never a silent zero,
+  with a lower-bound estimate of its FLOPs from its shapes (`flop_coverage`).
 
 Bytes are unfused: every op reads each tensor argument once and writes each
 output once (the upper bound a compiler's fusion lowers).
@@ -18,9 +24,9 @@ from collections import Counter, defaultdict
 
 from ..core.events import BUFFER, PARAMETER, OpEvent, Trace
 from ..core.precision import param_size
-from ..core.results import Counts, CountTotals, ModuleCounts, OpCount
+from ..core.results import SOURCE_OURS, SOURCE_PYTORCH, Counts, CountTotals, ModuleCounts, OpCount
 from . import contractions  # noqa: F401 - registers the formulas
-from .other import is_data_movement, other_flops
+from .other import INPLACE_VIEWS, estimated_flops, is_data_movement, other_flops
 from .registry import macs_formula
 
 _FLOAT_DTYPES = ("float", "bfloat", "half", "double")
@@ -29,20 +35,24 @@ _FLOAT_DTYPES = ("float", "bfloat", "half", "double")
 def count_op(event: OpEvent) -> OpCount:
     macs = 0
     extra = 0
-    category = "uncounted"
-    if event.torch_flops is not None:
-        macs, category = event.torch_flops // 2, "contraction"
-    elif (formula := macs_formula(event.packet)) is not None:
+    estimate = 0
+    category, source = "uncounted", ""
+    if (formula := macs_formula(event.packet)) is not None:
         try:
-            macs, category = formula(event), "contraction"
+            macs, category, source = formula(event), "contraction", SOURCE_OURS
         except (TypeError, ValueError, IndexError):
-            category = "uncounted"
-    else:
+            pass  # shapes our formula cannot read: PyTorch's figure, if any, below
+    if not source:
         flops = other_flops(event)
         if flops is not None:
-            extra, category = flops, "other"
+            extra, category, source = flops, "other", SOURCE_OURS
+        elif event.torch_flops is not None:
+            # PyTorch's formulas count 2 FLOPs per multiply-accumulate.
+            macs, category, source = event.torch_flops // 2, "contraction", SOURCE_PYTORCH
         elif is_data_movement(event):
             category = "view" if _aliases_input(event) else "data"
+        else:
+            estimate = estimated_flops(event)
     if category == "view":
         read = written = param_read = 0
     elif event.packet == "aten.embedding":
@@ -58,10 +68,13 @@ def count_op(event: OpEvent) -> OpCount:
         index=event.index, op=event.op, module=event.module, phase=event.phase,
         category=category, macs=macs, other_flops=extra, bytes_read=read,
         bytes_written=written, dtype=_compute_dtype(event), param_bytes_read=param_read,
+        source=source, estimated_flops=estimate,
     )
 
 
 def _aliases_input(event: OpEvent) -> bool:
+    if event.packet in INPLACE_VIEWS:  # restride their input in place: metadata only
+        return True
     if event.packet.endswith("_"):  # in-place ops write their input: real traffic
         return False
     sources = {t.storage for t in event.inputs}

@@ -29,12 +29,26 @@ the per-element cost multiplies: the op's output ("out") or its first input
 | adaptive_avg_pool, adaptive_max_pool | 1 per input element | every input joins one window |
 | upsample linear1d / bilinear2d / tricubic… | 3 / 9 / 21 per output; bicubic 35 | 3 per lerp |
 | native_dropout | 2 | mask compare, scaled mul |
+| floor_divide | 2 | div, floor |
+| aminmax | 2 per input element | one compare for the min, one for the max |
+| index_add | 1 per element of `source` (2 when alpha ≠ 1) | one add (and the scaling mul) |
+| histc | 6 per input element (+2 when min = max = 0) | 2 range compares, sub, mul, clamp, increment (+ the data's min and max) |
+| _unique2, _unique | n·⌈log₂ n⌉ + n, n = input elements | sort compares + one adjacent compare each |
+| torchvision nms | 13 per box pair + 3 per box + n·⌈log₂ n⌉ | worst-case IoU of every pair, areas, score sort |
+| torchvision roi_align (and its backward) | 8·s² + 1 per output element | s² bilinear samples (4 mul, 3 add, 1 accumulate), 1 div |
 | backward of the elementwise ops above | as named in `_BACKWARD` | derivative arithmetic |
+
+Ops in none of these tables and not data movement are *uncounted*; their FLOPs
+are estimated from their shapes (`estimated_flops`: one per element of the
+largest tensor they read or write, a lower bound for anything that computes on
+every element) so that `flop_coverage` can say how much of the arithmetic is
+counted.
 """
 
 from __future__ import annotations
 
-from math import prod
+from collections.abc import Callable
+from math import ceil, log2, prod
 
 from ..core.events import OpEvent, TensorMeta
 
@@ -45,7 +59,7 @@ for _names, _cost in (
      "bitwise_or bitwise_not bitwise_xor relu hardtanh threshold sign floor ceil round trunc "
      "remainder fmod isnan isinf masked_fill fill", 1),
     ("exp exp2 log log2 log10 log1p expm1 sqrt rsqrt sin cos tan tanh erf erfinv pow square atan", 1),
-    ("addcmul addcdiv lerp leaky_relu elu prelu _prelu_kernel softplus", 2),
+    ("addcmul addcdiv lerp leaky_relu elu prelu _prelu_kernel softplus floor_divide", 2),
     ("hardsigmoid", 3),
     ("sigmoid hardswish mish", 4),
     ("silu", 5),
@@ -69,7 +83,7 @@ for _names, _cost in (
     ("sum mean amax amin max min argmax argmin prod logsumexp any all nansum "
      "adaptive_max_pool2d adaptive_max_pool1d _adaptive_avg_pool2d _adaptive_avg_pool3d "
      "adaptive_avg_pool1d", 1),
-    ("linalg_vector_norm norm", 2),
+    ("linalg_vector_norm norm aminmax", 2),
     ("var std var_mean std_mean", 3),
 ):
     for _name in _names.split():
@@ -119,15 +133,113 @@ DATA_MOVEMENT = frozenset(
         "_upsample_nearest_exact2d pixel_shuffle pixel_unshuffle channel_shuffle _unsafe_index "
         "zero_ bernoulli bernoulli_ rand rand_like randn randn_like uniform_ normal_ randint "
         "view_as_real view_as_complex masked_select nonzero sort topk t_ transpose_ squeeze_ "
-        "unsqueeze_ resize_ set_ _unsafe_index_put item _local_scalar_dense fill_ ones_like "
+        "unsqueeze_ as_strided_ swapdims_ swapaxes_ detach_ "
+        "resize_ set_ _unsafe_index_put item _local_scalar_dense fill_ ones_like "
         "empty_permuted new_empty linspace eye im2col col2im masked_scatter sym_size "
         "_assert_async _assert_tensor_metadata _functional_assert_async"
     ).split()
 )
 
 
+# In-place ops that only change a tensor's shape/strides: views, though their name ends in '_'.
+INPLACE_VIEWS = frozenset(
+    f"aten.{n}" for n in "as_strided_ t_ transpose_ squeeze_ unsqueeze_ swapdims_ swapaxes_ detach_".split()
+)
+
+
 def _numel(t: TensorMeta) -> int:
     return prod(t.shape)
+
+
+# --- Ops whose cost is not a fixed multiple of one tensor: pure functions of shapes -----
+
+def index_add_flops(source_numel: int, alpha: float = 1) -> int:
+    """Each element of `source` is added into `self` once (and scaled first when alpha != 1)."""
+    return source_numel * (1 if alpha == 1 else 2)
+
+
+def histc_flops(numel: int, range_from_data: bool) -> int:
+    """Per element: 2 compares against the range, sub, mul by bins/(max-min), clamp to the
+    last bin, increment its bin. With min = max (the default 0, 0) the range is the data's
+    own min and max: one more compare each."""
+    return numel * (6 + (2 if range_from_data else 0))
+
+
+def _sort_compares(n: int) -> int:
+    return n * ceil(log2(n)) if n > 1 else 0
+
+
+def unique_flops(numel: int) -> int:
+    """Sort-based unique: n·⌈log₂ n⌉ compares to sort, then one adjacent compare each."""
+    return _sort_compares(numel) + numel
+
+
+def nms_flops(boxes: int) -> int:
+    """torchvision::nms on n boxes, worst case (no box suppressed, so every pair's IoU is
+    computed): areas 3 per box (2 sub, 1 mul); the score sort n·⌈log₂ n⌉ compares; per pair
+    13: intersection corners 4 (2 max, 2 min), width/height 2 sub + 2 clamp, its area 1 mul,
+    union 2 (add, sub), IoU 1 div, compare with the threshold 1."""
+    pairs = boxes * (boxes - 1) // 2
+    return 13 * pairs + 3 * boxes + _sort_compares(boxes)
+
+
+def roi_align_flops(output_numel: int, sampling_ratio: int) -> int:
+    """torchvision::roi_align, per output element (box x channel x bin): s x s bilinear
+    samples, each 4 mul + 3 add + 1 accumulate, then 1 div for the average. With
+    sampling_ratio <= 0 torchvision picks s from each box's size (data, not shapes): counted
+    as 1, the least it can be. The backward scatters the same samples: the same count.
+    The bilinear weights, shared by all channels, are not counted."""
+    s = sampling_ratio if sampling_ratio > 0 else 1
+    return output_numel * (8 * s * s + 1)
+
+
+def _arg(event: OpEvent, i: int, name: str, default: object) -> object:
+    if len(event.args) > i:
+        return event.args[i]
+    return event.kwargs.get(name, default)
+
+
+def _index_add(e: OpEvent) -> int:
+    # index_add(self, dim, index, source, *, alpha=1)
+    source = _arg(e, 3, "source", None)
+    alpha = e.kwargs.get("alpha", 1)
+    return index_add_flops(source.numel if isinstance(source, TensorMeta) else 0, alpha)
+
+
+def _histc(e: OpEvent) -> int:
+    # histc(self, bins=100, min=0, max=0)
+    low, high = _arg(e, 2, "min", 0), _arg(e, 3, "max", 0)
+    return histc_flops(e.inputs[0].numel, low == high)
+
+
+def _roi_align(e: OpEvent) -> int:
+    # roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    return roi_align_flops(e.outputs[0].numel, int(_arg(e, 5, "sampling_ratio", -1)))
+
+
+def _roi_align_backward(e: OpEvent) -> int:
+    # _roi_align_backward(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+    #                     channels, height, width, sampling_ratio, aligned)
+    return roi_align_flops(e.inputs[0].numel, int(_arg(e, 9, "sampling_ratio", -1)))
+
+
+# torchvision's ops are keyed by their name string ('torchvision::nms' dispatches as
+# 'torchvision.nms'), so they count whenever torchvision is installed, without importing it.
+_SPECIAL: dict[str, Callable[[OpEvent], int]] = {
+    "aten.index_add": _index_add,
+    "aten.index_add_": _index_add,
+    "aten.histc": _histc,
+    "aten._unique2": lambda e: unique_flops(e.inputs[0].numel),
+    "aten._unique": lambda e: unique_flops(e.inputs[0].numel),
+    "torchvision.nms": lambda e: nms_flops(e.inputs[0].shape[0]),
+    "torchvision.roi_align": _roi_align,
+    "torchvision._roi_align_backward": _roi_align_backward,
+}
+
+
+def estimated_flops(event: OpEvent) -> int:
+    """Lower-bound FLOPs of an op without a formula: one per element of its largest tensor."""
+    return max((t.numel for t in (*event.inputs, *event.outputs)), default=0)
 
 
 def other_flops(event: OpEvent) -> int | None:
@@ -149,6 +261,8 @@ def other_flops(event: OpEvent) -> int | None:
         return _PER_INPUT[packet] * (_numel(first) if first is not None else 0)
     if packet in _BACKWARD:
         return _BACKWARD[packet] * (_numel(out) if out is not None else 0)
+    if packet in _SPECIAL:
+        return _SPECIAL[packet](event)
     if packet in _POOL:
         kernel = event.args[1] if len(event.args) > 1 else [1]
         k = prod(kernel) if isinstance(kernel, (list, tuple)) else int(kernel) ** 2

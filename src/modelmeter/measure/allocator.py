@@ -15,9 +15,15 @@ PyTorch's CPU tuning guides recommend them for this reason).
 :func:`retain_freed_memory` makes glibc keep freed memory for reuse
 (``mallopt``: no trimming, no per-block ``mmap`` below 1 GiB, a top pad), so
 the timed calls measure the model, not the page-fault path: ~0 faults per
-call. It changes the whole process
-from then on (glibc cannot restore its adaptive threshold), which is why the
-benchmark records it in its conditions and lets the user opt out.
+call. It changes the whole process from then on and cannot be undone: glibc
+has no getter for ``mallopt`` parameters (the environment or ``GLIBC_TUNABLES``
+may have set them), and setting any threshold switches its adaptive mmap
+threshold off for good. Hence the policy: the ``bench`` and ``report``
+commands retain (their process ends with the command); library calls
+(``modelmeter.bench``, ``modelmeter.report``) leave the allocator alone unless
+asked (``malloc="retain"``), since they run in the caller's process. A
+measurement records both the policy (``conditions.malloc``) and the state
+(``conditions.allocator``: 'retained' also when an earlier call retained).
 
 :func:`resident_tracks_live_memory` is for the memory probe, which reads the
 resident set: it returns free heap memory to the kernel (``malloc_trim``) so

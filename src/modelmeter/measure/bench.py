@@ -146,15 +146,18 @@ def run_bench(
     progress: ProgressFn | None = None,
     on_row: Callable[[BenchRow], None] | None = None,
     conditions: Mapping[str, Any] | None = None,
-    malloc: str = RETAIN,
+    malloc: str = DEFAULT,
 ) -> BenchResult:
     """Benchmark ``make_call`` at each batch size; see the module docstring.
 
-    ``malloc='retain'`` (the default) makes glibc keep freed memory for the rest
-    of the process before any model is built, so the timed calls do not pay
-    page faults whose number varies from process to process (see
-    :mod:`.allocator`); ``'default'`` leaves the allocator alone. The
-    conditions say which was in force.
+    ``malloc='retain'`` makes glibc keep freed memory for the rest of the
+    process before any model is built, so the timed calls do not pay page
+    faults whose number varies from process to process (see :mod:`.allocator`);
+    ``'default'`` (the default: a library call must not change its caller's
+    process for good, and glibc's settings cannot be put back) leaves the
+    allocator alone. The CLI, whose process ends with the command, passes
+    'retain'. The conditions record the policy (``malloc``) and the state
+    (``allocator``).
     """
     if not batches:
         raise UserInputError("the benchmark needs at least one batch size")
@@ -162,9 +165,10 @@ def run_bench(
     if malloc not in POLICIES:
         raise UserInputError(f"unknown malloc policy {malloc!r}; use {' or '.join(POLICIES)}")
     carbon_g(0.0, region, pue)  # validates region and PUE before any model runs
-    if malloc != DEFAULT:
+    if malloc == RETAIN:
         retain_freed_memory()
     conds = bench_conditions(device, conditions)
+    conds["malloc"] = malloc
     conds["allocator"] = allocator_condition()
     rows: list[BenchRow] = []
     notes: list[str] = []

@@ -40,6 +40,7 @@ class Analysis:
     counts: Counts
     batch: int | None = None
     seq: int | None = None
+    notes: tuple[str, ...] = ()  # how an option applied, when not plainly
 
     @property
     def input_bytes(self) -> int:
@@ -48,11 +49,17 @@ class Analysis:
 
     @property
     def traced_dtype(self) -> str:
-        """The precision the parameters were traced in, by its short name ('fp32', 'bf16')."""
-        for p in self.trace.parameters:
-            if p.dtype.startswith(("float", "bfloat")):
-                return parse_precision(p.dtype).name
-        return "fp32"
+        """The precision the trace ran in, by its short name ('fp32', 'bf16'): that of the
+        floating-point parameters, else of the floating-point inputs, else fp32."""
+        return _traced_dtype(self.trace)
+
+
+def _traced_dtype(trace: Trace) -> str:
+    for t in (*trace.parameters, *trace.inputs):
+        dtype = t.dtype.replace("torch.", "")
+        if dtype.startswith(("float", "bfloat")):
+            return parse_precision(dtype).name
+    return "fp32"
 
 
 def trace_dtype_for(precision: str | None) -> str | None:
@@ -67,12 +74,20 @@ def trace_dtype_for(precision: str | None) -> str | None:
 
 
 def load(options: ModelOptions) -> LoadedModel:
-    """Resolve a spec string (or None: the default model), or wrap a module and its inputs."""
+    """Resolve a spec string (or None: the default model), or wrap a module and its inputs.
+
+    A spec is built on `options.device` (default meta) in the trace dtype of
+    `options.dtype`; `batch` and `seq` must shape its inputs (else an error).
+    """
     if options.is_spec:
-        return resolve_model(options.model, inputs=list(options.inputs) if options.inputs else None,
-                             batch=options.batch, seq=options.seq, device=options.device,
-                             dtype=trace_dtype_for(options.dtype),
-                             trust_remote_code=options.trust_remote_code)
+        loaded = resolve_model(options.model, inputs=list(options.inputs) if options.inputs else None,
+                               batch=options.batch, seq=options.seq, device=options.device or "meta",
+                               dtype=trace_dtype_for(options.dtype),
+                               trust_remote_code=options.trust_remote_code)
+        check_build_options(loaded, batch=options.batch, seq=options.seq)
+        if options.name is not None:
+            loaded.name = options.name
+        return loaded
     args, kwargs = _split_inputs(options.example_inputs)
     return LoadedModel(name=options.name or type(options.model).__name__, module=options.model,
                        args=args, kwargs=kwargs, kind="custom", source="module")
@@ -86,12 +101,35 @@ def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
     return (example_inputs,), {}
 
 
+def check_build_options(loaded: LoadedModel, *, batch: int | None = None, seq: int | None = None) -> None:
+    """Raise when `batch` or `seq` did not shape the inputs a spec was built with."""
+    lead = leading_dim(loaded.args, loaded.kwargs)
+    if batch is not None and lead is not None and lead != batch:
+        raise UserInputError(
+            f"--batch {batch} cannot apply to {loaded.name}: its example inputs fix batch {lead}; "
+            "give the input shapes instead (--input / inputs=[...])")
+    # Only modelmeter's own text inputs have a sequence dimension it knows (make_hf_inputs).
+    if seq is not None and (loaded.source not in ("preset", "hf-folder") or loaded.kind == "vision"):
+        raise UserInputError(
+            f"--seq {seq} cannot apply to {loaded.name}: it sets the sequence length of text "
+            "presets and transformers folders; give the input shapes instead (--input / inputs=[...])")
+
+
 def analyse_loaded(loaded: LoadedModel, options: ModelOptions, *, backward: bool = False) -> Analysis:
     """Trace a loaded model once and count it, at `options.dtype` / `options.group_size`."""
     trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=backward)
     counts = count_trace(trace, precision=options.dtype, group_size=options.group_size)
-    return Analysis(loaded, options.dtype, trace_dtype_for(options.dtype), options.group_size, trace,
-                    counts, options.batch, options.seq)
+    # A spec was built in the trace dtype of `dtype`; a module is traced as given.
+    built = loaded.source != "module"
+    notes = []
+    traced = _traced_dtype(trace)
+    if options.dtype is not None and not built and trace_dtype_for(options.dtype) != traced:
+        notes.append(
+            f"dtype {options.dtype} applies to the parameter bytes only: the module was traced as given, "
+            f"in {traced} (activation bytes, bytes moved); convert the module and its inputs "
+            "(.to(dtype)) to trace it in that precision")
+    return Analysis(loaded, options.dtype, trace_dtype_for(options.dtype) if built else None,
+                    options.group_size, trace, counts, options.batch, options.seq, tuple(notes))
 
 
 def analyse(options: ModelOptions, *, backward: bool = False) -> Analysis:
@@ -169,8 +207,27 @@ def _inference_call(module: Any, args: tuple, kwargs: dict) -> Callable[[], Any]
     return call
 
 
+def module_state(module: Any) -> Callable[[], None]:
+    """A function that puts the user's module back in the mode (per submodule) and on the
+    device it had: measuring needs it in eval mode on the measured device, not for good."""
+    import itertools
+
+    modes = [(m, m.training) for m in module.modules()]
+    devices = {t.device for t in itertools.chain(module.parameters(), module.buffers())}
+
+    def restore() -> None:
+        for m, training in modes:
+            m.training = training
+        if len(devices) == 1:
+            module.to(next(iter(devices)))
+
+    return restore
+
+
 def module_calls(options: ModelOptions, analysis: Analysis, device: str) -> Callable[[int], Callable[[], Any]]:
-    """Zero-argument calls of a user's module on its real example inputs (one batch: theirs)."""
+    """Zero-argument calls of a user's module on its real example inputs (one batch: theirs).
+
+    The module is moved to `device` and put in eval mode: `module_state` first, to restore it."""
     module = options.model
     loaded = analysis.loaded
     tensors = [p for p in module.parameters()] + tensors_in((loaded.args, loaded.kwargs))
@@ -208,8 +265,11 @@ class BatchModels:
         # Built in the precision asked for itself (a timed model runs in it): a quantised
         # format has no dtype to run in, and resolve_model says so.
         o = self.options
-        return resolve_model(o.model, inputs=list(o.inputs) if o.inputs else None, batch=batch, seq=o.seq,
-                             device=device, dtype=o.dtype, trust_remote_code=o.trust_remote_code)
+        loaded = resolve_model(o.model, inputs=list(o.inputs) if o.inputs else None, batch=batch,
+                               seq=o.seq, device=device, dtype=o.dtype, trust_remote_code=o.trust_remote_code)
+        # --seq must shape the inputs; --batch always applies (fixed inputs are tiled, below).
+        check_build_options(loaded, seq=o.seq)
+        return loaded
 
     def default_batch(self) -> int:
         """The model's own example batch (leading dim of its first tensor input), else 1."""
@@ -228,7 +288,7 @@ class BatchModels:
             note = f"the model's example inputs have batch {lead}; dim 0 was tiled to each --batch"
             if note not in self.notes:
                 self.notes.append(note)
-        self._meta[batch] = (meta.module, args, kwargs)
+        self._meta[batch] = replace(meta, args=args, kwargs=kwargs)
         if self._module is None:
             loaded = self._resolve(batch, "cpu")
             self._module = loaded.module.eval().to(self.device)
@@ -242,11 +302,6 @@ class BatchModels:
         return _inference_call(self._module, run_args, run_kwargs)
 
     def analyse(self, batch: int) -> Analysis:
-        """Trace and count the meta model at `batch` (after `make_call(batch)` built its inputs)."""
-        module, args, kwargs = self._meta[batch]
-        at_batch = replace(self.options, batch=batch, device="meta")
-        if args and kwargs:
-            return analyse(at_batch)
-        loaded = LoadedModel(name=self.name, module=module, args=tuple(args) if not kwargs else (),
-                             kwargs=dict(kwargs), kind="custom", source="module")
-        return analyse_loaded(loaded, at_batch)
+        """Trace and count the meta model at `batch`: the very inputs `make_call(batch)` built
+        (tiled when the spec fixes them)."""
+        return analyse_loaded(self._meta[batch], replace(self.options, batch=batch))

@@ -15,6 +15,8 @@ the model (does the shape fit?) is checked by the pipeline before the trace.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +38,17 @@ __all__ = [
     "RooflineOptions",
     "TimingOptions",
     "parse_efficiency",
+    "report_timing",
 ]
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
     # Normalising inside a frozen dataclass's __post_init__ (the documented way).
     object.__setattr__(obj, name, value)
+
+
+# Formats that store one scale per group of weights, where a group size means something.
+GROUPED = ("int8", "int4", "nf4", "fp8")
 
 
 def _positive(label: str, value: int | None) -> None:
@@ -78,10 +85,13 @@ class ModelOptions:
 
     `model` is a spec string (preset, folder, `pkg.module:factory`, `.pt2`…),
     a `torch.nn.Module` (then `example_inputs` is its call: a tensor, a tuple
-    or a dict), or None for the default model. `device` is where the trace runs:
-    'meta' (no weights allocated) or 'cpu' (real tensors); a module is traced
-    where it is. `dtype` is the parameter precision (any of
-    `core.precision`), `group_size` the quantisation group for int4/int8 scales.
+    or a dict), or None for the default model. `inputs`, `batch`, `seq` and
+    `device` build a spec's model and inputs (`device`: 'meta', the default, no
+    weights allocated; or 'cpu', real tensors); a module is traced as given, so
+    they are errors beside one. `dtype` is the parameter precision (any of
+    `core.precision`; on a module a parameter-bytes what-if), `group_size` the
+    quantisation group of block-quantised weights (int8, int4, nf4, fp8).
+    An option that cannot apply is an error, never ignored.
     """
 
     model: Any = None
@@ -90,7 +100,7 @@ class ModelOptions:
     batch: int | None = None
     seq: int | None = None
     dtype: str | None = None
-    device: str = "meta"
+    device: str | None = None
     group_size: int | None = None
     trust_remote_code: bool = False
     name: str | None = None
@@ -98,19 +108,35 @@ class ModelOptions:
     def __post_init__(self) -> None:
         _positive("batch", self.batch)
         _positive("seq", self.seq)
-        _positive("group-size", self.group_size)
         _set(self, "dtype", _precision(self.dtype))
+        if self.group_size is not None:
+            _positive("group-size", self.group_size)
+            if self.dtype not in GROUPED:
+                raise UserInputError(
+                    f"--group-size applies to block-quantised weights ({', '.join(GROUPED)}), "
+                    f"which store one scale per group; {self.dtype or 'the traced precision'} stores none")
         _set(self, "inputs", tuple(self.inputs) if self.inputs else None)
-        if self.device not in TRACE_DEVICES:
+        if self.device is not None and self.device not in TRACE_DEVICES:
             raise UserInputError(f"unknown device {self.device!r}; choose one of {', '.join(TRACE_DEVICES)}")
-        if self.model is not None and not isinstance(self.model, str):
-            import torch
+        if self.is_spec:
+            if self.example_inputs is not None:
+                raise UserInputError("example_inputs go with a torch.nn.Module; a model spec builds its "
+                                     "own inputs (give their shapes with inputs=[...] / --input)")
+            return
+        import torch
 
-            if not isinstance(self.model, torch.nn.Module):
-                raise UserInputError("expected a model spec string or a torch.nn.Module, "
-                                     f"got {type(self.model).__name__}")
-            if self.example_inputs is None:
-                raise UserInputError("a torch.nn.Module needs example_inputs (a tensor, a tuple, or a dict)")
+        if not isinstance(self.model, torch.nn.Module):
+            raise UserInputError(f"expected a model spec string or a torch.nn.Module, got {type(self.model).__name__}")
+        for label, value in (("inputs", self.inputs), ("batch", self.batch), ("seq", self.seq)):
+            if value is not None:
+                raise UserInputError(
+                    f"{label}={value!r} cannot apply to a torch.nn.Module: inputs, batch and seq build "
+                    "the inputs of a model spec; pass example_inputs of the shape you want")
+        if self.device is not None:
+            raise UserInputError(f"device={self.device!r} cannot apply to a torch.nn.Module: it is traced "
+                                 "where its parameters are; move it and its inputs with .to(...)")
+        if self.example_inputs is None:
+            raise UserInputError("a torch.nn.Module needs example_inputs (a tensor, a tuple, or a dict)")
 
     @property
     def is_spec(self) -> bool:
@@ -129,6 +155,9 @@ class MemoryOptions:
 
     def __post_init__(self) -> None:
         _set(self, "optimizer", check_optimizer(self.optimizer))
+        for label, value in (("--checkpoint", self.checkpoint), ("--master-fp32", self.master_fp32)):
+            if value and not self.train:
+                raise UserInputError(f"{label} applies to the training step; add --train (train=True)")
 
 
 @dataclass(frozen=True)
@@ -152,13 +181,15 @@ class RooflineOptions:
 
 @dataclass(frozen=True)
 class TimingOptions:
-    """How long each batch is timed. `malloc`: 'retain' (glibc keeps freed memory, steadier
-    CPU timings; `measure/allocator.py` says why) or 'default' (the allocator left alone)."""
+    """How long each batch is timed. `malloc`: 'default' leaves the C allocator alone;
+    'retain' makes glibc keep freed memory for the rest of the process (steadier CPU
+    timings; `measure/allocator.py` says why). glibc cannot be put back, so only the
+    commands, whose process ends with them, choose 'retain' by default."""
 
     min_time_s: float = 2.0
     min_iters: int = 10
     warmup_s: float = 0.5
-    malloc: str = "retain"
+    malloc: str = "default"
 
     def __post_init__(self) -> None:
         check_timing(self.min_time_s, self.min_iters, self.warmup_s, 0, None)
@@ -170,23 +201,33 @@ class TimingOptions:
 REPORT_TIMING = TimingOptions(min_time_s=1.0, min_iters=5, warmup_s=0.3)
 
 
+def report_timing(overrides: Mapping[str, Any] | None = None) -> TimingOptions:
+    """`REPORT_TIMING` with some fields replaced: min_time_s, min_iters, warmup_s, malloc."""
+    fields = {f.name for f in dataclasses.fields(TimingOptions)}
+    unknown = sorted(set(overrides or {}) - fields)
+    if unknown:
+        raise UserInputError(f"unknown timing option {unknown[0]!r}; choose from {', '.join(sorted(fields))}")
+    return dataclasses.replace(REPORT_TIMING, **(overrides or {}))
+
+
 @dataclass(frozen=True)
 class BenchOptions:
     """A measured sweep over batch sizes, with energy and carbon when asked.
 
     `batches` None: the model's own example batch. `hardware` names the
     roofline device for the per-batch prediction (None: 'local' on CPU, the
-    database entry of the GPU on CUDA). `region`/`pue` imply nothing by
-    themselves here; the CLI turns them into `energy=True`.
+    database entry of the GPU on CUDA). `meter` (default 'auto'), `region`
+    ('world') and `pue` (1.0) are energy options: giving one measures energy,
+    as `energy=True` does.
     """
 
     batches: tuple[int, ...] | None = None
     device: str = "cpu"
     hardware: str | None = None
     energy: bool = False
-    meter: str = "auto"
-    region: str = "world"
-    pue: float | str = 1.0
+    meter: str | None = None
+    region: str | None = None
+    pue: float | str | None = None
     timing: TimingOptions = field(default_factory=TimingOptions)
 
     def __post_init__(self) -> None:
@@ -197,10 +238,14 @@ class BenchOptions:
                 _positive("batch", b)
             _set(self, "batches", tuple(self.batches))
         _set(self, "device", _measure_device(self.device))
-        if self.meter.strip().lower() not in METER_NAMES:
-            raise UserInputError(f"unknown energy meter {self.meter!r}; choose one of {', '.join(METER_NAMES)}")
-        _set(self, "region", carbon_intensity(self.region).region)
-        _set(self, "pue", parse_pue(self.pue))
+        given = (self.meter, self.region, self.pue)
+        _set(self, "energy", self.energy or any(v is not None for v in given))
+        meter = self.meter or "auto"
+        if meter.strip().lower() not in METER_NAMES:
+            raise UserInputError(f"unknown energy meter {meter!r}; choose one of {', '.join(METER_NAMES)}")
+        _set(self, "meter", meter)
+        _set(self, "region", carbon_intensity(self.region or "world").region)
+        _set(self, "pue", parse_pue(1.0 if self.pue is None else self.pue))
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from .model import (
     counted_peak_activations,
     leading_dim,
     module_calls,
+    module_state,
     trace_training,
 )
 from .options import (
@@ -236,29 +237,37 @@ def _measure_one_batch(model: ModelOptions, analysis: Analysis, hw: Hardware | N
     comparable = same_kind(hw, device)
     t = analysis.counts.totals
     dtype = analysis.precision or analysis.traced_dtype
+    # A spec is built in `dtype`; a user's module runs as given, in the dtype it was traced in.
+    ran_in = (model.dtype or dtype) if model.is_spec else (analysis.trace_dtype or analysis.traced_dtype)
     prediction = Prediction(
         flops=float(t.flops + t.other_flops), dram_bytes=float(t.bytes_read + t.bytes_written),
-        precision=dtype,
+        precision=dtype if model.is_spec else ran_in,
         latency_s=rl.latency_s if rl is not None and comparable else None,
         hardware=hw.id if hw is not None and comparable else None,
         tdp_w=hw.tdp_w if hw is not None and comparable else None,
         peak_activation_bytes=memory.activations.get("peak_inference_bytes"),
     )
+    restore = None
     if model.is_spec:
-        models = BatchModels(replace(model, batch=None, device="meta"), device)
+        models = BatchModels(replace(model, batch=None, device=None), device)
         make_call, name = models.make_call, models.name
     else:
+        restore = module_state(model.model)
         make_call, name = module_calls(model, analysis, device), loaded.name
     notes = []
     if hw is not None and not comparable:
         notes.append(f"the roofline is for {hw.id} ({hw.kind}), the measurement on {device}: "
                      "no roofline efficiency")
-    result = run_bench(
-        make_call, [lead], device=device, predict=lambda _b: prediction, energy=options.energy,
-        meter=select_meter("auto", device) if options.energy else None,
-        conditions={"model": name, "dtype": model.dtype or dtype, "batches": [lead]},
-        **_timed(options.timing),
-    )
+    try:
+        result = run_bench(
+            make_call, [lead], device=device, predict=lambda _b: prediction, energy=options.energy,
+            meter=select_meter("auto", device) if options.energy else None,
+            conditions={"model": name, "dtype": ran_in, "batches": [lead]},
+            **_timed(options.timing),
+        )
+    finally:
+        if restore is not None:
+            restore()
     return MeasuredSection(result, tuple(notes))
 
 
@@ -271,12 +280,9 @@ def report(model: ModelOptions, options: ReportOptions, hooks: Hooks = NO_HOOKS)
         notes.append(note)
 
     hooks.status("tracing and counting")
-    analysis = analyse(replace(model, device="meta"))
+    # A spec is built on meta; batch, seq and inputs that cannot apply are refused there.
+    analysis = analyse(model)
     counts = CountSection.from_analysis(analysis)
-    lead = leading_dim(analysis.loaded.args, analysis.loaded.kwargs)
-    if model.batch is not None and lead is not None and lead != model.batch:
-        notes.append(f"--batch {model.batch} was not applied: the model's own example inputs have batch "
-                     f"{lead}; pass --input SHAPE to set it")
     hooks.status("activation memory")
     memory = memory_section(analysis, MemoryOptions(train=options.train, optimizer=options.optimizer))
     rl = None

@@ -18,7 +18,7 @@ is patched afterwards: a section never writes into another or into the report.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -48,6 +48,8 @@ COUNT_METHODS = {
     "macs": "counted",
     "flops": "counted",
     "bytes": "counted (unfused: each op reads its inputs and writes its outputs once)",
+    "formulas": ("modelmeter's own formulas; PyTorch's flop_registry only as a fallback "
+                 "for ops without one (listed in totals.fallback_ops)"),
 }
 ACTIVATIONS_METHOD = ("counted: liveness of every storage in one eager trace "
                       "(allocated when produced, freed when PyTorch released it)")
@@ -83,12 +85,15 @@ class CountSection:
             "seq": analysis.seq,
             "mode": analysis.trace.mode,
             "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in analysis.trace.inputs],
+            "notes": list(analysis.notes),
         }
+        estimates = counts.uncounted_estimates()
         return cls(
             model={"name": loaded.name, "kind": loaded.kind, "source": loaded.source,
                    "description": loaded.description},
             settings=settings, totals=_totals(counts), modules=_module_rows(counts),
-            uncounted_ops=tuple({"op": op, "count": n} for op, n in counts.uncounted_ops),
+            uncounted_ops=tuple({"op": op, "count": n, "estimated_flops": estimates.get(op, 0)}
+                                for op, n in counts.uncounted_ops),
             methods=dict(COUNT_METHODS),
         )
 
@@ -119,8 +124,22 @@ def _totals(counts: Counts) -> dict[str, Any]:
         "total_flops": t.flops + t.other_flops,
         "bytes_read": t.bytes_read,
         "bytes_written": t.bytes_written,
+        # `coverage` is the call coverage (kept as it always was); flop_coverage is the
+        # share of the arithmetic counted, uncounted ops estimated from their shapes.
         "coverage": counts.coverage,
+        "call_coverage": counts.call_coverage,
+        "flop_coverage": counts.flop_coverage,
+        "uncounted_flops_estimate": counts.uncounted_flops_estimate,
+        # Ops counted with PyTorch's flop_registry because modelmeter has no formula.
+        "fallback_ops": fallback_rows(counts),
+        "fallback_flops": sum(f for _, _, f in counts.fallback_ops),
     }
+
+
+def fallback_rows(counts: Counts) -> list[dict[str, Any]]:
+    """Ops counted with PyTorch's flop_registry (a fallback: we have no formula for them)."""
+    return [{"op": op, "count": n, "flops": f, "source": "pytorch flop_registry"}
+            for op, n, f in counts.fallback_ops]
 
 
 def _module_rows(counts: Counts) -> tuple[dict[str, Any], ...]:
@@ -147,7 +166,7 @@ class MemorySection:
 
     activations: Mapping[str, Any]
     module_bytes: Mapping[str, Mapping[str, int]]  # path -> peak_share_bytes (, saved_bytes)
-    backward: Mapping[str, int] | None = None  # backward_flops, backward_macs
+    backward: Mapping[str, Any] | None = None  # backward_flops, backward_macs, backward_fallback_ops
     training: Mapping[str, Any] | None = None
 
     @classmethod
@@ -160,8 +179,10 @@ class MemorySection:
             trainable=totals.trainable_params, backward_counts=backward_counts,
             forward_counts=analysis.counts, checkpoint=checkpoint,
         )
-        backward = ({"backward_flops": out["backward_flops"], "backward_macs": out["backward_macs"]}
-                    if "backward_flops" in out else None)
+        backward = None
+        if "backward_flops" in out and backward_counts is not None:
+            backward = {"backward_flops": out["backward_flops"], "backward_macs": out["backward_macs"],
+                        "backward_fallback_ops": fallback_rows(backward_counts)}
         return cls(out["activations"], out["modules"], backward, out.get("training"))
 
     def totals_part(self) -> dict[str, Any]:
@@ -265,8 +286,9 @@ class RunInfo:
     notes: tuple[str, ...] = ()
     environment: Mapping[str, Any] | None = None
 
-    def settings_part(self) -> dict[str, Any]:
-        return {"measure": self.measure, "notes": list(self.notes)}
+    def settings_part(self, earlier_notes: Sequence[str] = ()) -> dict[str, Any]:
+        """Its keys of `settings`; its notes follow the notes already there (the counts')."""
+        return {"measure": self.measure, "notes": [*earlier_notes, *self.notes]}
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = self.settings_part()
@@ -311,7 +333,9 @@ class Sections:
         if measured is not None:
             methods["measured"] = measured["method"]
 
-        settings = {**count["settings"], **(self.run.settings_part() if self.run else {})}
+        settings = dict(count["settings"])
+        if self.run is not None:
+            settings.update(self.run.settings_part(settings.get("notes", [])))
         return Report(
             model=count["model"], settings=_copy(settings), totals=totals, modules=modules,
             uncounted_ops=count["uncounted_ops"], methods=methods,

@@ -65,37 +65,46 @@ def build_library_model(library: str, name: str, device: str) -> Any:
 def load_factory(spec: str, device: str) -> tuple[Any, Any]:
     """`pkg.module:factory` -> (module, example_inputs or None).
 
-    The current directory is importable, as with `python -m`. The factory is
-    called with no arguments and returns an nn.Module or (module, example_inputs).
+    The current directory is importable, as with `python -m`, while the module is
+    imported and the factory runs (it may import its siblings), and only then:
+    sys.path is put back as it was, also when either fails. The imported module
+    stays in `sys.modules`, as after any import (the model's classes live there).
+    The factory is called with no arguments and returns an nn.Module or
+    (module, example_inputs).
     """
     import torch
 
     module_name, _, attr = spec.partition(":")
     cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
         sys.path.insert(0, cwd)
     try:
-        mod = importlib.import_module(module_name)
-    except Exception as exc:  # the user's module: any failure is a bad spec
-        raise UnknownModelError(
-            f"cannot import {module_name!r} for {spec!r}: {type(exc).__name__}: {_one_line(exc)}; "
-            "run from the directory that holds it or put it on PYTHONPATH"
-        ) from exc
-    factory = mod
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise UnknownModelError(f"{module_name!r} has no attribute {attr!r} (from {spec!r})")
-    try:
-        if callable(factory) and not isinstance(factory, torch.nn.Module):
-            with torch.device(device):
-                made = factory()
-        else:
-            made = factory
-    except Exception as exc:
-        raise UnknownModelError(
-            f"factory {spec!r} raised {type(exc).__name__}: {_one_line(exc)}"
-        ) from exc
+        try:
+            mod = importlib.import_module(module_name)
+        except Exception as exc:  # the user's module: any failure is a bad spec
+            raise UnknownModelError(
+                f"cannot import {module_name!r} for {spec!r}: {type(exc).__name__}: {_one_line(exc)}; "
+                "run from the directory that holds it or put it on PYTHONPATH"
+            ) from exc
+        factory = mod
+        for part in attr.split("."):
+            factory = getattr(factory, part, None)
+            if factory is None:
+                raise UnknownModelError(f"{module_name!r} has no attribute {attr!r} (from {spec!r})")
+        try:
+            if callable(factory) and not isinstance(factory, torch.nn.Module):
+                with torch.device(device):
+                    made = factory()
+            else:
+                made = factory
+        except Exception as exc:
+            raise UnknownModelError(
+                f"factory {spec!r} raised {type(exc).__name__}: {_one_line(exc)}"
+            ) from exc
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)  # the first occurrence: the one inserted above
     example = None
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
         made, example = made

@@ -4,7 +4,9 @@ It sits below autograd, so it sees what really executes: `nn.Module` calls,
 `F.*` functions, `torch.matmul`, in-place ops and views, and whatever
 `scaled_dot_product_attention` turned into on this device. The one adapter
 that borrows PyTorch's own flop formulas lives here, because they take live
-arguments; everything downstream works on the recorded `OpEvent`s.
+arguments; everything downstream works on the recorded `OpEvent`s. PyTorch's
+figure is recorded, never preferred: the counter uses it only for ops it has
+no formula for (a named fallback), and the tests compare it with ours.
 """
 
 from __future__ import annotations
