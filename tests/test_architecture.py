@@ -43,7 +43,8 @@ LAYERS = {
 THIRD_PARTY = {
     "core": set(), "count": set(), "formulas": set(), "presets": set(),
     "trace": {"torch"},
-    "sources": {"torch", "transformers"},
+    # huggingface_hub fetches a Hub id's config.json; sympy reads a .pt2's symbolic shapes.
+    "sources": {"torch", "transformers", "huggingface_hub", "sympy"},
     "hardware": {"torch", "platformdirs"},
     "analysis": {"torch", "transformers"},
     "measure": {"torch", "pynvml", "zeus"},

@@ -40,13 +40,17 @@ def test_llama3_8b_on_meta_exact_params_and_sizes_in_small_memory():
     assert peak_rss_kib * 1024 < 2e9
 
 
-def test_int4_is_half_a_byte_per_parameter_and_scales_are_separate():
+def test_int4_naive_figure_is_half_a_byte_per_parameter_and_scales_are_separate():
+    # The seed's figure, every parameter at 4 bits, stays beside the weight-only layout
+    # (tests/test_quant_layout.py checks param_bytes itself).
     plain = count_json("llama3-8b", "--dtype", "int4", "--seq", "8")
-    assert plain["totals"]["param_bytes"] == 8_030_261_248 / 2
+    assert plain["totals"]["param_bytes_naive"] == 8_030_261_248 / 2
     grouped = count_json("llama3-8b", "--dtype", "int4", "--group-size", "128", "--seq", "8")
-    scales = grouped["totals"]["param_scale_bytes"]
+    q = grouped["totals"]["quantization"]
+    scales = q["param_scale_bytes_naive"]
     assert scales == -(-8_030_261_248 // 128) * 2
-    assert grouped["totals"]["param_bytes"] == 8_030_261_248 / 2 + scales
+    assert grouped["totals"]["param_bytes_naive"] == 8_030_261_248 / 2 + scales
+    assert grouped["totals"]["param_scale_bytes"] == q["scale_bytes"] < scales
 
 
 def test_json_contract_keys_and_module_order():

@@ -78,7 +78,7 @@ def test_sources_resolve_to_titles_and_urls():
 
 def test_units_are_base_units():
     hw = get_hardware("h100-sxm")
-    assert hw.memory_bytes == 80 * 10**9
+    assert hw.memory_bytes == 80 * 2**30  # 5 HBM3 stacks of 16 GiB: memory "GB" are binary
     assert hw.memory_bandwidth_bytes_per_s == 3.35e12
     assert hw.peak_flops["bf16"] == 989.5e12  # dense: the datasheet's sparse 1979 halved
     assert get_hardware("tpu-v4").memory_bytes == 32 * 2**30  # Google states GiB
@@ -255,3 +255,60 @@ def test_cli_list_survives_a_corrupt_profile(home):
 
 def test_hardware_is_hashable():
     assert {get_hardware("l4"): 1}[get_hardware("L4")] == 1
+
+
+# Installed capacity as the vendor states it, in binary units (JEDEC: a memory "GB" is 2^30 B).
+CAPACITY_GIB = {
+    "h200-sxm": 141, "h100-sxm": 80, "h100-pcie": 80, "a100-sxm-80gb": 80, "a100-pcie-40gb": 40,
+    "l40s": 48, "l4": 24, "a10": 24, "t4": 16, "v100-sxm2": 32, "rtx-4090": 24, "rtx-3090": 24,
+    "jetson-agx-orin-64gb": 64, "jetson-orin-nano-8gb": 8, "mi300x": 192, "mi250x": 128,
+    "tpu-v4": 32, "tpu-v5e": 16, "gaudi2": 96, "apple-m2-max-gpu": 96, "apple-m3-max-gpu": 128,
+}
+
+
+@pytest.mark.parametrize("device, gib", sorted(CAPACITY_GIB.items()))
+def test_device_memory_is_stored_in_binary_units_with_its_sources(device, gib):
+    hw = get_hardware(device)
+    assert hw.memory_bytes == gib * 2**30
+    assert "memory_bytes" in hw.sources and "JEDEC" in hw.sources["memory_bytes.units"]
+
+
+def test_driver_reported_totals_sit_just_below_the_capacity():
+    """What nvidia-smi prints (cited in the sources): the capacity less a driver reserve,
+    or 15/16 of it on GDDR parts with ECC on; never the decimal figure the database held."""
+    reported_mib = {"h100-sxm": 81559, "a100-sxm-80gb": 81920, "a100-pcie-40gb": 40960, "l40s": 46068,
+                    "l4": 23034, "a10": 23028, "t4": 15360}
+    for device, mib in reported_mib.items():
+        hw = get_hardware(device)
+        assert str(mib) in hw.sources["memory_bytes.driver"] or any(str(mib) in n for n in hw.notes)
+        assert 15 / 16 * hw.memory_bytes - 2**24 <= mib * 2**20 <= hw.memory_bytes
+
+
+def test_llm_max_batch_on_h100_uses_80_gib(capsys):
+    """`llm --max-batch`: the largest batch is the closed form over 80 GiB, not 80 GB."""
+    from modelmeter import formulas
+    from modelmeter.analysis.llm import measure_llm_costs
+    from modelmeter.cli.main import main
+
+    prompt, gen = 256, 32
+    with pytest.raises(SystemExit) as exc:
+        main(["llm", "gpt2", "--hardware", "h100-sxm", "--prompt", str(prompt), "--gen", str(gen),
+              "--max-batch", "--json", "-"])
+        raise SystemExit(0)
+    assert exc.value.code in (0, None)
+    section = json.loads(capsys.readouterr().out)["llm"]
+    assert section["hardware_detail"]["memory_bytes"] == 80 * 2**30
+    costs = measure_llm_costs("gpt2", prompt=prompt, gen=gen)
+    config = costs.config
+    weights = formulas.decoder_params(config) * 2  # fp16
+    kv_per_seq = formulas.kv_cache_bytes(config, prompt + gen, 2)
+    assert section["weight_bytes"] == weights
+    assert section["kv_cache_bytes_per_token"] * (prompt + gen) == kv_per_seq
+
+    def closed_form(memory: float) -> int:
+        # weights + B x KV per sequence + activation peak (a + b.B, traced) <= memory.
+        return min(math.floor((memory - weights - a) / (kv_per_seq + b))
+                   for a, b in (costs.prefill_peak, costs.decode_peak))
+
+    assert section["max_batch"] == closed_form(80 * 2**30)
+    assert closed_form(80 * 2**30) > closed_form(80e9) * 1.07  # the decimal figure was ~7 % short

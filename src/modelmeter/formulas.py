@@ -171,11 +171,67 @@ def decoder_flops_per_token(config: dict, kv_len: int) -> int:
 
     2 x (block weights + LM head) + the attention term. `kv_len` counts every
     key the new token attends to, itself included (L past tokens -> L + 1).
-    Embedding lookups are gathers, not multiplications.
+    Embedding lookups are gathers, not multiplications. Mixture-of-experts
+    layers multiply through the router, `top_k` routed experts and any shared
+    expert (`moe_dims`); latent attention as `mla_decode_macs`.
     """
     dims = decoder_dims(config)
-    weights = dims.layers * decoder_layer_matmul_params(dims) + dims.vocab * dims.d_model
-    return 2 * weights + decoder_attention_flops(dims, kv_len)
+    moe = moe_dims(config)
+    if moe is None and not config.get("kv_lora_rank"):
+        weights = dims.layers * decoder_layer_matmul_params(dims) + dims.vocab * dims.d_model
+        return 2 * weights + decoder_attention_flops(dims, kv_len)
+    if config.get("kv_lora_rank"):
+        attention = dims.layers * mla_decode_macs(config, kv_len)
+    else:
+        q_out, kv_out = dims.heads * dims.head_dim, dims.kv_heads * dims.head_dim
+        attention = dims.layers * (dims.d_model * (q_out + 2 * kv_out) + q_out * dims.d_model)
+        attention += decoder_attention_flops(dims, kv_len) // 2
+    mlp = dims.layers * 3 * dims.d_model * dims.ffn
+    if moe is not None:
+        active = moe.top_k * moe.expert_ffn + moe.shared_ffn
+        mlp = (dims.layers - moe.moe_layers) * 3 * dims.d_model * dims.ffn + moe.moe_layers * (
+            3 * dims.d_model * active + dims.d_model * moe.experts)
+    return 2 * (attention + mlp + dims.vocab * dims.d_model)
+
+
+@dataclass(frozen=True)
+class MoeDims:
+    """A mixture-of-experts decoder's routed layers (transformers config names normalised)."""
+
+    experts: int  # routed experts per MoE layer
+    top_k: int
+    expert_ffn: int  # one routed expert's hidden width
+    shared_ffn: int  # hidden width of the always-on shared expert(s), 0 if none
+    moe_layers: int  # layers with routed experts (the rest have a dense MLP of `intermediate_size`)
+
+
+def moe_dims(config: dict) -> MoeDims | None:
+    """Mixtral/gpt-oss (`num_local_experts`), Qwen/OLMoE (`num_experts`), DeepSeek (`n_routed_experts`)."""
+    experts = config.get("num_local_experts") or config.get("num_experts") or config.get("n_routed_experts")
+    if not experts:
+        return None
+    expert_ffn = int(config.get("moe_intermediate_size") or config["intermediate_size"])
+    shared = int(config.get("n_shared_experts") or 0) * expert_ffn
+    shared += int(config.get("shared_expert_intermediate_size") or 0)
+    layers = int(config["num_hidden_layers"])
+    dense = int(config.get("first_k_dense_replace") or 0) + len(config.get("mlp_only_layers") or [])
+    return MoeDims(int(experts), int(config["num_experts_per_tok"]), expert_ffn, shared, layers - dense)
+
+
+def mla_decode_macs(config: dict, kv_len: int) -> int:
+    """One layer of multi-head latent attention (DeepSeek-V2/V3) for one new token, as transformers runs it.
+
+    Projections of the token (q_a, q_b or q, kv_a, o); the cached latent of all
+    `kv_len` positions decompressed through kv_b every step; Q·Kᵀ over
+    qk_nope + qk_rope dims and A·V over v_head_dim, per head.
+    """
+    d, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    rank, rope = int(config["kv_lora_rank"]), int(config["qk_rope_head_dim"])
+    nope, v = int(config["qk_nope_head_dim"]), int(config["v_head_dim"])
+    q_rank = config.get("q_lora_rank")
+    q = d * heads * (nope + rope) if not q_rank else d * q_rank + q_rank * heads * (nope + rope)
+    token = q + d * (rank + rope) + heads * v * d
+    return token + kv_len * rank * heads * (nope + v) + heads * kv_len * (nope + rope + v)
 
 
 def decoder_prefill_flops(config: dict, prompt: int, batch: int = 1, logits_tokens: int = 1) -> int:
@@ -192,6 +248,13 @@ def decoder_prefill_flops(config: dict, prompt: int, batch: int = 1, logits_toke
 
 
 def kv_cache_bytes(config: dict, tokens: int, bytes_per_element: float) -> float:
-    """2 (K and V) x layers x kv_heads x head_dim x bytes x tokens (all sequences together)."""
+    """2 (K and V) x layers x kv_heads x head_dim x bytes x tokens (all sequences together).
+
+    Multi-head latent attention caches the compressed latent instead:
+    layers x (kv_lora_rank + qk_rope_head_dim) x bytes x tokens (DeepSeek-V3 bf16: 70,272 B/token).
+    """
     dims = decoder_dims(config)
+    if config.get("kv_lora_rank"):
+        latent = int(config["kv_lora_rank"]) + int(config["qk_rope_head_dim"])
+        return dims.layers * latent * bytes_per_element * tokens
     return 2 * dims.layers * dims.kv_heads * dims.head_dim * bytes_per_element * tokens

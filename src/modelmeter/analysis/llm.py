@@ -16,7 +16,10 @@ Two stages, so one set of traces serves every hardware and precision question:
    FLOPs / vector rate``, ``t_memory = bytes / bandwidth``, step time = sum of
    per-op ``max(t_compute, t_memory)`` (no fusion, no overlap). Bytes are
    weights at `weights` (with block scales), KV cache at `kv_dtype`,
-   activations as traced at `dtype`.
+   activations as traced at `dtype`. A quantised `weights` (int8, int4, nf4,
+   fp8) follows the weight-only layout (`count/quantization.py`): the blocks'
+   linear weights at `weights`, the embedding, `lm_head` and norms at `dtype`;
+   each op's weight reads take the bytes per element of the module it runs in.
 
 Generation of G tokens: the prefill produces the first token (TTFT = prefill
 time); G - 1 decode steps follow, at cache lengths L = P ... P + G - 2, each
@@ -45,11 +48,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import UserInputError
-from ..core.precision import param_size, parse_precision, precision_of_torch_dtype
+from ..core.precision import (
+    QuantLayout,
+    WeightTensor,
+    kept_precision,
+    module_weights,
+    param_size,
+    parse_precision,
+    precision_of_torch_dtype,
+    quant_layout,
+)
+from ..count.moe import BALANCED, expected_touched
 from ..formulas import decoder_dims, decoder_flops_per_token, kv_cache_bytes
 from ..hardware import Hardware, get_hardware
 from .llm_trace import (
     ACT,
+    EXPERT,
+    FIELDS,
     KV_READ,
     KV_WRITE,
     MATMUL,
@@ -104,6 +119,13 @@ class LLMCosts:
     notes: tuple[str, ...] = field(default=())
     # Keys one token attends to at most (the config's sliding window); None = whole context.
     sliding_window: int | None = None
+    # Every parameter, classified for the weight-only layout of quantised `weights`.
+    weights: tuple[WeightTensor, ...] = ()
+    # Decoder layers the window applies to (gpt-oss alternates); None = every layer (Mistral).
+    windowed_layers: tuple[int, ...] | None = None
+    kv_elems_per_token_windowed: float = 0.0  # the part of kv_elems_per_token in windowed layers
+    active_params: int | None = None  # what one token uses (routed experts: top_k of E)
+    expert_groups: tuple[tuple[int, int], ...] = ()  # (experts, top_k) of each routed group
 
     @property
     def cache_cap(self) -> int | None:
@@ -111,8 +133,27 @@ class LLMCosts:
         return self.sliding_window - 1 if self.sliding_window else None
 
     def cached_tokens(self, tokens: int) -> int:
-        """Tokens per sequence a window-aware cache holds after `tokens` tokens."""
+        """Tokens per sequence a window-aware cache holds after `tokens` tokens (windowed layers)."""
         return min(tokens, self.sliding_window) if self.sliding_window else tokens
+
+    def op_cap(self, key: OpKey) -> int | None:
+        """The cache length one op's decode cost stops growing at, or None (full attention)."""
+        if self.sliding_window is None:
+            return None
+        if self.windowed_layers is None or self.info[key].layer in self.windowed_layers:
+            return self.cache_cap
+        return None
+
+    def kv_elems_per_sequence(self, tokens: int) -> float:
+        """Cache elements one sequence holds after `tokens` tokens: windowed layers keep W."""
+        windowed = self.kv_elems_per_token_windowed if self.sliding_window else 0.0
+        return (self.kv_elems_per_token - windowed) * tokens + windowed * self.cached_tokens(tokens)
+
+    def experts_touched(self, tokens: float) -> float:
+        """Mean over routed groups of the expected distinct experts `tokens` tokens reach (balanced)."""
+        if not self.expert_groups:
+            return 0.0
+        return sum(expected_touched(e, k, tokens) for e, k in self.expert_groups) / len(self.expert_groups)
 
 
 def measure_llm_costs(
@@ -141,13 +182,26 @@ def measure_llm_costs(
             f"{tracer.loaded.name} has learned positions for {dims.learned_positions} tokens; "
             f"prompt + gen = {prompt + gen}: lower --prompt or --gen"
         )
-    window = config.get("sliding_window")
-    window = window if isinstance(window, int) and not isinstance(window, bool) and window > 1 else None
+    window, windowed_layers = _sliding_window(config)
     if window is not None and prompt + gen > window:
+        which = ("" if windowed_layers is None else
+                 f" in its {len(windowed_layers)} sliding-window layers (the others attend to everything)")
         notes.append(
-            f"sliding window of {window} tokens applied as window-aware runtimes do: a decode step "
+            f"sliding window of {window} tokens applied as window-aware runtimes do{which}: a decode step "
             f"attends to at most {window} keys and the KV cache holds at most {window} tokens per "
             "sequence; prefill attention is costed over the whole prompt, as SDPA computes it")
+    groups = tracer.expert_groups
+    if groups:
+        notes.append(
+            "routing: " + BALANCED + ": each token goes to top_k experts chosen uniformly; a step of T "
+            "tokens reads the weights of E·(1 − (1 − k/E)^T) experts per MoE layer on average (batch 1 "
+            "decode: k; large batches: nearly all E); routed-expert FLOPs do not depend on the routing")
+    if config.get("kv_lora_rank"):
+        notes.append(
+            "multi-head latent attention: the KV cache holds the compressed latent (kv_lora_rank + "
+            "qk_rope_head_dim per token and layer); attention is costed as transformers runs it, "
+            "decompressing the cached latent through kv_b_proj every step (engines that absorb "
+            "kv_b_proj into the query and output projections do fewer FLOPs at long contexts)")
 
     p1, p2 = tracer.step(1, prompt), tracer.step(2, prompt)
     l1, l2 = prompt, prompt + max(gen, 2)
@@ -162,8 +216,9 @@ def measure_llm_costs(
               for k in dkeys}
     info = {**{k: s.info[k] for s in (p1, p2) for k in s.ops},
             **{k: s.info[k] for s in (*corners.values(), check) for k in s.ops}}
-    predicted = [sum(_at_decode(decode[k], check_b, check_l)[i] for k in dkeys) for i in range(6)]
-    measured = [sum(v[i] for v in check.ops.values()) for i in range(6)]
+    fields = range(len(FIELDS))
+    predicted = [sum(_at_decode(decode[k], check_b, check_l)[i] for k in dkeys) for i in fields]
+    measured = [sum(v[i] for v in check.ops.values()) for i in fields]
     error = max((abs(p - m) / m for p, m in zip(predicted, measured, strict=True) if m), default=0.0)
     if error > 1e-3:
         notes.append(f"decode cost is not bilinear in (batch, cache length) for this model: the fit "
@@ -179,8 +234,33 @@ def measure_llm_costs(
         decode_peak=_line_scalar(corners[(1, l2)].peak_activation_bytes,
                                  corners[(2, l2)].peak_activation_bytes),
         fit_max_rel_error=error, traces=7, uncounted=uncounted, notes=tuple(notes),
-        sliding_window=window,
+        sliding_window=window, weights=tracer.weight_tensors, windowed_layers=windowed_layers,
+        kv_elems_per_token_windowed=_windowed_kv(corners[(1, l1)], windowed_layers),
+        active_params=tracer.active_params,
+        expert_groups=tuple((g.experts, g.top_k) for g in groups),
     )
+
+
+def _sliding_window(config: dict[str, Any]) -> tuple[int | None, tuple[int, ...] | None]:
+    """(window, layers it applies to: None = all) from `sliding_window` and `layer_types`."""
+    window = config.get("sliding_window")
+    if not (isinstance(window, int) and not isinstance(window, bool) and window > 1):
+        return None, None
+    if config.get("use_sliding_window") is False:
+        return None, None
+    types = config.get("layer_types")
+    if isinstance(types, list) and types:
+        layers = tuple(i for i, t in enumerate(types) if t == "sliding_attention")
+        return (window, layers) if layers else (None, None)
+    return window, None
+
+
+def _windowed_kv(step: StepCosts, layers: tuple[int, ...] | None) -> float:
+    """Cache elements per token appended in the windowed layers (all of them when None)."""
+    if layers is None:
+        return step.kv_elems_per_token
+    chosen = sum(n for layer, n in step.kv_written_by_layer.items() if layer in layers)
+    return chosen / (step.batch * step.new_tokens)
 
 
 def _trace_dtype(dtype: str) -> str:
@@ -199,7 +279,7 @@ def _check_positive(value: int, name: str) -> None:
 
 
 def _get(step: StepCosts, key: OpKey) -> Vec:
-    return step.ops.get(key, (0.0,) * 6)
+    return step.ops.get(key, (0.0,) * len(FIELDS))
 
 
 def _line(v1: Vec, v2: Vec) -> tuple[Vec, Vec]:
@@ -273,6 +353,8 @@ class BatchFigures:
     activation_bytes: float  # peak, prefill or decode
     memory_bytes: float  # weights + KV cache + activations
     fits: bool | None  # None: the device's memory is unknown
+    # MoE: expected distinct routed experts one decode step reads per MoE layer (None: dense).
+    experts_read_per_layer: float | None = None
 
 
 @dataclass(frozen=True)
@@ -291,6 +373,8 @@ class LLMResult:
     max_batch: int | None  # None: memory unknown; 0: the weights alone do not fit
     sweep: tuple[BatchFigures, ...]  # powers of two for the plot
     notes: tuple[str, ...]
+    # The weight-only layout behind weight_bytes when `weights` is quantised.
+    quantization: QuantLayout | None = None
 
 
 class _Coster:
@@ -304,10 +388,29 @@ class _Coster:
         self.dtype = costs.dtype
         n = max(costs.params, 1)
         self.weight_b = param_size(n, weights).total_bytes / n  # block scales included
+        # Weight-only layout: bytes per weight element of the module each op runs in
+        # (a module owning no parameters reads kept tensors: a tied head, rotary buffers).
+        self.weight_b_of: dict[OpKey, float] = {}
+        p = parse_precision(weights)
+        if p.quantised and costs.weights:
+            keep = kept_precision(parse_precision(costs.dtype))
+            owned = module_weights(costs.weights, p, kept=keep)
+            self.weight_b_of = {
+                k: owned[i.module].bytes_per_element if i.module in owned else keep.bits / 8
+                for k, i in costs.info.items()
+            }
         self.kv_b = parse_precision(kv_dtype).bits / 8
         self.rates: dict[tuple[str, str], float] = {}
         self.prec = {k: self._precision(i.dtype) for k, i in costs.info.items()}
         self.memory_only = {k: i.memory_only for k, i in costs.info.items()}
+        self.groups = {k: (i.experts, i.top_k) for k, i in costs.info.items() if i.experts}
+
+    def expert_share(self, key: OpKey, tokens: float) -> float:
+        """Share of a routed group's weights a step of `tokens` tokens reads (balanced routing)."""
+        if key not in self.groups:
+            return 1.0
+        experts, top_k = self.groups[key]
+        return expected_touched(experts, top_k, tokens) / experts
 
     def _precision(self, dtype: str) -> str:
         # Ops upcast on purpose (fp32 rotary/softmax in an fp16 model) keep their precision.
@@ -323,8 +426,11 @@ class _Coster:
             self.rates[key] = self.hw.peak_flops_for(prec, op_class)
         return self.rates[key]
 
-    def times(self, key: OpKey, v: Vec) -> tuple[float, float]:
-        """(t_compute, t_memory) of a cost vector; linear in it, so it maps lines to lines."""
+    def times(self, key: OpKey, v: Vec, tokens: float) -> tuple[float, float]:
+        """(t_compute, t_memory) of a cost vector for a step of `tokens` tokens.
+
+        Linear in the vector, so it maps lines in L to lines (the expert share is fixed by tokens).
+        """
         t_c = 0.0
         if not self.memory_only[key]:
             prec = self.prec[key]
@@ -332,20 +438,25 @@ class _Coster:
                 t_c += v[MATMUL] / self.rate(prec, "matmul")
             if v[VECTOR]:
                 t_c += v[VECTOR] / self.rate(prec, "vector")
-        return t_c, self.bytes(v) / self.bw
+        return t_c, self.bytes(key, v, self.expert_share(key, tokens)) / self.bw
 
-    def bytes(self, v: Vec) -> float:
-        return v[WEIGHT] * self.weight_b + (v[KV_READ] + v[KV_WRITE]) * self.kv_b + v[ACT]
+    def weight_bytes(self, key: OpKey, v: Vec, share: float) -> float:
+        """Weight bytes one step reads: dense weights plus the touched share of routed experts,
+        each at its own stored width (quantised or kept 16-bit)."""
+        return (v[WEIGHT] + v[EXPERT] * share) * self.weight_b_of.get(key, self.weight_b)
 
-    def phase(self, vectors: dict[OpKey, Vec], time_s: float | None = None,
+    def bytes(self, key: OpKey, v: Vec, share: float) -> float:
+        return self.weight_bytes(key, v, share) + (v[KV_READ] + v[KV_WRITE]) * self.kv_b + v[ACT]
+
+    def phase(self, vectors: dict[OpKey, Vec], tokens: float, time_s: float | None = None,
               t_c: float | None = None, t_m: float | None = None) -> PhaseFigures:
         tc = tm = total = 0.0
         flops = w = kv = act = 0.0
         for key, v in vectors.items():
-            c, m = self.times(key, v)
+            c, m = self.times(key, v, tokens)
             tc, tm, total = tc + c, tm + m, total + max(c, m)
             flops += v[MATMUL] + v[VECTOR]
-            w += v[WEIGHT] * self.weight_b
+            w += self.weight_bytes(key, v, self.expert_share(key, tokens))
             kv += (v[KV_READ] + v[KV_WRITE]) * self.kv_b
             act += v[ACT]
         return PhaseFigures(flops, w, kv, act, tc if t_c is None else t_c, tm if t_m is None else t_m,
@@ -374,25 +485,25 @@ def _sum_max(a1: float, b1: float, a2: float, b2: float, start: int, n: int) -> 
 
 
 def _figures(costs: LLMCosts, coster: _Coster, batch: int, memory: float | None,
-             weight_bytes: float, kv_per_token: float) -> BatchFigures:
+             weight_bytes: float, kv_b: float) -> BatchFigures:
     p = costs.prompt
     prefill_vecs = {k: tuple(a + b * batch for a, b in zip(*line, strict=True))
                     for k, line in costs.prefill.items()}
-    prefill = coster.phase(prefill_vecs)
+    prefill = coster.phase(prefill_vecs, tokens=batch * p)
     steps = costs.gen - 1
     n = max(steps, 1)  # G = 1: report the one step at L = P, spend none
-    # Steps at L = P ... P + n - 1; with a sliding window, L stops growing at the cap:
-    # `grow` steps on the line, then `flat` steps at L = cap.
-    cap = costs.cache_cap
-    grow = n if cap is None else min(n, max(cap - p, 0))
-    flat = n - grow
-    mean_l = (_sum_linear(0, 1, p, grow) + flat * (cap or 0)) / n
-    decode_vecs = {k: _at_decode(c, batch, mean_l) for k, c in costs.decode.items()}
+    decode_vecs = {}
     total = tc_sum = tm_sum = 0.0
     for key, c in costs.decode.items():
-        # Each op's cost is a line in L at this batch: intercept at L = 0 and slope.
-        lo = coster.times(key, _at_decode(c, batch, 0))
-        hi = coster.times(key, _at_decode(c, batch, 1))
+        # Steps at L = P ... P + n - 1; in a sliding-window layer L stops growing at the cap:
+        # `grow` steps on the line, then `flat` steps at L = cap.
+        cap = costs.op_cap(key)
+        grow = n if cap is None else min(n, max(cap - p, 0))
+        flat = n - grow
+        decode_vecs[key] = _at_decode(c, batch, (_sum_linear(0, 1, p, grow) + flat * (cap or 0)) / n)
+        # Each op's cost is a line in L at this batch (one token per sequence): intercept and slope.
+        lo = coster.times(key, _at_decode(c, batch, 0), batch)
+        hi = coster.times(key, _at_decode(c, batch, 1), batch)
         (ca, cb), (ma, mb) = (lo[0], hi[0] - lo[0]), (lo[1], hi[1] - lo[1])
         total += _sum_max(ca, cb, ma, mb, p, grow)
         tc_sum += _sum_linear(ca, cb, p, grow)
@@ -402,10 +513,10 @@ def _figures(costs: LLMCosts, coster: _Coster, batch: int, memory: float | None,
             total += flat * max(at_cap)
             tc_sum += flat * at_cap[0]
             tm_sum += flat * at_cap[1]
-    decode = coster.phase(decode_vecs, time_s=total / n, t_c=tc_sum / n, t_m=tm_sum / n)
+    decode = coster.phase(decode_vecs, tokens=batch, time_s=total / n, t_c=tc_sum / n, t_m=tm_sum / n)
     ttft, tpot = prefill.time_s, decode.time_s
     e2e = ttft + steps * tpot
-    kv_total = batch * costs.cached_tokens(p + costs.gen) * kv_per_token
+    kv_total = batch * costs.kv_elems_per_sequence(p + costs.gen) * kv_b
     act = max(_line_at(costs.prefill_peak, batch), _line_at(costs.decode_peak, batch))
     need = weight_bytes + kv_total + act
     return BatchFigures(
@@ -413,6 +524,7 @@ def _figures(costs: LLMCosts, coster: _Coster, batch: int, memory: float | None,
         tokens_per_s=batch * costs.gen / e2e, tokens_per_s_per_seq=costs.gen / e2e,
         decode_tokens_per_s=batch / tpot, kv_cache_bytes=kv_total, activation_bytes=act,
         memory_bytes=need, fits=None if memory is None else need <= memory,
+        experts_read_per_layer=costs.experts_touched(batch) if costs.expert_groups else None,
     )
 
 
@@ -452,7 +564,10 @@ def llm_estimate(
     coster = _Coster(costs, hw, weights, kv_dtype)
     peak = coster.rate(costs.dtype, "matmul")
     vector = coster.rate(costs.dtype, "vector")
-    weight_bytes = param_size(costs.params, weights).total_bytes
+    layout = None
+    if parse_precision(weights).quantised and costs.weights:
+        layout = quant_layout(costs.weights, weights, kept=kept_precision(parse_precision(costs.dtype)))
+    weight_bytes = layout.total_bytes if layout else param_size(costs.params, weights).total_bytes
     kv_per_token = costs.kv_elems_per_token * coster.kv_b
     closed = kv_cache_bytes(costs.config, 1, coster.kv_b)
     memory = float(hw.memory_bytes) if hw.memory_bytes else None
@@ -462,11 +577,11 @@ def llm_estimate(
         notes.append(f"{hw.id} has no memory size in the database: fit and max batch unknown")
     else:
         limit = _max_batch(costs, memory, weight_bytes,
-                           costs.cached_tokens(costs.prompt + costs.gen) * kv_per_token)
+                           costs.kv_elems_per_sequence(costs.prompt + costs.gen) * coster.kv_b)
         if weight_bytes > memory:
             notes.append(
                 f"the weights alone ({weight_bytes / 1e9:.1f} GB at {weights}) exceed {hw.id}'s "
-                f"{memory / 1e9:.0f} GB of memory: nothing fits on one device; figures assume it did"
+                f"{memory / 2**30:.0f} GiB of memory: nothing fits on one device; figures assume it did"
             )
         elif limit == 0:
             notes.append(f"not even batch 1 fits {hw.id}'s memory with its KV cache and activations")
@@ -474,15 +589,16 @@ def llm_estimate(
         wanted = tuple(dict.fromkeys([*wanted, limit]))
     if costs.uncounted:
         notes.append(f"ops without a formula, costed by memory only: {', '.join(costs.uncounted)}")
-    rows = tuple(_figures(costs, coster, b, memory, weight_bytes, kv_per_token) for b in wanted)
+    rows = tuple(_figures(costs, coster, b, memory, weight_bytes, coster.kv_b) for b in wanted)
     top = max([*wanted, limit or 1, 1])
     sweep_sizes = [1 << i for i in range(15) if 1 << i <= min(2 * top, _SWEEP_LIMIT)]
-    sweep = tuple(_figures(costs, coster, b, memory, weight_bytes, kv_per_token) for b in sweep_sizes)
+    sweep = tuple(_figures(costs, coster, b, memory, weight_bytes, coster.kv_b) for b in sweep_sizes)
     return LLMResult(
         costs=costs, hardware=hw, weights=weights, kv_dtype=kv_dtype, peak_flops=peak,
         vector_flops=vector, bandwidth_bytes_per_s=coster.bw, weight_bytes=weight_bytes,
         kv_cache_bytes_per_token=kv_per_token, kv_cache_bytes_per_token_closed_form=closed,
         batches=rows, max_batch=limit, sweep=sweep, notes=tuple(dict.fromkeys(notes)),
+        quantization=layout,
     )
 
 
@@ -549,7 +665,17 @@ def _batch_dict(b: BatchFigures) -> dict[str, Any]:
             "ttft_s": b.ttft_s, "tpot_s": b.tpot_s, "e2e_s": b.e2e_s, "tokens_per_s": b.tokens_per_s,
             "tokens_per_s_per_seq": b.tokens_per_s_per_seq, "decode_tokens_per_s": b.decode_tokens_per_s,
             "kv_cache_bytes": b.kv_cache_bytes, "activation_bytes": b.activation_bytes,
-            "memory_bytes": b.memory_bytes, "fits": b.fits}
+            "memory_bytes": b.memory_bytes, "fits": b.fits,
+            **({"experts_read_per_layer": b.experts_read_per_layer}
+               if b.experts_read_per_layer is not None else {})}
+
+
+def _moe_settings(c: LLMCosts) -> dict[str, Any]:
+    """Routing and expert counts of a mixture-of-experts model (nothing for a dense one)."""
+    if not c.expert_groups:
+        return {}
+    experts, top_k = c.expert_groups[0]
+    return {"routing": BALANCED, "experts": experts, "top_k": top_k, "moe_layers": len(c.expert_groups)}
 
 
 def llm_section(result: LLMResult) -> dict[str, Any]:
@@ -566,9 +692,15 @@ def llm_section(result: LLMResult) -> dict[str, Any]:
         },
         "settings": {"prompt": c.prompt, "gen": c.gen, "batches": [b.batch for b in result.batches],
                      "dtype": c.dtype, "weights": result.weights, "kv_dtype": result.kv_dtype,
-                     "sliding_window": c.sliding_window},
+                     "sliding_window": c.sliding_window,
+                     **({"sliding_window_layers": list(c.windowed_layers)}
+                        if c.sliding_window and c.windowed_layers is not None else {}),
+                     **_moe_settings(c)},
         "params": c.params,
+        "active_params": c.active_params if c.active_params is not None else c.params,
         "weight_bytes": result.weight_bytes,
+        **({"weight_bytes_naive": result.quantization.naive_bytes,
+            "quantization": result.quantization.to_dict()} if result.quantization else {}),
         "kv_cache_bytes_per_token": result.kv_cache_bytes_per_token,
         "kv_cache_bytes_per_token_closed_form": result.kv_cache_bytes_per_token_closed_form,
         "closed_form_decode_flops_per_token": decoder_flops_per_token(c.config, c.prompt + 1),
@@ -581,7 +713,9 @@ def llm_section(result: LLMResult) -> dict[str, Any]:
         "tokens_per_s": first.tokens_per_s,
         "batches": [_batch_dict(b) for b in result.batches],
         "sweep": [{"batch": b.batch, "tokens_per_s": b.tokens_per_s, "tpot_s": b.tpot_s,
-                   "memory_bytes": b.memory_bytes, "fits": b.fits} for b in result.sweep],
+                   "memory_bytes": b.memory_bytes, "fits": b.fits,
+            **({"experts_read_per_layer": b.experts_read_per_layer}
+               if b.experts_read_per_layer is not None else {})} for b in result.sweep],
         "fit": {"traces": c.traces, "decode_max_rel_error": c.fit_max_rel_error},
         "notes": list(result.notes),
         "method": ("FLOPs, bytes and KV sizes counted from meta traces of prefill and decode "

@@ -38,14 +38,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import UserInputError
-from ..core.events import ACTIVATION, BUFFER, PARAMETER, OpEvent, Trace
+from ..core.events import ACTIVATION, BUFFER, PARAMETER, ExpertGroup, OpEvent, Trace
+from ..core.precision import WeightTensor
 from ..count.engine import count_op
+from ..count.quantization import weight_tensors
 from ..sources import LoadedModel, resolve_model
+from ..trace.moe import MetaExperts, find_expert_groups
 from ..trace.run import trace_model
 
 # Fields of one op's cost vector, in order.
-FIELDS = ("matmul_flops", "vector_flops", "weight_elems", "kv_read_elems", "kv_write_elems", "act_bytes")
-MATMUL, VECTOR, WEIGHT, KV_READ, KV_WRITE, ACT = range(6)
+# expert_weight_elems: weights of routed experts (all E of a group); a step reads the share
+# of them its tokens are routed to, which the LLM view computes per batch (`llm.py`).
+FIELDS = ("matmul_flops", "vector_flops", "weight_elems", "kv_read_elems", "kv_write_elems", "act_bytes",
+          "expert_weight_elems")
+MATMUL, VECTOR, WEIGHT, KV_READ, KV_WRITE, ACT, EXPERT = range(len(FIELDS))
 
 OpKey = tuple[str, str, int]  # (module, op, occurrence of that pair): aligns ops across traces
 
@@ -56,6 +62,9 @@ class OpInfo:
     module: str
     dtype: str  # traced compute dtype
     memory_only: bool  # data movement or uncounted: no compute time
+    experts: int = 0  # op of a routed-experts group of this many experts (0: not one)
+    top_k: int = 0
+    layer: int | None = None  # decoder layer index from the module path ('model.layers.3.…')
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class StepCosts:
     ops: dict[OpKey, tuple[float, ...]]
     info: dict[OpKey, OpInfo]
     kv_elems_written: int  # cache elements appended (all layers, K and V, all sequences)
+    kv_written_by_layer: dict[int | None, int]  # the same, per decoder layer
     kv_itemsize: int  # bytes per cache element as traced
     peak_activation_bytes: int  # live activations at the peak, KV cache excluded
     uncounted: tuple[str, ...]
@@ -94,11 +104,17 @@ class DecoderTracer:
                 "the llm view needs a causal LM such as gpt2, llama3-8b or a local *ForCausalLM folder"
             )
         self._layout: list[tuple[tuple[int, ...], tuple[int, ...], Any]] | None = None
+        self._weights: tuple[WeightTensor, ...] = ()
 
     @property
     def params(self) -> int:
         """Parameters, tied ones once (named_parameters removes duplicates)."""
         return sum(p.numel() for p in self.loaded.module.parameters())
+
+    @property
+    def weight_tensors(self) -> tuple[WeightTensor, ...]:
+        """Parameters classified for the weight-only layout (from the first traced step)."""
+        return self._weights
 
     @property
     def config(self) -> dict[str, Any]:
@@ -121,8 +137,22 @@ class DecoderTracer:
                   "logits_to_keep": 1}
         with _fused_attention():
             trace = trace_model(module, (), kwargs)
+        if not self._weights:
+            self._weights = weight_tensors(trace)
         shapes = {tuple(t.shape) for layer in cache.layers for t in (layer.keys, layer.values)}
         return step_costs(trace, batch=batch, new_tokens=new_tokens, past=past, cache_shapes=shapes)
+
+    @property
+    def expert_groups(self) -> tuple[ExpertGroup, ...]:
+        """The model's routed-experts groups (empty for a dense model)."""
+        return tuple(g for _, g in find_expert_groups(self.loaded.module))
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token uses: all, less the routed experts it is not sent to."""
+        unused = sum(sum(p.numel() for p in mod.parameters()) * (g.experts - g.top_k) // g.experts
+                     for mod, g in find_expert_groups(self.loaded.module))
+        return self.params - unused
 
     def _cache_layout(self) -> list[tuple[tuple[int, ...], tuple[int, ...], Any]]:
         """(kv_heads, head_dim) of K and V per layer and their dtype, from one untraced token."""
@@ -132,7 +162,7 @@ class DecoderTracer:
 
             cache = DynamicCache()
             ids = torch.zeros((1, 1), dtype=torch.long, device="meta")
-            with torch.no_grad():
+            with torch.no_grad(), MetaExperts():
                 self.loaded.module(input_ids=ids, cache=cache, use_cache=True, attention_mask=None,
                                    logits_to_keep=1)
             self._layout = [
@@ -170,6 +200,14 @@ def _fused_attention() -> Any:
                 # Repeated K/V are copies of the cache: costed as nothing (llm_trace docstring).
                 k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
                 v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
+            if v.shape[-1] != q.shape[-1]:
+                # Value heads narrower than query/key heads (MLA: 128 vs 192): the flash kernel's
+                # meta rule would give the output q's width; the efficient kernel's gives v's.
+                out = torch.ops.aten._scaled_dot_product_efficient_attention(
+                    q, k, v, bound.get("attn_mask"), False, float(bound.get("dropout_p", 0.0)),
+                    bool(bound.get("is_causal", False)), scale=bound.get("scale"),
+                )[0]
+                return out
             out, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                 q, k, v, float(bound.get("dropout_p", 0.0)), bool(bound.get("is_causal", False)),
                 attn_mask=bound.get("attn_mask"), scale=bound.get("scale"),
@@ -187,7 +225,10 @@ def step_costs(trace: Trace, *, batch: int, new_tokens: int, past: int,
     seen: Counter[tuple[str, str]] = Counter()
     kv: dict[int, int] = {}  # storage -> elements of the cache tensor it holds or copies
     written = 0
+    by_layer: Counter[int | None] = Counter()
     itemsize = 0
+    groups = {g.module: g for g in trace.expert_groups}
+    expert_storage = {p.storage for p in trace.parameters if _group_of(p.module, groups) is not None}
     uncounted: set[str] = set()
     live: dict[int, int] = {}
     current = peak = 0
@@ -195,7 +236,7 @@ def step_costs(trace: Trace, *, batch: int, new_tokens: int, past: int,
         if e.phase != "forward":
             continue
         c = count_op(e)
-        values = [0.0] * 6
+        values = [0.0] * len(FIELDS)
         if c.category == "view":
             pass  # views share their base's storage: the cache mark follows them
         elif _is_cache_append(e, cache_shapes):
@@ -207,6 +248,7 @@ def step_costs(trace: Trace, *, batch: int, new_tokens: int, past: int,
             values[ACT] = new.nbytes
             values[KV_WRITE] = new.numel
             written += new.numel
+            by_layer[layer_index(e.module)] += new.numel
             itemsize = out.itemsize
         elif any(t.storage in kv for t in e.inputs) and c.category != "contraction":
             # Math-path copies of the cache (GQA repeat, K scaling): no bytes in a fused kernel.
@@ -223,6 +265,8 @@ def step_costs(trace: Trace, *, batch: int, new_tokens: int, past: int,
                     if t.storage not in counted:  # one read of the cache per product
                         values[KV_READ] += kv[t.storage]
                         counted.add(t.storage)
+                elif t.storage in expert_storage:
+                    values[EXPERT] += t.numel
                 elif t.role in (PARAMETER, BUFFER):
                     values[WEIGHT] += e.outputs[0].numel if e.packet == "aten.embedding" else t.numel
                 else:
@@ -243,12 +287,32 @@ def step_costs(trace: Trace, *, batch: int, new_tokens: int, past: int,
         seen[(e.module, e.op)] += 1
         key = (e.module, e.op, seen[(e.module, e.op)])
         ops[key] = tuple(values)
-        info[key] = OpInfo(e.op, e.module, c.dtype, c.category in ("data", "uncounted"))
+        group = _group_of(e.module, groups)
+        info[key] = OpInfo(e.op, e.module, c.dtype, c.category in ("data", "uncounted"),
+                           experts=group.experts if group else 0, top_k=group.top_k if group else 0,
+                           layer=layer_index(e.module))
     return StepCosts(
         batch=batch, new_tokens=new_tokens, past=past, ops=ops, info=info,
-        kv_elems_written=written, kv_itemsize=itemsize, peak_activation_bytes=peak,
+        kv_elems_written=written, kv_written_by_layer=dict(by_layer), kv_itemsize=itemsize, peak_activation_bytes=peak,
         uncounted=tuple(sorted(uncounted)), events=len(trace.events),
     )
+
+
+def _group_of(module: str, groups: dict[str, ExpertGroup]) -> ExpertGroup | None:
+    """The routed-experts group an op or parameter of `module` belongs to, if any."""
+    for path, group in groups.items():
+        if module == path or module.startswith(path + "."):
+            return group
+    return None
+
+
+def layer_index(module: str) -> int | None:
+    """3 for 'model.layers.3.self_attn.k_proj' (the decoder stack's ModuleList), else None."""
+    parts = module.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("layers", "h", "blocks") and parts[i + 1].isdigit():
+            return int(parts[i + 1])
+    return None
 
 
 def _is_cache_append(e: OpEvent, cache_shapes: set[tuple[int, ...]]) -> bool:

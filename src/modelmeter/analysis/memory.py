@@ -50,7 +50,10 @@ class TrainingBudget:
 
 
 def training_budget(params: int, trainable: int, precision: str, optimizer: str,
-                    activation_bytes: int, master_fp32: bool = False) -> TrainingBudget:
+                    activation_bytes: int, master_fp32: bool = False,
+                    param_bytes: float | None = None) -> TrainingBudget:
+    """`param_bytes`: the weights as stored when not every parameter is at `precision`
+    (a quantised precision's weight-only layout); default params x bits / 8."""
     if trainable == 0:
         raise UserInputError("the model has no trainable parameters; nothing to train")
     optimizer = check_optimizer(optimizer)
@@ -58,7 +61,7 @@ def training_budget(params: int, trainable: int, precision: str, optimizer: str,
     master = trainable * 4 if master_fp32 and bytes_per != 4 else 0
     return TrainingBudget(
         optimizer=optimizer, precision=parse_precision(precision).name, master_fp32=master_fp32,
-        param_bytes=params * bytes_per, grad_bytes=trainable * bytes_per,
+        param_bytes=params * bytes_per if param_bytes is None else param_bytes, grad_bytes=trainable * bytes_per,
         optimizer_bytes=trainable * STATE_BYTES * OPTIMIZER_STATES[optimizer],
         master_weight_bytes=master, activation_bytes=activation_bytes,
     )
@@ -117,7 +120,7 @@ def checkpoint_what_if(train_trace: Trace, forward_counts: Counts) -> dict[str, 
 def memory_sections(inference: Trace, train: Trace | None, *, precision: str, optimizer: str,
                     master_fp32: bool, params: int, trainable: int,
                     backward_counts: Counts | None = None, forward_counts: Counts | None = None,
-                    checkpoint: bool = False) -> dict[str, Any]:
+                    checkpoint: bool = False, param_bytes: float | None = None) -> dict[str, Any]:
     """`activations` (for totals), per-module bytes, and the `training` section."""
     peak = live_peak(inference)
     activations: dict[str, Any] = {
@@ -149,7 +152,7 @@ def memory_sections(inference: Trace, train: Trace | None, *, precision: str, op
     for path, value in inclusive(saved.by_module, paths).items():
         modules.setdefault(path, {})["saved_bytes"] = value
     budget = training_budget(params, trainable, precision, optimizer, forward_peak.peak_bytes,
-                             master_fp32)
+                             master_fp32, param_bytes)
     training: dict[str, Any] = {
         "optimizer": budget.optimizer,
         "precision": budget.precision,

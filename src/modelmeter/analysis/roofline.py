@@ -25,7 +25,10 @@ tensor-core rate. Ops traced at a different float dtype than the model
 keep their own precision and bytes. Parameter bytes follow ``weights``
 (int8, int4, nf4 with its block scales, fp8, ...; default ``dtype``, else as
 traced): only ``OpCount.param_bytes_read`` is rescaled, by target bits over the
-traced bits. Activation bytes are rescaled by the target itemsize over the
+traced bits. A quantised ``weights`` follows the weight-only layout
+(``count/quantization.py``): an op's parameter reads are rescaled by its
+module's factor, so linear/conv weights shrink while embeddings, the output
+head, norms and biases stay at the compute precision (16-bit for fp8 compute). Activation bytes are rescaled by the target itemsize over the
 traced itemsize when ``dtype`` differs from the traced model dtype.
 
 Totals:
@@ -49,7 +52,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import UserInputError
-from ..core.precision import Precision, param_size, parse_precision, precision_of_torch_dtype
+from ..core.precision import (
+    ModuleWeights,
+    Precision,
+    QuantLayout,
+    kept_precision,
+    module_weights,
+    param_size,
+    parse_precision,
+    precision_of_torch_dtype,
+    quant_layout,
+)
 from ..core.results import Counts, ModuleCounts, OpCount
 from ..count.engine import ancestors
 from ..hardware import Hardware, mamf_efficiency
@@ -161,6 +174,8 @@ class RooflineResult:
     layers: tuple[LayerTime, ...]
     uncounted_ops: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
+    # The weight-only layout when `weights` is quantised (None otherwise).
+    quantization: QuantLayout | None = None
 
     @property
     def bound(self) -> str:
@@ -176,7 +191,7 @@ class RooflineResult:
 
 
 def _bits(p: Precision) -> float:
-    """Storage bits per element including block scales (nf4: 4 + 16/64)."""
+    """Storage bits per element including block scales (nf4: 4 + 32/64)."""
     n = 1 << 20
     return param_size(n, p).total_bytes * 8 / n
 
@@ -282,26 +297,42 @@ def roofline(
     peak = rate(compute.name, "matmul")
     vector = rate(compute.name, "vector")
     act_scale = (compute.bits / traced.bits) if dtype is not None else 1.0
+    # A quantised weights precision: the weight-only layout (hand-made counts without
+    # their parameters fall back to every parameter at that precision).
+    layout: QuantLayout | None = None
+    owned: dict[str, ModuleWeights] | None = None
+    keep = kept_precision(compute)
+    if w_prec.quantised and counts.weights:
+        layout = quant_layout(counts.weights, w_prec, kept=keep)
+        owned = module_weights(counts.weights, w_prec, kept=keep)
 
     ops: list[OpTime] = []
     for o in counts.ops:
         if o.phase != phase:
             continue
-        ops.append(_op_time(o, model_dtype, compute, w_prec, act_scale, bw, rate))
+        scale = None
+        if owned is not None:
+            mw = owned.get(o.module)
+            own_bits = precision_of_torch_dtype(o.dtype).bits if _is_float(o.dtype) else None
+            scale = mw.scale if mw else (keep.bits / own_bits if own_bits else 1.0)
+        ops.append(_op_time(o, model_dtype, compute, w_prec, act_scale, bw, rate, scale))
     if not ops and counts.ops:
         raise UserInputError(f"no {phase!r} ops in these counts; trace with backward=True for 'backward'")
 
     modules = _module_times(counts.modules, ops)
     layers = _layers(counts.modules, ops, compute, w_prec, dtype is not None or weights is not None,
-                     act_scale, bw, module_depth)
+                     act_scale, bw, module_depth, _inclusive(owned) if owned is not None else None)
 
     root = next((m for m in counts.modules if m.path == ""), None)
     t = counts.totals
-    param_bytes = param_size(t.params, w_prec).total_bytes if (weights or dtype) else t.param_bytes
     # Weights the pass never reads (an embedding table beyond the gathered rows) are avoidable.
     read_traced = sum(o.param_bytes_read for o in counts.ops if o.phase == phase)
-    if t.params:
-        param_bytes *= min(1.0, read_traced / (t.params * traced.bits / 8))
+    if layout is not None:
+        param_bytes = min(layout.total_bytes, sum(x.param_bytes for x in ops))
+    else:
+        param_bytes = param_size(t.params, w_prec).total_bytes if (weights or dtype) else t.param_bytes
+        if t.params:
+            param_bytes *= min(1.0, read_traced / (t.params * traced.bits / 8))
     io = (input_bytes if input_bytes is not None else (root.input_bytes if root else 0))
     io += root.output_bytes if root else 0
     unavoidable = param_bytes + t.buffer_bytes + io * act_scale
@@ -321,19 +352,30 @@ def roofline(
         t_compute_s=t_compute, t_memory_s=t_memory,
         flops=sum(x.flops + x.other_flops for x in ops), bytes=sum(x.bytes for x in ops),
         unavoidable_bytes=unavoidable, ops=tuple(ops), modules=modules, layers=layers,
-        uncounted_ops=uncounted, notes=tuple(dict.fromkeys(notes)),
+        uncounted_ops=uncounted, notes=tuple(dict.fromkeys(notes)), quantization=layout,
     )
 
 
+def _inclusive(owned: dict[str, ModuleWeights]) -> dict[str, float]:
+    """Module path -> parameter bytes of it and its submodules under the layout."""
+    out: dict[str, float] = defaultdict(float)
+    for path, mw in owned.items():
+        for anc in ancestors(path):
+            out[anc] += mw.bytes
+    return out
+
+
 def _op_time(o: OpCount, model_dtype: str, compute: Precision, weights: Precision,
-             act_scale: float, bw: float, rate: Any) -> OpTime:
+             act_scale: float, bw: float, rate: Any, weight_scale: float | None = None) -> OpTime:
     at_model = o.dtype == model_dtype or not _is_float(o.dtype)
     prec = compute.name if at_model else precision_of_torch_dtype(o.dtype).name
     if o.category == "view":
         return OpTime(o.index, o.op, o.module, o.category, prec, 0, 0, 0.0, 0.0, 0.0, 0.0)
     own_bits = precision_of_torch_dtype(o.dtype).bits if _is_float(o.dtype) else None
     params = float(o.param_bytes_read)
-    if own_bits and params:
+    if weight_scale is not None:
+        params *= weight_scale  # the weight-only layout: this module's own factor
+    elif own_bits and params:
         params *= _bits(weights) / own_bits
     acts = float(o.bytes_read - o.param_bytes_read + o.bytes_written)
     if at_model:
@@ -370,7 +412,7 @@ def _module_times(modules: tuple[ModuleCounts, ...], ops: list[OpTime]) -> tuple
 
 def _layers(modules: tuple[ModuleCounts, ...], ops: list[OpTime], compute: Precision,
             weights: Precision, rescale_params: bool, act_scale: float, bw: float,
-            depth: int | None = None) -> tuple[LayerTime, ...]:
+            depth: int | None = None, layout_bytes: dict[str, float] | None = None) -> tuple[LayerTime, ...]:
     """Partition the ops into the seed's units: leaf modules (or modules at `depth`).
 
     An op whose module has no selected ancestor-or-self (a parent's own ops, such
@@ -394,7 +436,10 @@ def _layers(modules: tuple[ModuleCounts, ...], ops: list[OpTime], compute: Preci
         s = _sum(rows)
         m = info.get(path)
         if kind == "module" and m is not None:
-            p_bytes = param_size(m.params, weights).total_bytes if rescale_params else float(m.param_bytes)
+            if layout_bytes is not None:
+                p_bytes = layout_bytes.get(path, 0.0)
+            else:
+                p_bytes = param_size(m.params, weights).total_bytes if rescale_params else float(m.param_bytes)
             seed_bytes = p_bytes + (m.input_bytes + m.output_bytes) * act_scale
         else:
             seed_bytes = s["bytes"]
@@ -430,6 +475,7 @@ def roofline_section(result: RooflineResult, depth: int | None = None, top: int 
         "precision": result.precision,
         "activations": result.activations,
         "weights": result.weights,
+        **({"quantization": result.quantization.to_dict()} if result.quantization else {}),
         "efficiency": result.efficiency,
         "ridge_point": result.ridge_point,
         "latency_s": result.latency_s,

@@ -37,9 +37,15 @@ def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path
 
 
 @click.command()
-def models() -> None:
-    """List the shipped model presets."""
+@click.option("--json", "json_path", metavar="PATH", help="Write the list as JSON ('-' = stdout).")
+def models(json_path) -> None:
+    """List the shipped model presets: family, total and active parameters."""
+    from ..presets import preset_names, preset_summary
     from ..report.terminal import presets_table
-    from ..sources import list_presets
 
-    make_console().print(presets_table(list_presets()))
+    rows = [preset_summary(name) for name in preset_names()]
+    if json_path:
+        write_json({"presets": rows}, json_path)
+        if json_path == "-":
+            return
+    make_console().print(presets_table(rows))

@@ -18,8 +18,9 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """MODEL argument plus --input/--batch/--seq/--dtype, shared by count, memory, roofline…"""
     decorators = [
         click.argument("model", required=False),
-        click.option("--input", "inputs", multiple=True, metavar="SHAPE[:DTYPE]",
-                     help="Input shape such as 1x3x224x224 (repeat for several inputs)."),
+        click.option("--input", "inputs", multiple=True, metavar="[NAME=]SHAPE[:DTYPE]",
+                     help="Input shape such as 1x3x224x224 (repeat for several inputs); "
+                          "NAME= passes it as that keyword, e.g. input_features=1x80x3000."),
         click.option("--batch", type=int, help="Batch size (text and vision presets)."),
         click.option("--seq", type=int, help="Sequence length in tokens (text models)."),
         click.option("--dtype", help="Precision: fp64 fp32 tf32 fp16 bf16 fp8 int8 int4 nf4."),

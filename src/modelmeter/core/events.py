@@ -72,6 +72,8 @@ class ParamRecord:
     itemsize: int
     trainable: bool
     storage: int
+    # The tensor's shape: a weight-only quantiser groups along a weight's input features.
+    shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,33 @@ class ModuleRecord:
     output_bytes: int  # tensor bytes returned, summed over calls
     first_event: int | None  # index range of its forward ops (first and last call)
     last_event: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertGroup:
+    """A mixture-of-experts layer's routed experts: one module holding all of them.
+
+    Its parameters are stacked along a leading experts dimension, so one token
+    uses `top_k / experts` of them.
+    """
+
+    module: str  # path of the module holding the stacked expert weights
+    experts: int
+    top_k: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRecord:
+    """One call of an `ExpertGroup`: how many tokens it routed and to how many experts."""
+
+    module: str
+    tokens: int
+    top_k: int
+    experts: int
+    # Distinct experts that received at least one token: counted from the router's
+    # choice on real tensors; on meta the expectation under balanced routing.
+    touched: float
+    assumed: bool  # True: meta, routing assumed balanced; False: as the router chose
 
 
 @dataclass(frozen=True)
@@ -99,3 +128,6 @@ class Trace:
     grad_enabled: bool
     # Storage id -> bytes for tensors autograd saved for backward, with the saving module.
     saved_tensors: tuple[tuple[int, int, str], ...] = ()
+    # Mixture-of-experts layers found in the model and each routed call (empty for dense models).
+    expert_groups: tuple[ExpertGroup, ...] = ()
+    routing: tuple[RoutingRecord, ...] = ()

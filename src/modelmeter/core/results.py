@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .precision import QuantLayout, WeightTensor
+
 # OpCount.source: whose formula produced an op's figure.
 SOURCE_OURS = "modelmeter"
 SOURCE_PYTORCH = "pytorch"  # PyTorch's flop_registry, a fallback for ops we have no formula for
@@ -55,6 +57,8 @@ class ModuleCounts:
     output_bytes: int
     own_macs: int = 0
     own_other_flops: int = 0
+    experts: int = 0  # a mixture-of-experts group: how many experts it stacks (0: not one)
+    top_k: int = 0  # experts each token is routed to
 
     @property
     def flops(self) -> int:
@@ -78,6 +82,10 @@ class CountTotals:
     other_flops: int
     bytes_read: int
     bytes_written: int
+    # What one token uses: everything but the routed experts it is not sent to (= params when dense).
+    active_params: int | None = None
+    # active_params less the tables only looked up (input embeddings): a token reads one row.
+    active_params_without_embeddings: int | None = None
 
     @property
     def flops(self) -> int:
@@ -90,6 +98,13 @@ class Counts:
     modules: tuple[ModuleCounts, ...]
     ops: tuple[OpCount, ...]
     uncounted_ops: tuple[tuple[str, int], ...]  # (op, calls) with arithmetic but no formula
+    # The weight-only layout of a quantised what-if precision (None: no quantised precision).
+    quantization: QuantLayout | None = None
+    # Every parameter, classified for that layout (empty for hand-made counts).
+    weights: tuple[WeightTensor, ...] = ()
+    # How routed experts were costed: 'balanced (assumed on meta)', 'as the router chose
+    # (real tensors)', or None for a model without mixture-of-experts layers.
+    routing: str | None = None
 
     @property
     def coverage(self) -> float:

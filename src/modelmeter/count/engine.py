@@ -23,10 +23,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from ..core.events import BUFFER, PARAMETER, OpEvent, Trace
-from ..core.precision import param_size
 from ..core.results import SOURCE_OURS, SOURCE_PYTORCH, Counts, CountTotals, ModuleCounts, OpCount
 from . import contractions  # noqa: F401 - registers the formulas
+from .moe import active_params, lookup_only_params, routing_mode, scale_expert_reads
 from .other import INPLACE_VIEWS, estimated_flops, is_data_movement, other_flops
+from .quantization import parameter_sizes
 from .registry import macs_formula
 
 _FLOAT_DTYPES = ("float", "bfloat", "half", "double")
@@ -113,7 +114,7 @@ def count_trace(
     `precision` sets the bytes per parameter (e.g. 'int4'); None keeps the
     traced dtypes' real sizes.
     """
-    ops = tuple(count_op(e) for e in trace.events if e.phase == phase)
+    ops = scale_expert_reads(tuple(count_op(e) for e in trace.events if e.phase == phase), trace)
     uncounted = Counter(o.op for o in ops if o.category == "uncounted")
 
     own: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
@@ -133,13 +134,15 @@ def count_trace(
     own_params: Counter[str] = Counter()
     inc_params: Counter[str] = Counter()
     inc_param_bytes: Counter[str] = Counter()
+    sizes = parameter_sizes(trace, precision, group_size)
     for p in trace.parameters:
         own_params[p.module] += p.numel
-        size = _bytes_of(p.numel, p.itemsize, precision, group_size)
+        size = sizes.by_name[p.name]
         for anc in ancestors(p.module):
             inc_params[anc] += p.numel
             inc_param_bytes[anc] += int(size)
 
+    experts = {g.module: (g.experts, g.top_k) for g in trace.expert_groups}
     modules = tuple(
         ModuleCounts(
             path=m.path, type=m.type, depth=0 if not m.path else m.path.count(".") + 1,
@@ -150,33 +153,24 @@ def count_trace(
             input_bytes=m.input_bytes, output_bytes=m.output_bytes,
             own_macs=own[m.path][0] if m.path in own else 0,
             own_other_flops=own[m.path][1] if m.path in own else 0,
+            experts=experts.get(m.path, (0, 0))[0], top_k=experts.get(m.path, (0, 0))[1],
         )
         for m in trace.modules
     )
 
-    total_params = sum(p.numel for p in trace.parameters)
-    if precision is None:
-        param_bytes: float = sum(p.numel * p.itemsize for p in trace.parameters)
-        scale_bytes = 0.0
-    else:
-        size = param_size(total_params, precision, group_size)
-        param_bytes, scale_bytes = size.total_bytes, size.scale_bytes
     totals = CountTotals(
-        params=total_params,
+        params=sum(p.numel for p in trace.parameters),
         trainable_params=sum(p.numel for p in trace.parameters if p.trainable),
         buffers=sum(b.numel for b in trace.buffers),
         buffer_bytes=sum(b.numel * b.itemsize for b in trace.buffers),
-        param_bytes=param_bytes,
-        param_scale_bytes=scale_bytes,
+        param_bytes=sizes.param_bytes,
+        param_scale_bytes=sizes.scale_bytes,
         macs=sum(o.macs for o in ops),
         other_flops=sum(o.other_flops for o in ops),
         bytes_read=sum(o.bytes_read for o in ops),
         bytes_written=sum(o.bytes_written for o in ops),
+        active_params=(active := active_params(trace)),
+        active_params_without_embeddings=active - lookup_only_params(trace),
     )
-    return Counts(totals, modules, ops, tuple(sorted(uncounted.items(), key=lambda kv: -kv[1])))
-
-
-def _bytes_of(numel: int, itemsize: int, precision: str | None, group_size: int | None) -> float:
-    if precision is None:
-        return numel * itemsize
-    return param_size(numel, precision, group_size).total_bytes
+    return Counts(totals, modules, ops, tuple(sorted(uncounted.items(), key=lambda kv: -kv[1])),
+                  quantization=sizes.layout, weights=sizes.tensors, routing=routing_mode(trace))

@@ -51,6 +51,9 @@ COUNT_METHODS = {
     "formulas": ("modelmeter's own formulas; PyTorch's flop_registry only as a fallback "
                  "for ops without one (listed in totals.fallback_ops)"),
 }
+ACTIVE_PARAMS_METHOD = ("counted: dense parts, shared experts, routers and top_k of each "
+                        "routed expert group; MACs of routed experts do not depend on the "
+                        "routing, the expert weights read do")
 ACTIVATIONS_METHOD = ("counted: liveness of every storage in one eager trace "
                       "(allocated when produced, freed when PyTorch released it)")
 
@@ -87,14 +90,18 @@ class CountSection:
             "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in analysis.trace.inputs],
             "notes": list(analysis.notes),
         }
+        methods = dict(COUNT_METHODS)
+        if counts.routing is not None:  # mixture of experts: how routed experts were costed
+            settings["routing"] = counts.routing
+            methods["active_params"] = ACTIVE_PARAMS_METHOD
         estimates = counts.uncounted_estimates()
         return cls(
             model={"name": loaded.name, "kind": loaded.kind, "source": loaded.source,
-                   "description": loaded.description},
+                   "description": loaded.description, "build": loaded.build},
             settings=settings, totals=_totals(counts), modules=_module_rows(counts),
             uncounted_ops=tuple({"op": op, "count": n, "estimated_flops": estimates.get(op, 0)}
                                 for op, n in counts.uncounted_ops),
-            methods=dict(COUNT_METHODS),
+            methods=methods,
         )
 
     @classmethod
@@ -111,8 +118,10 @@ class CountSection:
 
 def _totals(counts: Counts) -> dict[str, Any]:
     t = counts.totals
-    return {
+    totals = {
         "params": t.params,
+        "active_params": t.active_params,
+        "active_params_without_embeddings": t.active_params_without_embeddings,
         "trainable_params": t.trainable_params,
         "buffers": t.buffers,
         "buffer_bytes": t.buffer_bytes,
@@ -134,6 +143,11 @@ def _totals(counts: Counts) -> dict[str, Any]:
         "fallback_ops": fallback_rows(counts),
         "fallback_flops": sum(f for _, _, f in counts.fallback_ops),
     }
+    if counts.quantization is not None:
+        # The weight-only layout behind param_bytes, and the naive all-tensors figure beside it.
+        totals["param_bytes_naive"] = counts.quantization.naive_bytes
+        totals["quantization"] = counts.quantization.to_dict()
+    return totals
 
 
 def fallback_rows(counts: Counts) -> list[dict[str, Any]]:
@@ -151,6 +165,7 @@ def _module_rows(counts: Counts) -> tuple[dict[str, Any], ...]:
             "bytes_read": m.bytes_read, "bytes_written": m.bytes_written,
             "input_bytes": m.input_bytes, "output_bytes": m.output_bytes,
             "seed_bytes": m.seed_bytes,
+            **({"experts": m.experts, "top_k": m.top_k} if m.experts else {}),
         }
         for m in counts.modules
     )
@@ -178,6 +193,8 @@ class MemorySection:
             optimizer=optimizer, master_fp32=master_fp32, params=totals.params,
             trainable=totals.trainable_params, backward_counts=backward_counts,
             forward_counts=analysis.counts, checkpoint=checkpoint,
+            # A quantised precision stores the weights in the weight-only layout the count used.
+            param_bytes=totals.param_bytes if analysis.counts.quantization is not None else None,
         )
         backward = None
         if "backward_flops" in out and backward_counts is not None:

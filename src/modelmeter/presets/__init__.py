@@ -9,6 +9,12 @@ Each `NAME.json` in this package holds one architecture, never weights:
     architecture       the transformers class to build (e.g. "LlamaForCausalLM")
     attn_implementation  (text models, ViT) the attention path to request: "sdpa"
     inputs             default `--input` specs, e.g. ["1x3x224x224"] or ["1x128:int64"]
+    params             parameters of the built model, counted (a test recounts them), so
+                       listing presets needs no build
+    active_params      parameters one token uses (mixtures of experts: top_k of the routed
+                       experts); = params for a dense model
+    omitted            (optional) config.json keys left out and why (e.g. the checkpoint's
+                       quantisation_config, which describes stored weights, not the architecture)
     config             the published config.json; the 1000-entry `id2label` tables of
                        the vision configs are replaced by the equivalent `num_labels`
 
@@ -34,6 +40,14 @@ def preset_names() -> tuple[str, ...]:
 @cache
 def _read(name: str) -> str:
     return resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8")
+
+
+def preset_summary(name: str) -> dict[str, Any]:
+    """name, family (the config's model_type), kind, params, active_params and description."""
+    data = load_preset(name)
+    return {"name": name, "family": data["config"].get("model_type", ""), "kind": data["kind"],
+            "params": data["params"], "active_params": data["active_params"],
+            "description": data["description"]}
 
 
 def load_preset(name: str) -> dict[str, Any]:

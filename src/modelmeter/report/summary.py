@@ -114,6 +114,11 @@ def build_summary(report: Any) -> list[SummaryRow]:
         rows.append(_row("param_bytes", f"parameter size ({dtype})", t["param_bytes"], "B",
                          f"{format_bytes(t['param_bytes'])} ({format_bytes(t['param_bytes'], binary=True)})",
                          "counted", "parameters"))
+    q = t.get("quantization")
+    if q and "param_bytes_naive" in t:
+        rows.append(_row("param_bytes_naive", f"parameter size, naive (every tensor at {q['precision']})",
+                         t["param_bytes_naive"], "B", format_bytes(t["param_bytes_naive"]),
+                         "counted", "parameters"))
     if "macs" in t:
         rows.append(_row("macs", "MACs", t["macs"], "", format_count(t["macs"]), "counted", "flops"))
     if "flops" in t:

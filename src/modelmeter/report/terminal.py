@@ -32,8 +32,9 @@ def module_table(report: dict[str, Any], depth: int, title: str | None = None) -
         indent = "  " * m["depth"]
         label = m["path"].rpartition(".")[2] if m["path"] else "(model)"
         share = m["flops"] / total_flops if total_flops else None
+        kind = f"{m['type']} ×{m['experts']} (top-{m['top_k']})" if m.get("experts") else m["type"]
         table.add_row(
-            indent + label, m["type"], format_count(m["params"]), format_count(m["macs"]),
+            indent + label, kind, format_count(m["params"]), format_count(m["macs"]),
             format_count(m["flops"]), format_count(m["other_flops"]),
             format_bytes(m["bytes_read"]), format_bytes(m["bytes_written"]), format_percent(share),
         )
@@ -49,14 +50,30 @@ def totals_table(report: dict[str, Any]) -> Table:
     table.add_column("exact", justify="right", style="dim")
     rows = [
         ("parameters", format_count(t["params"]), f"{t['params']:,}"),
+    ]
+    if t.get("active_params") is not None and t["active_params"] != t["params"]:
+        active, lean = t["active_params"], t.get("active_params_without_embeddings")
+        rows.append(("active parameters per token", format_count(active), f"{active:,}"))
+        if lean is not None and lean != active:
+            rows.append(("  without embedding lookups", format_count(lean), f"{lean:,}"))
+        rows.append(("expert routing", s.get("routing") or "", ""))
+    rows += [
         ("trainable parameters", format_count(t["trainable_params"]), f"{t['trainable_params']:,}"),
         ("buffers", format_count(t["buffers"]), f"{t['buffers']:,}"),
         (f"parameter size ({s['dtype']})", format_bytes(t["param_bytes"]),
          f"{t['param_bytes']:,.0f} B = {format_bytes(t['param_bytes'], binary=True)}"),
     ]
+    q = t.get("quantization")
     if t.get("param_scale_bytes"):
+        group = q["group_size"] if q else s.get("group_size")
         rows.append(("  of which quantisation scales", format_bytes(t["param_scale_bytes"]),
-                     f"group size {s.get('group_size')}"))
+                     f"group size {group}"))
+    if q:
+        kept = ", ".join(k["kind"] for k in q["kept"]) or "nothing"
+        rows.append((f"  of which kept {q['kept_precision']}: {kept}", format_bytes(q["kept_bytes"]),
+                     f"{q['kept_params']:,} params"))
+        rows.append((f"  naive: every tensor at {q['precision']}", format_bytes(t["param_bytes_naive"]),
+                     f"{t['param_bytes_naive']:,.0f} B"))
     rows += [
         ("MACs", format_count(t["macs"]), f"{t['macs']:,}"),
         ("FLOPs (= 2 × MACs)", format_count(t["flops"]), f"{t['flops']:,}"),
@@ -79,13 +96,15 @@ def count_view(report: dict[str, Any], depth: int) -> list[RenderableType]:
     return out + ([uncounted] if uncounted is not None else [])
 
 
-def presets_table(presets: Iterable[tuple[str, str]]) -> Table:
-    """`modelmeter models`: (name, description) of each shipped preset."""
+def presets_table(presets: Iterable[dict[str, Any]]) -> Table:
+    """`modelmeter models`: each shipped preset's name, family, total and active parameters."""
     table = Table(title="shipped presets (architectures from configs; no download)")
-    table.add_column("name", style="bold")
-    table.add_column("description")
-    for name, description in presets:
-        table.add_row(name, description)
+    for column, justify in (("name", "left"), ("family", "left"), ("params", "right"),
+                            ("active", "right"), ("description", "left")):
+        table.add_column(column, justify=justify, style="bold" if column == "name" else None)
+    for r in presets:
+        table.add_row(r["name"], r["family"], format_count(r["params"]), format_count(r["active_params"]),
+                      r["description"])
     return table
 
 

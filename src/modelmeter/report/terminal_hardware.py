@@ -39,7 +39,7 @@ def hardware_table(devices: Sequence[Hardware]) -> Table:
         table.add_row(
             Text(hw.id),
             Text(hw.name),
-            format_bytes(hw.memory_bytes),
+            format_bytes(hw.memory_bytes, binary=True),  # device memory comes in GiB
             _bandwidth(hw.memory_bandwidth_bytes_per_s),
             *(_flops(hw.peak_flops.get(p)) for p in LIST_PRECISIONS),
             "—" if hw.tdp_w is None else f"{hw.tdp_w:g} W",
@@ -55,7 +55,7 @@ def hardware_view(hw: Hardware) -> list[RenderableType]:
     head.add_column("field", style="bold")
     head.add_column("value")
     head.add_row("vendor / kind", f"{hw.vendor} / {hw.kind}")
-    head.add_row("memory", format_bytes(hw.memory_bytes))
+    head.add_row("memory", format_bytes(hw.memory_bytes, binary=True))
     head.add_row("bandwidth", _bandwidth(hw.memory_bandwidth_bytes_per_s))
     head.add_row("TDP", "—" if hw.tdp_w is None else f"{hw.tdp_w:g} W")
     head.add_row("year", "—" if hw.year is None else str(hw.year))

@@ -34,9 +34,20 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
     hw = s["hardware_detail"]
     limit = s["max_batch"]
     out.append(Text(
-        f"weights {format_bytes(s['weight_bytes'])} · KV cache {format_bytes(s['kv_cache_bytes_per_token'])}"
+        f"weights {format_bytes(s['weight_bytes'])}{_layout_note(s)} · KV cache "
+        f"{format_bytes(s['kv_cache_bytes_per_token'])}"
         f"/token (closed form {format_bytes(s['kv_cache_bytes_per_token_closed_form'])}) · device memory "
-        f"{format_bytes(hw['memory_bytes'])} · max batch "
+        f"{format_bytes(hw['memory_bytes'], binary=True)} · max batch "
         f"{'unknown' if limit is None else limit} · decode fit error "
         f"{s['fit']['decode_max_rel_error']:.1e}"))
     return out
+
+
+def _layout_note(s: dict[str, Any]) -> str:
+    """' (embedding, head, norm kept fp16; naive …)' for a quantised weights precision."""
+    q = s.get("quantization")
+    if not q:
+        return ""
+    kept = ", ".join(k["kind"] for k in q["kept"]) or "nothing"
+    return (f" ({kept} kept {q['kept_precision']}; naive, every tensor at {q['precision']}: "
+            f"{format_bytes(s['weight_bytes_naive'])})")

@@ -23,7 +23,7 @@ def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top:
         f" ({hw.id}, {hw.source}): matrix peak {format_count(detail['peak_flops'], 'FLOP/s')} "
         f"at {rl['precision']}{eff}, vector {format_count(detail['vector_flops'], 'FLOP/s')}, "
         f"bandwidth {format_bytes(hw.memory_bandwidth_bytes_per_s)}/s, ridge point {rl['ridge_point']:.3g} "
-        f"FLOP/byte; weights {rl['weights']}, activations {rl['activations']}")]
+        f"FLOP/byte; weights {rl['weights']}{_layout_note(rl)}, activations {rl['activations']}")]
     table = Table(title=f"{data['model']['name']} — roofline per module (estimated, unfused)")
     for col in ("module", "FLOPs", "bytes", "FLOP/B", "t_compute", "t_memory", "bound"):
         table.add_column(col, justify="left" if col in ("module", "bound") else "right")
@@ -48,3 +48,12 @@ def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top:
                 f"{format_seconds(r.latency_s)}" for r in rows)))
     out += [Text(f"note: {note}") for note in rl["notes"]]
     return out
+
+
+def _layout_note(rl: dict[str, Any]) -> str:
+    """' (weight-only: embedding, head, norm kept fp16)' for a quantised weights precision."""
+    q = rl.get("quantization")
+    if not q:
+        return ""
+    kept = ", ".join(k["kind"] for k in q["kept"]) or "nothing"
+    return f" (weight-only: {kept} kept {q['kept_precision']})"

@@ -23,5 +23,8 @@ class LoadedModel:
     description: str = ""
     # The transformers config as a dict when the model came from one (LLM view, formulas).
     config: dict[str, Any] | None = None
-    # Where it came from: 'preset', 'hf-folder', 'torchvision', 'timm', 'factory', 'pt2', 'module'.
+    # Where it came from: 'preset', 'hf-folder', 'hub', 'torchvision', 'timm', 'factory', 'pt2', 'module'.
     source: str = "module"
+    # How the module was built: 'meta', 'cpu', 'cpu, then meta (construction needs real
+    # values)' (see sources/build.py); None when the caller built it.
+    build: str | None = None

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import MissingDependencyError, ShapeError, UnknownModelError, UserInputError
-from .inputs import is_integer_dtype, make_tensor, parse_input_spec, with_batch
+from .build import BUILT_ON_CPU, construct
+from .inputs import is_integer_dtype, make_tensor, parse_input_spec, parse_named_input, with_batch
 
 DEFAULT_SEQ = 128
 KINDS = ("vision", "encoder", "decoder")
@@ -100,10 +101,12 @@ def _attn_choice(cls: Any, requested: str | None) -> str | None:
 def build_module(
     conf: Any, cls: Any, kind: str, device: str, attn: str | None, folder: Path | None = None,
     trust_remote_code: bool = False,
-) -> tuple[Any, bool]:
-    """Build the module; returns (module, weights_loaded).
+) -> tuple[Any, bool, str]:
+    """Build the module; returns (module, weights_loaded, how it was built).
 
-    Weights are loaded only on cpu from a folder holding safetensors files.
+    Weights are loaded only on cpu from a folder holding safetensors files. On
+    meta, a model whose construction needs real values is built on cpu, then
+    moved to meta (sources/build.py).
     """
     import torch
 
@@ -120,11 +123,11 @@ def build_module(
         extra["trust_remote_code"] = trust_remote_code
     if device == "cpu" and folder is not None and _has_safetensors(folder):
         module = cls.from_pretrained(folder, config=conf, local_files_only=True, **extra)
-        return module.eval(), True
+        return module.eval(), True, BUILT_ON_CPU
     build = cls.from_config if auto else cls._from_config
-    with torch.device(device):
-        module = build(conf, **extra)
-    return module.eval(), False
+    what = folder.name if folder is not None else getattr(cls, "__name__", "the model")
+    module, how = construct(lambda: build(conf, **extra), device, what)
+    return module.eval(), False, how
 
 
 def _has_safetensors(folder: Path) -> bool:
@@ -148,47 +151,69 @@ def make_hf_inputs(
 ) -> dict[str, Any]:
     """Forward kwargs: `pixel_values` for vision, `input_ids` (+ attention_mask=None) for text.
 
-    Each `--input` maps, in order, to the forward's parameters: the first to the
-    model's main input (`inputs_embeds` instead of `input_ids` when it is a
-    float tensor of a text model), the rest to the next forward parameters.
-    `batch` replaces every input's leading dimension and, for text models,
-    `seq` its second one.
+    A named `--input NAME=SHAPE` feeds the forward parameter NAME (Whisper's
+    `input_features`, `decoder_input_ids`, ...). Each unnamed `--input` maps, in
+    order, to the forward's parameters: the first to the model's main input
+    (`inputs_embeds` instead of `input_ids` when it is a float tensor of a text
+    model), the rest to the next parameters not named. `batch` replaces every
+    input's leading dimension and, for text models, `seq` the second one of
+    token inputs.
     """
     if inputs:
-        specs = [parse_input_spec(s) for s in inputs]
+        specs = [parse_named_input(s) for s in inputs]
     elif kind == "vision":
-        specs = [parse_input_spec(s) for s in (default_inputs or [_default_image_spec(conf)])]
+        specs = [(None, *parse_input_spec(s)) for s in (default_inputs or [_default_image_spec(conf)])]
     else:
-        specs = [((1, DEFAULT_SEQ), "int64")]
-    shaped: list[tuple[tuple[int, ...], str]] = []
-    for shape, dtype in specs:
-        shape = with_batch(shape, batch)
-        if kind != "vision" and seq is not None and len(shape) >= 2:
-            shape = (shape[0], seq, *shape[2:])
-        shaped.append((shape, dtype))
+        specs = [(None, (1, DEFAULT_SEQ), "int64")]
 
     params = [p for p in inspect.signature(module.forward).parameters if p not in ("self", "kwargs")]
     main = getattr(module, "main_input_name", params[0] if params else "input_ids")
+    named = [key for key, _, _ in specs if key is not None]
+    for key in named:
+        if key not in params:
+            raise UserInputError(
+                f"{name}'s forward takes no input named {key!r}; it takes {', '.join(params[:12])}"
+            )
+        if named.count(key) > 1:
+            raise UserInputError(f"--input {key}= is given twice")
     kwargs: dict[str, Any] = {}
     vocab = int(getattr(conf, "vocab_size", None) or 2)
-    for i, (shape, dtype) in enumerate(shaped):
-        if i == 0:
-            key = main
-            if kind != "vision" and not is_integer_dtype(dtype):
-                key = "inputs_embeds"
-        else:
-            free = [p for p in params if p not in kwargs and p not in (main, "inputs_embeds")]
-            if not free:
-                raise UserInputError(f"{name} takes no further input; give at most {i} --input")
-            key = free[0]
+    positional = 0
+    for key, shape, dtype in specs:
+        if key is None:
+            key = _positional_key(name, params, main, positional, dtype, set(named) | set(kwargs))
+            positional += 1
+        shape = with_batch(shape, batch)
+        if kind != "vision" and seq is not None and len(shape) >= 2 and (
+            is_integer_dtype(dtype) or key == "inputs_embeds"
+        ):
+            shape = (shape[0], seq, *shape[2:])
         _check_shape(name, conf, kind, key, shape, dtype)
         kwargs[key] = make_tensor(shape, dtype, device, high=vocab)
     if kind != "vision" and "attention_mask" in params and "attention_mask" not in kwargs:
         kwargs["attention_mask"] = None
-    if getattr(conf, "is_encoder_decoder", False) and "decoder_input_ids" not in kwargs:
-        first = next(iter(kwargs.values()))
+    decoder_given = {"decoder_input_ids", "decoder_inputs_embeds"} & set(kwargs)
+    if getattr(conf, "is_encoder_decoder", False) and not decoder_given:
+        first = kwargs.get(main, next(iter(kwargs.values())))
+        if first.dtype.is_floating_point:
+            # Features in (audio, images): the decoder starts from one token per sequence.
+            first = make_tensor((first.shape[0], 1), "int64", device, high=vocab)
         kwargs["decoder_input_ids"] = first
     return kwargs
+
+
+def _positional_key(
+    name: str, params: list[str], main: str, index: int, dtype: str, taken: set[str]
+) -> str:
+    """The forward parameter the `index`-th unnamed --input feeds."""
+    if index == 0 and main not in taken:
+        if main == "input_ids" and not is_integer_dtype(dtype):
+            return "inputs_embeds"
+        return main
+    free = [p for p in params if p not in taken and p not in (main, "inputs_embeds")]
+    if not free:
+        raise UserInputError(f"{name} takes no further input; give at most {len(taken)} --input")
+    return free[0]
 
 
 def _default_image_spec(conf: Any) -> str:

@@ -3,6 +3,10 @@
 An input spec is `DIMxDIMx...[:dtype]`, e.g. `1x3x224x224`, `1x3x224x224:fp16`,
 `1x128:int64`. The dtype accepts precision names (fp16, bf16, ...) and torch
 dtype names (float16, int64, long, bool, ...); it defaults to float32.
+
+A spec may name the forward argument it feeds: `input_features=1x80x3000`,
+`decoder_input_ids=1x4:int64` (passed as a keyword argument); unnamed specs
+are positional.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ _INT_DTYPES = {
     "int64": "int64", "long": "int64", "int32": "int32", "int": "int32", "int16": "int16",
     "int8": "int8", "uint8": "uint8", "bool": "bool",
 }
+_NAMED_RE = re.compile(r"^\s*([A-Za-z_]\w*)\s*=(.*)$", re.DOTALL)
 _SHAPE_RE = re.compile(r"^\s*(-?\d+)(\s*[xX×*,]\s*-?\d+)*\s*$")
 
 INPUT_SPEC_HELP = "give a shape like 1x3x224x224 or 1x128:int64 (dims > 0, optional :dtype)"
@@ -39,6 +44,22 @@ def parse_input_spec(text: str) -> tuple[tuple[int, ...], str]:
     if any(d <= 0 for d in dims):
         raise UserInputError(f"bad --input {text!r}: every dimension must be > 0; {INPUT_SPEC_HELP}")
     return dims, _dtype_name(dtype_text.strip(), text) if dtype_text.strip() else "float32"
+
+
+def parse_named_input(text: str) -> tuple[str | None, tuple[int, ...], str]:
+    """`"input_features=1x80x3000:fp16"` -> `("input_features", (1, 80, 3000), "float16")`.
+
+    The name is None for a positional spec (`"1x3x224x224"`). Raises
+    UserInputError as `parse_input_spec` does.
+    """
+    match = _NAMED_RE.match(text) if isinstance(text, str) else None
+    if match is None:
+        return (None, *parse_input_spec(text))
+    try:
+        shape, dtype = parse_input_spec(match.group(2))
+    except UserInputError as exc:
+        raise UserInputError(f"{exc} (in --input {text!r})") from None
+    return match.group(1), shape, dtype
 
 
 def _dtype_name(name: str, spec: str) -> str:

@@ -7,6 +7,7 @@ Spec forms, tried in this order:
 3. a path to a `torch.export` archive (`*.pt2`),
 4. a local folder with a transformers `config.json`,
 5. `pkg.module:factory` (importable from the current directory),
+6. a Hugging Face Hub model id `owner/name` (its config.json only, cached; `hub.py`),
 
 anything else is an UnknownModelError that suggests the closest preset.
 """
@@ -21,17 +22,18 @@ from typing import Any
 from ..core.errors import UnknownModelError, UserInputError
 from ..core.precision import parse_precision
 from ..presets import load_preset, preset_names
-from . import hf
+from . import hf, hub
 from .base import LoadedModel
+from .build import BUILT_ON_CPU_THEN_META, to_meta
 from .inputs import check_positive
 from .others import (
-    DEFAULT_IMAGE_INPUT,
     build_library_model,
+    image_size_of,
     inputs_from_specs,
     load_factory,
-    load_pt2,
     split_example,
 )
+from .pt2 import load_pt2
 
 # resnet50 is the default because it is the field's reference benchmark (published
 # params and MACs to cross-check against), has no attention or sequence length to
@@ -74,19 +76,15 @@ def resolve_model(
     if spec in preset_names():
         loaded = _from_preset(spec, inputs, batch, seq, device)
     elif spec.startswith(("torchvision:", "timm:")):
-        library, _, name = spec.partition(":")
-        module = build_library_model(library, name, device)
-        args = inputs_from_specs(inputs, [DEFAULT_IMAGE_INPUT], batch, device) or ()
-        loaded = LoadedModel(
-            name=spec, module=module, args=args, kind="vision",
-            description=f"{library} {name}, random init", source=library,
-        )
+        loaded = _from_library(spec, inputs, batch, device)
     elif spec.endswith(".pt2") and Path(spec).is_file():
-        loaded = _from_pt2(Path(spec), inputs, batch, device, trust_remote_code)
+        loaded = _from_pt2(Path(spec), inputs, batch, device)
     elif Path(spec).is_dir() and (Path(spec) / "config.json").is_file():
         loaded = _from_folder(Path(spec), inputs, batch, seq, device, trust_remote_code)
     elif _FACTORY_RE.match(spec):
         loaded = _from_factory(spec, inputs, batch, device)
+    elif hub.looks_like_hub_id(spec):
+        loaded = _from_hub(spec, inputs, batch, seq, device, trust_remote_code)
     else:
         raise UnknownModelError(_unknown_message(spec))
     if torch_dtype is not None:
@@ -130,20 +128,35 @@ def _from_preset(
     kind = preset["kind"]
     conf = hf.config_from_dict(preset["config"])
     cls = hf.model_class(preset["architecture"], kind)
-    module, _ = hf.build_module(conf, cls, kind, device, preset.get("attn_implementation"))
+    module, _, how = hf.build_module(conf, cls, kind, device, preset.get("attn_implementation"))
     kwargs = hf.make_hf_inputs(
         module, conf, kind, name=name, inputs=inputs, default_inputs=preset["inputs"],
         batch=batch, seq=seq, device=device,
     )
     return LoadedModel(
-        name=name, module=module, kwargs=kwargs, kind=kind, description=preset["description"],
-        config=preset["config"], source="preset",
+        name=name, module=module, kwargs=kwargs, kind=kind,
+        description=preset["description"] + _built_note(how),
+        config=preset["config"], source="preset", build=how,
     )
+
+
+def _from_hub(
+    repo_id: str, inputs: list[str] | None, batch: int | None, seq: int | None, device: str,
+    trust_remote_code: bool,
+) -> LoadedModel:
+    folder = hub.fetch_config_folder(repo_id, trust_remote_code)
+    loaded = _from_folder(folder, inputs, batch, seq, device, trust_remote_code, load_weights=False)
+    state = "no weights (meta)" if device == "meta" else "random init"
+    architecture = (loaded.config or {}).get("architectures") or [type(loaded.module).__name__]
+    loaded.name = repo_id
+    loaded.source = "hub"
+    loaded.description = f"{architecture[0]} from the Hugging Face Hub ({repo_id} config.json), {state}"
+    return loaded
 
 
 def _from_folder(
     folder: Path, inputs: list[str] | None, batch: int | None, seq: int | None, device: str,
-    trust_remote_code: bool,
+    trust_remote_code: bool, load_weights: bool = True,
 ) -> LoadedModel:
     transformers = hf.import_transformers()
     try:
@@ -158,8 +171,9 @@ def _from_folder(
     kind = hf.guess_kind(conf, architecture)
     cls = hf.model_class(architecture, kind)
     attn = "sdpa" if kind != "vision" else None
-    module, weights = hf.build_module(
-        conf, cls, kind, device, attn, folder=folder, trust_remote_code=trust_remote_code
+    module, weights, how = hf.build_module(
+        conf, cls, kind, device, attn, folder=folder if load_weights else None,
+        trust_remote_code=trust_remote_code,
     )
     kwargs = hf.make_hf_inputs(
         module, conf, kind, name=folder.name, inputs=inputs, default_inputs=None,
@@ -170,18 +184,18 @@ def _from_folder(
     )
     return LoadedModel(
         name=folder.name, module=module, kwargs=kwargs, kind=kind,
-        description=f"{architecture or type(module).__name__} from {folder}, {state}",
-        config=conf.to_dict(), source="hf-folder",
+        description=f"{architecture or type(module).__name__} from {folder}, {state}{_built_note(how)}",
+        config=conf.to_dict(), source="hf-folder", build=how,
     )
 
 
 def _from_factory(spec: str, inputs: list[str] | None, batch: int | None, device: str) -> LoadedModel:
-    module, example = load_factory(spec, device)
+    module, example, how = load_factory(spec, device)
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = {}
     given = inputs_from_specs(inputs, None, batch, device)
     if given is not None:
-        args = given  # --input wins over the factory's example inputs
+        args, kwargs = given  # --input wins over the factory's example inputs
     elif example is not None:
         args, kwargs = split_example(example)
         args, kwargs = _to_device((args, kwargs), device)
@@ -189,20 +203,22 @@ def _from_factory(spec: str, inputs: list[str] | None, batch: int | None, device
         raise UserInputError(
             f"{spec} returned no example inputs; give them with --input, e.g. --input 1x3x224x224"
         )
-    module = module.to(device) if _has_real_tensors(module) and device == "meta" else module
+    if device == "meta" and _has_real_tensors(module):
+        module = to_meta(module)  # a module object, or built on cpu: tied weights stay tied
     return LoadedModel(
         name=spec, module=module.eval(), args=args, kwargs=kwargs, kind="custom",
-        description=f"factory {spec}", source="factory",
+        description=f"factory {spec}{_built_note(how)}", source="factory", build=how,
     )
 
 
 def _from_pt2(
-    path: Path, inputs: list[str] | None, batch: int | None, device: str, trust: bool
+    path: Path, inputs: list[str] | None, batch: int | None, device: str
 ) -> LoadedModel:
-    module, example = load_pt2(path, trust)
+    # Never trusted, whatever trust_remote_code says: a .pt2 runs no code of its own.
+    module, example = load_pt2(path)
     given = inputs_from_specs(inputs, None, batch, device)
     if given is not None:
-        args, kwargs = given, {}
+        args, kwargs = given
     elif example is not None:
         args, kwargs = _to_device(example, device)
     else:
@@ -213,6 +229,25 @@ def _from_pt2(
         name=path.name, module=module, args=tuple(args), kwargs=dict(kwargs), kind="custom",
         description=f"torch.export program {path}", source="pt2",
     )
+
+
+def _from_library(spec: str, inputs: list[str] | None, batch: int | None, device: str) -> LoadedModel:
+    library, _, name = spec.partition(":")
+    built = build_library_model(library, name, device, image_size_of(inputs))
+    size = built.image_size
+    args, kwargs = inputs_from_specs(inputs, [f"1x3x{size}x{size}"], batch, device) or ((), {})
+    fed = "inputs from --input" if inputs else f"{size}x{size} images ({built.size_source})"
+    return LoadedModel(
+        name=spec, module=built.module, args=args, kwargs=kwargs, kind="vision",
+        description=f"{library} {name}, random init, {fed}{_built_note(built.build)}",
+        source=library, build=built.build,
+    )
+
+
+def _built_note(how: str | None) -> str:
+    # Only the unusual path is worth a word in the one-line description.
+    return "; built on cpu, then moved to meta (construction needs real values)" if (
+        how == BUILT_ON_CPU_THEN_META) else ""
 
 
 def _has_real_tensors(module: Any) -> bool:
@@ -249,5 +284,5 @@ def _unknown_message(spec: str) -> str:
     return (
         f"unknown model {spec!r}{guess} Shipped presets: {', '.join(names)}; "
         "or give pkg.module:factory, a folder with config.json, torchvision:NAME, timm:NAME, "
-        "a .pt2 file"
+        "a .pt2 file, a Hugging Face model id owner/name"
     )

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import flop_registry
 
 from ..core.events import ACTIVATION, GRADIENT, OpEvent
 from .modules import ModuleStack
+from .moe import run_op
 from .storages import StorageTable
 
 # Ops that only tell the dispatcher something; they neither compute nor allocate.
@@ -36,7 +37,7 @@ class TraceMode(TorchDispatchMode):
         kwargs = kwargs or {}
         # Whatever died since the previous op died after it: close its lifetime there.
         self.record_frees()
-        out = func(*args, **kwargs)
+        out = run_op(func, args, kwargs)  # func itself, but MoE's grouped matmul also on meta
         name = str(func)
         if name in _SKIP:
             return out

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import ShapeError
+from ..core.errors import ShapeError, UserInputError
 from ..core.events import (
     BUFFER,
     INPUT,
@@ -29,8 +29,10 @@ from ..core.events import (
     ParamRecord,
     Trace,
 )
+from ..core.failures import failing_op, first_line, is_out_of_memory, meta_limit
 from .dispatch import TraceMode
 from .modules import ModuleStack, iter_tensors
+from .moe import RoutingRecorder, sparse_llama4
 from .storages import StorageTable
 
 
@@ -49,6 +51,7 @@ def trace_model(
     counter_box: list[TraceMode] = []
     stack = ModuleStack(module, lambda: len(counter_box[0].events) if counter_box else 0)
     mode = TraceMode(storages, stack)
+    routing = RoutingRecorder(module)
     counter_box.append(mode)
     saved: dict[int, tuple[int, str]] = {}
 
@@ -58,28 +61,37 @@ def trace_model(
             saved[sid] = (storages.nbytes[sid], stack.current(backward=False))
         return t
 
+    device = _mode_name(module, args, kwargs)  # before the run: errors name where it ran
     was_training = module.training
-    module.train(backward)
+    _set_training(module, backward)
     try:
         with ExitStack() as ctx:
             ctx.enter_context(torch.enable_grad() if backward else torch.no_grad())
             ctx.enter_context(stack)
+            ctx.enter_context(sparse_llama4(module))
+            ctx.enter_context(routing)
             if backward:
                 ctx.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
             ctx.enter_context(mode)
             try:
                 out = module(*args, **kwargs)
-            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                raise _shape_error(exc, stack) from exc
+            except _FAILURES as exc:
+                raise _trace_error(exc, stack, device) or _shape_error(exc, stack) from exc
             output_metas = tuple(storages.meta(t) for t in iter_tensors(out))
             if backward:
                 loss = _scalar_loss(out)
-                loss.backward()
+                try:
+                    loss.backward()
+                except _FAILURES as exc:
+                    error = _trace_error(exc, stack, device)
+                    if error is None:
+                        raise
+                    raise error from exc
                 del loss
             del out
             mode.record_frees()
     finally:
-        module.train(was_training)
+        _set_training(module, was_training)
         if backward:
             for p in module.parameters():
                 p.grad = None
@@ -94,7 +106,18 @@ def trace_model(
         mode=_mode_name(module, args, kwargs),
         grad_enabled=backward,
         saved_tensors=tuple((sid, nbytes, path) for sid, (nbytes, path) in saved.items()),
+        expert_groups=tuple(group for _, group in routing.groups),
+        routing=tuple(routing.records),
     )
+
+
+def _set_training(module: torch.nn.Module, mode: bool) -> None:
+    try:
+        module.train(mode)
+    except NotImplementedError:
+        # A torch.export program's module refuses train()/eval(): its graph runs
+        # as it was exported (dropout, batch norm included) whatever we ask.
+        pass
 
 
 def _mode_name(module: torch.nn.Module, args: tuple, kwargs: dict) -> str:
@@ -113,7 +136,7 @@ def _param_records(module: torch.nn.Module, storages: StorageTable) -> tuple[Par
         owner = name.rpartition(".")[0]
         records.append(
             ParamRecord(name, owner, p.numel(), str(p.dtype).removeprefix("torch."),
-                        p.element_size(), p.requires_grad, sid)
+                        p.element_size(), p.requires_grad, sid, tuple(p.shape))
         )
     return tuple(records)
 
@@ -147,9 +170,38 @@ def _scalar_loss(out: Any) -> torch.Tensor:
     raise ShapeError("the model's output has no floating tensor that requires grad; cannot run backward")
 
 
-def _shape_error(exc: Exception, stack: ModuleStack) -> ShapeError:
+# What a model's own code raises when the inputs do not fit (torch._assert raises
+# AssertionError), plus out-of-memory; anything else is a bug worth a traceback.
+_FAILURES = (RuntimeError, ValueError, TypeError, IndexError, AssertionError, MemoryError)
+
+
+def _trace_error(exc: BaseException, stack: ModuleStack, device: str) -> UserInputError | None:
+    """A message for what really failed: a meta-device limit or memory; None for anything else.
+
+    Neither is the inputs' fault, so neither may read "the inputs do not fit".
+    """
+    where = _location(stack)
+    if is_out_of_memory(exc):
+        on = "real tensors" if device == "real" else "the meta device"
+        return UserInputError(
+            f"ran out of memory tracing on {on} {where}: {first_line(exc)}; count on the meta "
+            "device instead (--device meta, the default: nothing is allocated), or lower "
+            "--batch/--seq, or trace in --dtype bf16/fp16"
+        )
+    if device == "meta":
+        limit = meta_limit(exc, failing_op(exc))
+        if limit is not None:
+            return UserInputError(
+                f"cannot trace on the meta device {where}: {limit.what}; use {limit.advice}"
+            )
+    return None
+
+
+def _location(stack: ModuleStack) -> str:
     where = stack.current(backward=False)
     kind = stack.types.get(where, "?")
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    location = f"in module '{where}' ({kind})" if where else "in the model's top-level forward"
-    return ShapeError(f"the inputs do not fit the model {location}: {first}")
+    return f"in module '{where}' ({kind})" if where else "in the model's top-level forward"
+
+
+def _shape_error(exc: Exception, stack: ModuleStack) -> ShapeError:
+    return ShapeError(f"the inputs do not fit the model {_location(stack)}: {first_line(exc)}")
