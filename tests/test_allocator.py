@@ -54,6 +54,7 @@ def faults_per_call(policy: str) -> tuple[float, str]:
     return float(faults), condition
 
 
+@pytest.mark.slow
 @glibc_only
 def test_retaining_freed_memory_removes_the_page_faults_of_each_call() -> None:
     default_faults, default_condition = faults_per_call("default")
@@ -84,6 +85,7 @@ print(faults_per_call())
 """
 
 
+@pytest.mark.slow
 @glibc_only
 def test_memory_probe_under_retention_sees_live_memory_then_retention_resumes() -> None:
     done = subprocess.run([sys.executable, "-c", PROBE_UNDER_RETENTION], capture_output=True,

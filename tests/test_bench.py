@@ -200,12 +200,6 @@ def test_keyboard_interrupt_keeps_finished_rows() -> None:
 # ------------------------------------------------------------------ the command
 
 
-def run_cli(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(cwd), "MODELMETER_DEBUG": ""}
-    return subprocess.run([sys.executable, "-m", "modelmeter.cli.main", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, **kw)
-
-
 @pytest.fixture()
 def tiny(tmp_path: Path) -> Path:
     (tmp_path / "tinymodel.py").write_text(TINY_MODEL)
@@ -222,16 +216,19 @@ def tiny(tmp_path: Path) -> Path:
     (["--region", "atlantis"], "unknown carbon region"),
     (["--malloc", "jemalloc"], "--malloc"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tiny: Path, args: list[str], fragment: str) -> None:
+def test_bad_input_is_one_line_and_exit_2(tiny: Path, args: list[str], fragment: str,
+                                         monkeypatch: pytest.MonkeyPatch, run_main) -> None:
     if args == ["--device", "cuda"] and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    proc = run_cli(["bench", "tinymodel:build", *args], tiny)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    monkeypatch.chdir(tiny)
+    code, _, err = run_main("bench", "tinymodel:build", *args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("modelmeter: error:") and fragment in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_json_report_has_the_measured_section(tiny: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tiny)
@@ -255,6 +252,7 @@ def test_json_report_has_the_measured_section(tiny: Path, monkeypatch: pytest.Mo
         assert r["throughput_per_s"] == pytest.approx(r["batch"] / r["latency_s"]["p50"], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_real_preset_mobilenet_v2_with_prediction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "m.json"
@@ -272,6 +270,7 @@ def test_real_preset_mobilenet_v2_with_prediction(tmp_path: Path, monkeypatch: p
     assert m["peak_memory_bytes"] is not None
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_and_saves_finished_rows_then_exits_130(tiny: Path) -> None:
     out = tiny / "out.json"
     env = {**os.environ, "PYTHONPATH": str(tiny), "MODELMETER_DEBUG": ""}

@@ -32,6 +32,7 @@ def calibrated():
     return hw, result, steps
 
 
+@pytest.mark.slow
 def test_quick_calibration_gives_positive_finite_rates(calibrated):
     hw, result, _ = calibrated
     assert hw.id == "local" and hw.source == "calibrated" and hw.kind == "cpu"
@@ -45,6 +46,7 @@ def test_quick_calibration_gives_positive_finite_rates(calibrated):
     assert hw.ridge_point("fp32") == pytest.approx(hw.peak_flops["fp32"] / hw.memory_bandwidth_bytes_per_s)
 
 
+@pytest.mark.slow
 def test_result_keeps_raw_samples_and_conditions(calibrated):
     hw, result, _ = calibrated
     assert result.threads >= 1 and result.torch_version
@@ -59,12 +61,14 @@ def test_result_keeps_raw_samples_and_conditions(calibrated):
     json.dumps(result.to_dict())  # serialisable as is
 
 
+@pytest.mark.slow
 def test_progress_reaches_the_end(calibrated):
     _, _, steps = calibrated
     assert steps[0][1] == 0
     assert steps[-1][1] == steps[-1][2]
 
 
+@pytest.mark.slow
 def test_isa_peak_reported_beside_measurement(calibrated):
     hw, result, _ = calibrated
     if result.isa_peak is None:
@@ -80,6 +84,7 @@ def test_bad_device_and_threads_are_user_errors():
         calibrate("cpu", settings=TINY, threads=0)
 
 
+@pytest.mark.slow
 def test_cli_calibrate_saves_local(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
     monkeypatch.setattr(CalibrationSettings, "quick", classmethod(lambda cls: TINY))
@@ -93,6 +98,7 @@ def test_cli_calibrate_saves_local(tmp_path, monkeypatch):
     assert saved["calibration"]["best"]["triad"]["samples_s"]
 
 
+@pytest.mark.slow
 def test_cli_calibrate_no_save(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
     monkeypatch.setattr(CalibrationSettings, "quick", classmethod(lambda cls: TINY))

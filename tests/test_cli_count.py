@@ -1,4 +1,7 @@
-"""`modelmeter count` as a user runs it: a real process, JSON out, one-line errors."""
+"""`modelmeter count` as a user runs it: a real process, JSON out, one-line errors.
+
+Message-only checks run `main()` in this process (the `run_main` fixture).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ def count_json(*args: str) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_llama3_8b_on_meta_exact_params_and_sizes_in_small_memory():
     code = (
         "import json, resource, sys\n"
@@ -40,6 +44,7 @@ def test_llama3_8b_on_meta_exact_params_and_sizes_in_small_memory():
     assert peak_rss_kib * 1024 < 2e9
 
 
+@pytest.mark.slow
 def test_int4_naive_figure_is_half_a_byte_per_parameter_and_scales_are_separate():
     # The seed's figure, every parameter at 4 bits, stays beside the weight-only layout
     # (tests/test_quant_layout.py checks param_bytes itself).
@@ -53,6 +58,7 @@ def test_int4_naive_figure_is_half_a_byte_per_parameter_and_scales_are_separate(
     assert grouped["totals"]["param_scale_bytes"] == q["scale_bytes"] < scales
 
 
+@pytest.mark.slow
 def test_json_contract_keys_and_module_order():
     report = count_json("gpt2", "--batch", "2", "--seq", "16", "--dtype", "bf16")
     totals = report["totals"]
@@ -71,6 +77,7 @@ def test_json_contract_keys_and_module_order():
     assert report["settings"]["trace_dtype"] == "bf16"
 
 
+@pytest.mark.slow
 def test_json_to_file_and_table(tmp_path):
     target = tmp_path / "out.json"
     proc = run("count", "resnet50", "--input", "1x3x224x224", "--depth", "2", "--json", str(target))
@@ -84,22 +91,25 @@ def test_json_to_file_and_table(tmp_path):
     [
         (("count", "resnet5"), "resnet50"),
         (("count", "gpt2", "--dtype", "fp7"), "unknown precision"),
-        (("count", "resnet50", "--input", "1x4x224x224"), "channel"),
+        # The model is built before the shape is found wrong: seconds, not milliseconds.
+        pytest.param(("count", "resnet50", "--input", "1x4x224x224"), "channel", marks=pytest.mark.slow),
         (("count", "gpt2", "--batch", "0"), "batch"),
         (("count", "torchvision:resnet18"), "torchvision"),
         (("count", "nosuchpkg.models:build"), "nosuchpkg"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, needle):
-    proc = run(*args)
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_bad_input_is_one_line_and_exit_2(run_main, args, needle):
+    code, out, err = run_main(*args)  # in-process; the script itself: the test below
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
     assert needle in lines[0].lower()
 
 
+@pytest.mark.slow
 def test_shape_that_does_not_fit_names_the_layer(tmp_path):
+    # A real process: the console entry point's exit code and stderr, not just main()'s.
     (tmp_path / "badnet.py").write_text(
         "import torch\n"
         "def build():\n"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -226,16 +224,12 @@ def test_cli_show_json_is_the_record(home):
     assert Hardware.from_dict(json.loads(result.output)) == get_hardware("l4")
 
 
-def test_cli_show_unknown_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "modelmeter.cli.main", "hardware", "show", "nope"],
-        capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin", "MODELMETER_HOME": str(tmp_path), "PYTHONPATH": ":".join(sys.path)},
-    )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "unknown hardware 'nope'" in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_cli_show_unknown_exits_2_with_one_line(home, run_main):
+    code, _, err = run_main("hardware", "show", "nope")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "unknown hardware 'nope'" in lines[0], err
+    assert "Traceback" not in err
 
 
 def test_cli_show_local_reads_the_profile(home):

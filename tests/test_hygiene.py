@@ -371,3 +371,20 @@ def test_importing_the_report_subpackage_keeps_modelmeter_report_the_function():
             "print(callable(modelmeter.report), callable(modelmeter.count))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["True", "True"], done.stderr[-2000:]
+
+
+def test_training_trace_keeps_the_callers_modes_and_gradients():
+    # memory(train=True) traces a backward: it must not flatten a frozen submodule's eval
+    # mode, nor wipe the gradients the caller had accumulated.
+    import torch
+
+    import modelmeter
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 2))
+    model.train()
+    model[1].eval()
+    model(torch.randn(3, 4)).sum().backward()
+    before = [p.grad.clone() for p in model.parameters()]
+    modelmeter.memory(model, torch.randn(3, 4), train=True)
+    assert [m.training for m in model] == [True, False, True] and model.training
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), before, strict=True))

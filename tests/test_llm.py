@@ -42,7 +42,8 @@ def _tracer(tracers, name):
     return tracers[name]
 
 
-@pytest.mark.parametrize("name", DECODERS)
+@pytest.mark.parametrize("name", [pytest.param(d, marks=pytest.mark.slow) if d == "llama3-70b" else d
+                                  for d in DECODERS])
 def test_traced_matches_closed_form(tracers, name):
     tracer = _tracer(tracers, name)
     config = tracer.config
@@ -64,6 +65,7 @@ def test_traced_matches_closed_form(tracers, name):
     assert _total(decode, KV_WRITE) == decode.kv_elems_per_token
 
 
+@pytest.mark.slow
 def test_fits_predict_untraced_points(tracers):
     tracer = _tracer(tracers, "tinyllama")
     costs = measure_llm_costs(tracer, prompt=PROMPT, gen=8)
@@ -86,6 +88,7 @@ def llama8b(tracers):
     return measure_llm_costs(_tracer(tracers, "llama3-8b"), prompt=1024, gen=16)
 
 
+@pytest.mark.slow
 def test_llama3_8b_on_h100(llama8b):
     hw = get_hardware("h100-sxm")
     fp16 = llm_estimate(llama8b, hw, weights="fp16")
@@ -116,6 +119,7 @@ def test_llama3_8b_on_h100(llama8b):
     assert fp8.kv_cache_bytes_per_token == 65536
 
 
+@pytest.mark.slow
 def test_mistral_sliding_window_caps_the_cache_and_decode(tracers):
     # Prompt 8192 > window 4096: every decode step attends to 4096 keys (4095 cached + itself).
     costs = measure_llm_costs(_tracer(tracers, "mistral-7b"), prompt=8192, gen=64)
@@ -139,6 +143,7 @@ def test_mistral_sliding_window_caps_the_cache_and_decode(tracers):
     assert full.tpot_s > one.tpot_s and full.ttft_s == one.ttft_s  # prefill is not windowed
 
 
+@pytest.mark.slow
 def test_generation_accounting_and_max_batch(llama8b):
     result = llm_estimate(llama8b, "h100-sxm", batches=[1, 8], max_batch=True)
     one, eight = result.batches[:2]
@@ -182,6 +187,7 @@ def _cli(capsys, *args):
     return exc.value.code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_cli_json_and_plot(capsys, tmp_path):
     target, plot = tmp_path / "llm.json", tmp_path / "llm.png"
     code, out, _ = _cli(capsys, "llm", "gpt2", "--hardware", "h100-sxm", "--prompt", "64", "--gen", "8",
@@ -208,6 +214,7 @@ def test_cli_bad_input_exits_2(capsys, args, message):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_weights_exceeding_memory_warn_and_still_report(tracers):
     costs = measure_llm_costs(_tracer(tracers, "llama3-70b"), prompt=PROMPT, gen=4)
     result = llm_estimate(costs, "rtx-4090")

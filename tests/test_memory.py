@@ -175,7 +175,8 @@ def _on_meta(model: nn.Module, args: tuple, kwargs: dict) -> tuple[nn.Module, tu
             {k: v.to("meta") for k, v in kwargs.items()})
 
 
-@pytest.mark.parametrize("name", ["linear-chain", "small-cnn", "tiny-llama", "mobilenet-v2"])
+@pytest.mark.parametrize("name", ["linear-chain", "small-cnn", pytest.param("tiny-llama", marks=pytest.mark.slow),
+                                  pytest.param("mobilenet-v2", marks=pytest.mark.slow)])
 def test_meta_equals_real_and_agrees_with_the_profiler(name):
     torch.manual_seed(0)
     model, args, kwargs = next((m, a, k) for n, m, a, k in _models() if n == name)
@@ -218,6 +219,7 @@ def test_budget_arithmetic():
         training_budget(10, 10, "fp32", "lion", 0)
 
 
+@pytest.mark.slow
 def test_llama3_8b_training_budget_on_meta():
     report = api.memory("llama3-8b", seq=4096, dtype="bf16", train=True, optimizer="adamw").to_dict()
     t = report["training"]
@@ -250,6 +252,7 @@ def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_cli_json_keys():
     proc = run("memory", "resnet50", "--batch", "2", "--train", "--json", "-")
     assert proc.returncode == 0, proc.stderr
@@ -263,12 +266,13 @@ def test_cli_json_keys():
     ("memory", "gpt2", "--batch", "-2"),
     ("memory", "gpt2", "--train", "--optimizer", "lion"),
 ])
-def test_cli_bad_input(args):
-    proc = run(*args)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+def test_cli_bad_input(run_main, args):
+    code, _, err = run_main(*args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_train_without_trainable_parameters(tmp_path):
     (tmp_path / "frozen.py").write_text(
         "import torch\n"

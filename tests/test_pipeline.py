@@ -129,6 +129,7 @@ def test_bench_progress_hooks_name_the_batch_being_timed(factory):
     assert "dim 0 was tiled" in " ".join(report.measured["notes"])  # the factory's own batch is 2
 
 
+@pytest.mark.slow
 def test_llm_and_compare_return_typed_results(factory):
     section = modelmeter.llm("gpt2", hardware="h100-sxm", prompt=16, gen=4, batches=[1, 2])
     assert isinstance(section, LLMSection)

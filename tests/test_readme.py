@@ -26,7 +26,10 @@ def test_the_docs_have_python_examples():
     assert any(name.startswith("README.md") for name, _ in EXAMPLES)
 
 
-@pytest.mark.parametrize("name, code", EXAMPLES, ids=[name for name, _ in EXAMPLES])
+# The README's examples are quick; the tour's build real presets (slow lane).
+@pytest.mark.parametrize("name, code", [
+    pytest.param(name, code, id=name, marks=() if name.startswith("README") else pytest.mark.slow)
+    for name, code in EXAMPLES])
 def test_example_runs(name, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples may write files
     monkeypatch.setenv("MODELMETER_HOME", str(tmp_path / "home"))

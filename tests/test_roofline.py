@@ -216,6 +216,7 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_decode_json(tmp_path):
     out = tmp_path / "r.json"
     res = _cli("llama3-8b", "--seq", "1", "--batch", "1", "--hardware", "h100-sxm", "--dtype", "fp16",
@@ -235,8 +236,9 @@ def test_cli_decode_json(tmp_path):
     (("--hardware", "h100-sxm", "--plot", "/nonexistent-dir/x.png"), "cannot write plot"),
     ((), "calibrate"),  # no --hardware and no local profile in this MODELMETER_HOME
 ])
-def test_cli_bad_input_one_line_exit_2(tmp_path, args, needle):
-    res = _cli("gpt2", "--seq", "8", *args, home=tmp_path)
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr
+def test_cli_bad_input_one_line_exit_2(tmp_path, monkeypatch, run_main, args, needle):
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    code, _, err = run_main("roofline", "gpt2", "--seq", "8", *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err

@@ -102,6 +102,7 @@ def test_gpt2_embeddings_tied() -> None:
     assert module.lm_head.weight is module.transformer.wte.weight
 
 
+@pytest.mark.slow
 def test_llama3_70b_builds_fast_and_small() -> None:
     # A fresh process, so the peak RSS is this build's and not the test session's.
     code = textwrap.dedent(
@@ -138,6 +139,7 @@ def test_meta_inputs_shapes_and_names() -> None:
     assert resolve_model("bert-base").kwargs["input_ids"].shape == (1, 128)
 
 
+@pytest.mark.slow
 def test_cpu_forward_small_presets() -> None:
     loaded = resolve_model("resnet50", device="cpu")
     with torch.no_grad():

@@ -90,6 +90,7 @@ def test_keyboard_interrupt_in_process_keeps_finished_rows() -> None:
     assert result.best_batch is not None and result.best_batch.batch in (1, 2)
 
 
+@pytest.mark.slow
 def test_real_sigint_to_a_child_sweep(tmp_path: Path) -> None:
     child = Path(__file__).with_name("_sweep_child.py")
     proc = subprocess.Popen(
@@ -160,6 +161,7 @@ def _peak_memory_in_fresh_process(use_clear_refs: bool, hold_s: float) -> list:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_peak_memory_cpu_sees_a_short_lived_buffer() -> None:
     method, growth, peak, baseline = _peak_memory_in_fresh_process(True, 0)
     assert method in ("vmhwm", "rss-sampling")
@@ -167,6 +169,7 @@ def test_peak_memory_cpu_sees_a_short_lived_buffer() -> None:
     assert peak is not None and baseline is not None
 
 
+@pytest.mark.slow
 def test_peak_memory_rss_sampling_fallback() -> None:
     # held long enough for the 1 ms sampler
     method, growth, _, _ = _peak_memory_in_fresh_process(False, 0.05)

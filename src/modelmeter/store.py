@@ -10,7 +10,12 @@ be listed (`modelmeter history`) and compared (`modelmeter diff`). Safety rules:
   migrated in place, inside one transaction; a store written by a newer
   modelmeter is refused untouched.
 - A file that is not a modelmeter store (not SQLite, another program's
-  database, corrupted) is refused with a `UserInputError` and never written.
+  database, corrupted) is refused with a `UserInputError` and never written:
+  before the first write, ``PRAGMA quick_check`` must pass, and
+  `check_writable` lets a command refuse a bad store before its work.
+- Reading never writes: it opens the file read-only (``mode=ro``), so a store
+  on a read-only disk or in a folder we cannot write can still be listed. A
+  row that cannot be read is listed as unreadable; the others still are.
 
 The default file is ``platformdirs.user_data_dir("modelmeter")/runs.sqlite``;
 the ``MODELMETER_HOME`` environment variable replaces that directory.
@@ -30,6 +35,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import UserInputError
+from .core.files import check_writable
+from .hardware.detect import cpu_name
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -66,6 +74,9 @@ class StoredRun:
     report: dict[str, Any]
     fingerprint: dict[str, Any] | None
     label: str | None
+    # Why the stored row could not be read (bad JSON, bad date); `report` is
+    # then empty. Listing shows such a run instead of failing on it.
+    error: str | None = None
 
 
 def default_store_path() -> Path:
@@ -121,6 +132,7 @@ class RunStore:
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_store_path()
         self._conn: sqlite3.Connection | None = None
+        self._writable = False
 
     # -- public API ---------------------------------------------------------
 
@@ -138,7 +150,7 @@ class RunStore:
             json.dumps(fingerprint, sort_keys=True) if fingerprint is not None else None
         )
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        conn = self._connection(create=True)
+        conn = self._write_connection()
         assert conn is not None
         with self._sqlite_errors():
             # IMMEDIATE takes the write lock up front, so concurrent savers wait
@@ -162,7 +174,7 @@ class RunStore:
                 f"{run_id!r} is not a run id (run ids are hex, e.g. 3f9a01c2; "
                 "`modelmeter history` lists them)"
             )
-        conn = self._connection(create=False)
+        conn = self._read_connection()
         rows: list[tuple[Any, ...]] = []
         if conn is not None:
             with self._sqlite_errors():
@@ -180,13 +192,16 @@ class RunStore:
                 f"run id prefix {run_id!r} is ambiguous ({ids}{', …' if len(rows) > 5 else ''});"
                 " give more characters"
             )
-        return self._row_to_run(rows[0])
+        run = self._row_to_run(rows[0])
+        if run.error is not None:
+            raise UserInputError(f"run {run.id} in {self.path} cannot be read: {run.error}")
+        return run
 
     def list_runs(self, model: str | None = None, limit: int = 50) -> list[StoredRun]:
-        """Newest first; only runs of `model` when given."""
+        """Newest first; only runs of `model` when given. Unreadable rows come with `error` set."""
         if limit < 1:
             raise UserInputError(f"limit must be at least 1, got {limit}")
-        conn = self._connection(create=False)
+        conn = self._read_connection()
         if conn is None:
             return []  # no store yet: an empty history, and no file created for it
         where, params = ("WHERE model = ?", [model]) if model is not None else ("", [])
@@ -197,10 +212,36 @@ class RunStore:
             ).fetchall()
         return [self._row_to_run(row) for row in rows]
 
+    def check_writable(self) -> None:
+        """Refuse now (UserInputError) a store that `save` would refuse; creates and changes nothing.
+
+        For commands that save at the end of a long run: the file must be a
+        healthy modelmeter store of a schema we know (or absent, in a place
+        where it can be created), and writable.
+        """
+        path = self.path
+        if not path.exists():
+            check_writable(path, "run store", make_folders=True)  # save() makes missing folders
+            return
+        if not path.is_file():
+            raise UserInputError(f"{path} is not a file; use --db to pick a store file")
+        _check_sqlite_header(path)
+        check_writable(path, "run store")  # the file, and its folder for the WAL files
+        if path.stat().st_size == 0:
+            return
+        conn = self._open_read_only(path)
+        try:
+            with self._sqlite_errors():
+                self._check_schema(conn)
+                self._check_integrity(conn)
+        finally:
+            conn.close()
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._writable = False
 
     def __enter__(self) -> RunStore:
         return self
@@ -233,23 +274,106 @@ class RunStore:
             return run_id
         raise RuntimeError("could not draw an unused run id in 16 tries")
 
-    def _row_to_run(self, row: tuple[Any, ...]) -> StoredRun:
+    @staticmethod
+    def _row_to_run(row: tuple[Any, ...]) -> StoredRun:
+        """A run from its row; a row that cannot be decoded becomes a run with `error` set."""
         run_id, created_at, model, report_json, fingerprint_json, label = row
+        when = datetime.fromtimestamp(0, timezone.utc)
         try:
+            when = datetime.fromisoformat(created_at)
             report = json.loads(report_json)
             fingerprint = json.loads(fingerprint_json) if fingerprint_json else None
-        except ValueError as exc:
-            raise UserInputError(
-                f"run {run_id} in {self.path} holds unreadable JSON: {exc}"
-            ) from exc
+            if not isinstance(report, dict):
+                raise ValueError(f"the report is a JSON {type(report).__name__}, not an object")
+        except (ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return StoredRun(id=str(run_id), created_at=when, model=model if isinstance(model, str) else None,
+                             report={}, fingerprint=None, label=None, error=first)
         return StoredRun(
             id=run_id,
-            created_at=datetime.fromisoformat(created_at),
+            created_at=when,
             model=model,
             report=report,
-            fingerprint=fingerprint,
+            fingerprint=fingerprint if isinstance(fingerprint, dict) else None,
             label=label,
         )
+
+    def _open_read_only(self, path: Path) -> sqlite3.Connection:
+        """A connection that cannot write (``mode=ro``).
+
+        A store in WAL mode needs its shared-memory file even to be read; in a
+        folder we cannot write that file cannot be made, so the file is then
+        opened as immutable (nobody can be writing a store there anyway).
+        """
+        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+        for suffix in ("", "&immutable=1"):
+            with self._sqlite_errors():
+                conn = sqlite3.connect(uri + suffix, uri=True, timeout=BUSY_TIMEOUT_S,
+                                       isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the file
+                return conn
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if suffix or "unable to open" not in str(exc):
+                    with self._sqlite_errors():
+                        raise
+            except sqlite3.DatabaseError:
+                conn.close()
+                with self._sqlite_errors():
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read_connection(self) -> sqlite3.Connection | None:
+        """An open connection for reading (None when there is no store yet); never writes."""
+        if self._conn is not None:
+            return self._conn
+        path = self.path
+        if not path.exists():
+            return None
+        if not path.is_file():
+            raise UserInputError(f"{path} is not a file; use --db to pick a store file")
+        _check_sqlite_header(path)
+        if path.stat().st_size == 0:
+            return None  # an empty file is a new, empty store
+        conn = self._open_read_only(path)
+        try:
+            with self._sqlite_errors():
+                conn.execute("BEGIN")
+                try:
+                    version = self._check_schema(conn)
+                finally:
+                    conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            raise
+        if version < SCHEMA_VERSION:
+            # An older store: upgrading it is a write, done once, in place.
+            conn.close()
+            return self._write_connection()
+        self._conn = conn
+        return conn
+
+    def _write_connection(self) -> sqlite3.Connection:
+        """A connection that may write: a read-only one is replaced first."""
+        if self._conn is not None and self._writable:
+            return self._conn
+        self.close()
+        conn = self._connection(create=True)
+        assert conn is not None
+        self._writable = True
+        return conn
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        # Writing into damaged pages can spread the damage to runs that are
+        # still readable: check first, and leave a damaged file as it is.
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)").fetchall()]
+        if problems != ["ok"]:
+            raise UserInputError(
+                f"{self.path} is damaged ({'; '.join(problems)}); it was left untouched; "
+                "use --db to pick another file (`sqlite3 FILE .recover` can rescue its runs)"
+            )
 
     def _connection(self, create: bool) -> sqlite3.Connection | None:
         """The open connection, opening (and creating or migrating) the file first."""
@@ -280,7 +404,8 @@ class RunStore:
                 # from the same moment even while another process creates the store.
                 conn.execute("BEGIN")
                 try:
-                    self._check_schema(conn)
+                    if self._check_schema(conn) > 0:
+                        self._check_integrity(conn)
                 finally:
                     conn.execute("COMMIT")
                 _enable_wal(conn)
@@ -413,7 +538,7 @@ def environment_fingerprint(hardware: str | None = None, cwd: Path | None = None
         "machine": platform.machine(),
         "python": platform.python_version(),
         "modelmeter": _package_version("modelmeter"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "host": hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12],
     }
@@ -448,19 +573,6 @@ def _package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                # x86 says "model name"; some ARM kernels only give "Hardware"/"Model".
-                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _git_state(cwd: Path) -> dict[str, Any] | None:

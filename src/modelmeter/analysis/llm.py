@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import UserInputError
+from ..core.lists import parse_batch_sizes
 from ..core.precision import (
     QuantLayout,
     WeightTensor,
@@ -603,23 +604,8 @@ def llm_estimate(
 
 
 def parse_batches(batches: Any) -> tuple[int, ...]:
-    """'1,8,32' or a sequence of ints -> distinct positive batch sizes, in order."""
-    items = batches.split(",") if isinstance(batches, str) else list(batches)
-    out: list[int] = []
-    for item in items:
-        try:
-            value = int(str(item).strip())
-        except ValueError:
-            value = 0
-        if isinstance(item, bool) or value < 1 or str(item).strip() != str(value):
-            raise UserInputError(
-                f"bad batch size {str(item).strip()!r}: give positive integers separated by commas, "
-                "e.g. --batch 1,8,32"
-            )
-        out.append(value)
-    if not out:
-        raise UserInputError("no batch size given: e.g. --batch 1,8,32")
-    return tuple(dict.fromkeys(out))
+    """'1,8,32' or a sequence of ints -> distinct positive batch sizes, in order (`core.lists`)."""
+    return parse_batch_sizes(batches)
 
 
 def analyze_llm(

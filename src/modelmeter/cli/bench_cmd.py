@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from .options import make_console, write_json
+from .options import check_outputs, check_sizes, make_console, write_json
 
 EXIT_INTERRUPTED = 130
 
@@ -61,11 +61,20 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
 
     # Everything a user can get wrong is checked before a model is built.
     batches = tuple(parse_batches(batch_text)) if batch_text is not None else None
+    check_sizes(list(batches or []), "--batch")
+    check_sizes(seq, "--seq")
+    check_outputs(json=json_path)
     energy = energy or region is not None or pue is not None
     # --meter has a default, so it implies nothing: it picks the meter when energy is measured.
     options = BenchOptions(batches, device, hardware, energy, meter if energy else None, region, pue,
                            TimingOptions(min_time_s, min_iters, warmup_s, malloc))
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, seq=seq, dtype=dtype)
+    if options.device == "cpu":
+        from ..pipeline.memcheck import check_cpu_fit
+
+        # The largest batch is the one that must fit (the sweep's OOM rule handles activations).
+        check_cpu_fit(model, inputs=list(inputs) or None, batch=max(batches) if batches else None,
+                      seq=seq, advice="`modelmeter roofline` predicts its latency without running it")
     if threads is not None:
         import torch
 
@@ -76,12 +85,13 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
         sections = run.bench(model_options, options, run.Hooks(on_progress=on_progress, on_row=on_row))
     report = sections.to_report()
 
-    if json_path is not None:
-        write_json(report.to_dict(), json_path)
+    # Rendered first: should the write still fail (disk full), the numbers were shown.
     for item in bench_view(report.measured, options.energy):
         console.print(item)
     flush(console)
     sys.stdout.flush()
+    if json_path is not None:
+        write_json(report.to_dict(), json_path)
     if json_path not in (None, "-"):
         console.print(f"wrote {json_path}")
     if sections.measured.interrupted:

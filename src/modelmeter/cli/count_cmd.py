@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import make_console, model_options, write_json
+from .options import check_outputs, make_console, model_options, write_json
 
 
 @click.command()
@@ -20,6 +20,13 @@ def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path
     from ..pipeline import run
     from ..pipeline.options import ModelOptions
 
+    check_outputs(json=json_path)
+    if device == "cpu":
+        from ..pipeline.memcheck import check_cpu_fit
+
+        check_cpu_fit(model, inputs=list(inputs) or None, batch=batch, seq=seq,
+                      advice="count it on the meta device instead (--device meta, the default: "
+                             "nothing is allocated)")
     options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype,
                            device=device, group_size=group_size)
     report = run.count(options).to_report().to_dict()

@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from .options import make_console
+from ..core.files import atomic_write
+from .options import check_outputs, make_console
 
 
 @click.group()
@@ -72,6 +73,12 @@ def calibrate_cmd(quick: bool, no_save: bool, device: str | None, threads: int |
 
     from ..hardware import calibrate, save_local_profile
 
+    check_outputs(json=json_path)  # before minutes of measuring
+    if not no_save:
+        from ..core.files import check_writable
+        from ..hardware.profile import local_profile_path
+
+        check_writable(local_profile_path(), "hardware profile", make_folders=True)
     console = Console(stderr=json_path == "-")
     # Redraw only between measurements: an auto-refresh thread would compete for the cores
     # being calibrated.
@@ -94,8 +101,7 @@ def calibrate_cmd(quick: bool, no_save: bool, device: str | None, threads: int |
         for item in calibration_view(result):
             console.print(item)
         if json_path:
-            with open(json_path, "w", encoding="utf-8") as fh:
-                json.dump(result.to_dict(), fh, indent=1)
+            atomic_write(json_path, json.dumps(result.to_dict(), indent=1) + "\n")
             console.print(f"wrote {json_path}")
     if no_save:
         console.print("not saved (--no-save)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from .options import make_console, write_json
+from .options import check_outputs, check_sizes, make_console, write_json
 
 
 @click.command()
@@ -30,16 +30,23 @@ from .options import make_console, write_json
 def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch, trust_remote_code,
         plot_path, json_path) -> None:
     """LLM inference: TTFT, TPOT, tokens/s, KV cache and memory fit per batch size (estimated)."""
+    from ..core.lists import parse_batch_sizes
     from ..pipeline import run
     from ..pipeline.devices import resolve_hardware
     from ..pipeline.options import LLMOptions
 
+    # Everything a user can get wrong is checked before minutes of tracing.
+    check_sizes(prompt, "--prompt")
+    check_sizes(gen, "--gen")
+    batch_sizes = parse_batch_sizes(batches)
+    check_sizes(list(batch_sizes), "--batch")
     hw = resolve_hardware(hardware)
     if plot_path:
         from ..report.llm_plots import check_plot_path
 
-        check_plot_path(plot_path)  # before minutes of tracing, not after
-    options = LLMOptions(hw, prompt, gen, batches, dtype, weights, kv_dtype, max_batch, trust_remote_code)
+        check_plot_path(plot_path)
+    check_outputs(json=json_path)
+    options = LLMOptions(hw, prompt, gen, batch_sizes, dtype, weights, kv_dtype, max_batch, trust_remote_code)
     section = run.llm(model, options).to_dict()
     if plot_path:
         from ..report.llm_plots import plot_llm

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "roofline": "modelmeter.cli.roofline_cmd:roofline",
     "bench": "modelmeter.cli.bench_cmd:bench",
     "llm": "modelmeter.cli.llm_cmd:llm",
+    "plan": "modelmeter.cli.plan_cmd:plan",
     "report": "modelmeter.cli.report_cmd:report",
     "compare": "modelmeter.cli.report_cmd:compare",
     "history": "modelmeter.cli.store_cmd:history",
@@ -53,10 +54,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: every UserInputError becomes one line on stderr and exit 2."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
-        os.environ.get("MODELMETER_DEBUG")
-    )
+    """Console entry point: every UserInputError becomes one line on stderr and exit 2.
+
+    Out-of-memory is bad input too (a model or batch too big for this machine):
+    one line that says what to do, never a traceback.
+    """
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args or bool(os.environ.get("MODELMETER_DEBUG"))
     try:
         rc = cli.main(args=argv, prog_name="modelmeter", standalone_mode=False)
     except click.exceptions.Abort:
@@ -64,19 +68,84 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         # Usage errors (unknown option, bad value) are bad input too: one line, exit 2.
-        click.echo(f"modelmeter: error: {exc.format_message()}", err=True)
+        click.echo(f"modelmeter: error: {_one_line(exc.format_message())}", err=True)
         sys.exit(2)
     except UserInputError as exc:
         if debug:
             raise
-        click.echo(f"modelmeter: error: {exc}", err=True)
+        click.echo(f"modelmeter: error: {_one_line(exc.text(command_options(args)))}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("modelmeter: interrupted", err=True)
         sys.exit(130)
+    except (MemoryError, RuntimeError) as exc:
+        if debug or not _out_of_memory(exc):
+            raise
+        click.echo(f"modelmeter: error: {_oom_message(exc, args)}", err=True)
+        sys.exit(2)
     # With standalone_mode=False click returns ctx.exit()'s code instead of exiting.
     if isinstance(rc, int) and rc != 0:
         sys.exit(rc)
+
+
+def invoked_command(args: list[str]) -> click.Command | None:
+    """The (sub)command `args` invoke (`hardware calibrate` -> calibrate), or None if unknown."""
+    command: click.Command = cli
+    try:
+        for token in args:
+            if token.startswith("-"):
+                continue
+            if not isinstance(command, click.Group):
+                break
+            sub = command.get_command(click.Context(command), token)
+            if sub is None:
+                return None
+            command = sub
+    except Exception:  # noqa: BLE001 - only advice depends on it; never mask the real error
+        return None
+    return None if command is cli else command
+
+
+def command_options(args: list[str]) -> frozenset[str] | None:
+    """What the command `args` invoke accepts: its flags ('--json') and, for options
+    with a fixed set of values, each flag with its value ('--device meta'); None if unknown."""
+    command = invoked_command(args)
+    if command is None:
+        return None
+    accepted: set[str] = set()
+    for param in command.params:
+        for opt in (*param.opts, *param.secondary_opts):
+            accepted.add(opt)
+            accepted.update(f"{opt} {choice}" for choice in getattr(param.type, "choices", ()))
+    return frozenset(accepted)
+
+
+def _one_line(text: str) -> str:
+    # The contract is one line on stderr: newlines inside a message (a quoted
+    # file name, a library's multi-line text) would break it.
+    return " ".join(str(text).split())
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory"))
+
+
+def _oom_message(exc: BaseException, args: list[str]) -> str:
+    """What ran out, and only the remedies the invoked command offers."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    accepted = command_options(args) or frozenset()
+    advice = []
+    if "--device meta" in accepted:
+        advice.append("use the meta device (--device meta: nothing is allocated)")
+    if "--batch" in accepted:
+        advice.append("lower --batch" + ("/--seq" if "--seq" in accepted else ""))
+    if "--dtype" in accepted:
+        advice.append("use --dtype bf16 or fp16")
+    advice = advice or ["use a machine with more memory"]
+    return _one_line(f"out of memory ({first}); " + ", or ".join(advice))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import make_console, model_options, write_json
+from .options import check_outputs, make_console, model_options, write_json
 
 
 @click.command()
@@ -23,6 +23,13 @@ def memory(model, inputs, batch, seq, dtype, train, optimizer, master_fp32, chec
     from ..pipeline import run
     from ..pipeline.options import MemoryOptions, ModelOptions
 
+    check_outputs(json=json_path)
+    if device == "cpu":
+        from ..pipeline.memcheck import check_cpu_fit
+
+        check_cpu_fit(model, inputs=list(inputs) or None, batch=batch, seq=seq,
+                      advice="trace it on the meta device instead (--device meta, the default: "
+                             "nothing is allocated)")
     options = MemoryOptions(train, optimizer, master_fp32, checkpoint)
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype,
                                  device=device)

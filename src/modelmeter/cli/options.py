@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -30,6 +30,14 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def check_sizes(values: Any, flag: str) -> None:
+    """Each --batch/--seq style integer positive and within the sane bound (one line, exit 2)."""
+    from ..sources.inputs import check_positive
+
+    for value in values if isinstance(values, (list, tuple)) else [values]:
+        check_positive(value, flag)
+
+
 def make_console(*, json_to_stdout: bool = False) -> Console:
     """A console for command output; when piped, wide enough that tables do not fold.
 
@@ -41,21 +49,35 @@ def make_console(*, json_to_stdout: bool = False) -> Console:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
+def check_outputs(**targets: str | None) -> None:
+    """Refuse unwritable output paths before the work (--json x.json -> json="x.json").
+
+    A typo or a read-only folder found after minutes of tracing or measuring
+    would throw the finished result away; '-' (stdout) and None are skipped.
+    """
+    from ..core.files import check_writable
+
+    seen: dict[str, str] = {}
+    for option, target in targets.items():
+        if target is None or target == "-":
+            continue
+        flag = "--" + option.replace("_", "-")
+        key = os.path.realpath(target)
+        if key in seen:
+            raise UserInputError(f"{seen[key]} and {flag} name the same file {target}; give each its own")
+        seen[key] = flag
+        check_writable(target)
+
+
 def write_json(data: dict[str, Any], target: str) -> None:
-    """Write JSON to a path, or to stdout for '-'. Written whole, then renamed: never half a file."""
+    """Write JSON to a path, or to stdout for '-'. Whole or not at all (core.files.atomic_write)."""
+    from ..core.files import atomic_write
+
     text = json.dumps(data, indent=2, default=_jsonable)
     if target == "-":
         sys.stdout.write(text + "\n")
         return
-    path = Path(target)
-    if path.parent and not path.parent.exists():
-        raise UserInputError(f"cannot write {target}: folder {path.parent} does not exist")
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text + "\n")
-        tmp.replace(path)
-    except OSError as exc:
-        raise UserInputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    atomic_write(target, text + "\n")
 
 
 def _jsonable(value: Any) -> Any:

@@ -19,32 +19,16 @@ from pathlib import Path
 import click
 
 from ..core.errors import UserInputError
-from .options import make_console, split_list, write_json
-
-
-def _check_target(target: str | None) -> None:
-    """Checked before the run: a typo in a path costs no waiting."""
-    if target is None or target == "-":
-        return
-    p = Path(target)
-    if not p.parent.is_dir():
-        raise UserInputError(f"cannot write {target}: folder {p.parent} does not exist")
-    if p.is_dir():
-        raise UserInputError(f"cannot write {target}: it is a folder")
+from ..core.files import atomic_write
+from .options import check_outputs, check_sizes, make_console, split_list, write_json
 
 
 def _write_text(target: str, text: str) -> None:
-    """Written whole, then renamed: never half a file."""
+    """Whole or not at all (core.files.atomic_write); '-' is stdout."""
     if target == "-":
         click.echo(text, nl=not text.endswith("\n"))
         return
-    path = Path(target)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise UserInputError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    atomic_write(target, text)
 
 
 # ------------------------------------------------------------------ commands
@@ -84,8 +68,16 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
     from ..pipeline.options import ModelOptions, ReportOptions, report_timing
     from ..report.json_export import export_json
 
-    for target in (json_path, csv_path, md_path, html_path):
-        _check_target(target)
+    check_outputs(json=json_path, csv=csv_path, md=md_path, html=html_path)
+    if save:
+        from ..store import RunStore
+
+        RunStore(Path(db) if db else None).check_writable()  # not after minutes of work
+    if measure and device == "cpu":
+        from ..pipeline.memcheck import check_cpu_fit
+
+        check_cpu_fit(model, inputs=list(inputs) or None, batch=batch, seq=seq,
+                      advice="leave out --measure: the report counts it on the meta device")
     # The measurement retains freed memory: this process ends with the command.
     options = ReportOptions(hardware, measure, device, train, timing=report_timing({"malloc": "retain"}))
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype)
@@ -94,13 +86,13 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
     with console.status("starting") as spinner:
         rep = run.report(model_options, options, run.Hooks(on_status=spinner.update)).to_report()
     data = rep.to_dict()
-    if json_path is not None:
-        write_json(export_json(rep), json_path)
-    if not quiet:
+    if not quiet:  # shown first: should a write still fail (disk full), the numbers were seen
         from ..report.terminal import report_view
 
         for item in report_view(data, depth, top):
             console.print(item)
+    if json_path is not None:
+        write_json(export_json(rep), json_path)
     written = [p for p in (json_path,) if p not in (None, "-")]
     if csv_path:
         from ..report.csv_export import render_csv
@@ -154,8 +146,15 @@ def compare(models, hardware, dtypes, batches, seq, inputs, measure, device, jso
     from ..pipeline import run
     from ..pipeline.options import ReportOptions
 
-    for target in (json_path, md_path):
-        _check_target(target)
+    check_sizes([b for b in batch_list if b is not None], "--batch")
+    check_outputs(json=json_path, md=md_path)
+    if measure and device == "cpu":
+        from ..pipeline.memcheck import check_cpu_fit
+
+        largest = max((b for b in batch_list if b), default=None)
+        for spec in models or [None]:
+            check_cpu_fit(spec, inputs=list(inputs) or None, batch=largest, seq=seq,
+                          advice="leave out --measure: the comparison counts on the meta device")
     options = ReportOptions(hardware, measure, device, energy=measure, environment=False)
     quiet = json_path == "-"
     console = make_console(json_to_stdout=quiet)

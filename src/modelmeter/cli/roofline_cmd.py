@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from .options import make_console, model_options, write_json
+from .options import check_outputs, make_console, model_options, write_json
 
 
 @click.command()
@@ -27,17 +27,14 @@ from .options import make_console, model_options, write_json
 def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficiency, plot_path, top,
              json_path) -> None:
     """Predicted latency on a device: compute vs memory time per layer (roofline estimate)."""
-    from pathlib import Path
-
-    from ..core.errors import UserInputError
     from ..pipeline import run
     from ..pipeline.options import ModelOptions, RooflineOptions
 
     if plot_path is not None:
-        p = Path(plot_path)
-        # Checked before the trace so a typo costs no waiting.
-        if p.suffix.lower() not in (".png", ".svg") or not p.parent.is_dir():
-            raise UserInputError(f"cannot write plot {plot_path}: need a .png/.svg path in an existing folder")
+        from ..report.plots import check_plot_path
+
+        check_plot_path(plot_path)  # before the trace, so a typo costs no waiting
+    check_outputs(json=json_path, plot=plot_path)
     options = RooflineOptions(hardware, weights, efficiency, depth)
     sections = run.roofline(ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq,
                                          dtype=dtype), options)

@@ -54,9 +54,11 @@ def history(model: str | None, limit: int, db: Path | None, as_json: bool) -> No
     if not runs:
         click.echo(f"no runs stored in {path}" + (f" for model {model!r}" if model else ""))
         return
-    from ..report.terminal_store import history_table
+    from ..report.terminal_store import history_view
 
-    _console().print(history_table(runs, path))
+    console = _console()
+    for item in history_view(runs, path):
+        console.print(item)
 
 
 @click.command()
@@ -165,6 +167,8 @@ def _console() -> Console:
 
 
 def _run_json(run: StoredRun) -> dict[str, Any]:
+    if run.error is not None:
+        return {"id": run.id, "model": run.model, "unreadable": run.error}
     return {
         "id": run.id,
         "created_at": run.created_at.isoformat(),

@@ -20,7 +20,28 @@ class ModelmeterError(Exception):
 
 
 class UserInputError(ModelmeterError):
-    """The user asked for something that cannot be done as asked (exit code 2)."""
+    """The user asked for something that cannot be done as asked (exit code 2).
+
+    `hint` is advice that needs a command-line option (`hint_option`, e.g.
+    "--trust-remote-code"): the message includes it, and the CLI drops it on a
+    command that lacks that option, so no command suggests a flag it refuses.
+    """
+
+    def __init__(self, message: str = "", *, hint: str | None = None,
+                 hint_option: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.hint_option = hint_option
+
+    def text(self, options: frozenset[str] | set[str] | None = None) -> str:
+        """The message, with the hint unless `options` (a command's flags) lacks `hint_option`."""
+        if not self.hint or (options is not None and self.hint_option and self.hint_option not in options):
+            return self.message
+        return f"{self.message} ({self.hint})"
+
+    def __str__(self) -> str:
+        return self.text() if isinstance(getattr(self, "message", None), str) else super().__str__()
 
 
 class UnknownModelError(UserInputError):

@@ -2,7 +2,7 @@
 
 A report is a set of named sections, each plain JSON data in base units:
 `model`, `settings`, `totals`, `modules`, `uncounted_ops`, and, when the
-matching analysis ran, `training`, `roofline`, `measured`, `llm`. `methods`
+matching analysis ran, `training`, `roofline`, `measured`, `llm`, `plan`. `methods`
 says how each figure was obtained (counted / estimated / measured).
 A report is assembled once from typed sections (`pipeline/sections.py`) and
 not changed afterwards (frozen); `Report.from_dict(r.to_dict()) == r` holds
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA = "modelmeter.report/1"
-OPTIONAL_SECTIONS = ("training", "roofline", "measured", "llm", "environment")
+OPTIONAL_SECTIONS = ("training", "roofline", "measured", "llm", "environment", "plan")
 
 _html_renderer: list[Callable[[Report], str]] = []
 
@@ -44,6 +44,7 @@ class Report:
     measured: dict[str, Any] | None = None
     llm: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None  # the multi-device planner (`modelmeter plan`)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

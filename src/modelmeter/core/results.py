@@ -40,7 +40,7 @@ class OpCount:
 
 @dataclass(frozen=True, slots=True)
 class ModuleCounts:
-    """One module, inclusive of its submodules (own_* = ops/params directly in it)."""
+    """One module, inclusive of its submodules (own_params = parameters directly in it)."""
 
     path: str
     type: str
@@ -55,8 +55,6 @@ class ModuleCounts:
     bytes_written: int
     input_bytes: int
     output_bytes: int
-    own_macs: int = 0
-    own_other_flops: int = 0
     experts: int = 0  # a mixture-of-experts group: how many experts it stacks (0: not one)
     top_k: int = 0  # experts each token is routed to
 

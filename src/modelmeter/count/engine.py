@@ -151,8 +151,6 @@ def count_trace(
             macs=inclusive[m.path][0], other_flops=inclusive[m.path][1],
             bytes_read=inclusive[m.path][2], bytes_written=inclusive[m.path][3],
             input_bytes=m.input_bytes, output_bytes=m.output_bytes,
-            own_macs=own[m.path][0] if m.path in own else 0,
-            own_other_flops=own[m.path][1] if m.path in own else 0,
             experts=experts.get(m.path, (0, 0))[0], top_k=experts.get(m.path, (0, 0))[1],
         )
         for m in trace.modules

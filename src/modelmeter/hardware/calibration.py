@@ -5,8 +5,9 @@ Method (one code path for CPU and CUDA; only the clock differs):
 * Every measurement runs its op once to warm up (allocations, oneDNN/cuBLAS
   kernel choice, page faults), times one call to pick an inner loop count so a
   sample lasts at least `min_sample_s`, then takes `repeats` samples. The rate
-  is work / median sample; raw samples are kept. On CUDA, samples are timed
-  with CUDA events and the stream is synchronised at both edges.
+  is work / median sample; raw samples are kept. Timing goes through
+  `hardware.timing`, the engine `modelmeter bench` uses too: on CUDA, samples
+  are timed with CUDA events on the calibrated device, synchronised at both edges.
 * The thread count is fixed for the whole run (`torch.get_num_threads()`
   unless given) and recorded; a different count is a different machine.
 * Matmul: `torch.mm(a, b, out=c)` on square n x n operands, 2 n^3 FLOPs per
@@ -39,13 +40,13 @@ from typing import Any
 
 from ..core.errors import MissingDependencyError, UserInputError
 from .detect import CpuInfo, IsaPeak, isa_peak, read_cpu_info
-from .lookup import list_hardware
 from .specs import Hardware
+from .timing import NOISY_IQR_RATIO, iqr_ratio, time_calls
 
 # progress(description, steps_done, steps_total)
 Progress = Callable[[str, int, int], None]
 
-NOISY_IQR = 0.1  # IQR / median above which a measurement is flagged noisy
+NOISY_IQR = NOISY_IQR_RATIO  # IQR / median above which a measurement is flagged noisy
 _MiB = 2**20
 _GiB = 2**30
 
@@ -108,7 +109,7 @@ class Measurement:
     @property
     def spread(self) -> float:
         """Interquartile range / median of the samples."""
-        return _iqr_ratio(self.samples_s)
+        return iqr_ratio(self.samples_s)
 
     @property
     def noisy(self) -> bool:
@@ -175,58 +176,25 @@ class CalibrationResult:
 # ------------------------------------------------------------------ timing
 
 
-class _Clock:
-    """Times `inner` back-to-back calls; CUDA events on a GPU, perf_counter on a CPU."""
-
-    def __init__(self, torch: Any, device: Any) -> None:
-        self.torch = torch
-        self.cuda = device.type == "cuda"
-
-    def sync(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize()
-
-    def per_call(self, fn: Callable[[], object], inner: int) -> float:
-        if self.cuda:
-            start = self.torch.cuda.Event(enable_timing=True)
-            end = self.torch.cuda.Event(enable_timing=True)
-            self.sync()
-            start.record()
-            for _ in range(inner):
-                fn()
-            end.record()
-            end.synchronize()
-            return float(start.elapsed_time(end)) / 1e3 / inner
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        return (time.perf_counter() - t0) / inner
-
-    def measure(self, spec: MeasureSpec, fn: Callable[[], object], s: CalibrationSettings) -> Measurement:
-        fn()  # warm-up: allocation, kernel selection, first-touch page faults
-        self.sync()
-        one = self.per_call(fn, 1)
-        inner = max(1, math.ceil(s.min_sample_s / max(one, 1e-9)))
-        samples = [self.per_call(fn, inner) for _ in range(s.repeats)]
-        # Adaptive stopping (as torch.utils.benchmark does): while the samples
-        # disagree, take more, up to 3x, so one descheduled sample cannot move
-        # the median. The spread stays on record either way.
-        t0 = time.perf_counter()
-        while (
-            len(samples) < 3 * s.repeats
-            and _iqr_ratio(samples) > NOISY_IQR
-            and time.perf_counter() - t0 < 10 * s.min_sample_s * s.repeats + 2 * one * inner
-        ):
-            samples.append(self.per_call(fn, inner))
-        return Measurement(spec, tuple(samples), inner)
-
-
-def _iqr_ratio(samples: list[float] | tuple[float, ...]) -> float:
-    """Interquartile range / median: torch.utils.benchmark's measure of spread."""
-    if len(samples) < 2:
-        return 0.0
-    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    return (q3 - q1) / statistics.median(samples)
+def _measure(dev: Any, spec: MeasureSpec, fn: Callable[[], object], s: CalibrationSettings) -> Measurement:
+    """Time `fn` through the package's timing engine (CUDA events on a GPU, perf_counter on a CPU)."""
+    cuda = dev if dev.type == "cuda" else None
+    # One warm-up call (allocation, kernel selection, first-touch page faults), then one timed
+    # call to pick how many calls a sample holds, so that it lasts `min_sample_s`.
+    one = time_calls(fn, cuda=cuda, warmup_iters=1, max_iters=1)[0]
+    inner = max(1, math.ceil(s.min_sample_s / max(one, 1e-9)))
+    samples = time_calls(fn, cuda=cuda, inner=inner, min_iters=s.repeats, max_iters=s.repeats)
+    # Adaptive stopping (as torch.utils.benchmark does): while the samples
+    # disagree, take more, up to 3x, so one descheduled sample cannot move
+    # the median. The spread stays on record either way.
+    t0 = time.perf_counter()
+    while (
+        len(samples) < 3 * s.repeats
+        and iqr_ratio(samples) > NOISY_IQR
+        and time.perf_counter() - t0 < 10 * s.min_sample_s * s.repeats + 2 * one * inner
+    ):
+        samples += time_calls(fn, cuda=cuda, inner=inner, max_iters=1)
+    return Measurement(spec, tuple(samples), inner)
 
 
 # ------------------------------------------------------------- calibration
@@ -295,7 +263,6 @@ def _run(
 ) -> tuple[Hardware, CalibrationResult]:
     t_start = time.perf_counter()
     load = _loadavg()
-    clock = _Clock(torch, dev)
     cpu = read_cpu_info()
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -366,7 +333,7 @@ def _run(
             if 3 * n * n * itemsize > free_bytes // 4:
                 skipped.append((f"matmul.{prec} n>={n}", "operands would not fit in a quarter of free memory"))
                 break
-            m = _matmul(torch, dev, clock, prec, n, s)
+            m = _matmul(torch, dev, prec, n, s)
             runs.append(m)
             if prec == "fp32":
                 fp32_by_n[n] = m.rate
@@ -390,11 +357,11 @@ def _run(
             continue
         itemsize = getattr(torch, _TORCH_DTYPES[prec]).itemsize
         n = max(4096, vector_cache // (8 * itemsize))  # 4 arrays in half the cache
-        best[f"vector.{prec}"] = _vector(torch, dev, clock, prec, n, s)
+        best[f"vector.{prec}"] = _vector(torch, dev, prec, n, s)
         measurements.append(best[f"vector.{prec}"])
 
     tick("stream copy")
-    best["copy"], best["triad"] = _stream(torch, dev, clock, stream_n, s, lambda: tick("stream triad"))
+    best["copy"], best["triad"] = _stream(torch, dev, stream_n, s, lambda: tick("stream triad"))
     measurements.extend((best["copy"], best["triad"]))
 
     # ---- pass 2: every chosen figure again, later in time. Each figure is the
@@ -408,12 +375,12 @@ def _run(
             continue
         spec = best[key].spec
         run = _matmul if spec.kind == "matmul" else _vector
-        again[key] = run(torch, dev, clock, spec.precision, spec.size, s)
+        again[key] = run(torch, dev, spec.precision, spec.size, s)
     tick("again stream")
     if over_budget():
         skipped.append(("second pass stream", f"time budget of {s.budget_s:g} s spent"))
     else:
-        again["copy"], again["triad"] = _stream(torch, dev, clock, stream_n, s, lambda: None)
+        again["copy"], again["triad"] = _stream(torch, dev, stream_n, s, lambda: None)
     for key, m in again.items():
         measurements.append(m)
         if m.rate > best[key].rate:
@@ -454,7 +421,7 @@ def _run(
     return to_hardware(result, cpu), result
 
 
-def _matmul(torch: Any, dev: Any, clock: _Clock, prec: str, n: int, s: CalibrationSettings) -> Measurement:
+def _matmul(torch: Any, dev: Any, prec: str, n: int, s: CalibrationSettings) -> Measurement:
     """torch.mm on n x n operands: 2 n^3 FLOPs per call."""
     dtype = getattr(torch, _TORCH_DTYPES[prec])
     a = torch.randn(n, n, device=dev).to(dtype)
@@ -463,15 +430,15 @@ def _matmul(torch: Any, dev: Any, clock: _Clock, prec: str, n: int, s: Calibrati
     spec = MeasureSpec("matmul", prec, n, 2.0 * n**3, "FLOP")
     ctx = _tf32(torch, prec == "tf32") if dev.type == "cuda" else _null()
     with ctx:
-        return clock.measure(spec, lambda: torch.mm(a, b, out=c), s)
+        return _measure(dev, spec, lambda: torch.mm(a, b, out=c), s)
 
 
-def _vector(torch: Any, dev: Any, clock: _Clock, prec: str, n: int, s: CalibrationSettings) -> Measurement:
+def _vector(torch: Any, dev: Any, prec: str, n: int, s: CalibrationSettings) -> Measurement:
     """d = c + a*b over n elements: 2 FLOPs per element."""
     dtype = getattr(torch, _TORCH_DTYPES[prec])
     a, b, c, d = (torch.full((n,), 0.5, device=dev, dtype=dtype) for _ in range(4))
     spec = MeasureSpec("vector", prec, n, 2.0 * n, "FLOP")
-    return clock.measure(spec, lambda: torch.addcmul(c, a, b, out=d), s)
+    return _measure(dev, spec, lambda: torch.addcmul(c, a, b, out=d), s)
 
 
 def _stream_elements(s: CalibrationSettings, llc: int, free_bytes: int, notes: list[str]) -> int:
@@ -495,16 +462,16 @@ def _stream_elements(s: CalibrationSettings, llc: int, free_bytes: int, notes: l
 
 
 def _stream(
-    torch: Any, dev: Any, clock: _Clock, n: int, s: CalibrationSettings, between: Callable[[], None]
+    torch: Any, dev: Any, n: int, s: CalibrationSettings, between: Callable[[], None]
 ) -> tuple[Measurement, Measurement]:
     """STREAM copy and triad on float64 arrays of n elements (freed on return)."""
     x = torch.full((n,), 1.0, device=dev, dtype=torch.float64)
     y = torch.full((n,), 2.0, device=dev, dtype=torch.float64)
     z = torch.full((n,), 0.5, device=dev, dtype=torch.float64)
-    copy = clock.measure(MeasureSpec("copy", "fp64", n, 2.0 * n * 8, "byte"), lambda: y.copy_(x), s)
+    copy = _measure(dev, MeasureSpec("copy", "fp64", n, 2.0 * n * 8, "byte"), lambda: y.copy_(x), s)
     between()
-    triad = clock.measure(
-        MeasureSpec("triad", "fp64", n, 3.0 * n * 8, "byte"), lambda: torch.add(y, z, alpha=3.0, out=x), s
+    triad = _measure(
+        dev, MeasureSpec("triad", "fp64", n, 3.0 * n * 8, "byte"), lambda: torch.add(y, z, alpha=3.0, out=x), s
     )
     return copy, triad
 
@@ -587,14 +554,3 @@ def to_hardware(result: CalibrationResult, cpu: CpuInfo | None = None) -> Hardwa
         notes=tuple(notes),
     )
 
-
-def database_peers(result: CalibrationResult) -> list[Hardware]:
-    """Database entries that look like the calibrated GPU ('NVIDIA H100 PCIe' -> h100-pcie)."""
-    name = result.device_name.lower().replace(" ", "")
-    out = []
-    for hw in list_hardware():
-        head = hw.id.split("-")[0]
-        if hw.kind != "cpu" and head in name:
-            out.append(hw)
-    exact = [hw for hw in out if all(t in name for t in hw.id.split("-"))]
-    return exact or out

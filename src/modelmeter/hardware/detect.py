@@ -5,11 +5,14 @@ injectable `root` (tests build a sysfs-shaped tree in a temp dir), and derives
 the CPU peak as `cores x clock x FLOPs/cycle/core` from the database's
 `cpu_peak_flops_method` table. The ISA peak is an upper bound: heavy AVX-512 or
 AMX code can run below the clock used here, and a turbo clock can run above it.
+`cpu_name` is the package's one reader of the CPU's name (reports, run records,
+calibrated profiles all use it).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,9 +103,34 @@ def _cpuinfo_blocks(text: str) -> list[dict[str, str]]:
     return blocks
 
 
+# Keys that name the CPU in /proc/cpuinfo, whichever comes first: x86 (and many ARM kernels)
+# say "model name"; some ARM kernels give only "Hardware" (the SoC) or "Model" (the board).
+_NAME_KEYS = ("model name", "Model", "Hardware")
+
+
+def cpu_name_in(cpuinfo: str) -> str | None:
+    """The CPU's name in the text of a /proc/cpuinfo (None when it names none)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in _NAME_KEYS and value.strip():
+            return value.strip()
+    return None
+
+
+def cpu_name() -> str:
+    """This machine's CPU name: the one reader every report, run record and profile uses.
+
+    /proc/cpuinfo where there is one (Linux); elsewhere the platform's own word
+    (``platform.processor()``, which is often empty, then the architecture).
+    """
+    return (cpu_name_in(_read(Path("/proc/cpuinfo")) or "")
+            or platform.processor() or platform.machine() or "unknown CPU")
+
+
 def read_cpu_info(root: Path = Path("/")) -> CpuInfo:
     """Describe the CPU from procfs/sysfs under `root`; missing files give None fields."""
-    blocks = _cpuinfo_blocks(_read(root / "proc/cpuinfo") or "")
+    text = _read(root / "proc/cpuinfo") or ""
+    blocks = _cpuinfo_blocks(text)
     try:
         allowed = sorted(os.sched_getaffinity(0)) if root == Path("/") else None
     except AttributeError:  # not Linux
@@ -125,7 +153,8 @@ def read_cpu_info(root: Path = Path("/")) -> CpuInfo:
     clock_hz: float | None = None
     source = "unknown"
     base_khz = _read(cpu0 / "cpufreq/base_frequency")
-    name = first.get("model name", "unknown CPU")
+    # A tree other than this machine's (tests) never borrows this machine's platform name.
+    name = cpu_name() if root == Path("/") else (cpu_name_in(text) or "unknown CPU")
     at_ghz = re.search(r"@\s*([\d.]+)\s*GHz", name)
     if base_khz and base_khz.isdigit():
         clock_hz, source = int(base_khz) * 1e3, "sysfs cpufreq/base_frequency (base clock)"

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserInputError
+from ..core.files import atomic_write
 from .specs import Hardware
 
 PROFILE_SCHEMA = "modelmeter.hardware-profile/1"
@@ -40,17 +40,8 @@ def save_local_profile(hw: Hardware, calibration: dict[str, Any] | None = None) 
     path = local_profile_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"schema": PROFILE_SCHEMA, "hardware": hw.to_dict(), "calibration": calibration}
-    fd, tmp = tempfile.mkstemp(prefix=".local.", suffix=".json.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Leave the previous profile untouched and no stray temp file.
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Whole or not at all: a crash mid-write leaves the previous profile untouched.
+    atomic_write(path, json.dumps(payload, indent=1), what="hardware profile")
     return path
 
 
@@ -69,16 +60,3 @@ def load_local_profile() -> Hardware | None:
             f"the local hardware profile {path} is unreadable ({exc}); "
             "run `modelmeter hardware calibrate` to rewrite it"
         ) from exc
-
-
-def load_local_calibration() -> dict[str, Any] | None:
-    """The raw calibration record saved beside the profile (None if absent)."""
-    path = local_profile_path()
-    if not path.exists():
-        return None
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    cal = payload.get("calibration")
-    return cal if isinstance(cal, dict) else None

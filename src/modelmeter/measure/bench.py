@@ -36,7 +36,7 @@ from .allocator import DEFAULT, POLICIES, RETAIN, allocator_condition, retain_fr
 from .carbon import carbon_g
 from .energy import EnergyMeter, EnergyResult, estimate_energy, measure_energy
 from .sweep import SweepRow, best_throughput, largest_batch_that_fit, throughput_sweep
-from .timer import ProgressFn, check_timing, default_conditions, parse_device
+from .timer import ProgressFn, check_timing, default_conditions
 
 
 @dataclass(frozen=True)
@@ -113,17 +113,8 @@ class BenchResult:
 
 
 def bench_conditions(device: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Device (CPU model from /proc/cpuinfo, or the GPU name), threads, torch version, + extra."""
+    """Device (the CPU's name, or the GPU's), threads, torch version, + extra."""
     conditions = default_conditions(device)
-    if parse_device(device)[0] == "cpu":
-        from ..hardware.detect import read_cpu_info
-
-        try:
-            name = read_cpu_info().model_name
-        except OSError:  # not Linux: keep the platform's own name
-            name = ""
-        if name:
-            conditions["device_name"] = name
     conditions.update(extra or {})
     return conditions
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 from ..core.errors import UserInputError
+from ..core.lists import parse_batch_sizes
 from .allocator import resident_tracks_live_memory
 from .memory import MemoryMeasurement, PeakMemory
 from .timer import LatencyStats, ProgressFn, check_timing, measure_latency, parse_device
@@ -87,30 +88,14 @@ class SweepResult:
         return largest_batch_that_fit(self.rows)
 
     @property
-    def ok_rows(self) -> tuple[SweepRow, ...]:
-        return tuple(r for r in self.rows if r.status == "ok")
-
-    @property
     def best_batch(self) -> SweepRow | None:
         """The finished row with the highest throughput (None when none finished)."""
         return best_throughput(self.rows)
 
 
 def parse_batches(text: str) -> list[int]:
-    """'1,8,32' -> [1, 8, 32]. Sorted ascending and de-duplicated: the OOM rule assumes growth."""
-    items = [part.strip() for part in text.split(",")]
-    if not text.strip() or any(not part for part in items):
-        raise UserInputError(f"batch sizes must be a comma-separated list like '1,8,32', got {text!r}")
-    values: list[int] = []
-    for part in items:
-        try:
-            value = int(part)
-        except ValueError:
-            raise UserInputError(f"batch size {part!r} is not an integer (e.g. '1,8,32')") from None
-        if value <= 0:
-            raise UserInputError(f"batch sizes must be positive integers, got {value}")
-        values.append(value)
-    return sorted(set(values))
+    """'1,8,32' -> [1, 8, 32] (`core.lists.parse_batch_sizes`), sorted ascending: the OOM rule assumes growth."""
+    return sorted(parse_batch_sizes(text))
 
 
 def is_oom_error(exc: BaseException) -> bool:

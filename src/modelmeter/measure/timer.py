@@ -1,19 +1,13 @@
 """Wall-clock latency of a callable, with warm-up and adaptive stopping (layer 3).
 
-Method, in order:
-
-1. **Warm-up** runs the callable until *both* ``warmup_s`` seconds have passed
-   and ``warmup_iters`` calls were made: the first calls pay for lazy
-   initialisation, allocator growth, kernel selection and cold caches.
-2. **Timed iterations** run until *both* ``min_time_s`` seconds of wall time
-   have passed and ``min_iters`` calls were timed (``max_iters`` caps the
-   count). Each call is timed on its own, so the raw samples are kept and the
-   spread is visible.
-3. On CPU each call is bracketed by ``time.perf_counter_ns`` (monotonic,
-   integer nanoseconds, no float allocation on the hot path). On CUDA one
-   reused pair of ``torch.cuda.Event(enable_timing=True)`` brackets the call
-   and the end event is synchronised before the next call, so each sample is
-   the device time of one call and kernels never pile up in the queue.
+The clocks and the sampling loop are the package's one timing engine,
+`modelmeter.hardware.timing` (calibration times through it too); its docstring
+gives the method: warm-up until both ``warmup_s`` and ``warmup_iters`` are
+met, then one sample per call until both ``min_time_s`` and ``min_iters``
+are met (``max_iters`` caps the count), ``perf_counter_ns`` on CPU and a
+reused pair of CUDA events on a GPU. This module adds the benchmark's
+statistics and its quality flag. The names the engine defines
+(``ProgressFn``) stay importable from here.
 
 The timer does not change thread settings; it records ``torch.get_num_threads``
 in ``conditions`` so a user can compare like with like.
@@ -31,37 +25,25 @@ fewer than 3 samples exist (spread cannot be judged).
 from __future__ import annotations
 
 import math
-import platform
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import UserInputError
+from ..hardware.detect import cpu_name
+from ..hardware.timing import NOISY_IQR_RATIO, ProgressFn, percentile, time_calls
 
 # Thresholds of the quality flag (see the module docstring).
-IQR_NOISE_RATIO = 0.10
+IQR_NOISE_RATIO = NOISY_IQR_RATIO
 TAIL_NOISE_RATIO = 1.5
 DRIFT_NOISE_RATIO = 0.05  # the run-to-run repeatability goal of `modelmeter bench`
 MIN_SAMPLES_TO_JUDGE = 3
 MIN_SAMPLES_FOR_DRIFT = 10  # five per half: fewer and a half's median is itself noise
-# The progress callback is called at most this often, so it never shows up in the samples.
-_PROGRESS_PERIOD_NS = 100_000_000
 
-ProgressFn = Callable[[str, int, float], None]
-"""progress(phase, iterations_done, elapsed_s); phase is 'warmup' or 'timed'."""
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default 'linear' method)."""
-    n = len(sorted_values)
-    if n == 1:
-        return sorted_values[0]
-    pos = (n - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, n - 1)
-    frac = pos - lo
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+__all__ = [
+    "LatencyStats", "ProgressFn", "check_timing", "default_conditions", "measure_latency",
+    "parse_device",
+]
 
 
 @dataclass(frozen=True)
@@ -94,8 +76,8 @@ class LatencyStats:
         mean = math.fsum(ordered) / n
         # Sample standard deviation (n - 1); zero for a single sample rather than undefined.
         var = math.fsum((x - mean) ** 2 for x in ordered) / (n - 1) if n > 1 else 0.0
-        p25, p50, p75 = (_percentile(ordered, q) for q in (0.25, 0.50, 0.75))
-        p90, p99 = _percentile(ordered, 0.90), _percentile(ordered, 0.99)
+        p25, p50, p75 = (percentile(ordered, q) for q in (0.25, 0.50, 0.75))
+        p90, p99 = percentile(ordered, 0.90), percentile(ordered, 0.99)
         noisy, reason = _judge_noise(n, p25, p50, p75, p99, _drift(samples_s))
         return cls(
             samples_s=tuple(samples_s),
@@ -143,7 +125,7 @@ def _drift(samples_in_time_order: Sequence[float]) -> float | None:
         return None
     first = sorted(samples_in_time_order[: n // 2])
     second = sorted(samples_in_time_order[n // 2:])
-    m1, m2 = _percentile(first, 0.5), _percentile(second, 0.5)
+    m1, m2 = percentile(first, 0.5), percentile(second, 0.5)
     return abs(m2 - m1) / min(m1, m2) if min(m1, m2) > 0 else None
 
 
@@ -185,7 +167,7 @@ def default_conditions(device: str) -> dict[str, Any]:
     if kind == "cuda":
         name = torch.cuda.get_device_name(index if index is not None else torch.cuda.current_device())
     else:
-        name = platform.processor() or platform.machine() or "cpu"
+        name = cpu_name()
     return {
         "device": device,
         "device_name": name,
@@ -229,106 +211,17 @@ def measure_latency(
     """
     check_timing(min_time_s, min_iters, warmup_s, warmup_iters, max_iters)
     kind, index = parse_device(device)
+    cuda: Any = None
+    if kind == "cuda":
+        import torch
+
+        # Before the conditions, which ask torch for the device's name.
+        if not torch.cuda.is_available():
+            raise UserInputError("device 'cuda' requested but torch sees no CUDA device; use --device cpu")
+        cuda = torch.device("cuda", index if index is not None else torch.cuda.current_device())
     merged = default_conditions(device)
     merged.update(conditions or {})
-    if kind == "cuda":
-        samples_ns = _run_cuda(fn, index, min_time_s, min_iters, warmup_s, warmup_iters, max_iters, progress)
-    else:
-        samples_ns = _run_cpu(fn, min_time_s, min_iters, warmup_s, warmup_iters, max_iters, progress)
-    return LatencyStats.from_samples([ns * 1e-9 for ns in samples_ns], merged)
-
-
-def _warm_up(
-    fn: Callable[[], Any], warmup_s: float, warmup_iters: int, progress: ProgressFn | None
-) -> None:
-    clock = time.perf_counter_ns
-    start = clock()
-    deadline = start + int(warmup_s * 1e9)
-    done = 0
-    while done < warmup_iters or clock() < deadline:
-        fn()
-        done += 1
-    if progress is not None:
-        progress("warmup", done, (clock() - start) * 1e-9)
-
-
-def _run_cpu(
-    fn: Callable[[], Any],
-    min_time_s: float,
-    min_iters: int,
-    warmup_s: float,
-    warmup_iters: int,
-    max_iters: int | None,
-    progress: ProgressFn | None,
-) -> list[int]:
-    _warm_up(fn, warmup_s, warmup_iters, progress)
-    clock = time.perf_counter_ns
-    samples: list[int] = []
-    append = samples.append  # bound once: the loop does nothing but call, read the clock, append
-    cap = max_iters if max_iters is not None else -1
-    start = clock()
-    deadline = start + int(min_time_s * 1e9)
-    next_report = start + _PROGRESS_PERIOD_NS
-    n = 0
-    while True:
-        t0 = clock()
-        fn()
-        t1 = clock()
-        append(t1 - t0)
-        n += 1
-        if n == cap or (n >= min_iters and t1 >= deadline):
-            break
-        if progress is not None and t1 >= next_report:
-            progress("timed", n, (t1 - start) * 1e-9)
-            next_report = t1 + _PROGRESS_PERIOD_NS
-    if progress is not None:
-        progress("timed", n, (clock() - start) * 1e-9)
-    return samples
-
-
-def _run_cuda(
-    fn: Callable[[], Any],
-    index: int | None,
-    min_time_s: float,
-    min_iters: int,
-    warmup_s: float,
-    warmup_iters: int,
-    max_iters: int | None,
-    progress: ProgressFn | None,
-) -> list[int]:
-    import torch
-
-    if not torch.cuda.is_available():
-        raise UserInputError("device 'cuda' requested but torch sees no CUDA device; use --device cpu")
-    dev = torch.device("cuda", index) if index is not None else torch.device("cuda")
-    with torch.cuda.device(dev):
-        _warm_up(fn, warmup_s, warmup_iters, progress)
-        torch.cuda.synchronize()
-        begin = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        clock = time.perf_counter_ns
-        samples: list[int] = []
-        append = samples.append
-        cap = max_iters if max_iters is not None else -1
-        start = clock()
-        deadline = start + int(min_time_s * 1e9)
-        next_report = start + _PROGRESS_PERIOD_NS
-        n = 0
-        while True:
-            begin.record()
-            fn()
-            end.record()
-            # Synchronise each call: the pair of events is reused, and the wall-clock
-            # deadline must track the device, not how far ahead the host has queued.
-            end.synchronize()
-            append(round(begin.elapsed_time(end) * 1e6))  # ms -> ns
-            n += 1
-            now = clock()
-            if n == cap or (n >= min_iters and now >= deadline):
-                break
-            if progress is not None and now >= next_report:
-                progress("timed", n, (now - start) * 1e-9)
-                next_report = now + _PROGRESS_PERIOD_NS
-        if progress is not None:
-            progress("timed", n, (clock() - start) * 1e-9)
-    return samples
+    samples_s = time_calls(fn, cuda=cuda, min_time_s=min_time_s, min_iters=min_iters,
+                           max_iters=max_iters, warmup_s=warmup_s, warmup_iters=warmup_iters,
+                           progress=progress)
+    return LatencyStats.from_samples(samples_s, merged)

@@ -5,7 +5,7 @@ totals, modules, uncounted ops), `MemorySection` (activation liveness and the
 training budget), `RooflineSection` (the prediction), `MeasuredSection`
 (timing, memory, energy and carbon per batch: energy is measured in the same
 window as the latency and its keys live in the `measured` rows, so it is not a
-section of its own), `LLMSection` and `RunInfo` (the full report's notes,
+section of its own), `LLMSection`, `PlanSection` and `RunInfo` (the full report's notes,
 measurement decision and environment). Each has `to_dict()`: its part of the
 JSON report, schema "modelmeter.report/1", in base units.
 
@@ -37,6 +37,7 @@ __all__ = [
     "LLMSection",
     "MeasuredSection",
     "MemorySection",
+    "PlanSection",
     "RooflineSection",
     "RunInfo",
     "Sections",
@@ -292,6 +293,19 @@ class LLMSection:
         return llm_section(self.result)
 
 
+# ------------------------------------------------------------------ plan
+
+
+@dataclass(frozen=True)
+class PlanSection:
+    """The multi-device plan (the `plan` section): candidates, memory per device, step time."""
+
+    data: Mapping[str, Any]  # `analysis.plan.plan_section` of the planner's result
+
+    def to_dict(self) -> dict[str, Any]:
+        return _copy(self.data)
+
+
 # ------------------------------------------------------------------ the full report's context
 
 
@@ -326,6 +340,7 @@ class Sections:
     roofline: RooflineSection | None = None
     measured: MeasuredSection | None = None
     llm: LLMSection | None = None
+    plan: PlanSection | None = None
     run: RunInfo | None = None
 
     def to_report(self) -> Report:
@@ -349,6 +364,9 @@ class Sections:
             methods["roofline"] = roofline["method"]
         if measured is not None:
             methods["measured"] = measured["method"]
+        plan = self.plan.to_dict() if self.plan is not None else None
+        if plan is not None:
+            methods["plan"] = plan["method"]
 
         settings = dict(count["settings"])
         if self.run is not None:
@@ -359,6 +377,7 @@ class Sections:
             training=memory.get("training") if memory else None, roofline=roofline, measured=measured,
             llm=self.llm.to_dict() if self.llm is not None else None,
             environment=_copy(self.run.environment) if self.run is not None else None,
+            plan=plan,
         )
 
 

@@ -3,6 +3,11 @@
 Columns are the count fields every report has, then whichever optional
 per-module fields the report holds (activation memory, predicted times), in
 a fixed order so files from different runs line up.
+
+Module names come from the model's code, and a spreadsheet runs a cell that
+starts with = + - @ (or a tab or carriage return) as a formula. Such text
+cells get a leading apostrophe, as OWASP advises against CSV injection;
+numbers are written as they are.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from .summary import as_dict, module_latency
 
-__all__ = ["CSV_COLUMNS", "module_rows", "render_csv"]
+__all__ = ["CSV_COLUMNS", "module_rows", "neutralise_cell", "render_csv"]
 
 # Count fields first (always present), then optional ones in a stable order.
 CSV_COLUMNS = (
@@ -34,6 +39,16 @@ def module_rows(report: Any) -> list[dict[str, Any]]:
     return rows
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, prefixed with ' ; anything else unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def render_csv(report: Any) -> str:
     """CSV text: a header, then one row per module (the root module is the row with an empty path)."""
     rows = module_rows(report)
@@ -44,5 +59,5 @@ def render_csv(report: Any) -> str:
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+        writer.writerow({k: ("" if row.get(k) is None else neutralise_cell(row.get(k))) for k in columns})
     return out.getvalue()

@@ -18,21 +18,11 @@ import re
 from typing import Any
 
 from ..core.units import format_bytes, format_count
+from ._mpl import load_pyplot
 
 __all__ = ["leaf_rows", "module_times_svg", "roofline_svg"]
 
 _COLOURS = {"memory": "#1f77b4", "compute": "#d62728"}
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use("Agg", force=True)  # no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 _STRIP = (
@@ -79,7 +69,7 @@ def leaf_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def roofline_svg(report: dict[str, Any], title: str | None = None) -> str | None:
     """Log-log attainable FLOP/s against arithmetic intensity: the roofs and one dot per leaf layer."""
     rl = report.get("roofline")
-    plt = _pyplot()
+    plt = load_pyplot(optional=True)
     if not rl or plt is None:
         return None
     detail = rl.get("hardware_detail") or {}
@@ -118,7 +108,7 @@ def roofline_svg(report: dict[str, Any], title: str | None = None) -> str | None
 
 def module_times_svg(report: dict[str, Any], top: int = 15) -> str | None:
     """Horizontal bars: the `top` leaf layers by predicted time, split into compute and memory time."""
-    plt = _pyplot()
+    plt = load_pyplot(optional=True)
     rows = sorted(leaf_rows(report), key=lambda r: -r["latency_s"])[:top]
     if plt is None or not rows:
         return None

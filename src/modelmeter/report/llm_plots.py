@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import MissingDependencyError, UserInputError
+from ..core.errors import UserInputError
+from ..core.files import atomic_open, check_writable
+from ._mpl import load_pyplot
 
 _SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -19,7 +21,7 @@ def plot_llm(section: dict[str, Any], path: str | Path) -> Path:
     """Write tokens/s vs batch size (memory limit marked) and the roofline with
     prefill and decode points; returns the path. Unwritable path -> UserInputError."""
     target = check_plot_path(path)
-    plt = _pyplot()
+    plt = load_pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     try:
         _throughput(left, section)
@@ -28,9 +30,8 @@ def plot_llm(section: dict[str, Any], path: str | Path) -> Path:
                      f"gen {section['settings']['gen']}, weights {section['settings']['weights']}, "
                      f"KV {section['settings']['kv_dtype']} (estimated)")
         fig.tight_layout()
-        fig.savefig(target)
-    except OSError as exc:
-        raise UserInputError(f"cannot write plot {target}: {exc.strerror or exc}") from exc
+        with atomic_open(target, "wb", what="plot") as fh:  # whole or not at all
+            fig.savefig(fh, format=target.suffix.lower()[1:])
     finally:
         plt.close(fig)
     return target
@@ -41,20 +42,7 @@ def check_plot_path(path: str | Path) -> Path:
     target = Path(path)
     if target.suffix.lower() not in _SUFFIXES:
         raise UserInputError(f"cannot write plot {target}: use a .png, .svg or .pdf file name")
-    if not target.parent.is_dir():
-        raise UserInputError(f"cannot write plot {target}: folder {target.parent} does not exist")
-    return target
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise MissingDependencyError("plots need matplotlib: pip install matplotlib") from exc
-    matplotlib.use("Agg", force=True)  # before pyplot: servers and CI have no display
-    import matplotlib.pyplot as plt
-
-    return plt
+    return check_writable(target, "plot")
 
 
 def _throughput(ax: Any, section: dict[str, Any]) -> None:

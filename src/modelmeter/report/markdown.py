@@ -1,7 +1,10 @@
 """Markdown rendering of a report and of a comparison (layer 4). Strings in, string out.
 
 Shared documents must not reveal the user's file layout: absolute paths are
-shown by their last component unless `absolute_paths=True`.
+shown by their last component unless `absolute_paths=True`. Text from the
+model (module names, types, the model name) is data, never markup: every
+character Markdown or its HTML could act on is escaped, so a module named
+`[x](https://evil)` or `<img onerror=...>` is shown as written.
 """
 
 from __future__ import annotations
@@ -20,15 +23,34 @@ from .summary import (
     summary_notes,
 )
 
-__all__ = ["comparison_markdown", "render_markdown"]
+__all__ = ["comparison_markdown", "escape_markdown", "render_markdown"]
+
+
+# Characters with a meaning in CommonMark/GFM inline text or table cells:
+# emphasis (* _ ~), code (`), links and images ([ ] !), raw HTML (< >), cells (|),
+# escapes themselves (\\). "&" starts an HTML entity, so it becomes "&amp;".
+_MARKDOWN_SPECIAL = set("\\`*_~[]<>|!")
+
+
+def escape_markdown(text: str) -> str:
+    """`text` shown literally in Markdown inline text or a table cell (one line)."""
+    out = []
+    for ch in " ".join(text.splitlines()):
+        if ch == "&":
+            out.append("&amp;")
+        elif ch in _MARKDOWN_SPECIAL:
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _cell(text: Any, absolute_paths: bool) -> str:
-    """One table cell: no path leaks, no broken table (pipes and newlines escaped)."""
+    """One table cell: no path leaks, no markup, no broken table."""
     s = str(text)
     if not absolute_paths:
         s = strip_paths(s)
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return escape_markdown(s)
 
 
 def render_markdown(report: Any, *, depth: int = 1, absolute_paths: bool = False) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import MissingDependencyError, UserInputError
+from ..core.errors import UserInputError
+from ..core.files import atomic_open, check_writable
+from ._mpl import load_pyplot
 
 if TYPE_CHECKING:
     from ..analysis.roofline import RooflineResult
@@ -19,32 +21,19 @@ _SUFFIXES = (".png", ".svg")
 _COLOURS = {"memory": "#1f77b4", "compute": "#d62728"}
 
 
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise MissingDependencyError("plots need matplotlib: pip install matplotlib") from exc
-    # Agg renders without a display (servers, CI); set before pyplot is imported.
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _check_path(path: str | Path) -> Path:
+def check_plot_path(path: str | Path) -> Path:
+    """A .png/.svg path that can be written (UserInputError otherwise); call it before the work."""
     p = Path(path)
     if p.suffix.lower() not in _SUFFIXES:
         raise UserInputError(f"cannot write plot {p}: use a .png or .svg file name")
-    if not p.parent.is_dir():
-        raise UserInputError(f"cannot write plot {p}: folder {p.parent} does not exist")
-    return p
+    return check_writable(p, "plot")
+
 
 
 def _save(fig: Any, plt: Any, p: Path) -> Path:
     try:
-        fig.savefig(p, format=p.suffix.lower()[1:], bbox_inches="tight", dpi=120)
-    except OSError as exc:
-        raise UserInputError(f"cannot write plot {p}: {exc.strerror or exc}") from exc
+        with atomic_open(p, "wb", what="plot") as fh:  # whole or not at all
+            fig.savefig(fh, format=p.suffix.lower()[1:], bbox_inches="tight", dpi=120)
     finally:
         plt.close(fig)
     return p
@@ -58,8 +47,8 @@ def plot_roofline(result: RooflineResult, path: str | Path, *, title: str | None
     at their FLOP/s if they took their predicted time, sized by that time and
     coloured by what bounds them.
     """
-    p = _check_path(path)
-    plt = _pyplot()
+    p = check_plot_path(path)
+    plt = load_pyplot()
     bw, peak, vec = result.bandwidth_bytes_per_s, result.peak_flops, result.vector_flops
     points = [r for r in result.layers if r.flops > 0 and r.bytes > 0 and r.latency_s > 0]
     xs = [r.intensity for r in points]
@@ -95,8 +84,8 @@ def plot_roofline(result: RooflineResult, path: str | Path, *, title: str | None
 def plot_module_times(result: RooflineResult, path: str | Path, *, top: int = 15,
                       title: str | None = None) -> Path:
     """Horizontal bars of the `top` slowest layers: memory time and compute time side by side."""
-    p = _check_path(path)
-    plt = _pyplot()
+    p = check_plot_path(path)
+    plt = load_pyplot()
     rows = sorted((r for r in result.layers if r.latency_s > 0), key=lambda r: -r.latency_s)[:top]
     rows.reverse()  # slowest at the top of the chart
     fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(rows), 3) + 1.2))

@@ -36,7 +36,6 @@ __all__ = [
     "strip_paths",
     "summary_dicts",
     "summary_notes",
-    "summary_rows",
 ]
 
 
@@ -93,11 +92,6 @@ def _row(key: str, metric: str, value: Any, unit: str, display: str, method: str
     hw = (not seed.hardware_independent if seed else False) if hardware_dependent is None else hardware_dependent
     return SummaryRow(key, metric, display, value, unit, method, hw,
                       affects if affects is not None else (seed.affects if seed else ""), family)
-
-
-def summary_rows(report: Any) -> list[SummaryRow]:
-    """The summary rows of a report (a `Report` or its dict); rows of absent sections are left out."""
-    return build_summary(report)
 
 
 def build_summary(report: Any) -> list[SummaryRow]:

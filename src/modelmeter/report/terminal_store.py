@@ -7,9 +7,16 @@ from collections.abc import Sequence
 from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..store import StoredRun
 from .diff import GateResult, MetricChange, format_change, format_value, metric_value
+
+
+def history_view(runs: Sequence[StoredRun], path: object) -> list[RenderableType]:
+    """The runs table, then a line per run that could not be read."""
+    return [history_table(runs, path),
+            *(Text(f"run {run.id} is unreadable: {run.error}") for run in runs if run.error is not None)]
 
 
 def history_table(runs: Sequence[StoredRun], path: object) -> Table:
@@ -27,6 +34,11 @@ def history_table(runs: Sequence[StoredRun], path: object) -> Table:
     if with_labels:
         table.add_column("label")
     for run in runs:
+        if run.error is not None:
+            # One bad row must not hide the others: shown, marked, and the rest listed.
+            table.add_row(run.id, "—", run.model or "—", "unreadable", "—", "—", "—",
+                          *([""] if with_labels else []))
+            continue
         row = [
             run.id,
             run.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),

@@ -38,6 +38,14 @@ from .inputs import is_integer_dtype, make_tensor, parse_input_spec, parse_named
 
 DEFAULT_SEQ = 128
 KINDS = ("vision", "encoder", "decoder")
+# Forward parameters an unnamed --input after the first may feed, in the
+# forward's order: tensors shaped like the main input. Others (labels,
+# past_key_values, use_cache, output_* flags) are not example inputs: a tensor
+# there makes the model compute a loss or fail on a flag.
+EXTRA_INPUTS = (
+    "attention_mask", "token_type_ids", "position_ids", "pixel_mask", "bbox",
+    "decoder_input_ids", "decoder_attention_mask",
+)
 
 
 def import_transformers() -> Any:
@@ -122,12 +130,51 @@ def build_module(
         # Only Auto classes resolve `auto_map` custom code; it stays off unless asked for.
         extra["trust_remote_code"] = trust_remote_code
     if device == "cpu" and folder is not None and _has_safetensors(folder):
-        module = cls.from_pretrained(folder, config=conf, local_files_only=True, **extra)
+        module = _load_weights(cls, folder, conf, extra)
         return module.eval(), True, BUILT_ON_CPU
     build = cls.from_config if auto else cls._from_config
     what = folder.name if folder is not None else getattr(cls, "__name__", "the model")
-    module, how = construct(lambda: build(conf, **extra), device, what)
+    module, how = construct(lambda: _attn_fallback(lambda kw: build(conf, **kw), extra), device, what)
     return module.eval(), False, how
+
+
+def _attn_fallback(make: Any, extra: dict[str, Any]) -> Any:
+    """`make(extra)`; if the model refuses SDPA, again with eager attention.
+
+    A class without SDPA support normally says so (`_supports_sdpa = False`,
+    see `_attn_choice`), but custom code (trust_remote_code) behind an Auto
+    class only tells by raising when SDPA is asked for. Eager attention runs
+    the same matmuls (softmax(Q·K^T)·V), so the counts do not change.
+    """
+    try:
+        return make(extra)
+    except ValueError as exc:
+        text = str(exc).lower()
+        if extra.get("attn_implementation") != "sdpa" or not any(
+            word in text for word in ("sdpa", "scaled_dot_product", "attn_implementation")
+        ):
+            raise
+    return make({**extra, "attn_implementation": "eager"})
+
+
+def _load_weights(cls: Any, folder: Path, conf: Any, extra: dict[str, Any]) -> Any:
+    """from_pretrained on the folder's safetensors; a file that cannot be read is a UserInputError."""
+    try:
+        return _attn_fallback(
+            lambda kw: cls.from_pretrained(folder, config=conf, local_files_only=True, **kw), extra
+        )
+    except MemoryError:
+        raise  # not the file's fault: the CLI says what to do about memory
+    except Exception as exc:  # noqa: BLE001 - safetensors and transformers raise many kinds
+        text = str(exc).strip()
+        if isinstance(exc, RuntimeError) and ("allocate" in text or "out of memory" in text.lower()):
+            raise  # out of memory, not a bad file
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise UserInputError(
+            f"cannot load the weights in {folder} ({type(exc).__name__}: {first}); the safetensors "
+            "file may be corrupt, truncated or not match config.json",
+            hint="--device meta counts the model without reading them", hint_option="--device meta",
+        ) from exc
 
 
 def _has_safetensors(folder: Path) -> bool:
@@ -176,12 +223,20 @@ def make_hf_inputs(
             )
         if named.count(key) > 1:
             raise UserInputError(f"--input {key}= is given twice")
+    # Unnamed inputs feed the main input, then the usual extra inputs (masks, ids) in order.
+    extras = [p for p in params if p in EXTRA_INPUTS and p != main and p not in named]
+    unnamed = sum(1 for key, _, _ in specs if key is None)
+    if unnamed > 1 + len(extras):
+        takes = ", ".join([main, *extras])
+        raise UserInputError(
+            f"{name} takes at most {1 + len(extras)} unnamed --input ({takes}); {unnamed} were given"
+        )
     kwargs: dict[str, Any] = {}
     vocab = int(getattr(conf, "vocab_size", None) or 2)
     positional = 0
     for key, shape, dtype in specs:
         if key is None:
-            key = _positional_key(name, params, main, positional, dtype, set(named) | set(kwargs))
+            key = _positional_key(name, extras, main, positional, dtype, set(named) | set(kwargs))
             positional += 1
         shape = with_batch(shape, batch)
         if kind != "vision" and seq is not None and len(shape) >= 2 and (

@@ -28,6 +28,16 @@ _SHAPE_RE = re.compile(r"^\s*(-?\d+)(\s*[xX×*,]\s*-?\d+)*\s*$")
 
 INPUT_SPEC_HELP = "give a shape like 1x3x224x224 or 1x128:int64 (dims > 0, optional :dtype)"
 
+# Sane upper bounds, so an absurd number is one clear line and not an integer
+# overflow deep in torch (which unpacks sizes into int64 and multiplies them).
+# MAX_DIM: one dimension, --batch or --seq; 2**31 - 1 is the int32 range many
+# kernels index with, and no real batch or sequence comes near it.
+# MAX_ELEMENTS: one input tensor; 2**48 elements is 1 PiB in fp32, far beyond
+# any device's memory, and leaves a 2**15 factor (a hidden or vocabulary
+# size) before a model's own activations would overflow int64.
+MAX_DIM = 2**31 - 1
+MAX_ELEMENTS = 2**48
+
 
 def parse_input_spec(text: str) -> tuple[tuple[int, ...], str]:
     """`"1x3x224x224:fp16"` -> `((1, 3, 224, 224), "float16")`.
@@ -43,6 +53,7 @@ def parse_input_spec(text: str) -> tuple[tuple[int, ...], str]:
     dims = tuple(int(d) for d in re.split(r"[xX×*,]", shape_text.replace(" ", "")))
     if any(d <= 0 for d in dims):
         raise UserInputError(f"bad --input {text!r}: every dimension must be > 0; {INPUT_SPEC_HELP}")
+    check_size(dims, f"--input {text!r}")
     return dims, _dtype_name(dtype_text.strip(), text) if dtype_text.strip() else "float32"
 
 
@@ -83,8 +94,26 @@ def is_integer_dtype(dtype_name: str) -> bool:
 
 
 def check_positive(value: int | None, what: str) -> None:
+    """A --batch/--seq style setting: None, or an integer in 1..MAX_DIM."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
         raise UserInputError(f"{what} must be a positive integer, got {value!r}")
+    if value is not None and value > MAX_DIM:
+        raise UserInputError(f"{what} {value} is too large: at most {MAX_DIM} (2**31 - 1)")
+
+
+def check_size(shape: tuple[int, ...], what: str) -> None:
+    """Every dimension at most MAX_DIM and the element count at most MAX_ELEMENTS."""
+    for d in shape:
+        if d > MAX_DIM:
+            raise UserInputError(f"{what}: dimension {d} is too large: at most {MAX_DIM} (2**31 - 1)")
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel > MAX_ELEMENTS:
+        raise UserInputError(
+            f"{what}: {numel:.3g} elements is too many for one input: at most 2**48 "
+            f"({MAX_ELEMENTS:.3g}, 1 PiB in fp32)"
+        )
 
 
 def with_batch(shape: tuple[int, ...], batch: int | None) -> tuple[int, ...]:
@@ -103,6 +132,8 @@ def make_tensor(
     """
     import torch
 
+    # --batch and --seq replace dimensions after parsing: the final shape is checked here.
+    check_size(tuple(shape), f"input {'x'.join(map(str, shape))}")
     dtype = getattr(torch, dtype_name)
     if device == "meta":
         return torch.empty(shape, dtype=dtype, device="meta")

@@ -165,8 +165,10 @@ def _from_folder(
         )
     except Exception as exc:  # malformed JSON, unknown model_type, remote code refused
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "" if trust_remote_code else " (custom code needs --trust-remote-code, if you trust it)"
-        raise UnknownModelError(f"cannot read {folder}/config.json: {first}{hint}") from exc
+        # The hint names a flag only some commands have; the CLI drops it elsewhere.
+        hint = None if trust_remote_code else "custom code needs --trust-remote-code, if you trust it"
+        raise UnknownModelError(f"cannot read {folder}/config.json: {first}", hint=hint,
+                                hint_option="--trust-remote-code") from exc
     architecture = (getattr(conf, "architectures", None) or [None])[0]
     kind = hf.guess_kind(conf, architecture)
     cls = hf.model_class(architecture, kind)

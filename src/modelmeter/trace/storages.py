@@ -67,6 +67,3 @@ class StorageTable:
         for sid in dead:
             del self._live[sid]
         return dead
-
-    def live_ids(self) -> tuple[int, ...]:
-        return tuple(self._live)

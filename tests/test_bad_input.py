@@ -1,0 +1,671 @@
+"""Every bad-input case, through the CLI: one line on stderr, exit 2, no traceback, nothing lost.
+
+`CASES` is the table: each row is the arguments of one `modelmeter` call (with
+`{tmp}` for the test's folder), the files it needs (`setup`), a fragment the
+one line must hold, and what must not happen: files in `keep` stay
+byte-identical (a store, a weights file), `before_work` rows are refused before
+any work (nothing on stdout), and no temp file is left behind. Rows run in this
+process (`main(argv)`, fast); `isolated` rows run in a child process under an
+address-space limit, so a build that was never refused cannot take the machine.
+
+Below the table: the cases where bad input must *not* fail the whole command
+(an unreadable row in the history, a read-only store), the export escaping,
+the atomic writer, and the SDPA fallback for custom code.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from modelmeter.cli.main import main
+from modelmeter.store import RunStore
+
+BIG = "1" + "0" * 30  # 10**30: past int64, which torch unpacks sizes into
+
+# ------------------------------------------------------------------ model files the rows use
+
+TINY = """
+import torch
+
+def build():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)), (torch.randn(1, 8),)
+"""
+
+BADNET = """
+import torch
+
+def build():
+    net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    return net, torch.randn(1, 8)
+"""
+
+FROZEN = """
+import torch
+
+def build():
+    net = torch.nn.Linear(4, 2)
+    net.requires_grad_(False)
+    return net, torch.randn(2, 4)
+"""
+
+# A forward that asks for more memory than any machine has: Python raises MemoryError at once.
+MEMORY_HOG = """
+import torch
+
+class Hog(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        bytearray(1 << 62)
+        return self.fc(x)
+
+def build():
+    return Hog(), torch.randn(1, 4)
+"""
+
+TINY_LLAMA_CONFIG = {
+    "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 128,
+    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "max_position_embeddings": 256,
+}
+# The same architecture as custom code (trust_remote_code) that refuses SDPA, as
+# transformers does for a class with `_supports_sdpa = False`.
+CUSTOM_CONFIG = """
+from transformers import LlamaConfig
+
+class MmTinyConfig(LlamaConfig):
+    model_type = "mmtiny"
+"""
+CUSTOM_MODELING = """
+from transformers import LlamaForCausalLM
+
+from .configuration_mmtiny import MmTinyConfig
+
+class MmTinyForCausalLM(LlamaForCausalLM):
+    config_class = MmTinyConfig
+    _supports_sdpa = False
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+"""
+
+
+def _factory(name: str, source: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / f"{name}.py").write_text(source)
+    return setup
+
+
+def _corrupt_weights(tmp: Path) -> None:
+    folder = tmp / "corrupt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY_LLAMA_CONFIG))
+    # A header that promises more tensor bytes than the file holds: a truncated download.
+    header = json.dumps({"model.embed_tokens.weight": {
+        "dtype": "F32", "shape": [128, 32], "data_offsets": [0, 16384]}}).encode()
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(100))
+
+
+def _custom_code(tmp: Path) -> None:
+    folder = tmp / "custom"
+    folder.mkdir()
+    (folder / "configuration_mmtiny.py").write_text(CUSTOM_CONFIG)
+    (folder / "modeling_mmtiny.py").write_text(CUSTOM_MODELING)
+    config = {**TINY_LLAMA_CONFIG, "model_type": "mmtiny", "architectures": ["MmTinyForCausalLM"],
+              "auto_map": {"AutoConfig": "configuration_mmtiny.MmTinyConfig",
+                           "AutoModelForCausalLM": "modeling_mmtiny.MmTinyForCausalLM"}}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _report_doc(name: str = "resnet18", macs: int = 1_000) -> dict:
+    return {"schema": "modelmeter.report/1", "model": {"name": name}, "settings": {},
+            "totals": {"params": 10, "macs": macs, "flops": 2 * macs}, "modules": [],
+            "uncounted_ops": [], "padding": "x" * 3000}  # several pages per store
+
+
+def _store(tmp: Path, runs: int = 3) -> list[str]:
+    with RunStore(tmp / "runs.sqlite") as store:
+        return [store.save(_report_doc(macs=1000 + i)) for i in range(runs)]
+
+
+def _damaged_store(tmp: Path) -> None:
+    _store(tmp, runs=6)
+    db = tmp / "runs.sqlite"
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page * 2: page * 3] = b"\xa5" * page  # garbage over the third page; the header stays valid
+    db.write_bytes(bytes(data))
+
+
+def _newer_store(tmp: Path) -> None:
+    _store(tmp, runs=1)
+    conn = sqlite3.connect(tmp / "runs.sqlite")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+
+
+def _foreign_db(tmp: Path) -> None:
+    conn = sqlite3.connect(tmp / "runs.sqlite")
+    conn.execute("CREATE TABLE contacts (name TEXT)")
+    conn.commit()
+    conn.close()
+
+
+def _not_sqlite(tmp: Path) -> None:
+    (tmp / "runs.sqlite").write_text("these are my notes, not a database\n")
+
+
+def _paths(tmp: Path) -> None:
+    (tmp / "afile").write_text("a regular file, so afile/x cannot be created\n")
+    (tmp / "adir").mkdir()
+
+
+def _reports(tmp: Path) -> None:
+    (tmp / "a.json").write_text(json.dumps(_report_doc()))
+    (tmp / "bad.json").write_text("{truncated")
+    (tmp / "other.json").write_text(json.dumps({"name": "package", "version": "1.0"}))
+
+
+def _all(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        for s in setups:
+            s(tmp)
+    return setup
+
+
+_tiny = _factory("mm_bad_tiny", TINY)
+
+
+def _torchvision_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchvision") is not None
+
+
+def _cuda_present() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ------------------------------------------------------------------ the table
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    args: tuple[str, ...]
+    needle: str  # must be in the one line
+    setup: Callable[[Path], None] | None = None
+    keep: tuple[str, ...] = ()  # files (under {tmp}) that must stay byte-identical
+    before_work: bool = False  # refused before any work: nothing on stdout
+    absent: str | None = None  # must not be in the line
+    isolated: bool = False  # child process under an address-space limit
+    skip: Callable[[], bool] | None = None
+
+
+def case(id: str, *args: str, needle: str, **kw) -> Case:
+    return Case(id, args, needle, **kw)
+
+
+HW = ("--hardware", "h100-sxm")
+CASES = [
+    # --- model specs, precisions, shapes (from test_cli_count, test_sources)
+    case("unknown-model", "count", "resnet5", needle="resnet50"),
+    case("unknown-precision", "count", "gpt2", "--dtype", "fp7", needle="unknown precision"),
+    case("wrong-channels", "count", "resnet50", "--input", "1x4x224x224", needle="channel"),
+    case("batch-zero", "count", "gpt2", "--batch", "0", needle="batch"),
+    case("input-junk", "count", "--input", "1xx3", needle="bad --input"),
+    case("input-zero-dim", "count", "--input", "1x0x3", needle="> 0"),
+    case("input-bad-dtype", "count", "--input", "1x3:nope", needle="bad dtype"),
+    case("missing-torchvision", "count", "torchvision:resnet18", needle="torchvision",
+         skip=_torchvision_installed),
+    case("missing-package", "count", "nosuchpkg.models:build", needle="nosuchpkg"),
+    case("shape-mismatch-names-layer", "count", "mm_bad_net:build", needle="do not fit",
+         setup=_factory("mm_bad_net", BADNET)),
+    case("too-many-inputs", "count", "resnet50", "--input", "1x3x224x224", "--input", "1x3x224x224",
+         needle="takes at most 1 unnamed --input"),
+    case("bad-device", "count", "gpt2", "--device", "tpu", needle="--device"),
+    case("bad-depth", "count", "gpt2", "--depth", "-1", needle="--depth"),
+    # --- integer overflow: a sane upper bound, named
+    case("input-overflow", "count", "--input", "99999999999999999999x3", needle="at most 2147483647"),
+    case("batch-overflow", "count", "--batch", BIG, needle="at most 2147483647"),
+    case("seq-overflow", "count", "gpt2", "--seq", BIG, needle="at most 2147483647"),
+    case("seq-overflow-rotary", "count", "tinyllama", "--seq", BIG, needle="at most 2147483647"),
+    case("elements-overflow", "count", "tinyllama", "--batch", "2000000000", "--seq", "2000000000",
+         needle="elements"),
+    case("memory-batch-overflow", "memory", "gpt2", "--batch", BIG, needle="at most"),
+    case("roofline-batch-overflow", "roofline", "gpt2", *HW, "--batch", BIG, needle="at most"),
+    case("report-batch-overflow", "report", "gpt2", "--no-measure", "--batch", BIG, needle="at most"),
+    case("compare-batch-overflow", "compare", "gpt2", "--batch", f"1,{BIG}", needle="at most"),
+    case("bench-batch-overflow", "bench", "mm_bad_tiny:build", "--batch", f"1,{BIG}", needle="at most",
+         setup=_tiny, before_work=True),
+    case("bench-seq-overflow", "bench", "mm_bad_tiny:build", "--seq", BIG, needle="at most",
+         setup=_tiny, before_work=True),
+    case("llm-prompt-overflow", "llm", "tinyllama", *HW, "--prompt", BIG, needle="at most"),
+    case("llm-batch-overflow", "llm", "gpt2", *HW, "--batch", BIG, needle="at most"),
+    # --- memory
+    case("memory-seq-zero", "memory", "gpt2", "--seq", "0", needle="seq"),
+    case("memory-batch-negative", "memory", "gpt2", "--batch", "-2", needle="batch"),
+    case("memory-bad-optimizer", "memory", "gpt2", "--train", "--optimizer", "lion", needle="lion"),
+    case("memory-frozen-train", "memory", "mm_bad_frozen:build", "--train", needle="no trainable parameters",
+         setup=_factory("mm_bad_frozen", FROZEN)),
+    case("out-of-memory-in-forward", "count", "mm_bad_hog:build", needle="out of memory",
+         setup=_factory("mm_bad_hog", MEMORY_HOG)),
+    case("cpu-build-too-big-count", "count", "llama3-8b", "--device", "cpu", "--seq", "8",
+         needle="--device meta", isolated=True),
+    case("cpu-build-too-big-memory", "memory", "llama3-8b", "--device", "cpu", "--seq", "8",
+         needle="--device meta", isolated=True),
+    case("cpu-build-too-big-bench", "bench", "llama3-8b", "--seq", "8", needle="roofline",
+         isolated=True),
+    case("cpu-build-too-big-report", "report", "llama3-8b", "--seq", "8", "--measure", *HW,
+         needle="--measure", isolated=True),
+    # --- model files
+    case("corrupt-safetensors", "count", "{tmp}/corrupt", "--device", "cpu", needle="cannot load the weights",
+         setup=_corrupt_weights, keep=("corrupt/model.safetensors",)),
+    case("corrupt-safetensors-bench", "bench", "{tmp}/corrupt", "--seq", "8", needle="cannot load the weights",
+         absent="--device meta", setup=_corrupt_weights, keep=("corrupt/model.safetensors",)),
+    case("custom-code-hint-only-where-the-flag-exists", "count", "{tmp}/custom", needle="custom code",
+         absent="--trust-remote-code", setup=_custom_code),
+    case("custom-code-hint-names-the-flag-on-llm", "llm", "{tmp}/custom", *HW, needle="--trust-remote-code",
+         setup=_custom_code),
+    # --- roofline (test_roofline)
+    case("unknown-hardware", "roofline", "gpt2", "--seq", "8", "--hardware", "h100-nope",
+         needle="unknown hardware"),
+    case("precision-without-peak", "roofline", "gpt2", "--seq", "8", *HW, "--dtype", "int4",
+         needle="no matmul peak for int4"),
+    case("no-hardware-no-profile", "roofline", "gpt2", "--seq", "8", needle="calibrate"),
+    case("bad-efficiency", "roofline", "gpt2", "--seq", "8", *HW, "--efficiency", "fast",
+         needle="--efficiency"),
+    # --- bench (test_bench)
+    case("bench-cuda-absent", "bench", "mm_bad_tiny:build", "--device", "cuda", needle="cuda",
+         setup=_tiny, skip=_cuda_present),
+    case("bench-device-xpu", "bench", "mm_bad_tiny:build", "--device", "xpu", needle="unknown device", setup=_tiny),
+    case("bench-device-junk", "bench", "mm_bad_tiny:build", "--device", "banana", needle="unknown device",
+         setup=_tiny),
+    case("bench-batch-junk", "bench", "mm_bad_tiny:build", "--batch", "1,x", needle="not an integer", setup=_tiny),
+    case("bench-batch-zero", "bench", "mm_bad_tiny:build", "--batch", "0", needle="positive", setup=_tiny),
+    case("bench-min-time-zero", "bench", "mm_bad_tiny:build", "--min-time", "0", needle="--min-time", setup=_tiny),
+    case("bench-unknown-region", "bench", "mm_bad_tiny:build", "--region", "atlantis",
+         needle="unknown carbon region", setup=_tiny),
+    case("bench-unknown-malloc", "bench", "mm_bad_tiny:build", "--malloc", "jemalloc", needle="--malloc",
+         setup=_tiny),
+    # --- llm (test_llm)
+    case("llm-not-a-decoder", "llm", "bert-base", *HW, needle="not a decoder"),
+    case("llm-batch-zero", "llm", "gpt2", *HW, "--gen", "4", "--batch", "1,0", needle="bad batch size"),
+    case("llm-prompt-zero", "llm", "gpt2", *HW, "--gen", "4", "--prompt", "0", needle="--prompt"),
+    case("llm-past-positions", "llm", "gpt2", *HW, "--prompt", "1000", "--gen", "100",
+         needle="learned positions"),
+    case("llm-int4-activations", "llm", "gpt2", *HW, "--gen", "4", "--dtype", "int4", needle="--weights"),
+    # --- report, compare, hardware
+    case("report-unknown-hardware", "report", "mobilenet-v2", "--hardware", "no-such-chip",
+         needle="unknown hardware"),
+    case("compare-bad-batch-list", "compare", "gpt2", "--batch", "1,x", needle="--batch"),
+    case("hardware-show-unknown", "hardware", "show", "nope", needle="unknown hardware 'nope'"),
+    # --- output paths: refused before the work, on every command that writes one
+    case("count-json-no-folder", "count", "gpt2", "--json", "{tmp}/nodir/o.json", needle="does not exist",
+         before_work=True),
+    case("count-json-under-a-file", "count", "gpt2", "--json", "{tmp}/afile/o.json", needle="not a folder",
+         setup=_paths, before_work=True, keep=("afile",)),
+    case("count-json-is-a-folder", "count", "gpt2", "--json", "{tmp}/adir", needle="it is a folder",
+         setup=_paths, before_work=True),
+    case("memory-json", "memory", "gpt2", "--json", "{tmp}/nodir/o.json", needle="cannot write",
+         before_work=True),
+    case("roofline-json", "roofline", "gpt2", *HW, "--json", "{tmp}/nodir/o.json", needle="cannot write",
+         before_work=True),
+    case("roofline-plot-suffix", "roofline", "gpt2", *HW, "--plot", "{tmp}/p.txt", needle="cannot write plot",
+         before_work=True),
+    case("roofline-plot-no-folder", "roofline", "gpt2", "--seq", "8", *HW, "--plot", "/nonexistent-dir/x.png",
+         needle="cannot write plot", before_work=True),
+    case("report-json", "report", "gpt2", "--no-measure", "--json", "{tmp}/nodir/r.json",
+         needle="cannot write", before_work=True),
+    case("report-csv", "report", "gpt2", "--no-measure", "--csv", "{tmp}/afile/r.csv", needle="cannot write",
+         setup=_paths, before_work=True),
+    case("report-md", "report", "gpt2", "--no-measure", "--md", "{tmp}/adir", needle="cannot write",
+         setup=_paths, before_work=True),
+    case("report-html", "report", "gpt2", "--no-measure", "--html", "{tmp}/nodir/r.html",
+         needle="cannot write", before_work=True),
+    case("report-same-file-twice", "report", "gpt2", "--no-measure", "--json", "{tmp}/r.out",
+         "--md", "{tmp}/r.out", needle="same file", before_work=True),
+    case("compare-json", "compare", "gpt2", "--json", "{tmp}/nodir/c.json", needle="cannot write",
+         before_work=True),
+    case("compare-md", "compare", "gpt2", "--md", "{tmp}/nodir/c.md", needle="cannot write",
+         before_work=True),
+    case("bench-json", "bench", "mm_bad_tiny:build", "--min-time", "0.2", "--json", "{tmp}/nodir/b.json",
+         needle="cannot write", setup=_tiny, before_work=True),
+    case("bench-json-is-a-folder", "bench", "mm_bad_tiny:build", "--min-time", "0.2", "--json", "{tmp}/adir",
+         needle="it is a folder", setup=_all(_tiny, _paths), before_work=True),
+    case("llm-json", "llm", "gpt2", *HW, "--gen", "4", "--json", "{tmp}/nodir/l.json", needle="cannot write",
+         before_work=True),
+    case("llm-plot-no-folder", "llm", "gpt2", *HW, "--gen", "4", "--plot", "/no/such/dir/p.png",
+         needle="cannot write plot", before_work=True),
+    case("calibrate-json", "hardware", "calibrate", "--quick", "--no-save", "--json", "{tmp}/nodir/c.json",
+         needle="cannot write", before_work=True),
+    # --- run store: refused untouched (test_store, test_diff)
+    case("save-into-damaged-store", "report", "gpt2", "--no-measure", "--save", "--db", "{tmp}/runs.sqlite",
+         needle="damaged", setup=_damaged_store, keep=("runs.sqlite",), before_work=True),
+    case("save-into-newer-store", "report", "gpt2", "--no-measure", "--save", "--db", "{tmp}/runs.sqlite",
+         needle="newer modelmeter", setup=_newer_store, keep=("runs.sqlite",), before_work=True),
+    case("save-into-foreign-db", "report", "gpt2", "--no-measure", "--save", "--db", "{tmp}/runs.sqlite",
+         needle="not a modelmeter run store", setup=_foreign_db, keep=("runs.sqlite",), before_work=True),
+    case("save-into-non-sqlite", "report", "gpt2", "--no-measure", "--save", "--db", "{tmp}/runs.sqlite",
+         needle="not an SQLite file", setup=_not_sqlite, keep=("runs.sqlite",), before_work=True),
+    case("history-non-sqlite", "history", "--db", "{tmp}/runs.sqlite", needle="not an SQLite file",
+         setup=_not_sqlite, keep=("runs.sqlite",)),
+    case("history-newer-store", "history", "--db", "{tmp}/runs.sqlite", needle="newer modelmeter",
+         setup=_newer_store, keep=("runs.sqlite",)),
+    case("history-folder", "history", "--db", "{tmp}", needle="is a directory"),
+    case("history-limit-zero", "history", "--limit", "0", needle="--limit"),
+    case("diff-unknown-run", "diff", "deadbeef", "deadbeef", needle="no run 'deadbeef'"),
+    case("diff-not-a-run", "diff", "not-a-run", "x", needle="neither a report file nor a stored run id"),
+    case("diff-unknown-metric", "diff", "{tmp}/a.json", "{tmp}/a.json", "--fail-on", "latency>5%",
+         needle="unknown metric", setup=_reports),
+    case("diff-bad-gate", "diff", "{tmp}/a.json", "{tmp}/a.json", "--fail-on", "flops>>5",
+         needle="cannot read gate", setup=_reports),
+    case("diff-bad-json", "diff", "{tmp}/bad.json", "{tmp}/a.json", needle="not valid JSON", setup=_reports),
+    case("diff-not-a-report", "diff", "{tmp}/other.json", "{tmp}/a.json", needle="not a modelmeter report",
+         setup=_reports),
+]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _leftovers(tmp: Path) -> list[str]:
+    return sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*")
+                  if p.name.endswith((".tmp", ".probe")) and "hf" not in p.parts)
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    # Own data dir (no calibrated profile, an empty default store) and HF module cache.
+    return {"MODELMETER_HOME": str(tmp / "home"), "HF_HOME": str(tmp / "hf"), "COLUMNS": "200",
+            "MODELMETER_DEBUG": ""}
+
+
+def run_in_process(args: list[str], tmp: Path, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    for key, value in _env(tmp).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp)  # `module:factory` specs import from the working directory
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# Far below what llama3-8b's fp32 weights need (32 GB): a build that was not
+# refused fails on this limit instead of taking the machine's memory.
+ISOLATED_ADDRESS_SPACE = 8 * 2**30
+
+
+def run_isolated(args: list[str], tmp: Path) -> tuple[int, str, str]:
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ISOLATED_ADDRESS_SPACE, ISOLATED_ADDRESS_SPACE))
+
+    env = {**os.environ, **_env(tmp)}
+    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", *args], cwd=tmp, env=env,
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("row", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(row: Case, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    if row.skip is not None and row.skip():
+        pytest.skip(f"{row.id}: not bad input on this machine")
+    if row.setup is not None:
+        row.setup(tmp_path)
+    before = {name: _digest(tmp_path / name) for name in row.keep}
+    args = [a.replace("{tmp}", str(tmp_path)) for a in row.args]
+    if row.isolated:
+        code, out, err = run_isolated(args, tmp_path)
+    else:
+        code, out, err = run_in_process(args, tmp_path, monkeypatch, capsys)
+
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out[-2000:], err[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("modelmeter: error: "), err
+    assert row.needle in lines[0], lines[0]
+    if row.absent is not None:
+        assert row.absent not in lines[0], lines[0]
+    if row.before_work:
+        assert out.strip() == "", f"work was done before the refusal:\n{out[-2000:]}"
+    for name, digest in before.items():
+        assert _digest(tmp_path / name) == digest, f"{name} was changed"
+    assert _leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------ bad data that must not fail everything
+
+
+def _history(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **_env(tmp)}
+    return subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "history", "--db",
+                           str(tmp / "runs.sqlite"), *extra], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp)
+
+
+def test_history_lists_the_readable_runs_beside_an_unreadable_one(tmp_path: Path) -> None:
+    ids = _store(tmp_path, runs=3)
+    conn = sqlite3.connect(tmp_path / "runs.sqlite")
+    conn.execute("UPDATE runs SET report_json = '{\"truncated' WHERE id = ?", (ids[1],))
+    conn.commit()
+    conn.close()
+
+    table = _history(tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert all(run_id in table.stdout for run_id in ids)
+    assert f"run {ids[1]} is unreadable" in table.stdout
+    assert table.stdout.count("unreadable") == 2  # its row, and the line saying why
+
+    listed = _history(tmp_path, "--json")
+    assert listed.returncode == 0, listed.stderr
+    runs = {run["id"]: run for run in json.loads(listed.stdout)}
+    assert set(runs) == set(ids)
+    assert "unreadable" in runs[ids[1]] and "report" not in runs[ids[1]]
+    assert runs[ids[0]]["report"]["totals"]["macs"] == 1000
+
+    # diff on the unreadable run itself is bad input: one line.
+    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "diff", ids[1], ids[0], "--db",
+                           str(tmp_path / "runs.sqlite")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **_env(tmp_path)})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "cannot be read" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _read_only(path: Path, request: pytest.FixtureRequest) -> None:
+    """Make `path` unwritable even for root (chattr +i), undone after the test."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        request.addfinalizer(lambda: path.chmod(mode))
+        return
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make {path} read-only as root here: {done.stderr.decode().strip()}")
+    request.addfinalizer(lambda: subprocess.run(["chattr", "-i", str(path)], check=False))
+
+
+def test_a_read_only_store_can_be_read(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    with RunStore(folder / "runs.sqlite") as store:
+        ids = [store.save(_report_doc(macs=m)) for m in (10, 20)]
+    db = folder / "runs.sqlite"
+    before = _digest(db)
+    _read_only(db, request)
+    _read_only(folder, request)
+
+    env = {**os.environ, **_env(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "history", "--db", str(db)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert all(run_id in proc.stdout for run_id in ids)
+    diff = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "diff", ids[0], ids[1], "--db",
+                           str(db), "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert diff.returncode == 0, diff.stderr
+    macs = next(c for c in json.loads(diff.stdout)["changes"] if c["metric"] == "macs")
+    assert (macs["a"], macs["b"]) == (10, 20)
+    # Saving there is refused in one line, before the work.
+    save = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "report", "gpt2", "--no-measure",
+                           "--save", "--db", str(db)], capture_output=True, text=True, timeout=300, env=env)
+    assert save.returncode == 2 and save.stdout.strip() == "", save.stdout
+    assert len(save.stderr.strip().splitlines()) == 1 and "cannot write run store" in save.stderr
+    assert _digest(db) == before and sorted(p.name for p in folder.iterdir()) == ["runs.sqlite"]
+
+
+def test_bench_json_into_a_read_only_folder_is_refused_before_measuring(
+        tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _tiny(tmp_path)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    _read_only(folder, request)
+    code, out, err = run_in_process(["bench", "mm_bad_tiny:build", "--min-time", "0.2", "--json",
+                                     str(folder / "b.json")], tmp_path, monkeypatch, capsys)
+    assert code == 2 and out.strip() == "", out
+    assert len(err.strip().splitlines()) == 1 and "cannot write" in err
+
+
+# ------------------------------------------------------------------ exports do not run what they show
+
+EVIL = '''
+import torch
+
+def build():
+    net = torch.nn.Sequential()
+    net.add_module("=HYPERLINK(\\"http://evil\\")", torch.nn.Linear(4, 4))
+    net.add_module("+cmd|' /C calc'!A0", torch.nn.ReLU())
+    net.add_module("@SUM(1+1)", torch.nn.Linear(4, 4))
+    net.add_module("-2+3", torch.nn.Linear(4, 2))
+    net.add_module("<img src=x onerror=alert(1)>", torch.nn.ReLU())
+    net.add_module("[click](https://evil)", torch.nn.Identity())
+    net.add_module("*bold*_it_`code`|pipe", torch.nn.Identity())
+    return net, torch.randn(1, 4)
+'''
+
+
+def test_csv_and_markdown_neutralise_module_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mm_bad_evil.py").write_text(EVIL)
+    code, _, err = run_in_process(["report", "mm_bad_evil:build", "--no-measure", "--csv",
+                                   str(tmp_path / "r.csv"), "--md", str(tmp_path / "r.md")],
+                                  tmp_path, monkeypatch, capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
+    paths = [r["path"] for r in rows]
+    # Every text cell a spreadsheet would evaluate starts with an apostrophe, and is otherwise kept.
+    assert "'=HYPERLINK(\"http://evil\")" in paths and "'+cmd|' /C calc'!A0" in paths
+    assert "'@SUM(1+1)" in paths and "'-2+3" in paths
+    for row in rows:
+        for value in row.values():
+            assert not value.startswith(("=", "+", "@", "\t", "\r")), row
+            assert not (value.startswith("-") and not re.fullmatch(r"-[\d.e+-]+", value)), row
+    assert int(rows[0]["macs"]) == 4 * 4 + 4 * 4 + 4 * 2  # numbers stay numbers: 40 MACs
+
+    md = (tmp_path / "r.md").read_text()
+    assert not re.search(r"(?<!\\)<img", md) and "\\<img src=x onerror=alert(1)\\>" in md
+    assert not re.search(r"(?<!\\)\[click(?<!\\)\]", md) and "\\[click\\](https://evil)" in md
+    assert "\\*bold\\*\\_it\\_\\`code\\`\\|pipe" in md
+    # The table still has its columns: no unescaped pipe inside a cell.
+    module_rows = [line for line in md.splitlines() if "HYPERLINK" in line]
+    assert module_rows and all(len(re.split(r"(?<!\\)\|", line)) == 8 for line in module_rows)
+
+
+# ------------------------------------------------------------------ one atomic writer
+
+
+def test_writes_are_whole_and_concurrent_writers_do_not_clobber(tmp_path: Path) -> None:
+    from modelmeter.cli.options import write_json
+
+    target = tmp_path / "out.json"
+    payloads = [{"writer": i, "data": [i] * 50_000} for i in range(8)]
+    errors: list[BaseException] = []
+
+    def write(doc: dict) -> None:
+        try:
+            for _ in range(5):
+                write_json(doc, str(target))
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert json.loads(target.read_text()) in payloads  # one writer's document, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path: Path) -> None:
+    from modelmeter.cli.options import write_json
+    from modelmeter.core.errors import UserInputError
+
+    (tmp_path / "old.json").write_text('{"kept": true}\n')
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(UserInputError, match="cannot write"):
+        write_json({"x": 1}, str(tmp_path / "adir"))  # a folder cannot be replaced by a file
+    with pytest.raises(TypeError):
+        _write_then_fail(tmp_path / "old.json")  # the content fails half way through
+    assert (tmp_path / "old.json").read_text() == '{"kept": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "old.json"]
+
+
+def _write_then_fail(path: Path) -> None:
+    from modelmeter.core.files import atomic_open
+
+    with atomic_open(path) as fh:
+        fh.write('{"half": ')
+        raise TypeError("the renderer failed half way")
+
+
+# ------------------------------------------------------------------ custom code without SDPA
+
+
+def test_custom_code_without_sdpa_falls_back_to_eager_attention(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelmeter.sources import resolve_model
+
+    _custom_code(tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    loaded = resolve_model(str(tmp_path / "custom"), trust_remote_code=True)
+    assert type(loaded.module).__name__ == "MmTinyForCausalLM"
+    assert loaded.module.config._attn_implementation == "eager"
+    # Closed form: embeddings 128x32, per layer q,o 32x32, k,v 32x16, MLP 3x32x64, two norms
+    # of 32; a final norm; an untied 128x32 head.
+    per_layer = 2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64 + 2 * 32
+    assert sum(p.numel() for p in loaded.module.parameters()) == 128 * 32 + 2 * per_layer + 32 + 128 * 32
+
+    env = {**os.environ, **_env(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "llm", str(tmp_path / "custom"),
+                           "--trust-remote-code", "--hardware", "h100-sxm", "--prompt", "8", "--gen", "4",
+                           "--json", "-"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["llm"]["weight_bytes"] == 2 * (128 * 32 + 2 * per_layer + 32 + 128 * 32)
