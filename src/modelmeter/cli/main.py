@@ -1,4 +1,4 @@
-"""The `modelmeter` command (layer 6): parse, call the API, render; the error boundary.
+"""The `modelmeter` command (layer 7): parse, call the pipeline, render; the error boundary.
 
 Subcommands live one module each and are imported only when used, so
 `modelmeter --help` and commands that need no torch start fast.

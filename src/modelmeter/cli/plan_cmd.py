@@ -1,6 +1,6 @@
-"""`modelmeter plan` (layer 6): how many devices, laid out how, for training or serving a model.
+"""`modelmeter plan` (layer 7): how many devices, laid out how, for training or serving a model.
 
-Parses, calls `plan_run.plan`, renders (`report/plan_render.py`, `report/plan_html.py`).
+Parses, calls `pipeline.plan.plan`, renders (`report/plan_render.py`, `report/plan_html.py`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global
          master_fp32, dtype, prompt, gen, batch, weights, kv_dtype, tp, pp, dp, ep, micro_batch, efficiency,
          objective, limit, html_path, json_path) -> None:
     """Plan training or inference across devices: layouts, memory per device, communication, time."""
-    from ..plan_run import plan as run_plan
+    from ..pipeline.plan import plan as run_plan
     from ..report.plan_render import render_plan
 
     if html_path:
@@ -58,7 +58,7 @@ def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global
                       zero=zero, global_batch=global_batch, seq=seq, checkpoint=checkpoint,
                       master_fp32=master_fp32, sp=sp, dtype=dtype, prompt=prompt, gen=gen, batch=batch,
                       weights=weights, kv_dtype=kv_dtype, tp=tp, pp=pp, dp=dp, ep=ep, micro_batch=micro_batch,
-                      efficiency=efficiency, fabric=fabric, objective=objective, limit=limit)
+                      efficiency=efficiency, fabric=fabric, objective=objective, limit=limit).to_report()
     data = report.to_dict()
     console = make_console(json_to_stdout=json_path == "-")
     render_plan(console, data["plan"])

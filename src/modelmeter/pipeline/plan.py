@@ -1,9 +1,10 @@
-"""`plan`: model -> trace -> per-block profile -> the multi-device plan, as a Report (layer 5).
+"""`plan`: model -> trace -> per-block profile -> the multi-device plan, as sections (layer 5).
 
 One function, `plan`, validates the options (before any trace, so a typo
 fails at once), traces what the plan needs and hands it to the pure planners:
 `analysis.plan` for training (one traced training step at micro-batch 1)
 and `analysis.plan_infer` for inference (the LLM view's prefill/decode traces).
+It returns `Sections` (counts + `PlanSection`); `to_report()` is the report.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .core.errors import UserInputError
-from .core.precision import parse_precision
-from .core.report import Report
+from ..core.errors import UserInputError
+from ..core.precision import parse_precision
+from .model import Analysis, load
+from .options import ModelOptions
+from .sections import CountSection, PlanSection, Sections
 
 TRAIN_DTYPES = ("fp32", "fp16", "bf16")
 
@@ -25,7 +28,7 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
          gen: int = 128, batch: int = 1, weights: str | None = None, kv_dtype: str | None = None,
          tp: int | None = None, pp: int | None = None, dp: int | None = None, ep: int | None = None,
          micro_batch: int | None = None, efficiency: float | str | None = "auto", fabric: str | None = None,
-         objective: str = "throughput", limit: int = 50, name: str | None = None) -> Report:
+         objective: str = "throughput", limit: int = 50, name: str | None = None) -> Sections:
     """Plan `model` on `devices` devices of `hardware` over `nodes` nodes (see `analysis/plan.py`).
 
     Training (`train=True`) searches tp, pp, dp, ep, ZeRO stage, micro-batch, sequence
@@ -34,10 +37,10 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
     max-achievable matmul fraction (MAMF) where the database has one; a number in (0, 1]
     or None (the datasheet peak) otherwise.
     """
-    from .analysis.memory import check_optimizer
-    from .analysis.plan import Fixed, TrainSettings, check_fixed, check_positive, plan_section
-    from .hardware import get_hardware
-    from .hardware.interconnect import get_interconnect
+    from ..analysis.memory import check_optimizer
+    from ..analysis.plan import Fixed, TrainSettings, check_fixed, check_positive, plan_section
+    from ..hardware import get_hardware
+    from ..hardware.interconnect import get_interconnect
 
     for label, value in (("devices", devices), ("nodes", nodes), ("global-batch", global_batch),
                          ("seq", seq), ("prompt", prompt), ("gen", gen), ("batch", batch),
@@ -86,7 +89,7 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
 
 
 def _efficiency(hw: Any, dtype: str, efficiency: float | str | None) -> float | None:
-    from .hardware import mamf_efficiency
+    from ..hardware import mamf_efficiency
 
     if efficiency == "auto":
         row = mamf_efficiency()["by_precision"].get(dtype, {}).get(hw.id)
@@ -109,23 +112,22 @@ def _efficiency(hw: Any, dtype: str, efficiency: float | str | None) -> float | 
 
 def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings: Any, fixed: Any, *,
                    devices: int, nodes: int, seq: int | None, dtype: str, efficiency: float | None,
-                   limit: int, name: str | None, section: Any) -> Report:
-    from . import api
-    from .analysis.llm_trace import _fused_attention
-    from .analysis.plan import plan_training
-    from .analysis.plan_profile import build_profile
-    from .count import count_trace
-    from .trace import trace_model
+                   limit: int, name: str | None, section: Any) -> Sections:
+    from ..analysis.llm_trace import _fused_attention
+    from ..analysis.plan import plan_training
+    from ..analysis.plan_profile import build_profile
+    from ..count import count_trace
+    from ..trace import trace_model
 
     if example_inputs is not None:
-        loaded = api.load(model, example_inputs, name=name)
+        loaded = load(ModelOptions(model, example_inputs, name=name))
     else:
         try:
-            loaded = api.load(model, batch=1, seq=seq or 2048, dtype=dtype, name=name)
+            loaded = load(ModelOptions(model, batch=1, seq=seq or 2048, dtype=dtype, name=name))
         except UserInputError as exc:
             if seq is not None or "cannot apply" not in str(exc):
                 raise
-            loaded = api.load(model, batch=1, dtype=dtype, name=name)  # not a text preset
+            loaded = load(ModelOptions(model, batch=1, dtype=dtype, name=name))  # not a text preset
     seq_used = _tokens_per_sample(loaded)
     # Fused attention, as training kernels run it (flash): no L x L scores saved for backward.
     with _fused_attention():
@@ -137,11 +139,8 @@ def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings:
     profile = build_profile(trace, forward, backward, hw, model=loaded.name, seq=seq_used,
                             efficiency=efficiency, config=loaded.config)
     result = plan_training(profile, settings, devices=devices, nodes=nodes, net=net, fixed=fixed, limit=limit)
-    analysis = api.Analysis(loaded, dtype, dtype, None, trace, forward, 1, seq_used)
-    report = api.count_report(analysis)
-    report.plan = section(result)
-    report.methods["plan"] = report.plan["method"]
-    return report
+    analysis = Analysis(loaded, dtype, dtype, None, trace, forward, 1, seq_used)
+    return Sections(CountSection.from_analysis(analysis), plan=PlanSection(section(result)))
 
 
 def _tokens_per_sample(loaded: Any) -> int:
@@ -159,10 +158,10 @@ def _tokens_per_sample(loaded: Any) -> int:
 
 def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, nodes: int, dtype: str,
                     prompt: int, gen: int, batch: int, weights: str | None, kv_dtype: str | None,
-                    objective: str, limit: int) -> Report:
-    from .analysis.llm import measure_llm_costs
-    from .analysis.plan import plan_section
-    from .analysis.plan_infer import infer_candidate_dict, plan_inference
+                    objective: str, limit: int) -> Sections:
+    from ..analysis.llm import measure_llm_costs
+    from ..analysis.plan import plan_section
+    from ..analysis.plan_infer import infer_candidate_dict, plan_inference
 
     if not isinstance(model, str):
         raise UserInputError("inference planning takes a decoder spec (a preset or a local folder)")
@@ -173,10 +172,9 @@ def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, 
     costs = measure_llm_costs(model, prompt=prompt, gen=gen, dtype=dtype)
     result = plan_inference(costs, hw, devices=devices, nodes=nodes, net=net, batch=batch, weights=weights,
                             kv_dtype=kv_dtype, fixed=fixed, objective=objective, limit=limit)
-    section = plan_section(result, infer_candidate_dict)
-    return Report(
+    # No module breakdown: the LLM view's traces are costed per step, not per module.
+    counts = CountSection(
         model={"name": costs.model, "kind": "decoder", "source": "", "description": ""},
         settings={"dtype": costs.dtype, "prompt": prompt, "gen": gen, "batch": batch, "notes": []},
-        totals={"params": costs.params}, modules=[], uncounted_ops=[],
-        methods={"plan": section["method"]}, plan=section,
-    )
+        totals={"params": costs.params}, modules=(), uncounted_ops=(), methods={})
+    return Sections(counts, plan=PlanSection(plan_section(result, infer_candidate_dict)))
