@@ -148,36 +148,46 @@ def test_bench_times_each_backend_beside_eager(run_main, tiny: Path) -> None:
     assert entries["compile"]["rows"][0]["compile_time_s"] == entries["compile"]["rows"][0]["setup_s"]
     assert entries["onnxruntime"]["rows"][0]["compile_time_s"] is None
     assert entries["onnxruntime"]["detail"]["provider"] == "CPUExecutionProvider"
+    _validate(json.loads(out.read_text()))
 
 
-class FailsToExportAtBatch8(torch.nn.Module):
-    """Runs eagerly at any batch; refuses to be exported at batch 8 (as an unsupported op would)."""
+def _validate(report: dict) -> None:
+    """The report, `measured.backends` included, against the shipped JSON Schema."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from modelmeter.core.schema import load_schema
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = torch.nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] == 8 and (torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()):
-            raise RuntimeError("cannot export batch 8")
-        return self.lin(x)
+    jsonschema.Draft202012Validator(load_schema()).validate(report)
 
 
 @needs_ort
-@pytest.mark.slow
-def test_a_batch_the_backend_cannot_run_is_kept_as_its_error() -> None:
-    from modelmeter.measure.backends import backends_section, run_backends
-    from modelmeter.measure.bench import run_bench
+def test_api_bench_backends_keyword_times_onnxruntime_beside_eager(tiny: Path) -> None:
+    """`modelmeter.bench(..., backends=[...])` runs the backend inside the pipeline's bench path,
+    with its progress callback, and the report holds `measured.backends` as the schema says."""
+    import modelmeter
 
-    fast = dict(min_time_s=0.02, min_iters=3, warmup_s=0.0, warmup_iters=1, malloc="default")
-    model = FailsToExportAtBatch8().eval()
-    eager = run_bench(lambda b: (lambda: model(torch.randn(b, 4))), [2, 8], **fast)
-    runs = run_backends(["eager", "onnxruntime"], lambda b: (model, (torch.randn(b, 4),), {}),
-                        [2, 8], **fast)
-    eager_entry, ort = backends_section(eager, runs)
-    assert [r["status"] for r in eager_entry["rows"]] == ["ok", "ok"]
-    ok, failed = ort["rows"]
-    assert ok["batch"] == 2 and ok["status"] == "ok" and ok["speedup_vs_eager"] > 0
-    assert failed["batch"] == 8 and failed["status"] == "error" and failed["latency_s"] is None
-    assert "\x1b" not in failed["error"] and "\n" not in failed["error"]
-    assert ort["error"] is None  # one batch ran: the backend as a whole did not fail
+    seen: list[tuple[int, str]] = []
+    report = modelmeter.bench("tinymodel:build", batches=[3], min_time_s=0.02, min_iters=3, warmup_s=0,
+                              backends=["onnxruntime"], on_progress=lambda b, phase, n, s: seen.append((b, phase)))
+    data = report.to_dict()
+    entries = {e["backend"]: e for e in data["measured"]["backends"]}
+    assert list(entries) == ["eager", "onnxruntime"]
+    (row,) = entries["onnxruntime"]["rows"]
+    assert row["status"] == "ok" and row["batch"] == 3 and row["latency_s"]["iterations"] >= 3
+    eager_p50 = data["measured"]["sweep"][0]["latency_s"]["p50"]
+    assert row["speedup_vs_eager"] == pytest.approx(eager_p50 / row["latency_s"]["p50"])
+    assert row["setup_s"] > 0 and row["compile_time_s"] is None
+    assert seen and all(b == 3 for b, _ in seen)
+    _validate(data)
+
+
+def test_bench_options_validate_backends_at_the_boundary() -> None:
+    from modelmeter.pipeline.options import BenchOptions
+
+    assert BenchOptions().backends == ("eager",)
+    assert BenchOptions(backends=("eager",)).backends == ("eager",)
+    with pytest.raises(UserInputError, match="unknown backend 'tvm'"):
+        BenchOptions(backends=("tvm",))
+    if HAS_ORT:
+        assert BenchOptions(backends=("ONNXRuntime",)).backends == ("eager", "onnxruntime")
+        with pytest.raises(UserInputError, match="onnxruntime runs on CPU"):
+            BenchOptions(device="cuda", backends=("onnxruntime",))

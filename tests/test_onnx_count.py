@@ -86,6 +86,11 @@ def test_onnx_count_equals_the_aten_count(run_main, tmp_path: Path, dynamo: bool
         assert by_path[name]["macs"] == aten_by_path[name]["macs"], name
         assert by_path[name]["params"] == aten_by_path[name]["params"], name
     assert by_path[""]["macs"] == t["macs"]
+    # The ONNX-only keys (model.path, settings.inputs[].name) are in the JSON contract.
+    jsonschema = pytest.importorskip("jsonschema")
+    from modelmeter.core.schema import load_schema
+
+    jsonschema.Draft202012Validator(load_schema()).validate(report)
 
 
 def test_conv_output_shapes_follow_the_onnx_attributes() -> None:
