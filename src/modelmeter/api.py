@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .core.attention import FLASH, attention_setting, check_attention
 from .core.errors import UserInputError
 from .core.events import Trace
 from .core.precision import parse_precision
@@ -61,6 +62,7 @@ class Analysis:
     batch: int | None = None
     seq: int | None = None
     notes: list[str] = field(default_factory=list)  # how an option applied, when not plainly
+    attention: str | None = None  # the SDPA implementation asked for (None: the default, flash)
 
 
 def trace_dtype_for(precision: str | None) -> str | None:
@@ -163,8 +165,11 @@ def analyse(
     device: str | None = None,
     backward: bool = False,
     name: str | None = None,
+    attention: str | None = None,
 ) -> Analysis:
-    """Load, trace once, count. `backward=True` also traces the training step."""
+    """Load, trace once, count. `backward=True` also traces the training step.
+    `attention`: 'flash' (default) or 'math', the SDPA kernel assumed (trace/attention.py)."""
+    attention = check_attention(attention)
     if dtype is not None:
         dtype = parse_precision(dtype).name
     if group_size is not None:
@@ -177,22 +182,23 @@ def analyse(
     loaded = load(model, example_inputs, inputs=inputs, batch=batch, seq=seq, dtype=dtype,
                   device=device, name=name)
     return analyse_loaded(loaded, dtype=dtype, group_size=group_size, backward=backward,
-                          batch=batch, seq=seq)
+                          batch=batch, seq=seq, attention=attention)
 
 
 def analyse_loaded(loaded: LoadedModel, *, dtype: str | None = None, group_size: int | None = None,
                    backward: bool = False, batch: int | None = None,
-                   seq: int | None = None) -> Analysis:
+                   seq: int | None = None, attention: str | None = None) -> Analysis:
     """Trace and count a loaded model. `dtype` is a precision name (parsed)."""
     from .count import count_trace
     from .trace import trace_model
 
-    trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=backward)
+    trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=backward,
+                        attention=attention or FLASH)
     counts = count_trace(trace, precision=dtype, group_size=group_size)
     # A spec was built in the trace dtype of `dtype`; a module is traced as given.
     built = loaded.source != "module"
     analysis = Analysis(loaded, dtype, trace_dtype_for(dtype) if built else None, group_size, trace,
-                        counts, batch, seq)
+                        counts, batch, seq, attention=attention)
     traced = _traced_dtype(analysis)
     if dtype is not None and not built and trace_dtype_for(dtype) != traced:
         analysis.notes.append(
@@ -214,6 +220,7 @@ def count_report(analysis: Analysis) -> Report:
         "mode": analysis.trace.mode,
         "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in analysis.trace.inputs],
         "notes": list(analysis.notes),
+        "attention": attention_setting(analysis.attention, analysis.trace.attention),
     }
     methods = {
         "params": "counted",
@@ -281,20 +288,28 @@ def resolve_hardware(hw_id: str | None) -> Any:
 def roofline_analysis(model: Any = None, example_inputs: Any = None, *, hardware: str | None = None,
                       dtype: str | None = None, weights: str | None = None,
                       efficiency: float | str | None = None, depth: int | None = None,
+                      activations: str | None = None,
                       **load_options: Any) -> tuple[Report, Any]:
     """(Report with a `roofline` section and per-module times, the RooflineResult).
 
     The device and precisions are checked before the trace, so a typo fails at once.
+    `activations` ('int8'/'fp8'): the activation-quantisation what-if
+    (analysis/quant_activations.py); the 16-bit precision around it is `dtype`, fp16 by default.
     """
+    from .analysis.quant_activations import check_activations, default_weights
     from .analysis.roofline import check_precisions, merge_into_modules, roofline_section
     from .analysis.roofline import roofline as _roofline
 
     hw = resolve_hardware(hardware)
+    act = check_activations(hw, activations)
+    if act is not None:
+        dtype = dtype or "fp16"
+        weights = default_weights(act, weights)
     check_precisions(hw, dtype, weights)
     analysis = analyse(model, example_inputs, dtype=dtype, **load_options)
     inputs = sum(t.storage_nbytes for t in analysis.trace.inputs)
     result = _roofline(analysis.counts, hw, dtype=dtype, weights=weights, efficiency=efficiency,
-                       input_bytes=inputs)
+                       input_bytes=inputs, activations=activations)
     report = count_report(analysis)
     report.roofline = roofline_section(result, depth)
     merge_into_modules(report, report.roofline)
@@ -403,7 +418,8 @@ def add_memory_sections(report: Report, analysis: Analysis, *, train: bool, opti
         if totals.trainable_params == 0:
             raise UserInputError("the model has no trainable parameters; --train needs some")
         loaded = analysis.loaded
-        train_trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True)
+        train_trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True,
+                                  attention=analysis.attention or FLASH)
         backward_counts = count_trace(train_trace, phase="backward")
     precision = analysis.precision or _traced_dtype(analysis)
     sections = memory_sections(
@@ -414,6 +430,8 @@ def add_memory_sections(report: Report, analysis: Analysis, *, train: bool, opti
         param_bytes=totals.param_bytes if analysis.counts.quantization is not None else None,
     )
     report.totals["activations"] = sections["activations"]
+    if analysis.trace.attention is not None:
+        sections["activations"]["activations_by_attention"] = _by_attention(analysis, train_trace)
     for module in report.modules:
         module.update(sections["modules"].get(module["path"], {}))
     if "backward_flops" in sections:
@@ -424,6 +442,23 @@ def add_memory_sections(report: Report, analysis: Analysis, *, train: bool, opti
         report.training = sections["training"]
     report.methods["activations"] = ("counted: liveness of every storage in one eager trace "
                                      "(allocated when produced, freed when PyTorch released it)")
+
+def _by_attention(analysis: Analysis, train_trace: Trace | None) -> dict[str, Any]:
+    """Both attention kernels' activation figures: the traced one and the other, traced too."""
+    from .analysis.memory import attention_figures
+    from .core.attention import IMPLEMENTATIONS
+    from .trace import trace_model
+
+    loaded, traced = analysis.loaded, analysis.trace.attention
+    out = {traced: {**attention_figures(analysis.trace, train_trace), "assumed": True}}
+    for other in IMPLEMENTATIONS:
+        if other != traced:
+            inference = trace_model(loaded.module, loaded.args, loaded.kwargs, attention=other)
+            train = (trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True, attention=other)
+                     if train_trace is not None else None)
+            out[other] = {**attention_figures(inference, train), "assumed": False}
+    return out
+
 
 @_keeps_rng
 def report(model: Any = None, example_inputs: Any = None, **options: Any) -> Report:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from ..core.units import format_bytes, format_count
-from .options import check_outputs, make_console, model_options, write_json
+from .options import attention_option, check_outputs, make_console, model_options, write_json
 
 
 @click.command()
@@ -20,8 +20,9 @@ from .options import check_outputs, make_console, model_options, write_json
 @click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True)
 @click.option("--depth", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
+@attention_option
 def memory(model, inputs, batch, seq, dtype, train, optimizer, master_fp32, checkpoint, device,
-           depth, json_path) -> None:
+           depth, json_path, attention) -> None:
     """Peak activation memory for inference and training, and the training budget."""
     from .. import api
 
@@ -34,7 +35,8 @@ def memory(model, inputs, batch, seq, dtype, train, optimizer, master_fp32, chec
                              "nothing is allocated)")
     report = api.memory(model, dtype=dtype, train=train, optimizer=optimizer,
                         master_fp32=master_fp32, checkpoint=checkpoint,
-                        inputs=list(inputs) or None, batch=batch, seq=seq, device=device).to_dict()
+                        inputs=list(inputs) or None, batch=batch, seq=seq, device=device,
+                        attention=attention).to_dict()
     if json_path == "-":
         write_json(report, "-")
         return
@@ -83,6 +85,7 @@ def _render(report: dict[str, Any], depth: int) -> None:
                 ("  extra forward FLOPs", format_count(ck["extra_forward_flops"])),
                 ("  training total with checkpointing", format_bytes(ck["total_bytes_with"])),
             ]
+    rows += _attention_rows(report)
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -96,3 +99,19 @@ def _render(report: dict[str, Any], depth: int) -> None:
         modules.add_row(label, m["type"], format_bytes(m.get("peak_share_bytes", 0)),
                         format_bytes(m["saved_bytes"]) if "saved_bytes" in m else "—")
     console.print(modules)
+
+
+def _attention_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Which attention kernel was assumed, and the other kernel's activation figures."""
+    by = report["totals"]["activations"].get("activations_by_attention")
+    assumed = report["settings"].get("attention", {}).get("implementation", "")
+    if not by:
+        return [("attention", assumed)] if assumed else []
+    rows = [("attention assumed", f"{assumed} (--attention {'math' if assumed == 'flash' else 'flash'} "
+                                  "for the other)")]
+    for impl, figures in by.items():
+        text = f"inference peak {format_bytes(figures['peak_inference_bytes'])}"
+        if "peak_train_forward_bytes" in figures:
+            text += f", training activations {format_bytes(figures['peak_train_forward_bytes'])}"
+        rows.append((f"  with {impl} attention", text))
+    return rows

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .options import check_outputs, model_options, write_json
+from .options import attention_option, check_outputs, model_options, write_json
 
 
 @click.command()
@@ -26,8 +26,12 @@ from .options import check_outputs, model_options, write_json
 @click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
               help="How many memory- and compute-bound layers to list.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
+@click.option("--activations", metavar="int8|fp8",
+              help="What-if: quantised activations (W8A8, W4A8 with --weights int4, fp8): matrix "
+                   "products at the device's int8/fp8 peak, activation bytes at that width.")
+@attention_option
 def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficiency, plot_path, top,
-             json_path) -> None:
+             json_path, activations, attention) -> None:
     """Predicted latency on a device: compute vs memory time per layer (roofline estimate)."""
     from .. import api
     from ..core.errors import UserInputError
@@ -45,7 +49,8 @@ def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficie
             raise UserInputError(f"--efficiency takes a number in (0, 1] or 'mamf', got {efficiency!r}") from None
     report, result = api.roofline_analysis(model, hardware=hardware, dtype=dtype, weights=weights,
                                      efficiency=eff, depth=depth, inputs=list(inputs) or None,
-                                     batch=batch, seq=seq)
+                                     batch=batch, seq=seq, activations=activations,
+                                     attention=attention)
     data = report.to_dict()
     if plot_path is not None:
         from ..report.plots import plot_roofline
