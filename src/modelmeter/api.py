@@ -326,7 +326,8 @@ def roofline(model: Any = None, example_inputs: Any = None, **options: Any) -> R
 def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
         batches: tuple[int, ...] | list[int] = (1,), dtype: str = "fp16", weights: str | None = None,
         kv_dtype: str | None = None, max_batch: bool = False,
-        trust_remote_code: bool = False) -> dict[str, Any]:
+        trust_remote_code: bool = False, activations: str | None = None,
+        attention: str | None = None) -> dict[str, Any]:
     """The LLM inference view (the report's `llm` section): prefill, decode, KV cache, fit.
 
     `hardware` is an id, a `Hardware`, or None for the calibrated 'local' profile.
@@ -336,7 +337,9 @@ def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
     hw = hardware if hardware is not None and not isinstance(hardware, str) else resolve_hardware(hardware)
     return llm_section(analyze_llm(model, hardware=hw, prompt=prompt, gen=gen, batches=tuple(batches),
                                    dtype=dtype, weights=weights, kv_dtype=kv_dtype,
-                                   max_batch=max_batch, trust_remote_code=trust_remote_code))
+                                   max_batch=max_batch, trust_remote_code=trust_remote_code,
+                                   activations=activations,
+                                   attention=check_attention(attention) or FLASH))
 
 
 @_keeps_rng

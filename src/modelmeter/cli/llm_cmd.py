@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.units import format_bytes, format_count, format_seconds
-from .options import check_outputs, check_sizes, make_console, write_json
+from .options import attention_option, check_outputs, check_sizes, make_console, write_json
 
 
 @click.command()
@@ -32,8 +32,12 @@ from .options import check_outputs, check_sizes, make_console, write_json
 @click.option("--trust-remote-code", is_flag=True, help="Allow a local folder's custom model code to run.")
 @click.option("--plot", "plot_path", metavar="FILE", help="Write tokens/s vs batch and the roofline (.png/.svg).")
 @click.option("--json", "json_path", metavar="PATH", help="Write the llm section as JSON ('-' = stdout).")
+@click.option("--activations", metavar="int8|fp8",
+              help="What-if: quantised activations (W8A8; W4A8 with --weights int4; fp8): matrix "
+                   "products at the device's int8/fp8 peak; weights and KV default to it.")
+@attention_option
 def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch, trust_remote_code,
-        plot_path, json_path) -> None:
+        plot_path, json_path, activations, attention) -> None:
     """LLM inference: TTFT, TPOT, tokens/s, KV cache and memory fit per batch size (estimated)."""
     from .. import api
     from ..analysis.llm import parse_batches
@@ -44,6 +48,9 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     batch_sizes = parse_batches(batches)
     check_sizes(batch_sizes, "--batch")
     hw = api.resolve_hardware(hardware)
+    from ..analysis.quant_activations import check_activations
+
+    check_activations(hw, activations)
     if plot_path:
         from ..report.llm_plots import check_plot_path
 
@@ -51,7 +58,8 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     check_outputs(json=json_path)
     section = api.llm(model, hardware=hw, prompt=prompt, gen=gen, batches=batch_sizes,
                       dtype=dtype, weights=weights, kv_dtype=kv_dtype, max_batch=max_batch,
-                      trust_remote_code=trust_remote_code)
+                      trust_remote_code=trust_remote_code, activations=activations,
+                      attention=attention)
     if plot_path:
         from ..report.llm_plots import plot_llm
 
