@@ -76,3 +76,29 @@ def test_roofline_w8a8_and_fp8(run_main):
 def test_device_without_the_peak(run_main, args, needle):
     code, _, err = run_main(*args)
     assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err
+
+
+def test_llm_table_and_plot_labels_in_plain_words(run_main, tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from modelmeter import api
+    from modelmeter.report.llm_plots import _roofline
+
+    code, out, err = run_main("llm", "gpt2", "--hardware", "h100-sxm", "--prompt", "64", "--gen", "8",
+                              "--batch", "1,2,4", "--activations", "int8")
+    assert code == 0, err
+    assert "limited by" in out and "memory / memory" in out and "com/mem" not in out
+    assert "int8 activations" in out and "flash attention" in out
+    section = api.llm("gpt2", hardware="h100-sxm", prompt=64, gen=8, batches=(1, 2, 4))
+    fig, ax = plt.subplots()
+    _roofline(ax, section)
+    texts = [t.get_text() for t in ax.texts]
+    plt.close(fig)
+    # Each batch is named once per phase; coinciding points share one label.
+    for batch in ("1", "2", "4"):
+        assert sum(batch in t.removeprefix("batch ").split(", ") for t in texts) == 2, texts
+    assert all(t.startswith("batch ") for t in texts)

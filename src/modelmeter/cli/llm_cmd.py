@@ -81,10 +81,11 @@ def _render(console: Console, s: dict[str, Any]) -> None:
     for note in s["notes"]:
         console.print(f"[bold yellow]warning:[/] {note}")
     table = Table(title=(f"{s['model']} on {s['hardware']} — prompt {st['prompt']}, gen {st['gen']}, "
-                         f"{st['dtype']} activations, {st['weights']} weights, {st['kv_dtype']} KV "
+                         f"{st.get('activations', st['dtype'])} activations, {st['weights']} weights, "
+                         f"{st['kv_dtype']} KV, {st['attention']['implementation']} attention "
                          "(estimated)"))
-    for col in ("batch", "TTFT", "TPOT", "e2e", "tok/s", "tok/s/seq", "bound p/d", "KV cache",
-                "memory", "fits"):
+    for col in ("batch", "time to 1st token", "time per token", "end to end", "tokens/s",
+                "tokens/s per seq", "prefill / decode limited by", "KV cache", "memory", "fits"):
         table.add_column(col, justify="right")
     for b in s["batches"]:
         fits = "—" if b["fits"] is None else ("yes" if b["fits"] else "[red]no[/]")
@@ -92,7 +93,7 @@ def _render(console: Console, s: dict[str, Any]) -> None:
             str(b["batch"]), format_seconds(b["ttft_s"]), format_seconds(b["tpot_s"]),
             format_seconds(b["e2e_s"]), format_count(b["tokens_per_s"]),
             format_count(b["tokens_per_s_per_seq"]),
-            f"{b['prefill']['bound'][:3]}/{b['decode']['bound'][:3]}",
+            f"{b['prefill']['bound']} / {b['decode']['bound']}",
             format_bytes(b["kv_cache_bytes"]), format_bytes(b["memory_bytes"]), fits,
         )
     console.print(table)
