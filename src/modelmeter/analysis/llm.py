@@ -63,7 +63,6 @@ from ..core.precision import (
 from ..count.moe import BALANCED, expected_touched
 from ..formulas import decoder_dims, decoder_flops_per_token, kv_cache_bytes
 from ..hardware import Hardware, get_hardware
-from .quant_activations import check_activations
 from .llm_trace import (
     ACT,
     EXPERT,
@@ -78,6 +77,7 @@ from .llm_trace import (
     OpKey,
     StepCosts,
 )
+from .quant_activations import check_activations
 
 __all__ = [
     "BatchFigures",
