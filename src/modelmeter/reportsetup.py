@@ -43,6 +43,7 @@ def build_full_report(
     environment: bool = True,
     timing: dict[str, Any] | None = None,
     status: Callable[[str], None] | None = None,
+    attention: str | None = None,
 ) -> Any:
     """count + memory + roofline + (measurement) of one model as one `Report`.
 
@@ -67,7 +68,8 @@ def build_full_report(
 
     say("tracing and counting")
     # A spec is built on meta; batch, seq and inputs that cannot apply are refused there.
-    analysis = api.analyse(model, example_inputs, dtype=dtype, inputs=inputs, batch=batch, seq=seq)
+    analysis = api.analyse(model, example_inputs, dtype=dtype, inputs=inputs, batch=batch, seq=seq,
+                           attention=attention)
     report = api.count_report(analysis)
     say("activation memory")
     api.add_memory_sections(report, analysis, train=train, optimizer=optimizer)

@@ -28,7 +28,7 @@ from ..reportsetup import (
     build_full_report,
     split_list,
 )
-from .options import check_outputs, check_sizes, make_console, write_json
+from .options import attention_option, check_outputs, check_sizes, make_console, write_json
 
 
 def _write_text(target: str, text: str) -> None:
@@ -78,8 +78,9 @@ def export_json(report: Any) -> dict[str, Any]:
               help="Run store file for --save (default: the user data dir).")
 @click.option("--absolute-paths", is_flag=True,
               help="Keep absolute file paths in Markdown/HTML (default: shown as their last part).")
+@attention_option
 def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, depth, top, json_path,
-           csv_path, md_path, html_path, save, db, absolute_paths) -> None:
+           csv_path, md_path, html_path, save, db, absolute_paths, attention) -> None:
     """Every efficiency metric of a model in one view: counts, memory, roofline, measurement."""
     check_outputs(json=json_path, csv=csv_path, md=md_path, html=html_path)
     if save:
@@ -97,6 +98,7 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
         rep = build_full_report(model, hardware=hardware, dtype=dtype, batch=batch, seq=seq,
                                 inputs=list(inputs) or None, measure=measure, device=device, train=train,
                                 timing={"malloc": "retain"},  # this process ends with the command
+                                attention=attention,
                                 status=lambda text: spinner.update(text))
     data = rep.to_dict()
     if not quiet:  # shown first: should a write still fail (disk full), the numbers were seen
