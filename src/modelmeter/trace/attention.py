@@ -12,7 +12,8 @@ unfused attention, so the implementation is a what-if the caller chooses:
   takes masks, `is_causal`, `scale` and grouped K/V heads), whose only outputs,
   and only tensors saved for backward besides Q, K, V, are the attention output
   and its log-sum-exp. Value heads narrower than query heads (MLA) take the
-  memory-efficient kernel, whose meta rule gives the output v's width. A fused
+  memory-efficient kernel, whose meta rule gives the output v's width (on CPU,
+  which has no such kernel, SDPA runs as PyTorch dispatches it). A fused
   kernel fuses attention dropout (it keeps an RNG seed, not a mask); the CPU
   kernel refuses dropout on real tensors, so there it runs without it.
   On a GPU tensor SDPA is left to pick its own fused kernel.
@@ -63,6 +64,8 @@ class AttentionMode(TorchFunctionMode):
             dropout = 0.0  # the CPU kernel has no dropout; a fused kernel's costs no memory
         mask, causal, scale = bound.get("attn_mask"), bool(bound.get("is_causal")), bound.get("scale")
         if v.shape[-1] != q.shape[-1]:
+            if q.device.type == "cpu":
+                return func(*args, **kwargs)  # no CPU kernel for narrower values: what CPU runs
             if k.shape[-3] != q.shape[-3]:
                 k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
                 v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
