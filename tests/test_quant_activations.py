@@ -93,7 +93,7 @@ def test_llm_table_and_plot_labels_in_plain_words(run_main, tmp_path):
     assert code == 0, err
     assert "limited by" in out and "memory / memory" in out and "com/mem" not in out
     assert "int8 activations" in out and "flash attention" in out
-    section = api.llm("gpt2", hardware="h100-sxm", prompt=64, gen=8, batches=(1, 2, 4))
+    section = api.llm("gpt2", hardware="h100-sxm", prompt=64, gen=8, batches=(1, 2, 4)).to_dict()
     fig, ax = plt.subplots()
     _roofline(ax, section)
     texts = [t.get_text() for t in ax.texts]

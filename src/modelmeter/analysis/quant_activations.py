@@ -27,14 +27,26 @@ from ..hardware import Hardware, list_hardware
 ACTIVATION_PRECISIONS = ("int8", "fp8")
 
 
-def check_activations(hw: Hardware, activations: str | None) -> Precision | None:
-    """The activation precision, checked against `hw`'s matrix peaks (None: not quantised)."""
+def parse_activations(activations: str | None) -> str | None:
+    """A valid activation precision name, 'int8' or 'fp8' (None: not quantised)."""
     if activations is None:
         return None
-    p = parse_precision(activations)
-    if p.name not in ACTIVATION_PRECISIONS:
+    try:
+        name = parse_precision(activations).name
+    except UserInputError:
+        name = None
+    if name not in ACTIVATION_PRECISIONS:
         raise UserInputError(f"--activations takes {' or '.join(ACTIVATION_PRECISIONS)} (quantised "
                              f"activations), got {activations!r}; for 16-bit activations use --dtype")
+    return name
+
+
+def check_activations(hw: Hardware, activations: str | None) -> Precision | None:
+    """The activation precision, checked against `hw`'s matrix peaks (None: not quantised)."""
+    name = parse_activations(activations)
+    if name is None:
+        return None
+    p = parse_precision(name)
     if p.name not in hw.peak_flops:
         have = ", ".join(h.id for h in list_hardware() if p.name in h.peak_flops)
         raise UserInputError(f"{hw.id} has no {p.name} matrix peak in the database, so {p.name} "

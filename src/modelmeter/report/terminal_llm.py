@@ -1,0 +1,59 @@
+"""`modelmeter llm` in the terminal (layer 4): warnings, a row per batch size, the memory line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..core.units import format_bytes, format_count, format_seconds
+
+
+def llm_view(s: dict[str, Any]) -> list[RenderableType]:
+    """The report's `llm` section (`LLMSection.to_dict()`)."""
+    st = s["settings"]
+    out: list[RenderableType] = [Text.assemble(("warning:", "bold yellow"), f" {note}") for note in s["notes"]]
+    table = Table(title=(f"{s['model']} on {s['hardware']} — prompt {st['prompt']}, gen {st['gen']}, "
+                         f"{st.get('activations', st['dtype'])} activations, {st['weights']} weights, "
+                         f"{st['kv_dtype']} KV{_attention(st)} (estimated)"))
+    for col in ("batch", "time to 1st token", "time per token", "end to end", "tokens/s",
+                "tokens/s per seq", "prefill / decode limited by", "KV cache", "memory", "fits"):
+        table.add_column(col, justify="right")
+    for b in s["batches"]:
+        fits = "—" if b["fits"] is None else ("yes" if b["fits"] else Text("no", style="red"))
+        table.add_row(
+            str(b["batch"]), format_seconds(b["ttft_s"]), format_seconds(b["tpot_s"]),
+            format_seconds(b["e2e_s"]), format_count(b["tokens_per_s"]),
+            format_count(b["tokens_per_s_per_seq"]),
+            f"{b['prefill']['bound']} / {b['decode']['bound']}",
+            format_bytes(b["kv_cache_bytes"]), format_bytes(b["memory_bytes"]), fits,
+        )
+    out.append(table)
+    hw = s["hardware_detail"]
+    limit = s["max_batch"]
+    out.append(Text(
+        f"weights {format_bytes(s['weight_bytes'])}{_layout_note(s)} · KV cache "
+        f"{format_bytes(s['kv_cache_bytes_per_token'])}"
+        f"/token (closed form {format_bytes(s['kv_cache_bytes_per_token_closed_form'])}) · device memory "
+        f"{format_bytes(hw['memory_bytes'], binary=True)} · max batch "
+        f"{'unknown' if limit is None else limit} · decode fit error "
+        f"{s['fit']['decode_max_rel_error']:.1e}"))
+    return out
+
+
+def _attention(settings: dict[str, Any]) -> str:
+    """', flash attention': the kernel the traces assumed (absent from older reports)."""
+    impl = (settings.get("attention") or {}).get("implementation")
+    return f", {impl} attention" if impl else ""
+
+
+def _layout_note(s: dict[str, Any]) -> str:
+    """' (embedding, head, norm kept fp16; naive …)' for a quantised weights precision."""
+    q = s.get("quantization")
+    if not q:
+        return ""
+    kept = ", ".join(k["kind"] for k in q["kept"]) or "nothing"
+    return (f" ({kept} kept {q['kept_precision']}; naive, every tensor at {q['precision']}: "
+            f"{format_bytes(s['weight_bytes_naive'])})")
