@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from .options import check_outputs, check_sizes, make_console, write_json
+from .options import attention_option, check_outputs, check_sizes, make_console, write_json
 
 
 @click.command()
@@ -27,8 +27,12 @@ from .options import check_outputs, check_sizes, make_console, write_json
 @click.option("--trust-remote-code", is_flag=True, help="Allow a local folder's custom model code to run.")
 @click.option("--plot", "plot_path", metavar="FILE", help="Write tokens/s vs batch and the roofline (.png/.svg).")
 @click.option("--json", "json_path", metavar="PATH", help="Write the llm section as JSON ('-' = stdout).")
+@click.option("--activations", metavar="int8|fp8",
+              help="What-if: quantised activations (W8A8; W4A8 with --weights int4; fp8): matrix "
+                   "products at the device's int8/fp8 peak; weights and KV default to it.")
+@attention_option
 def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch, trust_remote_code,
-        plot_path, json_path) -> None:
+        plot_path, json_path, activations, attention) -> None:
     """LLM inference: TTFT, TPOT, tokens/s, KV cache and memory fit per batch size (estimated)."""
     from ..core.lists import parse_batch_sizes
     from ..pipeline import run
@@ -46,7 +50,8 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
 
         check_plot_path(plot_path)
     check_outputs(json=json_path)
-    options = LLMOptions(hw, prompt, gen, batch_sizes, dtype, weights, kv_dtype, max_batch, trust_remote_code)
+    options = LLMOptions(hw, prompt, gen, batch_sizes, dtype, weights, kv_dtype, max_batch, trust_remote_code,
+                         activations=activations, attention=attention)
     section = run.llm(model, options).to_dict()
     if plot_path:
         from ..report.llm_plots import plot_llm

@@ -24,8 +24,10 @@ from typing import Any
 
 from ..analysis.compare import Comparison, compare_reports
 from ..analysis.llm import analyze_llm
+from ..analysis.quant_activations import check_activations, default_weights
 from ..analysis.roofline import check_precisions
 from ..analysis.roofline import roofline as roofline_model
+from ..core.attention import FLASH
 from ..core.errors import UserInputError
 from ..core.report import Report
 from ..hardware import Hardware
@@ -41,6 +43,7 @@ from .model import (
     leading_dim,
     module_calls,
     module_state,
+    other_attention_traces,
     trace_training,
 )
 from .options import (
@@ -103,14 +106,19 @@ def count(model: ModelOptions) -> Sections:
 
 
 def memory_section(analysis: Analysis, options: MemoryOptions) -> MemorySection:
-    """Activation liveness of the trace; with `train`, the training step traced and budgeted."""
+    """Activation liveness of the trace; with `train`, the training step traced and budgeted.
+
+    The attention kernel not assumed is traced too, so the section shows both
+    (`activations_by_attention`): the one figure that depends on an assumption.
+    """
     train_trace = backward_counts = None
     if options.train:
         if analysis.counts.totals.trainable_params == 0:
             raise UserInputError("the model has no trainable parameters; --train needs some")
         train_trace, backward_counts = trace_training(analysis)
     return MemorySection.from_traces(analysis, train_trace, backward_counts, optimizer=options.optimizer,
-                                     master_fp32=options.master_fp32, checkpoint=options.checkpoint)
+                                     master_fp32=options.master_fp32, checkpoint=options.checkpoint,
+                                     other_attention=other_attention_traces(analysis, options.train))
 
 
 def memory(model: ModelOptions, options: MemoryOptions) -> Sections:
@@ -121,9 +129,11 @@ def memory(model: ModelOptions, options: MemoryOptions) -> Sections:
 
 def roofline_section(analysis: Analysis, hw: Hardware, *, weights: str | None = None,
                      efficiency: float | str | None = None, depth: int | None = None,
-                     module_keys: tuple[str, ...] = ROOFLINE_MODULE_KEYS) -> RooflineSection:
+                     module_keys: tuple[str, ...] = ROOFLINE_MODULE_KEYS,
+                     activations: str | None = None) -> RooflineSection:
     result = roofline_model(analysis.counts, hw, dtype=analysis.precision, weights=weights,
-                            efficiency=efficiency, input_bytes=analysis.input_bytes)
+                            efficiency=efficiency, input_bytes=analysis.input_bytes,
+                            activations=activations)
     return RooflineSection(result, depth, module_keys)
 
 
@@ -131,11 +141,19 @@ def roofline(model: ModelOptions, options: RooflineOptions) -> Sections:
     """Counts plus the predicted latency on a device. The device and precisions are
     checked before the trace, so a typo fails at once."""
     hw = resolve_hardware(options.hardware)
-    check_precisions(hw, model.dtype, options.weights)
+    weights = options.weights
+    act = check_activations(hw, options.activations)
+    if act is not None:
+        # Quantised activations (W8A8, W4A8, fp8): the work around the matrix products stays
+        # 16-bit (fp16 unless --dtype says), and the weights follow the activations unless given.
+        model = replace(model, dtype=model.dtype or "fp16")
+        weights = default_weights(act, weights)
+    check_precisions(hw, model.dtype, weights)
     analysis = analyse(model)
     return Sections(CountSection.from_analysis(analysis),
-                    roofline=roofline_section(analysis, hw, weights=options.weights,
-                                              efficiency=options.efficiency, depth=options.depth))
+                    roofline=roofline_section(analysis, hw, weights=weights,
+                                              efficiency=options.efficiency, depth=options.depth,
+                                              activations=options.activations))
 
 
 # ------------------------------------------------------------------ measurement
@@ -208,10 +226,12 @@ def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -
 def llm(model: Any, options: LLMOptions) -> LLMSection:
     """Prefill, decode, KV cache and memory fit per batch for a decoder (estimated)."""
     hw = resolve_hardware(options.hardware)
+    check_activations(hw, options.activations)  # before minutes of tracing
     return LLMSection(analyze_llm(
         model, hardware=hw, prompt=options.prompt, gen=options.gen, batches=options.batches,
         dtype=options.dtype, weights=options.weights, kv_dtype=options.kv_dtype,
-        max_batch=options.max_batch, trust_remote_code=options.trust_remote_code))
+        max_batch=options.max_batch, trust_remote_code=options.trust_remote_code,
+        activations=options.activations, attention=options.attention or FLASH))
 
 
 # ------------------------------------------------------------------ the full report

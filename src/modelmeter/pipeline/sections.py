@@ -24,8 +24,9 @@ from functools import cached_property
 from typing import Any
 
 from ..analysis.llm import LLMResult, llm_section
-from ..analysis.memory import memory_sections
+from ..analysis.memory import attention_figures, memory_sections
 from ..analysis.roofline import RooflineResult, roofline_section
+from ..core.attention import attention_setting
 from ..core.events import Trace
 from ..core.report import Report
 from ..core.results import Counts
@@ -90,6 +91,7 @@ class CountSection:
             "mode": analysis.trace.mode,
             "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in analysis.trace.inputs],
             "notes": list(analysis.notes),
+            "attention": attention_setting(analysis.attention, analysis.trace.attention),
         }
         methods = dict(COUNT_METHODS)
         if counts.routing is not None:  # mixture of experts: how routed experts were costed
@@ -187,7 +189,11 @@ class MemorySection:
 
     @classmethod
     def from_traces(cls, analysis: Analysis, train_trace: Trace | None, backward_counts: Counts | None,
-                    *, optimizer: str, master_fp32: bool = False, checkpoint: bool = False) -> MemorySection:
+                    *, optimizer: str, master_fp32: bool = False, checkpoint: bool = False,
+                    other_attention: Mapping[str, tuple[Trace, Trace | None]] | None = None) -> MemorySection:
+        """`other_attention`: {kernel: (inference, training trace)} of the attention kernels
+        not assumed (`model.other_attention_traces`); with them, `activations_by_attention`
+        holds each kernel's figures, the assumed one marked."""
         totals = analysis.counts.totals
         out = memory_sections(
             analysis.trace, train_trace, precision=analysis.precision or analysis.traced_dtype,
@@ -197,11 +203,18 @@ class MemorySection:
             # A quantised precision stores the weights in the weight-only layout the count used.
             param_bytes=totals.param_bytes if analysis.counts.quantization is not None else None,
         )
+        activations = dict(out["activations"])
+        if analysis.trace.attention is not None and other_attention is not None:
+            activations["activations_by_attention"] = {
+                analysis.trace.attention: {**attention_figures(analysis.trace, train_trace), "assumed": True},
+                **{kernel: {**attention_figures(inference, training), "assumed": False}
+                   for kernel, (inference, training) in other_attention.items()},
+            }
         backward = None
         if "backward_flops" in out and backward_counts is not None:
             backward = {"backward_flops": out["backward_flops"], "backward_macs": out["backward_macs"],
                         "backward_fallback_ops": fallback_rows(backward_counts)}
-        return cls(out["activations"], out["modules"], backward, out.get("training"))
+        return cls(activations, out["modules"], backward, out.get("training"))
 
     def totals_part(self) -> dict[str, Any]:
         """Its keys of the report's `totals`."""
