@@ -37,17 +37,16 @@ def check_device(device: str) -> str:
 def prediction_hardware(hw_id: str | None, device: str, dtype: str | None) -> tuple[Any, str | None]:
     """The profile for the roofline, or (None, why there is no prediction)."""
     from .analysis.roofline import check_precisions
-    from .hardware import get_hardware, list_hardware, load_local_profile
+    from .hardware import get_hardware, list_hardware
 
     if hw_id is not None:
         hw = get_hardware(hw_id)
         check_precisions(hw, dtype)  # asked for by name: a mismatch is the user's to fix
         return hw, None
     if device == "cpu":
-        hw = load_local_profile()
+        hw, why = local_hardware_for_prediction()
         if hw is None:
-            return None, ("no roofline prediction: no calibrated 'local' profile; run "
-                          "`modelmeter hardware calibrate` or pass --hardware ID")
+            return None, why
     else:
         import torch
 
@@ -60,6 +59,61 @@ def prediction_hardware(hw_id: str | None, device: str, dtype: str | None) -> tu
     except UserInputError as exc:
         return None, f"no roofline prediction: {exc}"
     return hw, None
+
+
+def apply_threads(threads: int | None, device: str) -> int | None:
+    """Set torch's intra-op threads: `threads`, else on cpu the physical cores the load leaves free.
+
+    For the CLI, whose process ends with the command (a library call leaves its caller's
+    threads alone). Returns the count set, None when left as it was.
+    """
+    import torch
+
+    from .hardware.local import choose_threads
+
+    if threads is None and device != "cpu":
+        return None
+    count = threads if threads is not None else choose_threads()
+    torch.set_num_threads(count)
+    return count
+
+
+def local_hardware_for_prediction(progress: Any = None) -> tuple[Any, str | None]:
+    """This machine's profile, calibrated on first use (hardware.local); (None, why) when there is none."""
+    from .hardware import load_local_profile
+    from .hardware.local import CalibrationRefused, local_profile, stderr_progress
+
+    try:
+        prof = local_profile(progress=progress or stderr_progress())
+    except CalibrationRefused as exc:
+        return None, f"no roofline prediction: {exc}"
+    if prof is not None:
+        return prof.hardware, None
+    hw = load_local_profile()  # automatic calibration off: a saved profile still serves the bound
+    if hw is None:
+        return None, ("no roofline prediction: no calibrated 'local' profile; run "
+                      "`modelmeter hardware calibrate` or pass --hardware ID")
+    return hw, None
+
+
+def local_perf_model(hw: Any, device: str) -> Any:
+    """The calibrated prediction model when `hw` is this machine's profile (never calibrates)."""
+    if hw is None or hw.id != "local" or device != "cpu":
+        return None
+    from .hardware.local import local_profile
+
+    prof = local_profile(auto_calibrate=False)
+    return prof.model if prof is not None else None
+
+
+def calibrated_latency(counts: Any, roofline_result: Any, model: Any) -> float | None:
+    """The calibrated total of `analysis.predict` (None without a model or at another precision)."""
+    if model is None or roofline_result is None:
+        return None
+    from .analysis.predict import predict
+
+    p = predict(counts, roofline_result, model)
+    return p.predicted_latency_s if p is not None else None
 
 
 def _tokens(text: str) -> set[str]:
@@ -177,6 +231,8 @@ class BenchBuilder:
             hardware=self.hw.id if self.hw is not None else None,
             tdp_w=self.hw.tdp_w if self.hw is not None else None,
             peak_activation_bytes=_counted_peak_activations(analysis),
+            calibrated_latency_s=calibrated_latency(analysis.counts, result,
+                                                    local_perf_model(self.hw, self.device)),
         )
 
     def report(self, result: Any) -> Any:

@@ -59,7 +59,7 @@ def build_full_report(
     notes: list[str] = []
     if dtype is not None:
         dtype = parse_precision(dtype).name
-    hw = _hardware(hardware, dtype, notes)  # before the trace: a typo fails at once
+    hw = _hardware(hardware, dtype, notes, _calibration_progress(say))  # before the trace: a typo fails at once
     if train:
         from .analysis.memory import check_optimizer
 
@@ -113,11 +113,26 @@ def build_full_report(
     return report
 
 
-def _hardware(hw_id: str | None, dtype: str | None, notes: list[str]) -> Any:
+def _local_hardware(notes: list[str], progress: Any) -> Any:
+    """This machine's profile, calibrated on first use; None with a note when there is none."""
+    from .benchsetup import local_hardware_for_prediction
+
+    hw, why = local_hardware_for_prediction(progress)
+    if hw is None:
+        notes.append(NO_HARDWARE_NOTE if why and "no calibrated" in why else str(why))
+    return hw
+
+
+def _calibration_progress(say: Callable[[str], None]) -> Any:
+    return lambda _desc, done, total: say(
+        f"calibrating this machine once (cached for later runs): {100 * done // max(total, 1)}%")
+
+
+def _hardware(hw_id: str | None, dtype: str | None, notes: list[str], progress: Any = None) -> Any:
     """The roofline device: the named one (errors are the user's), else 'local', else None + note."""
     try:
         from .analysis.roofline import check_precisions
-        from .hardware import get_hardware, load_local_profile
+        from .hardware import get_hardware
     except ImportError:  # roofline part not installed in this tree
         notes.append("no roofline: the roofline analysis is not available in this build")
         return None
@@ -125,9 +140,8 @@ def _hardware(hw_id: str | None, dtype: str | None, notes: list[str]) -> Any:
         hw = get_hardware(hw_id)
         check_precisions(hw, dtype)
         return hw
-    hw = load_local_profile()
+    hw = _local_hardware(notes, progress)
     if hw is None:
-        notes.append(NO_HARDWARE_NOTE)
         return None
     try:
         check_precisions(hw, dtype)
@@ -151,7 +165,21 @@ def _add_roofline(report: Any, analysis: Any, hw: Any, dtype: str | None, notes:
         if entry["path"] in latency:
             entry["latency_s"] = latency[entry["path"]]
     report.methods["roofline"] = report.roofline["method"]
+    _add_calibrated(report, analysis, result, hw)
     return result
+
+
+def _add_calibrated(report: Any, analysis: Any, result: Any, hw: Any) -> None:
+    """`roofline.calibrated`: this machine's calibrated prediction beside the bound (cpu profile only)."""
+    from .analysis.predict import predict, prediction_section
+    from .benchsetup import local_perf_model
+
+    model = local_perf_model(hw, "cpu")
+    pred = predict(analysis.counts, result, model) if model is not None else None
+    if pred is not None:
+        report.roofline["calibrated"] = prediction_section(pred)
+        report.roofline["predicted_latency_s"] = pred.predicted_latency_s
+        report.roofline["roofline_latency_s"] = result.latency_s
 
 
 def _same_kind(hw: Any, device: str) -> bool:
@@ -182,6 +210,8 @@ def _add_measurement(report: Any, analysis: Any, model: Any, hw: Any, result: An
         hardware=hw.id if hw is not None and comparable else None,
         tdp_w=hw.tdp_w if hw is not None and comparable else None,
         peak_activation_bytes=peak,
+        calibrated_latency_s=((report.roofline or {}).get("predicted_latency_s")
+                              if comparable else None),
     )
     notes: list[str] = []
     restore = None

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from ..benchsetup import BenchBuilder, check_device, prediction_hardware
+from ..benchsetup import BenchBuilder, apply_threads, check_device, prediction_hardware
 from .options import check_outputs, check_sizes, make_console, write_json
 
 EXIT_INTERRUPTED = 130
@@ -80,11 +80,9 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
     region_key = carbon_intensity(region or "world").region
     pue_value = parse_pue(pue) if pue is not None else 1.0
     energy_meter = select_meter(meter, device) if energy else None
+    # Threads first: the calibrated profile is keyed by the thread count the bench runs with.
+    apply_threads(threads, device)
     hw, hw_note = prediction_hardware(hardware, device, dtype)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
 
     builder = BenchBuilder(model, list(inputs) or None, seq, dtype, device, hw)
     if batches is None:

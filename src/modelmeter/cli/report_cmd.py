@@ -93,6 +93,9 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
                       advice="leave out --measure: the report counts it on the meta device")
     quiet = json_path == "-"
     console = make_console(json_to_stdout=quiet)
+    from ..benchsetup import apply_threads
+
+    apply_threads(None, device)  # the cpu default: physical cores the load leaves free
     with console.status("starting") as spinner:
         rep = build_full_report(model, hardware=hardware, dtype=dtype, batch=batch, seq=seq,
                                 inputs=list(inputs) or None, measure=measure, device=device, train=train,
