@@ -123,6 +123,10 @@ class ClassModel:
         if not self.knots:
             return 1.0
         x, y = _features(bound_s, intensity)
+        # Clamp to the measured range first: beyond it the nearest edge's value holds
+        # (inverse-distance weights alone would drift toward the mean of far-away knots).
+        x = min(max(x, min(k[0] for k in self.knots)), max(k[0] for k in self.knots))
+        y = min(max(y, min(k[1] for k in self.knots)), max(k[1] for k in self.knots))
         dist = sorted(
             (math.hypot(x - kx, _INTENSITY_WEIGHT * (y - ky)), ke) for kx, ky, ke in self.knots
         )[:_K_NEAREST]
