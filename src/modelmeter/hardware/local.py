@@ -167,6 +167,8 @@ def short_calibration(
     progress: Progress | None = None,
     loadavg: Callable[[], float | None] = system_load,
     refuse: bool = True,
+    settings: Any = None,
+    microbench_budget_s: float = 14.0,
 ) -> tuple[Hardware, PerfModel, dict[str, Any]]:
     """Peaks + microbenchmarks + the fitted model; raises CalibrationRefused (see the module docstring)."""
     import torch
@@ -189,7 +191,7 @@ def short_calibration(
             return None
         return lambda desc, done, total: progress(desc, offset + share * done // max(total, 1), 100)
 
-    settings = CalibrationSettings(repeats=3, min_sample_s=0.003, matmul_sizes=(256, 512, 1024),
+    settings = settings or CalibrationSettings(repeats=3, min_sample_s=0.003, matmul_sizes=(256, 512, 1024),
                                    matmul_target_s=0.01, stream_llc_multiple=1.0,
                                    stream_max_total_bytes=3 * 64 * 2**20, budget_s=8.0,
                                    precisions=("fp32",))
@@ -197,7 +199,7 @@ def short_calibration(
     old = torch.get_num_threads()
     torch.set_num_threads(nthreads)
     try:
-        bench = run_microbench(device, progress=part(35, 65))
+        bench = run_microbench(device, budget_s=microbench_budget_s, progress=part(35, 65))
     finally:
         torch.set_num_threads(old)
     load_end = loadavg()
