@@ -162,6 +162,21 @@ def test_a_calibration_under_load_is_refused_and_nothing_is_saved(tmp_path, monk
     assert not local_profile_path().exists()
 
 
+@pytest.mark.slow
+def test_hardware_calibrate_under_load_says_why_and_saves_nothing(tmp_path, monkeypatch, run_main) -> None:
+    from modelmeter.hardware import CalibrationSettings
+
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    tiny = CalibrationSettings(repeats=1, min_sample_s=0.0005, matmul_sizes=(64,), matmul_target_s=0.0,
+                               stream_bytes_per_array=2**20, budget_s=1.0, precisions=("fp32",))
+    monkeypatch.setattr(CalibrationSettings, "quick", classmethod(lambda cls: tiny))
+    monkeypatch.setattr("modelmeter.hardware.local.system_load", lambda: 1000.0)
+    code, _out, err = run_main("hardware", "calibrate", "--quick", "--device", "cpu")
+    assert code == 2
+    assert "not saved" in err and "load average was 1000.00" in err and "quiet" in err
+    assert not local_profile_path().exists()
+
+
 def test_automatic_calibration_can_be_turned_off(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
     monkeypatch.setenv(AUTO_ENV, "0")

@@ -46,7 +46,7 @@ __all__ = [
     "CalibrationRefused", "LocalProfile", "cache_key", "default_threads", "load_warning",
     "local_profile", "profile_cache_path", "refusal_reason", "short_calibration", "stderr_progress",
     "system_load",
-    "choose_threads",
+    "calibration_refusal", "choose_threads",
 ]
 
 CACHE_SCHEMA = "modelmeter.local-profile/1"
@@ -112,6 +112,16 @@ def choose_threads(loadavg: Callable[[], float | None] | None = None) -> int:
     cpu = read_cpu_info()
     return default_threads(cpu.physical_cores or cpu.logical_cpus, cpu.logical_cpus,
                            (loadavg or system_load)())
+
+
+def calibration_refusal(result: Any) -> str | None:
+    """`refusal_reason` for a full `CalibrationResult` (cpu only): load at its start and now, matmul vs ISA."""
+    if not str(result.device).startswith("cpu"):
+        return None
+    now = system_load()
+    load = max((x for x in (result.load_average, now) if x is not None), default=None)
+    isa = result.isa_peak.peak_flops.get("fp32") if result.isa_peak is not None else None
+    return refusal_reason(load, os.cpu_count() or 1, result.rate("matmul.fp32"), isa)
 
 
 def cache_key(cpu_model: str, threads: int, torch_version: str, device: str = "cpu") -> str:
