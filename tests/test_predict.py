@@ -310,3 +310,38 @@ def test_report_shows_calibrated_and_measured_latency_from_a_cached_profile(tmp_
         rl["predicted_latency_s"] / m["latency_s"]["p50"] - 1)
     assert "calibrated" in stdout and "measured latency" in stdout
     assert not math.isnan(m["calibrated_prediction_error"])
+
+
+# ------------------------------------------------------------------ LLM steps here
+
+
+def test_llm_fit_check_names_what_is_needed_and_available() -> None:
+    from modelmeter.analysis.llm_measure import check_fits
+
+    assert check_fits(1_000_000, 4, 0.0, 2**30) is None
+    why = check_fits(1_100_000_000, 4, 2**30, 4 * 2**30)
+    assert why is not None and "5.1 GiB" in why and "4.0 GiB is available" in why
+    assert check_fits(10**12, 4, 0.0, None) is None  # memory unknown: not refused here
+
+
+@pytest.mark.slow
+def test_llm_measure_prints_and_writes_predicted_and_measured_steps(tmp_path, monkeypatch, run_main) -> None:
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    from modelmeter.benchsetup import apply_threads
+    from modelmeter.hardware.detect import cpu_name
+    from modelmeter.hardware.profile import save_local_profile
+
+    threads = apply_threads(None, "cpu")
+    save_cached(cache_key(cpu_name(), threads, torch.__version__), _hardware(), _model(), None)
+    save_local_profile(_hardware())
+    out = tmp_path / "llm.json"
+    code, stdout, err = run_main("llm", "gpt2", "--hardware", "local", "--dtype", "fp32", "--prompt", "8",
+                                 "--gen", "2", "--measure", "--json", str(out))
+    assert code == 0, err
+    local = json.loads(out.read_text())["llm"]["local"]
+    m = local["measured"]
+    assert m["ttft_s"] > 0 and m["tpot_s"] > 0 and m["decode_steps"] == 2
+    assert m["tokens_per_s"] == pytest.approx(1 / m["tpot_s"])
+    assert local["ttft_bound_s"] > 0 and local["tpot_predicted_s"] > 0 and local["ttft_predicted_s"] > 0
+    assert local["tpot_prediction_error"] == pytest.approx(local["tpot_predicted_s"] / m["tpot_s"] - 1)
+    assert "TTFT" in stdout and "measured decode" in stdout and "predicted (calibrated)" in stdout

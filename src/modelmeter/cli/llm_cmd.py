@@ -31,9 +31,11 @@ from .options import check_outputs, check_sizes, make_console, write_json
 @click.option("--max-batch", is_flag=True, help="Also report the largest batch that fits the device's memory.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a local folder's custom model code to run.")
 @click.option("--plot", "plot_path", metavar="FILE", help="Write tokens/s vs batch and the roofline (.png/.svg).")
+@click.option("--measure", is_flag=True,
+              help="Also run prefill and decode here (random weights, first batch) beside the predictions.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the llm section as JSON ('-' = stdout).")
 def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch, trust_remote_code,
-        plot_path, json_path) -> None:
+        plot_path, measure, json_path) -> None:
     """LLM inference: TTFT, TPOT, tokens/s, KV cache and memory fit per batch size (estimated)."""
     from .. import api
     from ..analysis.llm import parse_batches
@@ -43,6 +45,9 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     check_sizes(gen, "--gen")
     batch_sizes = parse_batches(batches)
     check_sizes(batch_sizes, "--batch")
+    local = hardware is None or hardware.strip().lower() == "local"
+    if local:
+        _calibrate_local()
     hw = api.resolve_hardware(hardware)
     if plot_path:
         from ..report.llm_plots import check_plot_path
@@ -52,6 +57,11 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     section = api.llm(model, hardware=hw, prompt=prompt, gen=gen, batches=batch_sizes,
                       dtype=dtype, weights=weights, kv_dtype=kv_dtype, max_batch=max_batch,
                       trust_remote_code=trust_remote_code)
+    if local or measure:
+        from ..analysis.llm_measure import local_steps
+
+        section["local"] = local_steps(model, prompt=prompt, gen=gen, batch=batch_sizes[0], hw=hw,
+                                       dtype=dtype, measure=measure)
     if plot_path:
         from ..report.llm_plots import plot_llm
 
@@ -61,6 +71,8 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
         return
     console = make_console()
     _render(console, section)
+    if section.get("local"):
+        _render_local(console, section["local"])
     if plot_path:
         console.print(f"wrote {plot_path}")
     if json_path:
@@ -97,6 +109,36 @@ def _render(console: Console, s: dict[str, Any]) -> None:
         f"{'unknown' if limit is None else limit} · decode fit error "
         f"{s['fit']['decode_max_rel_error']:.1e}"
     )
+
+
+def _calibrate_local() -> None:
+    """This machine's profile on first use (threads as the command runs); a refusal is shown, not fatal."""
+    import sys
+
+    from ..benchsetup import apply_threads, local_hardware_for_prediction
+
+    apply_threads(None, "cpu")
+    _hw, why = local_hardware_for_prediction()
+    if why and "no calibrated" not in why:
+        print(f"warning: {why}", file=sys.stderr)
+
+
+def _render_local(console: Console, s: dict[str, Any]) -> None:
+    c = s["conditions"]
+    table = Table(title=f"this machine, batch {c['batch']}, {c['threads']} threads, {c['dtype']}")
+    for col in ("", "bound (roofline)", "predicted (calibrated)", "measured", "pred/meas - 1"):
+        table.add_column(col, justify="right")
+    m = s.get("measured") or {}
+    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT")):
+        err = s.get(f"{key}_prediction_error")
+        table.add_row(label, format_seconds(s[f"{key}_bound_s"]), format_seconds(s[f"{key}_predicted_s"]),
+                      format_seconds(m.get(f"{key}_s")), f"{err:+.0%}" if err is not None else "—")
+    console.print(table)
+    if m:
+        console.print(f"measured decode: {m['tokens_per_s']:.3g} tokens/s ({m['decode_steps']} steps, "
+                      f"{m['prefill_runs']} prefills, random weights)")
+    if s.get("note"):
+        console.print(f"note: {s['note']}")
 
 
 def _layout_note(s: dict[str, Any]) -> str:
