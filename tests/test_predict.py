@@ -345,3 +345,17 @@ def test_llm_measure_prints_and_writes_predicted_and_measured_steps(tmp_path, mo
     assert local["ttft_bound_s"] > 0 and local["tpot_predicted_s"] > 0 and local["ttft_predicted_s"] > 0
     assert local["tpot_prediction_error"] == pytest.approx(local["tpot_predicted_s"] / m["tpot_s"] - 1)
     assert "TTFT" in stdout and "measured decode" in stdout and "predicted (calibrated)" in stdout
+
+
+def test_a_refused_calibration_still_leaves_a_saved_profile_as_the_bound(tmp_path, monkeypatch) -> None:
+    from modelmeter.benchsetup import local_hardware_for_prediction
+    from modelmeter.hardware.profile import save_local_profile
+
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    monkeypatch.setenv(AUTO_ENV, "1")
+    monkeypatch.setattr("modelmeter.hardware.local.system_load", lambda: 1000.0)
+    hw, why = local_hardware_for_prediction()
+    assert hw is None and "not saved" in why and "load average was 1000.00" in why
+    save_local_profile(_hardware())
+    hw, why = local_hardware_for_prediction()
+    assert hw == _hardware() and why is None

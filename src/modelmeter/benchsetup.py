@@ -86,7 +86,8 @@ def local_hardware_for_prediction(progress: Any = None) -> tuple[Any, str | None
     try:
         prof = local_profile(progress=progress or stderr_progress())
     except CalibrationRefused as exc:
-        return None, f"no roofline prediction: {exc}"
+        saved = load_local_profile()  # a profile saved earlier still gives the bound
+        return (saved, None) if saved is not None else (None, f"no roofline prediction: {exc}")
     if prof is not None:
         return prof.hardware, None
     hw = load_local_profile()  # automatic calibration off: a saved profile still serves the bound

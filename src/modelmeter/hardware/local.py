@@ -175,7 +175,7 @@ def short_calibration(
     *,
     threads: int | None = None,
     progress: Progress | None = None,
-    loadavg: Callable[[], float | None] = system_load,
+    loadavg: Callable[[], float | None] | None = None,
     refuse: bool = True,
     settings: Any = None,
     microbench_budget_s: float = 14.0,
@@ -187,6 +187,7 @@ def short_calibration(
     from .detect import read_cpu_info
     from .microbench import run_microbench
 
+    loadavg = loadavg or system_load  # looked up now: tests replace it
     cpu = read_cpu_info()
     cpus = cpu.logical_cpus
     load_start = loadavg()
@@ -246,7 +247,7 @@ def local_profile(
     *,
     device: str = "cpu",
     threads: int | None = None,
-    loadavg: Callable[[], float | None] = system_load,
+    loadavg: Callable[[], float | None] | None = None,
     refuse: bool = True,
 ) -> LocalProfile | None:
     """This machine's cached profile for the current threads/torch, calibrating it on first use.
