@@ -18,7 +18,6 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from modelmeter.api import count_report
 from modelmeter.count import count_trace
 from modelmeter.sources import resolve_model
 from modelmeter.trace import trace_model
@@ -56,11 +55,10 @@ def main() -> None:
           f"FlopCounterMode {fcm_median:.3f} s (best {fcm_best:.3f})")
     print(f"ratio count / FlopCounterMode (median) = {ours_median / fcm_median:.2f}x (goal <= 1.5x)")
 
-    from modelmeter import api
+    import modelmeter
 
     start = time.perf_counter()
-    analysis = api.analyse("llama3-70b", seq=2048)
-    report = count_report(analysis)
+    report = modelmeter.count("llama3-70b", seq=2048)
     elapsed = time.perf_counter() - start
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"llama3-70b seq 2048 (meta): build+trace+count {elapsed:.2f} s, "

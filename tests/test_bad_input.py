@@ -240,7 +240,7 @@ CASES = [
     case("shape-mismatch-names-layer", "count", "mm_bad_net:build", needle="do not fit",
          setup=_factory("mm_bad_net", BADNET)),
     case("too-many-inputs", "count", "resnet50", "--input", "1x3x224x224", "--input", "1x3x224x224",
-         needle="takes at most 1 --input"),
+         needle="takes at most 1 unnamed --input"),
     case("bad-device", "count", "gpt2", "--device", "tpu", needle="--device"),
     case("bad-depth", "count", "gpt2", "--depth", "-1", needle="--depth"),
     # --- integer overflow: a sane upper bound, named

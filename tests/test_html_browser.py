@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelmeter.cli.report_cmd import build_full_report
+import modelmeter
 from modelmeter.core.units import format_count
 from modelmeter.report.html import render_html
 
@@ -59,8 +59,8 @@ class Net(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def report_page(tmp_path_factory) -> tuple[Path, dict]:
-    report = build_full_report(Net(), torch.randn(1, 3, 8, 8), hardware="h100-sxm", measure=False,
-                               environment=False).to_dict()
+    report = modelmeter.report(Net(), torch.randn(1, 3, 8, 8), hardware="h100-sxm", measure=False,
+                                 environment=False).to_dict()
     report["model"]["name"] = "<script>alert(1)</script>"  # must render as text, never run
     page = tmp_path_factory.mktemp("html") / "report.html"
     page.write_text(render_html(report, depth=1))

@@ -188,11 +188,19 @@ def test_the_allocator_probe_sees_retention():
 
 
 def test_library_measurements_record_the_allocator_policy_they_used():
-    report = modelmeter.report(tiny_net(), torch.randn(2, 3, 16, 16), measure=True, energy=False,
-                               timing=FAST).to_dict()
-    conditions = report["measured"]["conditions"]
+    # A fresh process: CLI tests run in-process in this one, and the CLI retains on purpose.
+    code = textwrap.dedent("""
+        import json, torch, modelmeter
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+        r = modelmeter.report(net, torch.randn(2, 3, 16, 16), measure=True, energy=False,
+                              timing={"min_time_s": 0.05, "min_iters": 3, "warmup_s": 0.0})
+        print(json.dumps(r.to_dict()["measured"]["conditions"]))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    conditions = json.loads(done.stdout.strip().splitlines()[-1])
     assert conditions["malloc"] == "default"
-    assert "retained" not in conditions["allocator"]  # this pytest process was left alone
+    assert "retained" not in conditions["allocator"]  # the calling process was left alone
 
 
 def test_the_report_command_keeps_retaining_freed_memory(tmp_path):
@@ -371,3 +379,20 @@ def test_importing_the_report_subpackage_keeps_modelmeter_report_the_function():
             "print(callable(modelmeter.report), callable(modelmeter.count))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["True", "True"], done.stderr[-2000:]
+
+
+def test_training_trace_keeps_the_callers_modes_and_gradients():
+    # memory(train=True) traces a backward: it must not flatten a frozen submodule's eval
+    # mode, nor wipe the gradients the caller had accumulated.
+    import torch
+
+    import modelmeter
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 2))
+    model.train()
+    model[1].eval()
+    model(torch.randn(3, 4)).sum().backward()
+    before = [p.grad.clone() for p in model.parameters()]
+    modelmeter.memory(model, torch.randn(3, 4), train=True)
+    assert [m.training for m in model] == [True, False, True] and model.training
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), before, strict=True))

@@ -17,6 +17,7 @@ from modelmeter import api
 from modelmeter.analysis.memory import training_budget
 from modelmeter.core.errors import UserInputError
 from modelmeter.count.liveness import live_peak, saved_for_backward
+from modelmeter.sources import resolve_model
 from modelmeter.trace import trace_model
 
 F32 = 4
@@ -164,7 +165,7 @@ def _models():
     yield "linear-chain", chain(WIDTHS), (torch.randn(BATCH, WIDTHS[0]),), {}
     yield "small-cnn", SmallCNN(), (torch.randn(2, 3, 32, 32),), {}
     yield "tiny-llama", tiny_llama(), (), {"input_ids": torch.randint(0, 256, (2, 24))}
-    loaded = api.load("mobilenet-v2", device="cpu")
+    loaded = resolve_model("mobilenet-v2", device="cpu")
     yield "mobilenet-v2", loaded.module, tuple(loaded.kwargs.values()), {}
 
 

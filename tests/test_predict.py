@@ -318,6 +318,42 @@ def test_report_shows_calibrated_and_measured_latency_from_a_cached_profile(tmp_
         rl["predicted_latency_s"] / m["latency_s"]["p50"] - 1)
     assert "calibrated" in done.stdout and "measured latency" in done.stdout
     assert not math.isnan(m["calibrated_prediction_error"])
+    _validate(data, "report")  # every added key is in the contract
+
+
+def _validate(document: dict, which: str) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from modelmeter.core.schema import load_schema
+
+    jsonschema.Draft202012Validator(load_schema(which)).validate(document)
+
+
+def test_bench_through_the_pipeline_predicts_each_batch_with_the_cached_profile(tmp_path, monkeypatch) -> None:
+    """`api.bench` on cpu with no --hardware: the cached 'local' profile gives the bound and the
+    calibrated prediction of each batch (nothing calibrated: the cache is there); the JSON validates."""
+    from modelmeter.hardware.detect import cpu_name
+
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(AUTO_ENV, "1")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    save_cached(cache_key(cpu_name(), torch.get_num_threads(), torch.__version__), _hardware(), _model(), None)
+    (tmp_path / "mm_pred_bench.py").write_text(
+        "import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU()), (torch.randn(2, 32),)\n")
+    rep = api.bench("mm_pred_bench:build", batches=[1, 4], min_time_s=0.02, min_iters=3, warmup_s=0.0)
+    data = rep.to_dict()
+    rows = data["measured"]["sweep"]
+    assert [r["batch"] for r in rows] == [1, 4]
+    for r in rows:
+        assert r["roofline_latency_s"] == r["predicted_latency_s"] > 0
+        assert r["calibrated_latency_s"] > r["roofline_latency_s"]  # dispatch costs on top of the bound
+        assert r["calibrated_prediction_error"] == pytest.approx(
+            r["calibrated_latency_s"] / r["latency_s"]["p50"] - 1)
+    # The first batch's roofline carries the calibrated prediction it came from.
+    rl = data["roofline"]
+    assert rl["calibrated"]["predicted_latency_s"] == rl["predicted_latency_s"] == rows[0]["calibrated_latency_s"]
+    assert not local_profile_path().exists()  # cached: no calibration ran (it would have saved one)
+    _validate(data, "report")
 
 
 # ------------------------------------------------------------------ LLM steps here
@@ -335,9 +371,9 @@ def test_llm_fit_check_names_what_is_needed_and_available() -> None:
 @pytest.mark.slow
 def test_llm_measure_prints_and_writes_predicted_and_measured_steps(tmp_path, monkeypatch, run_main) -> None:
     monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
-    from modelmeter.benchsetup import apply_threads
     from modelmeter.hardware.detect import cpu_name
     from modelmeter.hardware.profile import save_local_profile
+    from modelmeter.pipeline.calibrated import apply_threads
 
     threads = apply_threads(None, "cpu")
     save_cached(cache_key(cpu_name(), threads, torch.__version__), _hardware(), _model(), None)
@@ -353,17 +389,18 @@ def test_llm_measure_prints_and_writes_predicted_and_measured_steps(tmp_path, mo
     assert local["ttft_bound_s"] > 0 and local["tpot_predicted_s"] > 0 and local["ttft_predicted_s"] > 0
     assert local["tpot_prediction_error"] == pytest.approx(local["tpot_predicted_s"] / m["tpot_s"] - 1)
     assert "TTFT" in stdout and "measured decode" in stdout and "predicted (calibrated)" in stdout
+    _validate(json.loads(out.read_text()), "llm_document")
 
 
 def test_a_refused_calibration_still_leaves_a_saved_profile_as_the_bound(tmp_path, monkeypatch) -> None:
-    from modelmeter.benchsetup import local_hardware_for_prediction
     from modelmeter.hardware.profile import save_local_profile
+    from modelmeter.pipeline.calibrated import local_hardware
 
     monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
     monkeypatch.setenv(AUTO_ENV, "1")
     monkeypatch.setattr("modelmeter.hardware.local.system_load", lambda: 1000.0)
-    hw, why = local_hardware_for_prediction()
+    hw, why = local_hardware()
     assert hw is None and "not saved" in why and "load average was 1000.00" in why
     save_local_profile(_hardware())
-    hw, why = local_hardware_for_prediction()
+    hw, why = local_hardware()
     assert hw == _hardware() and why is None

@@ -13,14 +13,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from modelmeter import reportsetup
+import modelmeter
 from modelmeter.analysis.compare import compare_reports, comparison_labels
 from modelmeter.cli.main import cli
-from modelmeter.cli.report_cmd import build_comparison, build_full_report, export_json
 from modelmeter.core.errors import UserInputError
 from modelmeter.core.report import Report
+from modelmeter.pipeline import run
+from modelmeter.pipeline.options import ReportOptions
 from modelmeter.report.csv_export import render_csv
 from modelmeter.report.html import render_html, render_html_fragment
+from modelmeter.report.json_export import export_json
 from modelmeter.report.markdown import comparison_markdown, render_markdown
 from modelmeter.report.summary import build_summary, report_to_pandas, strip_paths, summary_notes
 
@@ -48,7 +50,7 @@ def no_user_profile(tmp_path_factory, monkeypatch):
 def full() -> Report:
     """Every section: counts, activations + training, roofline, measurement, environment."""
     torch.manual_seed(0)
-    return build_full_report(Tiny(), torch.randn(2, 3, 8, 8), hardware="h100-sxm", train=True,
+    return modelmeter.report(Tiny(), torch.randn(2, 3, 8, 8), hardware="h100-sxm", train=True,
                              measure=True, timing=FAST)
 
 
@@ -181,7 +183,8 @@ def factory(tmp_path, monkeypatch):
 
 def test_compare_batches_of_one_model(factory):
     spec = "mm_report_mod:plain"
-    reports, comp = build_comparison([spec], hardware="a100-sxm-80gb", batches=[1, 4], inputs=["1x16"])
+    reports, comp = run.compare([spec], batches=[1, 4], inputs=["1x16"],
+                                options=ReportOptions(hardware="a100-sxm-80gb", measure=False))
     assert len(reports) == 2 and comp.labels == (f"{spec} batch=1", f"{spec} batch=4")
     assert comp.row("macs").ratios == (1.0, 4.0)
     assert comp.row("params").ratios == (1.0, 1.0)
@@ -189,25 +192,25 @@ def test_compare_batches_of_one_model(factory):
 
 
 def test_no_hardware_means_no_roofline_and_says_how(factory):
-    report = build_full_report(factory, measure=False)
+    report = modelmeter.report(factory, measure=False)
     assert report.roofline is None and report.measured is None
     assert any("modelmeter hardware calibrate" in n for n in summary_notes(report))
 
 
 def test_a_batch_the_inputs_ignore_is_refused(factory):
     with pytest.raises(UserInputError, match="--batch 4"):  # the factory fixes batch 1
-        build_full_report(factory, batch=4, measure=False)
+        modelmeter.report(factory, batch=4, measure=False)
 
 
 def test_automatic_measurement_rule(factory, monkeypatch):
-    small = build_full_report(factory, timing=FAST)
+    small = modelmeter.report(factory, timing=FAST)
     assert small.measured is not None and small.settings["measure"]["ran"]
-    monkeypatch.setattr(reportsetup, "AUTO_MEASURE_MAX_FLOPS", 0)
-    big = build_full_report(factory)
+    monkeypatch.setattr(run, "AUTO_MEASURE_MAX_FLOPS", 0)
+    big = modelmeter.report(factory)
     assert big.measured is None
     assert any("pass --measure" in n for n in big.settings["notes"])
-    monkeypatch.setattr(reportsetup, "AUTO_MEASURE_MAX_FLOPS", 50e9)
-    elsewhere = build_full_report(factory, device="cuda")  # automatic timing is for the CPU only
+    monkeypatch.setattr(run, "AUTO_MEASURE_MAX_FLOPS", 50e9)
+    elsewhere = modelmeter.report(factory, device="cuda")  # automatic timing is for the CPU only
     assert elsewhere.measured is None and not elsewhere.settings["measure"]["ran"]
 
 
@@ -269,7 +272,7 @@ def test_default_hardware_is_the_local_profile(factory):
     cpu = dataclasses.replace(get_hardware("h100-sxm"), id="local", name="this CPU", kind="cpu",
                               source="calibrated")
     save_local_profile(cpu)
-    report = build_full_report(factory, timing=FAST)
+    report = modelmeter.report(factory, timing=FAST)
     assert report.roofline["hardware"] == "local"
     # A CPU profile and a CPU measurement: the roofline efficiency is reported.
     assert report.measured["sweep"][0]["roofline_efficiency"] is not None

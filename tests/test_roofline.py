@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from modelmeter.analysis.roofline import merge_into_modules, roofline, roofline_section
+from modelmeter.analysis.roofline import roofline, roofline_section
 from modelmeter.core.errors import UserInputError
 from modelmeter.core.results import Counts, CountTotals, ModuleCounts, OpCount
 from modelmeter.hardware import get_hardware, list_hardware
+from modelmeter.pipeline.sections import CountSection, RooflineSection, Sections
 
 GPUS = [hw for hw in list_hardware() if hw.kind == "gpu" and hw.peak_flops]
 
@@ -120,7 +121,7 @@ def test_precision_without_peak_is_an_error_unless_weights_only():
     assert roofline(counts, hw, dtype="fp16", weights="int4").weights == "int4"
 
 
-def test_section_keys_and_merge_into_modules():
+def test_section_keys_and_module_columns_in_the_assembled_report():
     hw = get_hardware("l4")
     r = roofline(_matmul_counts(16, 512, 512), hw, dtype="fp16")
     s = roofline_section(r)
@@ -129,10 +130,15 @@ def test_section_keys_and_merge_into_modules():
         assert key in s
     assert s["hardware"] == "l4" and s["bound"] in ("memory", "compute")
     json.dumps(s)  # plain JSON
-    report = {"modules": [{"path": ""}, {"path": "fc"}, {"path": "gone"}]}
-    merge_into_modules(report, s)
-    assert set(report["modules"][1]) == {"path", "t_compute_s", "t_memory_s", "bound"}
-    assert report["modules"][2] == {"path": "gone"}
+    counted = CountSection(model={}, settings={}, totals={}, uncounted_ops=(), methods={},
+                           modules=({"path": ""}, {"path": "fc"}, {"path": "gone"}))
+    section = RooflineSection(r, module_keys=("t_compute_s", "t_memory_s", "bound"))
+    report = Sections(counted, roofline=section).to_report()
+    assert set(report.modules[1]) == {"path", "t_compute_s", "t_memory_s", "bound"}
+    assert report.modules[1]["t_compute_s"] == s["modules"][1]["t_compute_s"]
+    assert report.modules[2] == {"path": "gone"}
+    assert report.roofline == s and report.methods["roofline"] == s["method"]
+    assert counted.modules[1] == {"path": "fc"}  # assembled into new rows, the section untouched
     assert roofline_section(r, depth=0)["modules"] == [s["modules"][0]]
 
 

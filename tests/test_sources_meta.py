@@ -655,7 +655,6 @@ def test_factory_takes_positional_and_named_inputs(cli: Cli, workdir: Path) -> N
     [
         ("mm_meta_models:nonzero", ("nonzero", "--device cpu")),
         ("mm_meta_models:branchy", ("reads tensor values", "--device cpu")),
-        ("mm_meta_models:experts", ("_grouped_mm", "only in bf16", "--dtype bf16", "--device cpu")),
     ],
 )
 def test_meta_kernel_limits_say_what_to_do(cli: Cli, workdir: Path, spec: str, needles: tuple) -> None:
@@ -667,9 +666,14 @@ def test_meta_kernel_limits_say_what_to_do(cli: Cli, workdir: Path, spec: str, n
     assert report_of(cli("count", spec, "--device", "cpu", "--json", "-"))["settings"]["mode"] == "real"
 
 
-def test_grouped_mm_runs_on_meta_in_bf16(cli: Cli, workdir: Path) -> None:
-    report = report_of(cli("count", "mm_meta_models:experts", "--dtype", "bf16", "--json", "-"))
-    assert report["settings"]["mode"] == "meta"
+def test_grouped_mm_runs_on_meta_in_any_float_dtype(cli: Cli, workdir: Path) -> None:
+    # PyTorch's meta kernel of _grouped_mm takes bf16 only; the trace runs it on bf16
+    # stand-ins and casts back, so an fp32 mixture of experts counts on meta as on cpu.
+    bf16 = report_of(cli("count", "mm_meta_models:experts", "--dtype", "bf16", "--json", "-"))
+    fp32 = report_of(cli("count", "mm_meta_models:experts", "--json", "-"))
+    real = report_of(cli("count", "mm_meta_models:experts", "--device", "cpu", "--json", "-"))
+    assert bf16["settings"]["mode"] == fp32["settings"]["mode"] == "meta"
+    assert bf16["totals"]["macs"] == fp32["totals"]["macs"] == real["totals"]["macs"] > 0
 
 
 @pytest.mark.parametrize("spec", ["mm_meta_models:oom_python", "mm_meta_models:oom_torch"])

@@ -35,7 +35,12 @@ from .core.errors import (
     UnknownPrecisionError,
     UserInputError,
 )
-from .core.report import Report
+from .core.report import Report, set_html_renderer
+from .report.html import render_html_fragment
+
+# Jupyter's `Report._repr_html_` renders through report/ (layer 4); the package
+# root is the one place that knows both, so core never imports upwards.
+set_html_renderer(render_html_fragment)
 
 __version__ = "0.1.0"
 

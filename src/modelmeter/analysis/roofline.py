@@ -63,7 +63,6 @@ from ..core.precision import (
     precision_of_torch_dtype,
     quant_layout,
 )
-from ..core.report import Report
 from ..core.results import Counts, ModuleCounts, OpCount
 from ..count.engine import ancestors
 from ..hardware import Hardware, mamf_efficiency
@@ -74,7 +73,6 @@ __all__ = [
     "OpTime",
     "RooflineResult",
     "check_precisions",
-    "merge_into_modules",
     "roofline",
     "roofline_section",
 ]
@@ -503,13 +501,3 @@ def roofline_section(result: RooflineResult, depth: int | None = None, top: int 
                    "unfused bytes/bandwidth), summed; latency_module_s: seed module-level; "
                    "latency_fused_s: perfect-fusion lower bound"),
     }
-
-
-def merge_into_modules(report: dict[str, Any] | Report, section: dict[str, Any]) -> None:
-    """Add `t_compute_s`, `t_memory_s` and `bound` to the report's module entries, by path."""
-    modules = report["modules"] if isinstance(report, dict) else report.modules
-    by_path = {m["path"]: m for m in section["modules"]}
-    for entry in modules:
-        row = by_path.get(entry["path"])
-        if row is not None:
-            entry.update({k: row[k] for k in ("t_compute_s", "t_memory_s", "bound")})

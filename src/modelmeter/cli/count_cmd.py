@@ -1,4 +1,4 @@
-"""`modelmeter count` and `modelmeter models` (layer 6)."""
+"""`modelmeter count` and `modelmeter models` (layer 7): parse, count, render."""
 
 from __future__ import annotations
 
@@ -17,28 +17,27 @@ from .options import check_outputs, make_console, model_options, write_json
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
 def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path) -> None:
     """Parameters, parameter size, MACs/FLOPs and bytes, per module and in total."""
-    from .. import api
+    from ..pipeline import run
+    from ..pipeline.options import ModelOptions
 
     check_outputs(json=json_path)
     if device == "cpu":
-        from .memcheck import check_cpu_fit
+        from ..pipeline.memcheck import check_cpu_fit
 
         check_cpu_fit(model, inputs=list(inputs) or None, batch=batch, seq=seq,
                       advice="count it on the meta device instead (--device meta, the default: "
                              "nothing is allocated)")
-    report = api.count(model, dtype=dtype, group_size=group_size, inputs=list(inputs) or None,
-                       batch=batch, seq=seq, device=device).to_dict()
+    options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype,
+                           device=device, group_size=group_size)
+    report = run.count(options).to_report().to_dict()
     if json_path == "-":
         write_json(report, "-")
         return
-    from ..report.terminal import module_table, totals_table, uncounted_table
+    from ..report.terminal import count_view
 
     console = make_console()
-    console.print(module_table(report, depth, title=f"{report['model']['name']} — per module"))
-    console.print(totals_table(report))
-    uncounted = uncounted_table(report)
-    if uncounted is not None:
-        console.print(uncounted)
+    for item in count_view(report, depth):
+        console.print(item)
     if json_path:
         write_json(report, json_path)
         console.print(f"wrote {json_path}")
@@ -48,21 +47,12 @@ def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path
 @click.option("--json", "json_path", metavar="PATH", help="Write the list as JSON ('-' = stdout).")
 def models(json_path) -> None:
     """List the shipped model presets: family, total and active parameters."""
-    from rich.table import Table
-
-    from ..core.units import format_count
     from ..presets import preset_names, preset_summary
+    from ..report.terminal import presets_table
 
     rows = [preset_summary(name) for name in preset_names()]
     if json_path:
         write_json({"presets": rows}, json_path)
         if json_path == "-":
             return
-    table = Table(title="shipped presets (architectures from configs; no download)")
-    for column, justify in (("name", "left"), ("family", "left"), ("params", "right"),
-                            ("active", "right"), ("description", "left")):
-        table.add_column(column, justify=justify, style="bold" if column == "name" else None)
-    for r in rows:
-        table.add_row(r["name"], r["family"], format_count(r["params"]), format_count(r["active_params"]),
-                      r["description"])
-    make_console().print(table)
+    make_console().print(presets_table(rows))

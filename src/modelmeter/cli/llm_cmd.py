@@ -1,18 +1,13 @@
-"""`modelmeter llm` (layer 6): prefill/decode, KV cache, tokens/s and fit for a decoder.
+"""`modelmeter llm` (layer 7): prefill/decode, KV cache, tokens/s and fit for a decoder.
 
-Parses, calls the library (`analysis.llm`), renders a table per batch size;
-bad input becomes one line and exit 2 at the `main` boundary.
+Parses, runs `pipeline.run.llm`, renders a table per batch size
+(`report.terminal_llm`); bad input becomes one line and exit 2 at the `main` boundary.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
-from rich.console import Console
-from rich.table import Table
 
-from ..core.units import format_bytes, format_count, format_seconds
 from .options import check_outputs, check_sizes, make_console, write_json
 
 
@@ -37,31 +32,27 @@ from .options import check_outputs, check_sizes, make_console, write_json
 def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch, trust_remote_code,
         plot_path, measure, json_path) -> None:
     """LLM inference: TTFT, TPOT, tokens/s, KV cache and memory fit per batch size (estimated)."""
-    from .. import api
-    from ..analysis.llm import parse_batches
+    from ..core.lists import parse_batch_sizes
+    from ..pipeline import run
+    from ..pipeline.devices import resolve_hardware
+    from ..pipeline.options import LLMOptions
 
     # Everything a user can get wrong is checked before minutes of tracing.
     check_sizes(prompt, "--prompt")
     check_sizes(gen, "--gen")
-    batch_sizes = parse_batches(batches)
-    check_sizes(batch_sizes, "--batch")
-    local = hardware is None or hardware.strip().lower() == "local"
-    if local:
+    batch_sizes = parse_batch_sizes(batches)
+    check_sizes(list(batch_sizes), "--batch")
+    if hardware is None or hardware.strip().lower() == "local":
         _calibrate_local()
-    hw = api.resolve_hardware(hardware)
+    hw = resolve_hardware(hardware)
     if plot_path:
         from ..report.llm_plots import check_plot_path
 
         check_plot_path(plot_path)
     check_outputs(json=json_path)
-    section = api.llm(model, hardware=hw, prompt=prompt, gen=gen, batches=batch_sizes,
-                      dtype=dtype, weights=weights, kv_dtype=kv_dtype, max_batch=max_batch,
-                      trust_remote_code=trust_remote_code)
-    if local or measure:
-        from ..analysis.llm_measure import local_steps
-
-        section["local"] = local_steps(model, prompt=prompt, gen=gen, batch=batch_sizes[0], hw=hw,
-                                       dtype=dtype, measure=measure)
+    options = LLMOptions(hw, prompt, gen, batch_sizes, dtype, weights, kv_dtype, max_batch, trust_remote_code,
+                         measure)
+    section = run.llm(model, options).to_dict()
     if plot_path:
         from ..report.llm_plots import plot_llm
 
@@ -69,10 +60,11 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     if json_path == "-":
         write_json({"llm": section}, "-")
         return
+    from ..report.terminal_llm import llm_view
+
     console = make_console()
-    _render(console, section)
-    if section.get("local"):
-        _render_local(console, section["local"])
+    for item in llm_view(section):
+        console.print(item)
     if plot_path:
         console.print(f"wrote {plot_path}")
     if json_path:
@@ -80,72 +72,14 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
         console.print(f"wrote {json_path}")
 
 
-def _render(console: Console, s: dict[str, Any]) -> None:
-    st = s["settings"]
-    for note in s["notes"]:
-        console.print(f"[bold yellow]warning:[/] {note}")
-    table = Table(title=(f"{s['model']} on {s['hardware']} — prompt {st['prompt']}, gen {st['gen']}, "
-                         f"{st['dtype']} activations, {st['weights']} weights, {st['kv_dtype']} KV "
-                         "(estimated)"))
-    for col in ("batch", "TTFT", "TPOT", "e2e", "tok/s", "tok/s/seq", "bound p/d", "KV cache",
-                "memory", "fits"):
-        table.add_column(col, justify="right")
-    for b in s["batches"]:
-        fits = "—" if b["fits"] is None else ("yes" if b["fits"] else "[red]no[/]")
-        table.add_row(
-            str(b["batch"]), format_seconds(b["ttft_s"]), format_seconds(b["tpot_s"]),
-            format_seconds(b["e2e_s"]), format_count(b["tokens_per_s"]),
-            format_count(b["tokens_per_s_per_seq"]),
-            f"{b['prefill']['bound'][:3]}/{b['decode']['bound'][:3]}",
-            format_bytes(b["kv_cache_bytes"]), format_bytes(b["memory_bytes"]), fits,
-        )
-    console.print(table)
-    hw = s["hardware_detail"]
-    limit = s["max_batch"]
-    console.print(
-        f"weights {format_bytes(s['weight_bytes'])}{_layout_note(s)} · KV cache {format_bytes(s['kv_cache_bytes_per_token'])}"
-        f"/token (closed form {format_bytes(s['kv_cache_bytes_per_token_closed_form'])}) · device memory "
-        f"{format_bytes(hw['memory_bytes'], binary=True)} · max batch "
-        f"{'unknown' if limit is None else limit} · decode fit error "
-        f"{s['fit']['decode_max_rel_error']:.1e}"
-    )
-
-
 def _calibrate_local() -> None:
     """This machine's profile on first use (threads as the command runs); a refusal is shown, not fatal."""
     import sys
 
-    from ..benchsetup import apply_threads, local_hardware_for_prediction
+    from ..hardware.local import stderr_progress
+    from ..pipeline.calibrated import NO_LOCAL_PROFILE, apply_threads, local_hardware
 
     apply_threads(None, "cpu")
-    _hw, why = local_hardware_for_prediction()
-    if why and "no calibrated" not in why:
+    _hw, why = local_hardware(stderr_progress())
+    if why and why != NO_LOCAL_PROFILE:
         print(f"warning: {why}", file=sys.stderr)
-
-
-def _render_local(console: Console, s: dict[str, Any]) -> None:
-    c = s["conditions"]
-    table = Table(title=f"this machine, batch {c['batch']}, {c['threads']} threads, {c['dtype']}")
-    for col in ("", "bound (roofline)", "predicted (calibrated)", "measured", "pred/meas - 1"):
-        table.add_column(col, justify="right")
-    m = s.get("measured") or {}
-    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT")):
-        err = s.get(f"{key}_prediction_error")
-        table.add_row(label, format_seconds(s[f"{key}_bound_s"]), format_seconds(s[f"{key}_predicted_s"]),
-                      format_seconds(m.get(f"{key}_s")), f"{err:+.0%}" if err is not None else "—")
-    console.print(table)
-    if m:
-        console.print(f"measured decode: {m['tokens_per_s']:.3g} tokens/s ({m['decode_steps']} steps, "
-                      f"{m['prefill_runs']} prefills, random weights)")
-    if s.get("note"):
-        console.print(f"note: {s['note']}")
-
-
-def _layout_note(s: dict[str, Any]) -> str:
-    """' (embedding, head, norm kept fp16; naive …)' for a quantised weights precision."""
-    q = s.get("quantization")
-    if not q:
-        return ""
-    kept = ", ".join(k["kind"] for k in q["kept"]) or "nothing"
-    return (f" ({kept} kept {q['kept_precision']}; naive, every tensor at {q['precision']}: "
-            f"{format_bytes(s['weight_bytes_naive'])})")

@@ -1,4 +1,4 @@
-"""The `modelmeter` command (layer 6): parse, call the API, render; the error boundary.
+"""The `modelmeter` command (layer 7): parse, call the pipeline, render; the error boundary.
 
 Subcommands live one module each and are imported only when used, so
 `modelmeter --help` and commands that need no torch start fast.
@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "roofline": "modelmeter.cli.roofline_cmd:roofline",
     "bench": "modelmeter.cli.bench_cmd:bench",
     "llm": "modelmeter.cli.llm_cmd:llm",
+    "plan": "modelmeter.cli.plan_cmd:plan",
     "report": "modelmeter.cli.report_cmd:report",
     "compare": "modelmeter.cli.report_cmd:compare",
     "history": "modelmeter.cli.store_cmd:history",

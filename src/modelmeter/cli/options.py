@@ -1,4 +1,4 @@
-"""Options shared by the commands that load a model (layer 6)."""
+"""Options shared by the commands that load a model, and writing their output (layer 7)."""
 
 from __future__ import annotations
 
@@ -84,3 +84,16 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "to_dict"):
         return value.to_dict()
     return str(value)
+
+
+def split_list(text: str | None, label: str, cast: Callable[[str], Any]) -> list[Any]:
+    """'a,b' -> [cast(a), cast(b)]; None -> [None] (one variant: the default)."""
+    if text is None:
+        return [None]
+    items = [p.strip() for p in text.split(",")]
+    if any(not p for p in items):
+        raise UserInputError(f"--{label} takes a comma-separated list like 'a,b', got {text!r}")
+    try:
+        return [cast(p) for p in items]
+    except ValueError:
+        raise UserInputError(f"--{label}: {text!r} is not a list of integers") from None

@@ -1,34 +1,26 @@
-"""`modelmeter report` and `modelmeter compare` (layer 6): every metric in one view.
+"""`modelmeter report` and `modelmeter compare` (layer 7): every metric in one view.
 
-`build_full_report` is the orchestration: one meta trace counted once, then
-activation memory, the roofline (when a device profile is known) and, when
-asked or when the model is small enough, a measurement on this machine. It
-uses no click or rich, so it can move to a layer-5 module for `api.report`.
-Each later section is optional: when its package is missing or it cannot run,
-the report keeps the other sections and `settings.notes` says why.
+Parse, `pipeline.run.report` / `pipeline.run.compare` (one meta trace counted
+once, then activation memory, the roofline when a device profile is known
+and, when asked or when the model is small enough, a measurement on this
+machine), render with `report/` (terminal, JSON, CSV, Markdown, HTML), write.
 
 Measurement default (`--measure` not given): ON when the device is the CPU,
-one forward pass is under `AUTO_MEASURE_MAX_FLOPS` (50 GFLOPs) and the model has
-under `AUTO_MEASURE_MAX_PARAMS` (1e9) parameters — a few seconds on a laptop
-CPU; OFF otherwise (one call alone could take seconds and the weights
-gigabytes; on an accelerator, timing is `--measure` or `modelmeter bench`).
+one forward pass is under 50 GFLOPs and the model has under 1e9 parameters
+(`pipeline.run.should_measure`) — a few seconds on a laptop CPU; OFF otherwise
+(one call alone could take seconds and the weights gigabytes; on an
+accelerator, timing is `--measure` or `modelmeter bench`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ..core.errors import UserInputError
 from ..core.files import atomic_write
-from ..reportsetup import (
-    build_comparison,
-    build_full_report,
-    split_list,
-)
-from .options import check_outputs, check_sizes, make_console, write_json
+from .options import check_outputs, check_sizes, make_console, split_list, write_json
 
 
 def _write_text(target: str, text: str) -> None:
@@ -37,15 +29,6 @@ def _write_text(target: str, text: str) -> None:
         click.echo(text, nl=not text.endswith("\n"))
         return
     atomic_write(target, text)
-
-
-def export_json(report: Any) -> dict[str, Any]:
-    """The JSON document: the report (schema modelmeter.report/1) plus its summary rows."""
-    from ..report.summary import summary_dicts
-
-    data: dict[str, Any] = report.to_dict()
-    data["summary"] = summary_dicts(data)  # derived; Report.from_dict ignores it
-    return data
 
 
 # ------------------------------------------------------------------ commands
@@ -81,29 +64,36 @@ def export_json(report: Any) -> dict[str, Any]:
 def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, depth, top, json_path,
            csv_path, md_path, html_path, save, db, absolute_paths) -> None:
     """Every efficiency metric of a model in one view: counts, memory, roofline, measurement."""
+    from ..pipeline import run
+    from ..pipeline.options import ModelOptions, ReportOptions, report_timing
+    from ..report.json_export import export_json
+
     check_outputs(json=json_path, csv=csv_path, md=md_path, html=html_path)
     if save:
         from ..store import RunStore
 
         RunStore(Path(db) if db else None).check_writable()  # not after minutes of work
     if measure and device == "cpu":
-        from .memcheck import check_cpu_fit
+        from ..pipeline.memcheck import check_cpu_fit
 
         check_cpu_fit(model, inputs=list(inputs) or None, batch=batch, seq=seq,
                       advice="leave out --measure: the report counts it on the meta device")
+    # The measurement retains freed memory: this process ends with the command.
+    options = ReportOptions(hardware, measure, device, train, timing=report_timing({"malloc": "retain"}))
+    model_options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype)
     quiet = json_path == "-"
     console = make_console(json_to_stdout=quiet)
-    from ..benchsetup import apply_threads
+    from ..pipeline.calibrated import apply_threads
 
-    apply_threads(None, device)  # the cpu default: physical cores the load leaves free
+    apply_threads(None, options.device)  # the cpu default: physical cores the load leaves free
     with console.status("starting") as spinner:
-        rep = build_full_report(model, hardware=hardware, dtype=dtype, batch=batch, seq=seq,
-                                inputs=list(inputs) or None, measure=measure, device=device, train=train,
-                                timing={"malloc": "retain"},  # this process ends with the command
-                                status=lambda text: spinner.update(text))
+        rep = run.report(model_options, options, run.Hooks(on_status=spinner.update)).to_report()
     data = rep.to_dict()
     if not quiet:  # shown first: should a write still fail (disk full), the numbers were seen
-        _render_report(console, data, depth, top)
+        from ..report.terminal import report_view
+
+        for item in report_view(data, depth, top):
+            console.print(item)
     if json_path is not None:
         write_json(export_json(rep), json_path)
     written = [p for p in (json_path,) if p not in (None, "-")]
@@ -132,21 +122,6 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
         console.print(f"saved run {run_id} ({store.path})", markup=False, highlight=False)
 
 
-def _render_report(console: Any, data: dict[str, Any], depth: int, top: int) -> None:
-    from ..report import terminal
-
-    console.print(terminal.report_header(data))
-    console.print(terminal.summary_table(data))
-    for note in terminal.report_notes(data):
-        console.print(f"note: {note}", markup=False, highlight=False)
-    console.print(terminal.breakdown_table(data, depth))
-    for line in terminal.bound_layers_lines(data, top):
-        console.print(line, markup=False, highlight=False)
-    uncounted = terminal.uncounted_table(data)
-    if uncounted is not None:
-        console.print(uncounted)
-
-
 @click.command()
 @click.argument("models", nargs=-1)
 @click.option("--hardware", metavar="ID", help="Device for the predicted latency (default: 'local' profile).")
@@ -171,32 +146,33 @@ def compare(models, hardware, dtypes, batches, seq, inputs, measure, device, jso
         dtype_list = [parse_precision(d).name for d in dtype_list]
     if any(b is not None and b <= 0 for b in batch_list):
         raise UserInputError(f"--batch sizes must be positive integers, got {batches!r}")
+    from ..pipeline import run
+    from ..pipeline.options import ReportOptions
+
     check_sizes([b for b in batch_list if b is not None], "--batch")
     check_outputs(json=json_path, md=md_path)
     if measure and device == "cpu":
-        from .memcheck import check_cpu_fit
+        from ..pipeline.memcheck import check_cpu_fit
 
         largest = max((b for b in batch_list if b), default=None)
         for spec in models or [None]:
             check_cpu_fit(spec, inputs=list(inputs) or None, batch=largest, seq=seq,
                           advice="leave out --measure: the comparison counts on the meta device")
+    options = ReportOptions(hardware, measure, device, energy=measure, environment=False)
     quiet = json_path == "-"
     console = make_console(json_to_stdout=quiet)
     with console.status("starting") as spinner:
-        reports, comparison = build_comparison(
-            list(models), hardware=hardware, dtypes=dtype_list, batches=batch_list, seq=seq,
-            inputs=list(inputs) or None, measure=measure, device=device,
-            status=lambda text: spinner.update(text))
+        reports, comparison = run.compare(list(models), dtypes=dtype_list, batches=batch_list, seq=seq,
+                                          inputs=list(inputs) or None, options=options,
+                                          hooks=run.Hooks(on_status=spinner.update))
     comp = comparison.to_dict()
     if json_path is not None:
         write_json({**comp, "reports": [r.to_dict() for r in reports]}, json_path)
     if not quiet:
-        from ..report.terminal import comparison_table
+        from ..report.terminal import comparison_view
 
-        console.print(comparison_table(comp))
-        notes = sorted({n for r in reports for n in (r.settings.get("notes") or [])})
-        for note in notes:
-            console.print(f"note: {note}", markup=False, highlight=False)
+        for item in comparison_view(comp, (n for r in reports for n in (r.settings.get("notes") or []))):
+            console.print(item)
     if md_path:
         from ..report.markdown import comparison_markdown
 

@@ -1,4 +1,4 @@
-"""`modelmeter history` and `modelmeter diff` (layer 6): the run store and report diffs.
+"""`modelmeter history` and `modelmeter diff` (layer 7): the run store and report diffs.
 
 `diff` compares two reports, each a stored run id (or unique prefix) or a path
 to a JSON report, and with ``--fail-on`` works as a CI gate: exit 1 when a gate
@@ -22,9 +22,6 @@ from ..report.diff import (
     MetricChange,
     diff_reports,
     evaluate_gates,
-    format_change,
-    format_value,
-    metric_value,
     parse_gates,
 )
 from ..store import RunStore, StoredRun
@@ -57,42 +54,11 @@ def history(model: str | None, limit: int, db: Path | None, as_json: bool) -> No
     if not runs:
         click.echo(f"no runs stored in {path}" + (f" for model {model!r}" if model else ""))
         return
-    from rich.table import Table
-    from rich.text import Text
+    from ..report.terminal_store import history_view
 
-    with_labels = any(run.label for run in runs)
-    table = Table(title=f"runs in {path}", title_justify="left")
-    # ids, dates and numbers never wrap (an id split over two lines cannot be
-    # copied); names give way when the terminal is narrow.
-    table.add_column("id", no_wrap=True)
-    table.add_column("date", no_wrap=True)
-    table.add_column("model")
-    for column in ("params", "flops", "latency p50"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("hardware")
-    if with_labels:
-        table.add_column("label")
-    for run in runs:
-        if run.error is not None:
-            # One bad row must not hide the others: shown, marked, and the rest listed.
-            table.add_row(run.id, "—", run.model or "—", "unreadable", "—", "—", "—",
-                          *([""] if with_labels else []))
-            continue
-        row = [
-            run.id,
-            run.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
-            run.model or "—",
-            format_value("params", metric_value(run.report, "params")),
-            format_value("flops", metric_value(run.report, "flops")),
-            format_value("latency_p50", metric_value(run.report, "latency_p50")),
-            _hardware(run),
-        ]
-        table.add_row(*row, *([run.label or ""] if with_labels else []))
     console = _console()
-    console.print(table)
-    for run in runs:
-        if run.error is not None:
-            console.print(Text(f"run {run.id} is unreadable: {run.error}"))
+    for item in history_view(runs, path):
+        console.print(item)
 
 
 @click.command()
@@ -141,7 +107,11 @@ def diff(
             )
         )
     else:
-        _print_diff(source_a, source_b, changes, results)
+        from ..report.terminal_store import diff_view
+
+        console = _console()
+        for item in diff_view(_describe(source_a), _describe(source_b), changes, results):
+            console.print(item)
     if failed:
         # stderr too, so the CI log says why the step failed even if stdout is captured.
         listed = ", ".join(result.gate.text for result in failed)
@@ -196,18 +166,6 @@ def _console() -> Console:
     return console
 
 
-def _hardware(run: StoredRun) -> str:
-    settings = run.report.get("settings")
-    hardware = settings.get("hardware") if isinstance(settings, dict) else None
-    if isinstance(hardware, dict):
-        hardware = hardware.get("id") or hardware.get("name")
-    if not hardware and run.fingerprint:
-        hardware = run.fingerprint.get("hardware")
-    if not hardware and isinstance(settings, dict):
-        hardware = settings.get("device")
-    return str(hardware) if hardware else "—"
-
-
 def _run_json(run: StoredRun) -> dict[str, Any]:
     if run.error is not None:
         return {"id": run.id, "model": run.model, "unreadable": run.error}
@@ -242,42 +200,3 @@ def _describe(source: dict[str, Any]) -> str:
     if "file" in source:
         return source["file"]
     return f"run {source['run']} ({source.get('model') or 'unknown model'}, {source['created_at'][:16]})"
-
-
-def _print_diff(
-    source_a: dict[str, Any],
-    source_b: dict[str, Any],
-    changes: list[MetricChange],
-    results: list[GateResult],
-) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = _console()
-    console.print(f"A: {escape(_describe(source_a))}")
-    console.print(f"B: {escape(_describe(source_b))}")
-    if not changes:
-        console.print("no metrics in common to compare")
-    else:
-        table = Table()
-        table.add_column("metric")
-        table.add_column("A", justify="right")
-        table.add_column("B", justify="right")
-        table.add_column("change", justify="right")
-        for change in changes:
-            style = {True: "green", False: "red", None: ""}[change.improved]
-            text = format_change(change)
-            table.add_row(
-                change.name,
-                format_value(change.name, change.a),
-                format_value(change.name, change.b),
-                f"[{style}]{text}[/{style}]" if style else text,
-            )
-        console.print(table)
-        if not any(change.changed for change in changes):
-            console.print("no change")
-    for result in results:
-        mark = {"pass": "[green]PASS[/green]", "fail": "[red]FAIL[/red]"}.get(
-            result.status, "[red]MISSING[/red]"
-        )
-        console.print(f"{mark} {escape(result.gate.text)}: {escape(result.reason)}")

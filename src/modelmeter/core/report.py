@@ -2,25 +2,36 @@
 
 A report is a set of named sections, each plain JSON data in base units:
 `model`, `settings`, `totals`, `modules`, `uncounted_ops`, and, when the
-matching analysis ran, `training`, `roofline`, `measured`, `llm`. `methods`
+matching analysis ran, `training`, `roofline`, `measured`, `llm`, `plan`. `methods`
 says how each figure was obtained (counted / estimated / measured).
-Sections are dicts so later layers add to them without touching this file;
-`Report.from_dict(r.to_dict()) == r` holds for every report.
+A report is assembled once from typed sections (`pipeline/sections.py`) and
+not changed afterwards (frozen); `Report.from_dict(r.to_dict()) == r` holds
+for every report.
+
+Jupyter shows a report through `_repr_html_`, whose renderer lives in
+`report/html.py` (layer 4): the package root registers it here with
+`set_html_renderer`, so this module never imports upwards.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .results import Counts
-
 SCHEMA = "modelmeter.report/1"
-OPTIONAL_SECTIONS = ("training", "roofline", "measured", "llm", "environment")
+OPTIONAL_SECTIONS = ("training", "roofline", "measured", "llm", "environment", "plan")
+
+_html_renderer: list[Callable[[Report], str]] = []
 
 
-@dataclass
+def set_html_renderer(render: Callable[[Report], str]) -> None:
+    """The function `Report._repr_html_` calls (registered by the package root)."""
+    _html_renderer[:] = [render]
+
+
+@dataclass(frozen=True)
 class Report:
     model: dict[str, Any]
     settings: dict[str, Any]
@@ -33,6 +44,7 @@ class Report:
     measured: dict[str, Any] | None = None
     llm: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None  # the multi-device planner (`modelmeter plan`)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -63,63 +75,6 @@ class Report:
             **{name: data.get(name) for name in OPTIONAL_SECTIONS},
         )
 
-    def _repr_html_(self) -> str:  # Jupyter; the renderer lives in report/ (layer 4)
-        from ..report.html import render_html_fragment  # noqa: PLC0415
-
-        return render_html_fragment(self)
-
-
-def count_sections(counts: Counts) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """`totals`, `modules` and `uncounted_ops` sections from counts."""
-    t = counts.totals
-    totals = {
-        "params": t.params,
-        "active_params": t.active_params,
-        "active_params_without_embeddings": t.active_params_without_embeddings,
-        "trainable_params": t.trainable_params,
-        "buffers": t.buffers,
-        "buffer_bytes": t.buffer_bytes,
-        "param_bytes": t.param_bytes,
-        "param_scale_bytes": t.param_scale_bytes,
-        "macs": t.macs,
-        "flops": t.flops,
-        "other_flops": t.other_flops,
-        "total_flops": t.flops + t.other_flops,
-        "bytes_read": t.bytes_read,
-        "bytes_written": t.bytes_written,
-        # `coverage` is the call coverage (kept as it always was); flop_coverage is the
-        # share of the arithmetic counted, uncounted ops estimated from their shapes.
-        "coverage": counts.coverage,
-        "call_coverage": counts.call_coverage,
-        "flop_coverage": counts.flop_coverage,
-        "uncounted_flops_estimate": counts.uncounted_flops_estimate,
-        # Ops counted with PyTorch's flop_registry because modelmeter has no formula.
-        "fallback_ops": fallback_section(counts),
-        "fallback_flops": sum(f for _, _, f in counts.fallback_ops),
-    }
-    if counts.quantization is not None:
-        # The weight-only layout behind param_bytes, and the naive all-tensors figure beside it.
-        totals["param_bytes_naive"] = counts.quantization.naive_bytes
-        totals["quantization"] = counts.quantization.to_dict()
-    modules = [
-        {
-            "path": m.path, "type": m.type, "depth": m.depth, "calls": m.calls,
-            "params": m.params, "own_params": m.own_params, "param_bytes": m.param_bytes,
-            "macs": m.macs, "flops": m.flops, "other_flops": m.other_flops,
-            "bytes_read": m.bytes_read, "bytes_written": m.bytes_written,
-            "input_bytes": m.input_bytes, "output_bytes": m.output_bytes,
-            "seed_bytes": m.seed_bytes,
-            **({"experts": m.experts, "top_k": m.top_k} if m.experts else {}),
-        }
-        for m in counts.modules
-    ]
-    estimates = counts.uncounted_estimates()
-    uncounted = [{"op": op, "count": n, "estimated_flops": estimates.get(op, 0)}
-                 for op, n in counts.uncounted_ops]
-    return totals, modules, uncounted
-
-
-def fallback_section(counts: Counts) -> list[dict[str, Any]]:
-    """Ops counted with PyTorch's flop_registry (a fallback: we have no formula for them)."""
-    return [{"op": op, "count": n, "flops": f, "source": "pytorch flop_registry"}
-            for op, n, f in counts.fallback_ops]
+    def _repr_html_(self) -> str | None:
+        """Jupyter's rich display; None (plain repr) when no renderer is registered."""
+        return _html_renderer[0](self) if _html_renderer else None

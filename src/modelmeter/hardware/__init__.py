@@ -9,14 +9,13 @@ re-exported function `calibrate` never shadows a submodule of the same name.
 from __future__ import annotations
 
 from .calibration import CalibrationResult, CalibrationSettings, calibrate
+from .lookup import get_hardware, list_hardware
 from .profile import load_local_profile, local_profile_path, save_local_profile
 from .specs import (
     Hardware,
     carbon_intensity,
     cpu_peak_method,
     energy_per_op,
-    get_hardware,
-    list_hardware,
     mamf_efficiency,
     sources_table,
 )

@@ -218,31 +218,14 @@ def _database() -> tuple[Hardware, ...]:
     return tuple(_from_entry(e, raw["sources"]) for e in raw["devices"])
 
 
-def list_hardware(include_local: bool = False) -> list[Hardware]:
-    """Every device in the database, in file order; the calibrated 'local' last if asked and present."""
-    devices = list(_database())
-    if include_local:
-        from .profile import load_local_profile
-
-        local = load_local_profile()
-        if local is not None:
-            devices.append(local)
-    return devices
+def database_hardware() -> list[Hardware]:
+    """Every device in the database, in file order (never the calibrated 'local' profile)."""
+    return list(_database())
 
 
-def get_hardware(hw_id: str) -> Hardware:
-    """Look a device up by id or alias (case-insensitive); 'local' is the calibrated profile."""
+def find_in_database(hw_id: str) -> Hardware:
+    """A database device by id or alias (case-insensitive); `lookup.get_hardware` adds 'local'."""
     key = hw_id.strip().lower()
-    if key == LOCAL_ID:
-        from .profile import load_local_profile, local_profile_path
-
-        local = load_local_profile()
-        if local is None:
-            raise UnknownHardwareError(
-                f"no calibrated 'local' profile at {local_profile_path()}; "
-                "run `modelmeter hardware calibrate` first"
-            )
-        return local
     for hw in _database():
         if key == hw.id or key in hw.aliases:
             return hw

@@ -1,9 +1,17 @@
-"""Terminal rendering with rich (layer 4). Only formatting: numbers come in base units."""
+"""Terminal rendering with rich (layer 4). Only formatting: numbers come in base units.
+
+The count tables and the efficiency report live here; each other command's
+view has its own module (`terminal_memory`, `terminal_roofline`,
+`terminal_bench`, `terminal_llm`, `terminal_hardware`). A `*_view` function
+returns the renderables a command prints, in order; the CLI only prints them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -80,6 +88,26 @@ def totals_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def count_view(report: dict[str, Any], depth: int) -> list[RenderableType]:
+    """`modelmeter count`: the modules to `depth`, the totals, the uncounted ops."""
+    out: list[RenderableType] = [module_table(report, depth, title=f"{report['model']['name']} — per module"),
+                                 totals_table(report)]
+    uncounted = uncounted_table(report)
+    return out + ([uncounted] if uncounted is not None else [])
+
+
+def presets_table(presets: Iterable[dict[str, Any]]) -> Table:
+    """`modelmeter models`: each shipped preset's name, family, total and active parameters."""
+    table = Table(title="shipped presets (architectures from configs; no download)")
+    for column, justify in (("name", "left"), ("family", "left"), ("params", "right"),
+                            ("active", "right"), ("description", "left")):
+        table.add_column(column, justify=justify, style="bold" if column == "name" else None)
+    for r in presets:
+        table.add_row(r["name"], r["family"], format_count(r["params"]), format_count(r["active_params"]),
+                      r["description"])
+    return table
+
+
 def uncounted_table(report: dict[str, Any]) -> Table | None:
     if not report["uncounted_ops"]:
         return None
@@ -92,6 +120,21 @@ def uncounted_table(report: dict[str, Any]) -> Table | None:
 
 
 # ------------------------------------------------------------------ the efficiency report
+
+
+def report_view(report: dict[str, Any], depth: int, top: int) -> list[RenderableType]:
+    """`modelmeter report`: what was analysed, the summary, notes, modules, bound layers, uncounted ops."""
+    out: list[RenderableType] = [report_header(report), summary_table(report)]
+    out += [Text(f"note: {note}") for note in report_notes(report)]
+    out.append(breakdown_table(report, depth))
+    out += [Text(line) for line in bound_layers_lines(report, top)]
+    uncounted = uncounted_table(report)
+    return out + ([uncounted] if uncounted is not None else [])
+
+
+def comparison_view(comparison: dict[str, Any], notes: Iterable[str]) -> list[RenderableType]:
+    """`modelmeter compare`: the table, then every note of the reports once."""
+    return [comparison_table(comparison), *(Text(f"note: {note}") for note in sorted(set(notes)))]
 
 
 def report_header(report: dict[str, Any]) -> Table:

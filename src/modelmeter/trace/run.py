@@ -62,7 +62,12 @@ def trace_model(
         return t
 
     device = _mode_name(module, args, kwargs)  # before the run: errors name where it ran
-    was_training = module.training
+    # Put back what the caller had: each submodule's own mode (a model may hold a frozen
+    # submodule in eval mode) and the gradients they had accumulated.
+    modes = [(m, m.training) for m in module.modules()]
+    grads = [(p, p.grad) for p in module.parameters()] if backward else []
+    for p, _ in grads:
+        p.grad = None  # autograd would accumulate into the caller's tensors in place
     _set_training(module, backward)
     try:
         with ExitStack() as ctx:
@@ -91,10 +96,10 @@ def trace_model(
             del out
             mode.record_frees()
     finally:
-        _set_training(module, was_training)
-        if backward:
-            for p in module.parameters():
-                p.grad = None
+        for m, was_training in modes:
+            m.training = was_training
+        for p, grad in grads:
+            p.grad = grad
     mode.record_frees()
     return Trace(
         events=tuple(mode.events),

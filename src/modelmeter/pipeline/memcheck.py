@@ -1,4 +1,4 @@
-"""Refuse a CPU build that cannot fit in memory, before it starts (layer 6).
+"""Refuse a CPU build that cannot fit in memory, before it starts (layer 5).
 
 `count llama3-70b --device cpu` would allocate 282 GB of fp32 weights. Linux
 overcommits, so such a build does not fail with an exception: it fills the
@@ -36,9 +36,11 @@ def check_cpu_fit(model: str | None, *, inputs: list[str] | None, batch: int | N
         available = available_memory_bytes()
     if available is None:
         return  # unknown: nothing to compare with; the CLI boundary still catches a failure
-    from .. import api
+    from .model import load
+    from .options import ModelOptions
 
-    loaded = api.load(model, inputs=inputs, batch=batch, seq=seq, device="meta")
+    loaded = load(ModelOptions(model, inputs=tuple(inputs) if inputs else None, batch=batch, seq=seq,
+                               device="meta"))
     need = _storage_bytes(loaded)
     if need > _SHARE * available:
         raise UserInputError(

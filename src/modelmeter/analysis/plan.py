@@ -1,0 +1,670 @@
+"""The multi-device training planner: layouts, memory per device, communication, time (layer 3, pure).
+
+Input: a `TrainingProfile` (per-block costs traced once at micro-batch 1, see
+`plan_profile.py`), a device and its links. Output: every layout of
+tensor (tp), pipeline (pp), data (dp) and expert (ep) parallelism, ZeRO stage,
+micro-batch, sequence parallelism and recomputation, each with its memory per
+device, communication and step time; ranked, with the reason each one that
+does not fit fails. Devices used = tp x pp x dp x ep.
+
+Memory per device (the worst pipeline stage):
+
+* model states, ZeRO (Rajbhandari et al., SC'20, "ZeRO: Memory Optimizations
+  Toward Training Trillion Parameter Models", section 5): with w, g, k bytes
+  per parameter for weights, gradients and optimizer state (mixed-precision
+  AdamW: 2 + 2 + 12, the 12 being fp32 master weights, momentum and variance)
+  and Psi parameters on the model-parallel shard, N data-parallel ranks:
+  stage 0 (w + g + k) Psi; stage 1 (w + g) Psi + k Psi / N; stage 2
+  w Psi + (g + k) Psi / N; stage 3 (w + g + k) Psi / N. Psi = block parameters
+  / tp of the stage's blocks (+ embeddings on the first stage, the head on the
+  last); expert parameters (module path containing `experts`) / (tp x ep),
+  sharded over dp only, since the ep ranks hold different experts;
+* activations: the bytes each block saves for backward (traced liveness of
+  autograd's saved tensors) x micro-batch, / tp for the tensor-parallel part;
+  the tensors of the hidden size (norm inputs, residuals) stay whole on every
+  tp rank unless sequence parallelism splits them too (Korthikanti et al.
+  2022, "Reducing Activation Recomputation in Large Transformer Models").
+  With recomputation a block keeps only its input, and one block's saved set
+  is rebuilt at a time. 1F1B (Narayanan et al. 2021, "Efficient Large-Scale
+  Language Model Training on GPU Clusters Using Megatron-LM") keeps
+  min(pp - s, m) micro-batches in flight on stage s, so the first stage holds pp.
+
+Time per step (no overlap of communication with compute, which is what
+Megatron-LM 2021 did for data parallelism: gradients are reduced after the
+pipeline flush; tensor-parallel collectives sit on the critical path anyway):
+
+* compute of a block per micro-batch b on tp ranks: its traced ops costed by
+  the roofline, sum of max(t_compute x b, t_weights + t_activations x b) / tp;
+  backward likewise; recomputation adds one more forward;
+* tensor parallelism: 2 all-reduces of the block's output per forward, 2 per
+  backward (Megatron-LM's attention + MLP split; with sequence parallelism a
+  reduce-scatter + all-gather pair, the same bus bytes); expert parallelism:
+  2 all-to-alls (dispatch, combine) of the routed tokens per forward and backward;
+* pipeline: (m + pp - 1) x (stage time + 2 point-to-point sends of
+  b x output / tp, Megatron-LM's scatter/gather optimisation); bubble (pp - 1)/m;
+* data parallelism: ZeRO 0/1 one all-reduce of the gradients per step (stage 1
+  as reduce-scatter + all-gather, the same bytes); stage 2 a reduce-scatter per
+  micro-batch and an all-gather of the weights per step; stage 3 two all-gathers
+  of the weights and a reduce-scatter of the gradients per micro-batch;
+* the optimizer step: every model-state byte read and written once, at memory bandwidth.
+
+Throughput: MFU = 3 x forward matrix FLOPs x samples / (devices x peak x step)
+(model FLOPs, no recomputation: PaLM's convention, Chowdhery et al. 2022,
+appendix B); HFU adds the recomputed forward (what Megatron-LM reports as
+achieved TFLOP/s per GPU). Peak is the device's dense matrix peak at the
+compute precision, never derated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..core.errors import UserInputError
+from ..hardware import Hardware
+from ..hardware.interconnect import Interconnect
+from .comm import (
+    ALL_GATHER,
+    ALL_REDUCE,
+    ALL_TO_ALL,
+    P2P,
+    REDUCE_SCATTER,
+    collective_time,
+    make_group,
+)
+from .memory import OPTIMIZER_STATES, STATE_BYTES
+
+ZERO_STAGES = (0, 1, 2, 3)
+MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
+OpCost = tuple[float, float, float]  # (t_compute, t_weights, t_activations) at micro-batch 1, one device
+
+
+# ------------------------------------------------------------------ profile
+
+
+@dataclass(frozen=True)
+class Block:
+    """One pipeline unit at micro-batch 1: a repeated block, or the parts before/after them."""
+
+    path: str
+    kind: int  # blocks with equal costs share a kind (their times are computed once)
+    params: int
+    expert_params: int
+    fwd_flops: float  # matrix FLOPs (2 x MACs)
+    bwd_flops: float
+    fwd_ops: tuple[OpCost, ...]
+    bwd_ops: tuple[OpCost, ...]
+    saved_bytes: float  # saved for backward
+    saved_hidden_bytes: float  # the part of the hidden size: whole on each tp rank without SP
+    input_bytes: float  # what recomputation keeps
+    output_bytes: float  # one message at its boundary (tp all-reduce, pp send)
+    tp_all_reduces: int  # per forward pass
+    moe: bool = False
+
+    @property
+    def dense_params(self) -> int:
+        return self.params - self.expert_params
+
+
+@dataclass(frozen=True)
+class TrainingProfile:
+    """Everything the planner needs about a model on a device, from one traced step."""
+
+    model: str
+    hardware: Hardware
+    dtype: str  # compute / parameter precision of the traced step
+    seq: int
+    params: int
+    first: Block  # before the first block: embeddings
+    blocks: tuple[Block, ...]
+    last: Block  # after the last block: final norm, head, loss
+    peak_flops: float  # dense matrix peak at dtype (MFU's denominator, not derated)
+    efficiency: float | None  # matrix-peak derating the op times were costed with
+    heads: int | None = None  # tp must divide it when known
+    experts: int | None = None  # ep must divide it when known
+    top_k: int = 1  # experts per token (all-to-all volume)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def fwd_flops(self) -> float:
+        return self.first.fwd_flops + self.last.fwd_flops + sum(b.fwd_flops for b in self.blocks)
+
+    @property
+    def expert_params(self) -> int:
+        return self.first.expert_params + self.last.expert_params + sum(b.expert_params for b in self.blocks)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    global_batch: int  # sequences per optimizer step
+    optimizer: str = "adamw"
+    master_fp32: bool = False
+    param_bytes: float = 2.0  # bytes per weight (the traced precision)
+
+    @property
+    def grad_bytes(self) -> float:
+        return self.param_bytes
+
+    @property
+    def optimizer_bytes(self) -> float:
+        """k of the ZeRO paper: fp32 optimizer state (+ fp32 master weights) per parameter."""
+        master = STATE_BYTES if self.master_fp32 and self.param_bytes != STATE_BYTES else 0
+        return OPTIMIZER_STATES[self.optimizer] * STATE_BYTES + master
+
+
+@dataclass(frozen=True)
+class Layout:
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    ep: int = 1
+    zero: int = 0
+    micro_batch: int = 1
+    sp: bool = False  # sequence parallelism (with tp > 1)
+    checkpoint: bool = False  # full recomputation of every block
+
+    @property
+    def devices(self) -> int:
+        return self.tp * self.pp * self.dp * self.ep
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """Dimensions the user fixed; None = search."""
+
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    ep: int | None = None
+    zero: int | None = None
+    micro_batch: int | None = None
+    sp: bool | None = None
+    checkpoint: bool | None = None
+
+
+FREE = Fixed()  # nothing fixed: search every dimension
+
+
+@dataclass(frozen=True)
+class Candidate:
+    layout: Layout
+    fits: bool
+    memory_per_device_bytes: float
+    model_states_bytes_per_device: float
+    weight_bytes_per_device: float
+    grad_bytes_per_device: float
+    optimizer_bytes_per_device: float
+    activation_bytes_per_device: float
+    capacity_bytes: float | None
+    worst_stage: int
+    micro_batches: int
+    compute_time_s: float
+    comm_time_s: float
+    comm: dict[str, float]  # per kind: seconds on the critical path per step
+    bubble_fraction: float
+    step_time_s: float
+    tokens_per_s: float
+    mfu: float
+    hfu: float
+    why_not: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str  # 'train' | 'infer'
+    model: str
+    hardware: str
+    devices: int
+    nodes: int
+    candidates: tuple[Any, ...]  # Candidate or InferCandidate, fitting ones first, best first
+    min_devices: int | None
+    searched: int  # layouts evaluated
+    settings: dict[str, Any]
+    interconnect: dict[str, Any]
+    assumptions: tuple[str, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def best(self) -> Any | None:
+        return self.candidates[0] if self.candidates and self.candidates[0].fits else None
+
+
+# ------------------------------------------------------------------ memory
+
+
+def zero_model_states(psi: float, n: int, stage: int, w: float, g: float, k: float) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per device of `psi` parameters over `n` data-parallel ranks."""
+    if stage not in ZERO_STAGES:
+        raise UserInputError(f"--zero must be one of 0, 1, 2, 3, got {stage}")
+    shard = psi / n
+    return (
+        shard * w if stage >= 3 else psi * w,
+        shard * g if stage >= 2 else psi * g,
+        shard * k if stage >= 1 else psi * k,
+    )
+
+
+def stage_split(n_blocks: int, pp: int) -> list[range]:
+    """Contiguous blocks per pipeline stage, as even as possible (earlier stages get the extra)."""
+    base, extra = divmod(n_blocks, pp)
+    out, start = [], 0
+    for s in range(pp):
+        size = base + (1 if s < extra else 0)
+        out.append(range(start, start + size))
+        start += size
+    return out
+
+
+def _stage_units(profile: TrainingProfile, stages: list[range], s: int) -> list[Block]:
+    units = [profile.blocks[i] for i in stages[s]]
+    if s == 0:
+        units.insert(0, profile.first)
+    if s == len(stages) - 1:
+        units.append(profile.last)
+    return units
+
+
+def _block_activations(b: Block, layout: Layout, mb: int) -> float:
+    """Saved bytes per micro-batch of one unit on one tp rank, without recomputation."""
+    tp = layout.tp
+    hidden = b.saved_hidden_bytes / (tp if layout.sp else 1)
+    return mb * ((b.saved_bytes - b.saved_hidden_bytes) / tp + hidden)
+
+
+def _stage_memory(profile: TrainingProfile, settings: TrainSettings, layout: Layout,
+                  units: list[Block], in_flight: int) -> tuple[float, float, float, float]:
+    """(weights, grads, optimizer, activations) bytes on one device of a stage."""
+    w, g, k = settings.param_bytes, settings.grad_bytes, settings.optimizer_bytes
+    dense = sum(u.dense_params for u in units) / layout.tp
+    experts = sum(u.expert_params for u in units) / (layout.tp * layout.ep)
+    dw, dg, dk = zero_model_states(dense, layout.dp * layout.ep, layout.zero, w, g, k)
+    ew, eg, ek = zero_model_states(experts, layout.dp, layout.zero, w, g, k)
+    mb = layout.micro_batch
+    per_mb = 0.0
+    transient = 0.0
+    for u in units:
+        full = _block_activations(u, layout, mb)
+        if layout.checkpoint and u.tp_all_reduces:
+            per_mb += mb * u.input_bytes / (layout.tp if layout.sp else 1)
+            transient = max(transient, full)  # one block's saved set, rebuilt in its backward
+        else:
+            per_mb += full
+    return dw + ew, dg + eg, dk + ek, per_mb * in_flight + transient
+
+
+# ------------------------------------------------------------------ time
+
+
+class _Timer:
+    """Block times per (kind, phase, micro-batch, tp), computed once."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[int, str, int, int], float] = {}
+
+    def __call__(self, b: Block, phase: str, mb: int, tp: int) -> float:
+        key = (b.kind, phase, mb, tp)
+        if key not in self.cache:
+            ops = b.fwd_ops if phase == "fwd" else b.bwd_ops
+            self.cache[key] = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta in ops) / tp
+        return self.cache[key]
+
+
+def evaluate(profile: TrainingProfile, settings: TrainSettings, layout: Layout, net: Interconnect | None,
+             capacity: float | None, timer: _Timer | None = None) -> Candidate:
+    """Memory, communication and time of one layout (see the module docstring)."""
+    timer = timer or _Timer()
+    tp, pp, dp, ep, mb = layout.tp, layout.pp, layout.dp, layout.ep, layout.micro_batch
+    replicas = dp * ep
+    m = settings.global_batch // (replicas * mb)
+    stages = stage_split(len(profile.blocks), pp)
+    groups = _groups(layout, net)
+    comm = dict.fromkeys(("tensor_parallel", "expert_parallel", "pipeline", "data_parallel"), 0.0)
+    worst = (-1.0, 0, (0.0, 0.0, 0.0, 0.0))
+    stage_compute, stage_tp, stage_ep, dp_time, states_max = 0.0, 0.0, 0.0, 0.0, 0.0
+    for s in range(pp):
+        units = _stage_units(profile, stages, s)
+        parts = _stage_memory(profile, settings, layout, units, min(pp - s, m))
+        total = sum(parts)
+        if total > worst[0]:
+            worst = (total, s, parts)
+        states_max = max(states_max, sum(parts[:3]))
+        compute = tpc = epc = 0.0
+        for u in units:
+            f, bwd = timer(u, "fwd", mb, tp), timer(u, "bwd", mb, tp)
+            compute += f + bwd + (f if layout.checkpoint and u.tp_all_reduces else 0.0)
+            passes = 3 if layout.checkpoint and u.tp_all_reduces else 2
+            msg = u.output_bytes * mb
+            tpc += passes * u.tp_all_reduces * collective_time(ALL_REDUCE, msg, groups["tp"]) if tp > 1 else 0.0
+            if u.moe and ep > 1:
+                epc += passes * 2 * collective_time(ALL_TO_ALL, msg * profile.top_k / tp, groups["ep"])
+        stage_compute = max(stage_compute, compute)
+        stage_tp, stage_ep = max(stage_tp, tpc), max(stage_ep, epc)
+        dp_time = max(dp_time, _dp_time(units, settings, layout, m, groups))
+    p2p = 0.0
+    if pp > 1:
+        p2p = 2 * collective_time(P2P, profile.blocks[0].output_bytes * mb / tp, groups["pp"])
+    slots = m + pp - 1
+    per_slot = stage_compute + stage_tp + stage_ep + p2p
+    comm["tensor_parallel"] = slots * stage_tp
+    comm["expert_parallel"] = slots * stage_ep
+    comm["pipeline"] = slots * p2p
+    comm["data_parallel"] = dp_time
+    optimizer = 2 * states_max / profile.hardware.memory_bandwidth_bytes_per_s
+    step = slots * per_slot + dp_time + optimizer
+    samples = settings.global_batch
+    devices = layout.devices
+    model_flops = 3 * profile.fwd_flops * samples
+    recompute = sum(b.fwd_flops for b in profile.blocks) * samples if layout.checkpoint else 0.0
+    denom = devices * profile.peak_flops * step
+    memory, s_worst, (wb, gb, ob, act) = worst
+    fits = capacity is None or memory <= capacity
+    return Candidate(
+        layout=layout, fits=fits, memory_per_device_bytes=memory,
+        model_states_bytes_per_device=wb + gb + ob, weight_bytes_per_device=wb,
+        grad_bytes_per_device=gb, optimizer_bytes_per_device=ob, activation_bytes_per_device=act,
+        capacity_bytes=capacity, worst_stage=s_worst, micro_batches=m,
+        compute_time_s=slots * stage_compute + optimizer, comm_time_s=sum(comm.values()), comm=comm,
+        bubble_fraction=(pp - 1) / m, step_time_s=step,
+        tokens_per_s=samples * profile.seq / step, mfu=model_flops / denom,
+        hfu=(model_flops + recompute) / denom,
+        why_not=None if fits else _why_not(memory, capacity, wb, gb, ob, act, s_worst),
+    )
+
+
+def _groups(layout: Layout, net: Interconnect | None) -> dict[str, Any]:
+    if net is None:
+        return {}
+    tp, dp, ep = layout.tp, layout.dp, layout.ep
+    return {
+        "tp": make_group(tp, 1, net),
+        "ep": make_group(ep, tp, net),
+        "dp_dense": make_group(dp * ep, tp, net),
+        "dp_expert": make_group(dp, tp * ep, net),
+        "pp": make_group(2, tp * dp * ep, net),
+    }
+
+
+def _dp_time(units: list[Block], settings: TrainSettings, layout: Layout, m: int,
+             groups: dict[str, Any]) -> float:
+    """Data-parallel communication of one stage per step, by ZeRO stage (module docstring)."""
+    if layout.dp * layout.ep <= 1 or not groups:
+        return 0.0
+    total = 0.0
+    for params, group in ((sum(u.dense_params for u in units) / layout.tp, groups["dp_dense"]),
+                          (sum(u.expert_params for u in units) / (layout.tp * layout.ep), groups["dp_expert"])):
+        if not params or group.size <= 1:
+            continue
+        grads, weights = params * settings.grad_bytes, params * settings.param_bytes
+        if layout.zero <= 1:
+            total += collective_time(ALL_REDUCE, grads, group)
+        elif layout.zero == 2:
+            total += m * collective_time(REDUCE_SCATTER, grads, group) + collective_time(ALL_GATHER, weights, group)
+        else:
+            total += m * (2 * collective_time(ALL_GATHER, weights, group)
+                          + collective_time(REDUCE_SCATTER, grads, group))
+    return total
+
+
+def _why_not(memory: float, capacity: float | None, w: float, g: float, o: float, act: float,
+             stage: int) -> str:
+    terms = {"weights": w, "gradients": g, "optimizer states": o, "activations": act}
+    biggest = max(terms, key=lambda k: terms[k])
+    over = memory - (capacity or 0)
+    return (f"needs {memory / 1e9:.1f} GB per device on stage {stage}, {over / 1e9:.1f} GB over "
+            f"{(capacity or 0) / 1e9:.0f} GB; largest term: {biggest} {terms[biggest] / 1e9:.1f} GB "
+            f"(weights {w / 1e9:.1f} + gradients {g / 1e9:.1f} + optimizer {o / 1e9:.1f} "
+            f"+ activations {act / 1e9:.1f} GB)")
+
+
+# ------------------------------------------------------------------ search
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def layouts(profile: TrainingProfile, settings: TrainSettings, devices: int, per_node: int,
+            fixed: Fixed = FREE) -> Iterator[Layout]:
+    """Every valid layout on exactly `devices` devices (tp within a node)."""
+    has_experts = profile.expert_params > 0
+    for tp in _divisors(devices):
+        if tp > per_node or (fixed.tp is not None and tp != fixed.tp):
+            continue
+        if profile.heads and profile.heads % tp:
+            continue
+        for pp in _divisors(devices // tp):
+            if pp > max(1, len(profile.blocks)) or (fixed.pp is not None and pp != fixed.pp):
+                continue
+            for ep in _divisors(devices // (tp * pp)):
+                if fixed.ep is not None and ep != fixed.ep:
+                    continue
+                if ep > 1 and (not has_experts or (profile.experts and profile.experts % ep)):
+                    continue
+                dp = devices // (tp * pp * ep)
+                if fixed.dp is not None and dp != fixed.dp:
+                    continue
+                yield from _variants(settings, fixed, tp, pp, dp, ep)
+
+
+def _variants(settings: TrainSettings, fixed: Fixed, tp: int, pp: int, dp: int, ep: int) -> Iterator[Layout]:
+    replicas = dp * ep
+    if settings.global_batch % replicas:
+        return
+    per_replica = settings.global_batch // replicas
+    mbs = [fixed.micro_batch] if fixed.micro_batch is not None else [b for b in MICRO_BATCHES if b <= per_replica]
+    zeros = [fixed.zero] if fixed.zero is not None else list(ZERO_STAGES)
+    sps = [fixed.sp] if fixed.sp is not None else ([False, True] if tp > 1 else [False])
+    ckpts = [fixed.checkpoint] if fixed.checkpoint is not None else [False, True]
+    for mb in mbs:
+        if per_replica % mb:
+            continue
+        for zero in zeros:
+            # DeepSpeed refuses ZeRO-2/3 with pipeline parallelism (gradients and weights are
+            # partitioned across the very micro-batches a pipeline keeps in flight).
+            if pp > 1 and zero >= 2:
+                continue
+            for sp in sps:
+                if sp and tp == 1:
+                    continue
+                for ck in ckpts:
+                    yield Layout(tp, pp, dp, ep, zero, mb, sp, ck)
+
+
+def check_fixed(fixed: Fixed, devices: int, per_node: int, settings: TrainSettings | None,
+                blocks: int | None = None) -> None:
+    """A fixed layout that cannot run on `devices` devices: one clear line."""
+    for name in ("tp", "pp", "dp", "ep", "micro_batch"):
+        value = getattr(fixed, name)
+        if value is not None and value < 1:
+            raise UserInputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if fixed.zero is not None and fixed.zero not in ZERO_STAGES:
+        raise UserInputError(f"--zero must be one of 0, 1, 2, 3, got {fixed.zero}")
+    product = 1
+    for name in ("tp", "pp", "dp", "ep"):
+        product *= getattr(fixed, name) or 1
+    if devices % product:
+        raise UserInputError(f"the fixed layout needs a multiple of {product} devices "
+                             f"(tp x pp x dp x ep); --devices is {devices}")
+    if all(getattr(fixed, n) is not None for n in ("tp", "pp", "dp", "ep")) and product != devices:
+        raise UserInputError(f"tp x pp x dp x ep = {product} but --devices is {devices}")
+    if fixed.tp is not None and fixed.tp > per_node:
+        raise UserInputError(f"--tp {fixed.tp} exceeds the {per_node} devices of a node: "
+                             "tensor parallelism stays within a node")
+    if blocks is not None and fixed.pp is not None and fixed.pp > blocks:
+        raise UserInputError(f"--pp {fixed.pp} exceeds the model's {blocks} blocks")
+    if fixed.pp is not None and fixed.pp > 1 and fixed.zero is not None and fixed.zero >= 2:
+        raise UserInputError("ZeRO stage 2/3 does not combine with pipeline parallelism (DeepSpeed "
+                             "refuses it): use --zero 0 or 1 with --pp > 1")
+    if fixed.sp and fixed.tp == 1:
+        raise UserInputError("sequence parallelism splits activations across tensor-parallel ranks: "
+                             "it needs --tp > 1")
+
+
+def rank(candidates: list[Candidate]) -> list[Candidate]:
+    """Fitting first, fastest step first; then the rest by least memory."""
+    return sorted(candidates, key=lambda c: (not c.fits, c.step_time_s if c.fits else c.memory_per_device_bytes,
+                                             c.memory_per_device_bytes))
+
+
+def plan_training(profile: TrainingProfile, settings: TrainSettings, *, devices: int, nodes: int,
+                  net: Interconnect | None, fixed: Fixed = FREE, limit: int = 50) -> Plan:
+    """Search the layouts on `devices` devices; `min_devices`: the fewest that fit at all."""
+    if settings.global_batch < 1:
+        raise UserInputError(f"--global-batch must be a positive integer, got {settings.global_batch}")
+    per_node = net.devices_per_node if net is not None else 1
+    if devices > 1 and net is None:
+        raise UserInputError(f"no interconnect figures for {profile.hardware.id}: plan it on one device")
+    check_fixed(fixed, devices, per_node, settings, len(profile.blocks))
+    capacity = float(profile.hardware.memory_bytes) if profile.hardware.memory_bytes else None
+    timer = _Timer()
+    found = [evaluate(profile, settings, lay, net, capacity, timer)
+             for lay in layouts(profile, settings, devices, per_node, fixed)]
+    if not found:
+        raise UserInputError(
+            f"no layout of {devices} devices matches: tp within a node of {per_node}, tp dividing the "
+            f"{profile.heads or '?'} heads, pp at most {len(profile.blocks)} blocks, and dp x ep x "
+            f"micro-batch dividing --global-batch {settings.global_batch}")
+    ranked = rank(found)
+    shown = _shown(ranked, limit)
+    return Plan(
+        mode="train", model=profile.model, hardware=profile.hardware.id, devices=devices, nodes=nodes,
+        candidates=tuple(shown),
+        min_devices=_min_devices(profile, settings, net, capacity, fixed, per_node),
+        searched=len(found),
+        settings={"global_batch": settings.global_batch, "seq": profile.seq, "optimizer": settings.optimizer,
+                  "master_fp32": settings.master_fp32, "dtype": profile.dtype,
+                  "bytes_per_param": {"weights": settings.param_bytes, "gradients": settings.grad_bytes,
+                                      "optimizer": settings.optimizer_bytes},
+                  "efficiency": profile.efficiency},
+        interconnect=net.to_dict() if net is not None else {},
+        assumptions=TRAIN_ASSUMPTIONS, notes=profile.notes,
+    )
+
+
+TRAIN_ASSUMPTIONS = (
+    "model states per ZeRO stage (Rajbhandari et al. 2020): weights, gradients and optimizer bytes "
+    "per parameter as listed in settings.bytes_per_param",
+    "activations: tensors the traced step saves for backward x micro-batch; / tp for the sharded part, "
+    "hidden-size tensors whole per tp rank unless sequence parallelism; 1F1B keeps pp micro-batches "
+    "in flight on the first stage",
+    "compute: traced ops costed by the roofline, scaled linearly with micro-batch and divided by tp",
+    "communication is not overlapped with compute (Megatron-LM 2021: data-parallel all-reduce after "
+    "the pipeline flush); ring or tree per NCCL's cost model",
+    "tensor parallelism: 2 all-reduces of a block's output per forward and per backward pass (+2 with "
+    "recomputation); rank order tp, then ep and dp, then pp",
+    "MFU: 3 x forward matrix FLOPs (PaLM); HFU adds the recomputed forward (Megatron-LM's TFLOP/s)",
+)
+
+
+def _shown(ranked: list[Candidate], limit: int) -> list[Any]:
+    """The fitting candidates (up to `limit`), then per layout (tp, pp, dp, ep, zero) without a fit
+    its smallest variant, so every reason a layout fails is shown once."""
+    fitting = [c for c in ranked if c.fits][:limit]
+    fit_layouts = {_key(c.layout) for c in ranked if c.fits}
+    seen: set[tuple[int, ...]] = set()
+    rejected = []
+    for c in ranked:
+        k = _key(c.layout)
+        if c.fits or k in fit_layouts or k in seen:
+            continue
+        seen.add(k)
+        rejected.append(c)
+    return fitting + rejected[:limit]
+
+
+def _key(layout: Any) -> tuple[int, ...]:
+    return (layout.tp, layout.pp, layout.dp, layout.ep, getattr(layout, "zero", 0))
+
+
+def _device_counts(limit: int = 1 << 16) -> Iterator[int]:
+    n = 1
+    while n <= limit:
+        yield n
+        n *= 2
+
+
+def _min_devices(profile: TrainingProfile, settings: TrainSettings, net: Interconnect | None,
+                 capacity: float | None, fixed: Fixed, per_node: int) -> int | None:
+    """Fewest devices (a power of two) with a layout that fits; the user's fixed
+    micro-batch, ZeRO stage, recomputation and SP still apply, the parallel degrees are searched."""
+    if capacity is None:
+        return None
+    free = replace(fixed, tp=None, pp=None, dp=None, ep=None)
+    for n in _device_counts():
+        if n > 1 and net is None:
+            return None
+        if any(_memory_only(profile, settings, lay, capacity)
+               for lay in layouts(profile, settings, n, per_node, free)):
+            return n
+    return None
+
+
+def _memory_only(profile: TrainingProfile, settings: TrainSettings, layout: Layout, capacity: float) -> bool:
+    m = settings.global_batch // (layout.dp * layout.ep * layout.micro_batch)
+    stages = stage_split(len(profile.blocks), layout.pp)
+    for s in range(layout.pp):
+        units = _stage_units(profile, stages, s)
+        if sum(_stage_memory(profile, settings, layout, units, min(layout.pp - s, m))) > capacity:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------ JSON
+
+
+def candidate_dict(c: Candidate) -> dict[str, Any]:
+    lay = c.layout
+    return {
+        "tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "zero": lay.zero,
+        "micro_batch": lay.micro_batch, "sequence_parallel": lay.sp, "checkpoint": lay.checkpoint,
+        "devices": lay.devices, "micro_batches": c.micro_batches,
+        "memory_per_device_bytes": c.memory_per_device_bytes,
+        "model_states_bytes_per_device": c.model_states_bytes_per_device,
+        "weight_bytes_per_device": c.weight_bytes_per_device,
+        "grad_bytes_per_device": c.grad_bytes_per_device,
+        "optimizer_bytes_per_device": c.optimizer_bytes_per_device,
+        "activation_bytes_per_device": c.activation_bytes_per_device,
+        "capacity_bytes": c.capacity_bytes, "worst_stage": c.worst_stage,
+        "compute_time_s": c.compute_time_s, "comm_time_s": c.comm_time_s, "comm_s": dict(c.comm),
+        "bubble_fraction": c.bubble_fraction, "step_time_s": c.step_time_s,
+        "tokens_per_s": c.tokens_per_s, "mfu": c.mfu, "hfu": c.hfu, "fits": c.fits, "why_not": c.why_not,
+    }
+
+
+def plan_section(plan: Plan, candidate_to_dict: Any = None) -> dict[str, Any]:
+    """The report's `plan` section (base units)."""
+    to_dict = candidate_to_dict or candidate_dict
+    cands = [to_dict(c) for c in plan.candidates]
+    best = plan.best
+    return {
+        "mode": plan.mode,
+        "model": plan.model,
+        "hardware": plan.hardware,
+        "devices": plan.devices,
+        "nodes": plan.nodes,
+        "settings": plan.settings,
+        "interconnect": plan.interconnect,
+        "candidates": cands,
+        "best": cands[0] if best is not None else None,
+        "min_devices": plan.min_devices,
+        "searched": plan.searched,
+        "fitting": sum(1 for c in plan.candidates if c.fits),
+        "assumptions": list(plan.assumptions),
+        "notes": list(plan.notes),
+        "method": ("estimated: per-block FLOPs, bytes and saved activations counted from one traced "
+                   "training step (or the LLM view's prefill/decode traces); times from the roofline and "
+                   "NCCL-style collective models over sourced link bandwidths"),
+    }
+
+
+def check_positive(value: int | None, name: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UserInputError(f"--{name} must be a positive integer, got {value!r}")
+
+
+__all__ = [
+    "FREE", "Block", "Candidate", "Fixed", "Layout", "Plan", "TrainSettings", "TrainingProfile",
+    "candidate_dict", "check_fixed", "check_positive", "evaluate", "layouts",
+    "plan_section", "plan_training", "rank", "stage_split", "zero_model_states",
+]

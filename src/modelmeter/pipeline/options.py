@@ -1,0 +1,295 @@
+"""The options of a run, validated once, where they enter (layer 5).
+
+Each question a user asks has one frozen options object: which model and
+inputs (`ModelOptions`), the training-memory what-ifs (`MemoryOptions`), the
+roofline device and precisions (`RooflineOptions`), the measurement
+(`BenchOptions`, `TimingOptions`), the LLM view (`LLMOptions`) and the full
+report (`ReportOptions`). Construction validates and normalises every field
+(precision names, optimizer, device strings, meter, region, PUE, timing) and
+raises `UserInputError` naming the valid values, so nothing downstream checks
+again and a typo fails before a model is built.
+
+What needs the chosen device (does it have a peak for this precision?) or
+the model (does the shape fit?) is checked by the pipeline before the trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..analysis.memory import check_optimizer
+from ..core.errors import UserInputError
+from ..core.precision import parse_precision
+from ..measure.allocator import POLICIES
+from ..measure.carbon import carbon_intensity, parse_pue
+from ..measure.energy import METER_NAMES
+from ..measure.timer import check_timing, parse_device
+from ..sources.resolve import DEVICES as TRACE_DEVICES
+
+__all__ = [
+    "BenchOptions",
+    "LLMOptions",
+    "MemoryOptions",
+    "ModelOptions",
+    "ReportOptions",
+    "RooflineOptions",
+    "TimingOptions",
+    "parse_efficiency",
+    "report_timing",
+]
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    # Normalising inside a frozen dataclass's __post_init__ (the documented way).
+    object.__setattr__(obj, name, value)
+
+
+# Formats that store one scale per group of weights, where a group size means something.
+GROUPED = ("int8", "int4", "nf4", "fp8")
+
+
+def _positive(label: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or value <= 0):
+        raise UserInputError(f"--{label} must be a positive integer, got {value}")
+
+
+def _precision(value: str | None) -> str | None:
+    return None if value is None else parse_precision(value).name
+
+
+def _measure_device(device: str) -> str:
+    """'cpu' | 'cuda' | 'cuda:N' in canonical spelling (junk -> UserInputError naming the forms)."""
+    kind, index = parse_device(device)
+    return kind if index is None else f"{kind}:{index}"
+
+
+def parse_efficiency(value: float | str | None) -> float | str | None:
+    """A derating of the matrix peak: a number in (0, 1], or 'mamf' (the measured fraction)."""
+    if value is None or value == "mamf":
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"--efficiency takes a number in (0, 1] or 'mamf', got {value!r}") from None
+    if not 0 < number <= 1:
+        raise UserInputError(f"efficiency must be in (0, 1], got {value}")
+    return number
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model, on which inputs, at which precision: the input of every trace.
+
+    `model` is a spec string (preset, folder, `pkg.module:factory`, `.pt2`…),
+    a `torch.nn.Module` (then `example_inputs` is its call: a tensor, a tuple
+    or a dict), or None for the default model. `inputs`, `batch`, `seq` and
+    `device` build a spec's model and inputs (`device`: 'meta', the default, no
+    weights allocated; or 'cpu', real tensors); a module is traced as given, so
+    they are errors beside one. `dtype` is the parameter precision (any of
+    `core.precision`; on a module a parameter-bytes what-if), `group_size` the
+    quantisation group of block-quantised weights (int8, int4, nf4, fp8).
+    An option that cannot apply is an error, never ignored.
+    """
+
+    model: Any = None
+    example_inputs: Any = None
+    inputs: tuple[str, ...] | None = None
+    batch: int | None = None
+    seq: int | None = None
+    dtype: str | None = None
+    device: str | None = None
+    group_size: int | None = None
+    trust_remote_code: bool = False
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive("batch", self.batch)
+        _positive("seq", self.seq)
+        _set(self, "dtype", _precision(self.dtype))
+        if self.group_size is not None:
+            _positive("group-size", self.group_size)
+            if self.dtype not in GROUPED:
+                raise UserInputError(
+                    f"--group-size applies to block-quantised weights ({', '.join(GROUPED)}), "
+                    f"which store one scale per group; {self.dtype or 'the traced precision'} stores none")
+        _set(self, "inputs", tuple(self.inputs) if self.inputs else None)
+        if self.device is not None and self.device not in TRACE_DEVICES:
+            raise UserInputError(f"unknown device {self.device!r}; choose one of {', '.join(TRACE_DEVICES)}")
+        if self.is_spec:
+            if self.example_inputs is not None:
+                raise UserInputError("example_inputs go with a torch.nn.Module; a model spec builds its "
+                                     "own inputs (give their shapes with inputs=[...] / --input)")
+            return
+        import torch
+
+        if not isinstance(self.model, torch.nn.Module):
+            raise UserInputError(f"expected a model spec string or a torch.nn.Module, got {type(self.model).__name__}")
+        for label, value in (("inputs", self.inputs), ("batch", self.batch), ("seq", self.seq)):
+            if value is not None:
+                raise UserInputError(
+                    f"{label}={value!r} cannot apply to a torch.nn.Module: inputs, batch and seq build "
+                    "the inputs of a model spec; pass example_inputs of the shape you want")
+        if self.device is not None:
+            raise UserInputError(f"device={self.device!r} cannot apply to a torch.nn.Module: it is traced "
+                                 "where its parameters are; move it and its inputs with .to(...)")
+        if self.example_inputs is None:
+            raise UserInputError("a torch.nn.Module needs example_inputs (a tensor, a tuple, or a dict)")
+
+    @property
+    def is_spec(self) -> bool:
+        """True for a spec string or the default model (the pipeline may rebuild it per batch)."""
+        return self.model is None or isinstance(self.model, str)
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """Activation memory, and with `train` the training step and its budget."""
+
+    train: bool = False
+    optimizer: str = "adamw"
+    master_fp32: bool = False
+    checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        _set(self, "optimizer", check_optimizer(self.optimizer))
+        for label, value in (("--checkpoint", self.checkpoint), ("--master-fp32", self.master_fp32)):
+            if value and not self.train:
+                raise UserInputError(f"{label} applies to the training step; add --train (train=True)")
+
+
+@dataclass(frozen=True)
+class RooflineOptions:
+    """The roofline: device id (None: the calibrated 'local' profile), precisions, derating.
+
+    `depth` limits the module rows of the `roofline` section (None: all).
+    """
+
+    hardware: Any = None  # an id, a `Hardware`, or None
+    weights: str | None = None
+    efficiency: float | str | None = None
+    depth: int | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "weights", _precision(self.weights))
+        _set(self, "efficiency", parse_efficiency(self.efficiency))
+        if self.depth is not None and self.depth < 0:
+            raise UserInputError(f"--depth must be >= 0, got {self.depth}")
+
+
+@dataclass(frozen=True)
+class TimingOptions:
+    """How long each batch is timed. `malloc`: 'default' leaves the C allocator alone;
+    'retain' makes glibc keep freed memory for the rest of the process (steadier CPU
+    timings; `measure/allocator.py` says why). glibc cannot be put back, so only the
+    commands, whose process ends with them, choose 'retain' by default."""
+
+    min_time_s: float = 2.0
+    min_iters: int = 10
+    warmup_s: float = 0.5
+    malloc: str = "default"
+
+    def __post_init__(self) -> None:
+        check_timing(self.min_time_s, self.min_iters, self.warmup_s, 0, None)
+        if self.malloc not in POLICIES:
+            raise UserInputError(f"unknown malloc policy {self.malloc!r}; use {' or '.join(POLICIES)}")
+
+
+# The report's measurement is one batch and must finish fast; `bench` is for careful numbers.
+REPORT_TIMING = TimingOptions(min_time_s=1.0, min_iters=5, warmup_s=0.3)
+
+
+def report_timing(overrides: Mapping[str, Any] | None = None) -> TimingOptions:
+    """`REPORT_TIMING` with some fields replaced: min_time_s, min_iters, warmup_s, malloc."""
+    fields = {f.name for f in dataclasses.fields(TimingOptions)}
+    unknown = sorted(set(overrides or {}) - fields)
+    if unknown:
+        raise UserInputError(f"unknown timing option {unknown[0]!r}; choose from {', '.join(sorted(fields))}")
+    return dataclasses.replace(REPORT_TIMING, **(overrides or {}))
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """A measured sweep over batch sizes, with energy and carbon when asked.
+
+    `batches` None: the model's own example batch. `hardware` names the
+    roofline device for the per-batch prediction (None: 'local' on CPU, the
+    database entry of the GPU on CUDA). `meter` (default 'auto'), `region`
+    ('world') and `pue` (1.0) are energy options: giving one measures energy,
+    as `energy=True` does.
+    """
+
+    batches: tuple[int, ...] | None = None
+    device: str = "cpu"
+    hardware: str | None = None
+    energy: bool = False
+    meter: str | None = None
+    region: str | None = None
+    pue: float | str | None = None
+    timing: TimingOptions = field(default_factory=TimingOptions)
+
+    def __post_init__(self) -> None:
+        if self.batches is not None:
+            if not self.batches:
+                raise UserInputError("the benchmark needs at least one batch size")
+            for b in self.batches:
+                _positive("batch", b)
+            _set(self, "batches", tuple(self.batches))
+        _set(self, "device", _measure_device(self.device))
+        given = (self.meter, self.region, self.pue)
+        _set(self, "energy", self.energy or any(v is not None for v in given))
+        meter = self.meter or "auto"
+        if meter.strip().lower() not in METER_NAMES:
+            raise UserInputError(f"unknown energy meter {meter!r}; choose one of {', '.join(METER_NAMES)}")
+        _set(self, "meter", meter)
+        _set(self, "region", carbon_intensity(self.region or "world").region)
+        _set(self, "pue", parse_pue(1.0 if self.pue is None else self.pue))
+
+
+@dataclass(frozen=True)
+class LLMOptions:
+    """The LLM inference view: prompt and generation lengths, batch sizes, precisions."""
+
+    hardware: Any = None  # an id, a `Hardware`, or None for 'local'
+    prompt: int = 512
+    gen: int = 128
+    batches: tuple[int, ...] = (1,)
+    dtype: str = "fp16"
+    weights: str | None = None
+    kv_dtype: str | None = None
+    max_batch: bool = False
+    trust_remote_code: bool = False
+    # Also run prefill and decode here (random weights, first batch) beside the predictions.
+    measure: bool = False
+
+    def __post_init__(self) -> None:
+        from ..analysis.llm import parse_batches  # lazy: the LLM analysis imports torch
+
+        _set(self, "batches", parse_batches(self.batches))
+        for label, value in (("prompt", self.prompt), ("gen", self.gen)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserInputError(f"--{label} must be a positive whole number of tokens, got {value!r}")
+        _set(self, "dtype", parse_precision(self.dtype).name)
+        _set(self, "weights", _precision(self.weights))
+        _set(self, "kv_dtype", _precision(self.kv_dtype))
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Every metric in one report. `measure`: True / False, or None for the automatic rule
+    (`run.should_measure`); `device` is where the measurement runs."""
+
+    hardware: str | None = None
+    measure: bool | None = None
+    device: str = "cpu"
+    train: bool = False
+    optimizer: str = "adamw"
+    energy: bool = True
+    environment: bool = True
+    timing: TimingOptions = REPORT_TIMING
+
+    def __post_init__(self) -> None:
+        _set(self, "device", _measure_device(self.device))
+        _set(self, "optimizer", check_optimizer(self.optimizer))

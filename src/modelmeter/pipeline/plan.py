@@ -1,0 +1,180 @@
+"""`plan`: model -> trace -> per-block profile -> the multi-device plan, as sections (layer 5).
+
+One function, `plan`, validates the options (before any trace, so a typo
+fails at once), traces what the plan needs and hands it to the pure planners:
+`analysis.plan` for training (one traced training step at micro-batch 1)
+and `analysis.plan_infer` for inference (the LLM view's prefill/decode traces).
+It returns `Sections` (counts + `PlanSection`); `to_report()` is the report.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..core.errors import UserInputError
+from ..core.precision import parse_precision
+from .model import Analysis, load
+from .options import ModelOptions
+from .sections import CountSection, PlanSection, Sections
+
+TRAIN_DTYPES = ("fp32", "fp16", "bf16")
+
+
+def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, devices: int = 1,
+         nodes: int | None = None, train: bool = False, optimizer: str = "adamw", zero: int | None = None,
+         global_batch: int | None = None, seq: int | None = None, checkpoint: bool | None = None,
+         master_fp32: bool = False, sp: bool | None = None, dtype: str | None = None, prompt: int = 512,
+         gen: int = 128, batch: int = 1, weights: str | None = None, kv_dtype: str | None = None,
+         tp: int | None = None, pp: int | None = None, dp: int | None = None, ep: int | None = None,
+         micro_batch: int | None = None, efficiency: float | str | None = "auto", fabric: str | None = None,
+         objective: str = "throughput", limit: int = 50, name: str | None = None) -> Sections:
+    """Plan `model` on `devices` devices of `hardware` over `nodes` nodes (see `analysis/plan.py`).
+
+    Training (`train=True`) searches tp, pp, dp, ep, ZeRO stage, micro-batch, sequence
+    parallelism and recomputation; inference searches tp, pp and dp. Any of them given
+    is fixed. `efficiency`: 'auto' derates the matrix peak by the device's measured
+    max-achievable matmul fraction (MAMF) where the database has one; a number in (0, 1]
+    or None (the datasheet peak) otherwise.
+    """
+    from ..analysis.memory import check_optimizer
+    from ..analysis.plan import Fixed, TrainSettings, check_fixed, check_positive, plan_section
+    from ..hardware import get_hardware
+    from ..hardware.interconnect import get_interconnect
+
+    for label, value in (("devices", devices), ("nodes", nodes), ("global-batch", global_batch),
+                         ("seq", seq), ("prompt", prompt), ("gen", gen), ("batch", batch),
+                         ("limit", limit)):
+        check_positive(value, label)
+    hw = get_hardware(hardware)
+    nodes = nodes or 1
+    per_node = None
+    if devices % nodes:
+        raise UserInputError(f"--devices {devices} does not split evenly over --nodes {nodes}")
+    if nodes > 1 or devices > 1:
+        per_node = devices // nodes if nodes > 1 else None
+        net = get_interconnect(hw.id, fabric=fabric, devices_per_node=per_node)
+        if nodes == 1 and devices > net.devices_per_node:
+            nodes = math.ceil(devices / net.devices_per_node)
+    else:
+        net = get_interconnect(hw.id, fabric=fabric) if fabric else None
+    fixed = Fixed(tp=tp, pp=pp, dp=dp, ep=ep, zero=zero, micro_batch=micro_batch, sp=sp,
+                  checkpoint=checkpoint)
+    check_fixed(fixed, devices, net.devices_per_node if net else 1, None)
+    if train:
+        for label, value in (("--weights", weights), ("--kv-dtype", kv_dtype)):
+            if value is not None:
+                raise UserInputError(f"{label} applies to inference; drop --train")
+        optimizer = check_optimizer(optimizer)
+        dtype = parse_precision(dtype or "bf16").name
+        if dtype not in TRAIN_DTYPES:
+            raise UserInputError(f"--dtype {dtype}: training runs in {', '.join(TRAIN_DTYPES)}")
+        eff = _efficiency(hw, dtype, efficiency)
+        settings = TrainSettings(global_batch=global_batch or 8 * devices, optimizer=optimizer,
+                                 master_fp32=master_fp32, param_bytes=parse_precision(dtype).bits / 8)
+        return _plan_training(model, example_inputs, hw, net, settings, fixed, devices=devices, nodes=nodes,
+                              seq=seq, dtype=dtype, efficiency=eff, limit=limit, name=name,
+                              section=plan_section)
+    for label, value in (("--zero", zero), ("--global-batch", global_batch), ("--seq", seq),
+                         ("--micro-batch", micro_batch), ("--checkpoint", checkpoint)):
+        if value is not None:
+            raise UserInputError(f"{label} applies to training; add --train")
+    if master_fp32 or optimizer != "adamw":
+        raise UserInputError("--optimizer and --master-fp32 apply to training; add --train")
+    if example_inputs is not None:
+        raise UserInputError("inference planning traces its own prefill and decode inputs: drop example_inputs")
+    return _plan_inference(model, hw, net, fixed, devices=devices, nodes=nodes, dtype=dtype or "fp16",
+                           prompt=prompt, gen=gen, batch=batch, weights=weights, kv_dtype=kv_dtype,
+                           objective=objective, limit=limit)
+
+
+def _efficiency(hw: Any, dtype: str, efficiency: float | str | None) -> float | None:
+    from ..hardware import mamf_efficiency
+
+    if efficiency == "auto":
+        row = mamf_efficiency()["by_precision"].get(dtype, {}).get(hw.id)
+        return float(row["fraction_of_peak"]) if row else None
+    if efficiency is None or efficiency == "none":
+        return None
+    if efficiency == "mamf":
+        row = mamf_efficiency()["by_precision"].get(dtype, {}).get(hw.id)
+        if not row:
+            raise UserInputError(f"no measured MAMF efficiency for {hw.id} at {dtype}; pass a number in (0, 1]")
+        return float(row["fraction_of_peak"])
+    try:
+        value = float(efficiency)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0 < value <= 1:
+        raise UserInputError(f"--efficiency must be 'auto', 'mamf', 'none' or a number in (0, 1], got {efficiency!r}")
+    return value
+
+
+def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings: Any, fixed: Any, *,
+                   devices: int, nodes: int, seq: int | None, dtype: str, efficiency: float | None,
+                   limit: int, name: str | None, section: Any) -> Sections:
+    from ..analysis.llm_trace import _fused_attention
+    from ..analysis.plan import plan_training
+    from ..analysis.plan_profile import build_profile
+    from ..count import count_trace
+    from ..trace import trace_model
+
+    if example_inputs is not None:
+        loaded = load(ModelOptions(model, example_inputs, name=name))
+    else:
+        try:
+            loaded = load(ModelOptions(model, batch=1, seq=seq or 2048, dtype=dtype, name=name))
+        except UserInputError as exc:
+            if seq is not None or "cannot apply" not in str(exc):
+                raise
+            loaded = load(ModelOptions(model, batch=1, dtype=dtype, name=name))  # not a text preset
+    seq_used = _tokens_per_sample(loaded)
+    # Fused attention, as training kernels run it (flash): no L x L scores saved for backward.
+    with _fused_attention():
+        trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True)
+    forward = count_trace(trace)
+    if forward.totals.trainable_params == 0:
+        raise UserInputError("the model has no trainable parameters; --train needs some")
+    backward = count_trace(trace, phase="backward")
+    profile = build_profile(trace, forward, backward, hw, model=loaded.name, seq=seq_used,
+                            efficiency=efficiency, config=loaded.config)
+    result = plan_training(profile, settings, devices=devices, nodes=nodes, net=net, fixed=fixed, limit=limit)
+    analysis = Analysis(loaded, dtype, dtype, None, trace, forward, 1, seq_used)
+    return Sections(CountSection.from_analysis(analysis), plan=PlanSection(section(result)))
+
+
+def _tokens_per_sample(loaded: Any) -> int:
+    """Tokens per sample: the length of the first integer (token id) input of shape (1, S), else 1."""
+    import torch
+
+    for value in (*loaded.args, *loaded.kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and not value.is_floating_point():
+            if value.shape[0] != 1:
+                raise UserInputError(f"plan traces one sample per step; {loaded.name}'s inputs have batch "
+                                     f"{value.shape[0]}: give inputs of batch 1")
+            return int(value.shape[1])
+    return 1
+
+
+def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, nodes: int, dtype: str,
+                    prompt: int, gen: int, batch: int, weights: str | None, kv_dtype: str | None,
+                    objective: str, limit: int) -> Sections:
+    from ..analysis.llm import measure_llm_costs
+    from ..analysis.plan import plan_section
+    from ..analysis.plan_infer import infer_candidate_dict, plan_inference
+
+    if not isinstance(model, str):
+        raise UserInputError("inference planning takes a decoder spec (a preset or a local folder)")
+    for precision in (weights, kv_dtype):
+        if precision:
+            parse_precision(precision)
+    hw.peak_flops_for(parse_precision(dtype).name, "matmul")
+    costs = measure_llm_costs(model, prompt=prompt, gen=gen, dtype=dtype)
+    result = plan_inference(costs, hw, devices=devices, nodes=nodes, net=net, batch=batch, weights=weights,
+                            kv_dtype=kv_dtype, fixed=fixed, objective=objective, limit=limit)
+    # No module breakdown: the LLM view's traces are costed per step, not per module.
+    counts = CountSection(
+        model={"name": costs.model, "kind": "decoder", "source": "", "description": ""},
+        settings={"dtype": costs.dtype, "prompt": prompt, "gen": gen, "batch": batch, "notes": []},
+        totals={"params": costs.params}, modules=(), uncounted_ops=(), methods={})
+    return Sections(counts, plan=PlanSection(plan_section(result, infer_candidate_dict)))

@@ -1,0 +1,83 @@
+"""Terminal view of the `plan` section: the ranked candidates and why the others do not fit (layer 4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..core.units import format_bytes, format_count, format_percent, format_seconds
+
+SHOWN = 12
+
+
+def render_plan(console: Console, plan: dict[str, Any], shown: int = SHOWN) -> None:
+    """Print the plan: settings line, ranked fitting layouts, min_devices, the reasons for the rest."""
+    train = plan["mode"] == "train"
+    st = plan["settings"]
+    net = plan.get("interconnect") or {}
+    if train:
+        what = (f"training, global batch {st['global_batch']} x seq {st['seq']}, {st['dtype']}, "
+                f"{st['optimizer']}{' + fp32 master' if st['master_fp32'] else ''}")
+    else:
+        what = (f"inference, prompt {st['prompt']}, gen {st['gen']}, batch {st['batch']} per replica, "
+                f"{st['weights']} weights, {st['kv_dtype']} KV")
+    console.print(f"[bold]{plan['model']}[/] on {plan['devices']} x {plan['hardware']} "
+                  f"({plan['nodes']} node{'s' if plan['nodes'] > 1 else ''}) — {what} (estimated)")
+    if net:
+        console.print(f"links: {net['intra_node']['name']} {format_bytes(net['intra_node']['bandwidth_bytes_per_s'])}/s"
+                      f" · {net['inter_node']['name']} {format_bytes(net['inter_node']['bandwidth_bytes_per_s'])}/s "
+                      "per device (per direction)")
+    fitting = [c for c in plan["candidates"] if c["fits"]]
+    rejected = [c for c in plan["candidates"] if not c["fits"]]
+    if fitting:
+        console.print(_table(fitting[:shown], train, f"{len(fitting)} of {plan['searched']} layouts fit; best first"))
+    else:
+        console.print(f"[red]none of the {plan['searched']} layouts fits[/]")
+    md = plan["min_devices"]
+    console.print(f"min_devices: {'unknown' if md is None else md}"
+                  + ("" if md is None or md <= plan["devices"] else f" [red](more than the {plan['devices']} given)[/]"))
+    for c in rejected[:shown]:
+        console.print(f"[yellow]does not fit[/] {layout_label(c, train)}: {c['why_not']}")
+    if len(rejected) > shown:
+        console.print(f"… {len(rejected) - shown} more layouts that do not fit (all in --json)")
+    if train and st.get("efficiency") is not None:
+        console.print(f"matrix peak derated to {format_percent(st['efficiency'])} (measured max-achievable matmul)")
+    for note in plan["notes"]:
+        console.print(f"[bold yellow]note:[/] {note}")
+
+
+def layout_label(c: dict[str, Any], train: bool) -> str:
+    text = f"tp{c['tp']} pp{c['pp']} dp{c['dp']}"
+    if c["ep"] > 1:
+        text += f" ep{c['ep']}"
+    if train:
+        text += f" zero{c['zero']} mb{c['micro_batch']}"
+        if c.get("sequence_parallel"):
+            text += " sp"
+        if c.get("checkpoint"):
+            text += " ckpt"
+    return text
+
+
+def _table(rows: list[dict[str, Any]], train: bool, title: str) -> Table:
+    table = Table(title=title)
+    cols = ["#", "layout", "memory/dev", "states", "activations"]
+    cols += ["step", "comm", "bubble", "tokens/s", "MFU", "HFU"] if train else \
+        ["KV cache", "TTFT", "TPOT", "comm/token", "tokens/s", "max batch", "MFU"]
+    for col in cols:
+        table.add_column(col, justify="left" if col == "layout" else "right")
+    for i, c in enumerate(rows, 1):
+        cells = [str(i), layout_label(c, train), format_bytes(c["memory_per_device_bytes"]),
+                 format_bytes(c["model_states_bytes_per_device"]), format_bytes(c["activation_bytes_per_device"])]
+        if train:
+            cells += [format_seconds(c["step_time_s"]), format_seconds(c["comm_time_s"]),
+                      format_percent(c["bubble_fraction"]), format_count(c["tokens_per_s"]),
+                      format_percent(c["mfu"]), format_percent(c["hfu"])]
+        else:
+            cells += [format_bytes(c["kv_cache_bytes_per_device"]), format_seconds(c["ttft_s"]),
+                      format_seconds(c["tpot_s"]), format_seconds(c["comm_s"]["decode_step"]),
+                      format_count(c["tokens_per_s"]), str(c["max_batch"]), format_percent(c["mfu"])]
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,75 @@
+"""`modelmeter llm` in the terminal (layer 4): warnings, a row per batch size, the memory line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..core.units import format_bytes, format_count, format_seconds
+
+
+def llm_view(s: dict[str, Any]) -> list[RenderableType]:
+    """The report's `llm` section (`LLMSection.to_dict()`)."""
+    st = s["settings"]
+    out: list[RenderableType] = [Text.assemble(("warning:", "bold yellow"), f" {note}") for note in s["notes"]]
+    table = Table(title=(f"{s['model']} on {s['hardware']} — prompt {st['prompt']}, gen {st['gen']}, "
+                         f"{st['dtype']} activations, {st['weights']} weights, {st['kv_dtype']} KV "
+                         "(estimated)"))
+    for col in ("batch", "TTFT", "TPOT", "e2e", "tok/s", "tok/s/seq", "bound p/d", "KV cache",
+                "memory", "fits"):
+        table.add_column(col, justify="right")
+    for b in s["batches"]:
+        fits = "—" if b["fits"] is None else ("yes" if b["fits"] else Text("no", style="red"))
+        table.add_row(
+            str(b["batch"]), format_seconds(b["ttft_s"]), format_seconds(b["tpot_s"]),
+            format_seconds(b["e2e_s"]), format_count(b["tokens_per_s"]),
+            format_count(b["tokens_per_s_per_seq"]),
+            f"{b['prefill']['bound'][:3]}/{b['decode']['bound'][:3]}",
+            format_bytes(b["kv_cache_bytes"]), format_bytes(b["memory_bytes"]), fits,
+        )
+    out.append(table)
+    hw = s["hardware_detail"]
+    limit = s["max_batch"]
+    out.append(Text(
+        f"weights {format_bytes(s['weight_bytes'])}{_layout_note(s)} · KV cache "
+        f"{format_bytes(s['kv_cache_bytes_per_token'])}"
+        f"/token (closed form {format_bytes(s['kv_cache_bytes_per_token_closed_form'])}) · device memory "
+        f"{format_bytes(hw['memory_bytes'], binary=True)} · max batch "
+        f"{'unknown' if limit is None else limit} · decode fit error "
+        f"{s['fit']['decode_max_rel_error']:.1e}"))
+    if s.get("local"):
+        out.extend(local_view(s["local"]))
+    return out
+
+
+def local_view(s: dict[str, Any]) -> list[RenderableType]:
+    """`llm.local`: this machine's bound, calibrated prediction and measurement for one batch."""
+    c = s["conditions"]
+    table = Table(title=f"this machine, batch {c['batch']}, {c['threads']} threads, {c['dtype']}")
+    for col in ("", "bound (roofline)", "predicted (calibrated)", "measured", "pred/meas - 1"):
+        table.add_column(col, justify="right")
+    m = s.get("measured") or {}
+    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT")):
+        err = s.get(f"{key}_prediction_error")
+        table.add_row(label, format_seconds(s[f"{key}_bound_s"]), format_seconds(s[f"{key}_predicted_s"]),
+                      format_seconds(m.get(f"{key}_s")), f"{err:+.0%}" if err is not None else "—")
+    out: list[RenderableType] = [table]
+    if m:
+        out.append(Text(f"measured decode: {m['tokens_per_s']:.3g} tokens/s ({m['decode_steps']} steps, "
+                        f"{m['prefill_runs']} prefills, random weights)"))
+    if s.get("note"):
+        out.append(Text(f"note: {s['note']}"))
+    return out
+
+
+def _layout_note(s: dict[str, Any]) -> str:
+    """' (embedding, head, norm kept fp16; naive …)' for a quantised weights precision."""
+    q = s.get("quantization")
+    if not q:
+        return ""
+    kept = ", ".join(k["kind"] for k in q["kept"]) or "nothing"
+    return (f" ({kept} kept {q['kept_precision']}; naive, every tensor at {q['precision']}: "
+            f"{format_bytes(s['weight_bytes_naive'])})")

@@ -1,0 +1,69 @@
+"""`modelmeter memory` in the terminal (layer 4): peaks, the training budget, per-module bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import RenderableType
+from rich.table import Table
+
+from ..core.units import format_bytes, format_count
+
+
+def memory_view(report: dict[str, Any], depth: int) -> list[RenderableType]:
+    """The memory figures of a report (with `totals.activations`) and its modules to `depth`."""
+    return [_figures(report), _modules(report, depth)]
+
+
+def _figures(report: dict[str, Any]) -> Table:
+    act = report["totals"]["activations"]
+    training = report.get("training")
+    table = Table(title=f"{report['model']['name']} — memory ({report['settings']['dtype']})",
+                  show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    at = act["peak_inference_at"]
+    rows = [
+        ("peak activations, inference", format_bytes(act["peak_inference_bytes"])),
+        ("  + parameters, buffers, inputs", format_bytes(act["peak_inference_total_bytes"])),
+        ("  peak at", f"op {at['index']} {at['op']} in '{at['module']}'"),
+    ]
+    if training:
+        rows += [
+            ("saved for backward", format_bytes(act["saved_for_backward_bytes"])),
+            ("peak activations, training forward", format_bytes(act["peak_train_forward_bytes"])),
+            ("peak during backward (incl. gradients)", format_bytes(act["peak_backward_bytes"])),
+            ("backward FLOPs (2×MACs + other)", format_count(report["totals"]["backward_flops"])),
+            ("forward FLOPs (2×MACs + other)", format_count(report["totals"]["total_flops"])),
+            (f"parameters ({training['precision']})", format_bytes(training["param_bytes"])),
+            ("gradients", format_bytes(training["grad_bytes"])),
+            (f"optimizer state ({training['optimizer']}, fp32)", format_bytes(training["optimizer_bytes"])),
+            ("fp32 master weights", format_bytes(training["master_weight_bytes"])),
+            ("activations", format_bytes(training["activation_bytes"])),
+            ("training total", f"{format_bytes(training['total_bytes'])} "
+                               f"({format_bytes(training['total_bytes'], binary=True)})"),
+        ]
+        ck = training.get("checkpoint")
+        if ck:
+            rows += [
+                (f"checkpointing {ck['blocks']} blocks ({ck['block_prefix']}.*): saved",
+                 f"{format_bytes(ck['saved_bytes_without'])} → {format_bytes(ck['saved_bytes_with'])}"),
+                ("  extra forward FLOPs", format_count(ck["extra_forward_flops"])),
+                ("  training total with checkpointing", format_bytes(ck["total_bytes_with"])),
+            ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _modules(report: dict[str, Any], depth: int) -> Table:
+    modules = Table(title="per module (inclusive)")
+    for name in ("module", "type", "live at inference peak", "saved for backward"):
+        modules.add_column(name, justify="left" if name in ("module", "type") else "right")
+    for m in report["modules"]:
+        if m["depth"] > depth:
+            continue
+        label = "  " * m["depth"] + (m["path"].rpartition(".")[2] if m["path"] else "(model)")
+        modules.add_row(label, m["type"], format_bytes(m.get("peak_share_bytes", 0)),
+                        format_bytes(m["saved_bytes"]) if "saved_bytes" in m else "—")
+    return modules

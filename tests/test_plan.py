@@ -1,0 +1,232 @@
+"""The multi-device planner: ZeRO closed forms, collective cost models, Megatron-LM's FLOPs
+formula, the inference bounds, layouts, bad input — through the CLI on real models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from modelmeter.analysis.comm import (
+    ALL_GATHER,
+    ALL_REDUCE,
+    ALL_TO_ALL,
+    P2P,
+    REDUCE_SCATTER,
+    collective_time,
+    make_group,
+    ring_allreduce_closed_form,
+)
+from modelmeter.core.report import Report
+from modelmeter.hardware import get_hardware
+from modelmeter.hardware.interconnect import get_interconnect, interconnect_ids
+
+CLI = [sys.executable, "-m", "modelmeter.cli.main", "plan"]
+
+
+def _plan(*args: str, cwd=None) -> dict:
+    out = subprocess.run([*CLI, *args, "--json", "-"], capture_output=True, text=True, cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert Report.from_dict(data).to_dict() == data  # the plan section round-trips
+    return data
+
+
+def _fails(*args: str) -> str:
+    out = subprocess.run([*CLI, *args], capture_output=True, text=True)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------ ZeRO
+
+
+@pytest.fixture(scope="module")
+def llama8b_zero() -> dict:
+    # Every ZeRO stage of the one layout (zero searched), with and without fp32 master weights.
+    common = ["llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train", "--tp", "1", "--pp", "1",
+              "--dp", "8", "--micro-batch", "1", "--seq", "128", "--no-checkpoint"]
+    return {"mixed": _plan(*common, "--master-fp32")}
+
+
+def test_zero_model_states_match_the_zero_paper(llama8b_zero):
+    data = llama8b_zero["mixed"]
+    psi, n = data["totals"]["params"], 8
+    assert psi == 8_030_261_248
+    closed = {  # Rajbhandari et al. 2020, section 5: 2 + 2 + 12 bytes per parameter (K = 12)
+        0: 2 * psi + 2 * psi + 12 * psi,
+        1: 2 * psi + 2 * psi + 12 * psi / n,
+        2: 2 * psi + (2 + 12) * psi / n,
+        3: (2 + 2 + 12) * psi / n,
+    }
+    by_stage = {c["zero"]: c for c in data["plan"]["candidates"]}
+    assert set(by_stage) == {0, 1, 2, 3}
+    for stage, value in closed.items():
+        c = by_stage[stage]
+        assert c["model_states_bytes_per_device"] == pytest.approx(value, rel=1e-12)
+        assert c["model_states_bytes_per_device"] == pytest.approx(
+            c["weight_bytes_per_device"] + c["grad_bytes_per_device"] + c["optimizer_bytes_per_device"])
+        assert c["memory_per_device_bytes"] == pytest.approx(
+            c["model_states_bytes_per_device"] + c["activation_bytes_per_device"])
+    assert by_stage[3]["model_states_bytes_per_device"] / 1e9 == pytest.approx(16.06, abs=0.005)
+    # 16 Psi = 128 GB does not fit an 80 GB H100 at stage 0, and the reason names the optimizer.
+    assert not by_stage[0]["fits"] and "optimizer states" in by_stage[0]["why_not"]
+    assert all(by_stage[s]["fits"] for s in (1, 2, 3))
+    assert data["plan"]["best"]["fits"] and data["plan"]["min_devices"] <= 8
+
+
+def test_plan_candidates_carry_the_contract_keys(llama8b_zero):
+    plan = llama8b_zero["mixed"]["plan"]
+    keys = {"tp", "pp", "dp", "ep", "zero", "micro_batch", "memory_per_device_bytes",
+            "model_states_bytes_per_device", "activation_bytes_per_device", "comm_time_s", "step_time_s",
+            "tokens_per_s", "mfu", "hfu", "fits"}
+    for c in plan["candidates"]:
+        assert keys <= set(c)
+        assert c["tp"] * c["pp"] * c["dp"] * c["ep"] == 8
+    best = plan["best"]
+    assert best == plan["candidates"][0]
+    # tokens/s is the global batch's tokens over the step; MFU below 1 and HFU = MFU without recomputation.
+    assert best["tokens_per_s"] == pytest.approx(plan["settings"]["global_batch"] * 128 / best["step_time_s"])
+    assert 0 < best["mfu"] == best["hfu"] < 1
+
+
+# ------------------------------------------------------------------ Megatron-LM's FLOPs formula
+
+
+GPT = textwrap.dedent("""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    L, H, HEADS, V, S = 4, 256, 8, 512, 128
+
+    def build():
+        conf = GPT2Config(n_embd=H, n_layer=L, n_head=HEADS, vocab_size=V, n_positions=S,
+                          attn_implementation="sdpa")
+        model = GPT2LMHeadModel(conf)
+        return model, {"input_ids": torch.zeros(1, S, dtype=torch.long)}
+""")
+
+
+def test_hfu_is_megatron_lm_model_flops_with_recomputation(tmp_path):
+    (tmp_path / "tinygpt.py").write_text(GPT)
+    batch = 8
+    data = _plan("tinygpt:build", "--hardware", "a100-sxm-80gb", "--devices", "4", "--train", "--tp", "2",
+                 "--pp", "2", "--dp", "1", "--micro-batch", "2", "--global-batch", str(batch), "--checkpoint",
+                 "--zero", "1", "--no-sp", cwd=tmp_path)
+    c = data["plan"]["best"]
+    L, h, V, s = 4, 256, 512, 128
+    # Narayanan et al. 2021, eq. (3): F = 96 B s l h^2 (1 + s / 6h + V / 16 l h) per iteration
+    # with full recomputation; the head is not recomputed (3 x 2 B s h V).
+    megatron = 96 * batch * s * L * h**2 * (1 + s / (6 * h) + V / (16 * L * h))
+    peak = get_hardware("a100-sxm-80gb").peak_flops_for("bf16")
+    achieved = c["hfu"] * c["tp"] * c["pp"] * c["dp"] * peak * c["step_time_s"]
+    assert achieved == pytest.approx(megatron, rel=1e-9)
+    # MFU leaves the recomputed forward out: 3 x forward everywhere.
+    assert c["mfu"] / c["hfu"] == pytest.approx(
+        72 * (1 + s / (6 * h) + V / (12 * L * h)) / (96 * (1 + s / (6 * h) + V / (16 * L * h))), rel=1e-9)
+    assert c["micro_batches"] == 4 and c["bubble_fraction"] == pytest.approx(1 / 4)  # (p - 1) / m
+    assert c["comm_s"]["tensor_parallel"] > 0 and c["comm_s"]["pipeline"] > 0
+
+
+def test_recomputation_and_sequence_parallelism_lower_activations(tmp_path):
+    (tmp_path / "tinygpt.py").write_text(GPT)
+    page = tmp_path / "plan.html"
+    data = _plan("tinygpt:build", "--hardware", "h100-sxm", "--devices", "2", "--train", "--tp", "2",
+                 "--micro-batch", "1", "--global-batch", "4", "--zero", "0", "--limit", "100",
+                 "--html", str(page), cwd=tmp_path)
+    act = {(c["sequence_parallel"], c["checkpoint"]): c["activation_bytes_per_device"]
+           for c in data["plan"]["candidates"]}
+    assert set(act) == {(False, False), (True, False), (False, True), (True, True)}
+    assert act[(False, True)] < act[(False, False)]
+    assert act[(True, False)] < act[(False, False)]
+    assert act[(True, True)] < act[(False, True)]
+    # The HTML view: two inline charts (memory per device, step time per layout) and the table.
+    text = page.read_text()
+    assert text.count("<svg") == 2 and "Memory per device" in text and "Step time per layout" in text
+    assert "http" not in text  # nothing fetched
+    for c in data["plan"]["candidates"]:
+        label = f"tp{c['tp']} pp{c['pp']} dp{c['dp']} zero{c['zero']} mb{c['micro_batch']}"
+        assert label in text
+
+
+# ------------------------------------------------------------------ inference
+
+
+def test_llama3_70b_inference_needs_two_h100s_and_tpot_bounds():
+    data = _plan("llama3-70b", "--hardware", "h100-sxm", "--devices", "8", "--prompt", "128", "--gen", "16")
+    plan = data["plan"]
+    assert plan["min_devices"] >= 2  # 141 GB of fp16 weights on 80 GB devices
+    by_layout = {(c["tp"], c["pp"], c["dp"]): c for c in plan["candidates"]}
+    alone = by_layout[(1, 1, 8)]  # one device per replica: the weights alone overflow
+    assert not alone["fits"] and "largest term: weights" in alone["why_not"]
+    c = by_layout[(8, 1, 1)]
+    assert c["fits"]
+    hw = get_hardware("h100-sxm")
+    weights = 2 * data["totals"]["params"]
+    assert c["weight_bytes_per_device"] == pytest.approx(weights / 8, rel=1e-6)
+    # The all-reduces: at least 2 per layer of 2 (n - 1)/n x hidden bytes over NVLink's 450 GB/s.
+    net = get_interconnect("h100-sxm")
+    all_reduces = 2 * 80 * ring_allreduce_closed_form(8192 * 2, 8, net.intra.bandwidth_bytes_per_s)
+    assert c["comm_s"]["decode_step"] >= all_reduces > 0
+    # TPOT >= weights / (8 x bandwidth) + the all-reduces; a decode step gathers one row of
+    # the (untied) embedding table and reads every other weight.
+    read = weights - 2 * 128256 * 8192
+    assert c["tpot_s"] >= read / (8 * hw.memory_bandwidth_bytes_per_s) + c["comm_s"]["decode_step"]
+
+
+# ------------------------------------------------------------------ collectives
+
+
+@pytest.mark.parametrize("device", interconnect_ids())
+def test_collectives_approach_the_bandwidth_closed_forms(device):
+    net = get_interconnect(device)
+    big = 1e11  # bandwidth-bound: latency terms vanish
+    for n in (2, 4, 8):
+        if n > net.devices_per_node:
+            continue
+        g = make_group(n, 1, net)
+        bw = net.intra.bandwidth_bytes_per_s
+        ring = ring_allreduce_closed_form(big, n, bw)
+        assert collective_time(ALL_REDUCE, big, g) >= min(ring, 2 * big / bw) * (1 - 1e-12)
+        assert collective_time(ALL_REDUCE, big, g) == pytest.approx(min(ring, 2 * big / bw), rel=1e-3)
+        for coll in (ALL_GATHER, REDUCE_SCATTER, ALL_TO_ALL):
+            assert collective_time(coll, big, g) == pytest.approx((n - 1) / n * big / bw, rel=1e-3)
+        assert collective_time(P2P, big, g) == pytest.approx(big / bw, rel=1e-3)
+    # One device: nothing to communicate; across nodes: the NIC share per device is the bottleneck.
+    assert collective_time(ALL_REDUCE, big, make_group(1, 1, net)) == 0
+    cross = make_group(2, net.devices_per_node, net)
+    assert cross.nodes == 2
+    assert collective_time(P2P, big, cross) == pytest.approx(big / net.inter.bandwidth_bytes_per_s, rel=1e-3)
+
+
+def test_interconnect_conventions_are_per_direction():
+    h100 = get_interconnect("h100-sxm")
+    assert h100.intra.bandwidth_bytes_per_s == 450e9 and "900 GB/s" in h100.intra.quoted  # bidirectional
+    assert get_interconnect("a100-sxm-80gb").intra.bandwidth_bytes_per_s == 300e9
+    assert h100.inter.bandwidth_bytes_per_s == 50e9  # 8 x 400 Gb/s per 8 GPUs
+    assert all(v.startswith("[") for v in h100.sources.values())  # every figure cites a source
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("args, words", [
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--tp", "3"], "multiple of 3"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train", "--zero", "5"], "--zero"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--zero", "1"], "add --train"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "16", "--tp", "16"], "node"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "3", "--nodes", "2"], "evenly"),
+    (["llama3-8b", "--hardware", "nope-9000"], "unknown hardware"),
+    (["llama3-8b", "--hardware", "tpu-v4", "--devices", "4"], "no interconnect"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--train", "--devices", "0"], "--devices"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--train", "--efficiency", "2"], "--efficiency"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "4", "--train", "--pp", "2", "--zero", "3"],
+     "pipeline"),
+])
+def test_bad_input_is_one_line_exit_2(args, words):
+    assert words in _fails(*args)
