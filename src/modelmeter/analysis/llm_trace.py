@@ -124,6 +124,15 @@ class DecoderTracer:
 
     def step(self, batch: int, new_tokens: int, past: int = 0) -> StepCosts:
         """Trace prefill (`past=0`, `new_tokens=prompt`) or decode (`new_tokens=1`)."""
+        trace, cache = self._trace(batch, new_tokens, past)
+        shapes = {tuple(t.shape) for layer in cache.layers for t in (layer.keys, layer.values)}
+        return step_costs(trace, batch=batch, new_tokens=new_tokens, past=past, cache_shapes=shapes)
+
+    def trace_step(self, batch: int, new_tokens: int, past: int = 0) -> Trace:
+        """The raw trace of one step, as eager transformers runs it (the cache grows by `torch.cat`)."""
+        return self._trace(batch, new_tokens, past)[0]
+
+    def _trace(self, batch: int, new_tokens: int, past: int) -> tuple[Trace, Any]:
         import torch
         from transformers import DynamicCache
 
@@ -140,8 +149,7 @@ class DecoderTracer:
         trace = trace_model(module, (), kwargs, attention=self.attention)
         if not self._weights:
             self._weights = weight_tensors(trace)
-        shapes = {tuple(t.shape) for layer in cache.layers for t in (layer.keys, layer.values)}
-        return step_costs(trace, batch=batch, new_tokens=new_tokens, past=past, cache_shapes=shapes)
+        return trace, cache
 
     @property
     def expert_groups(self) -> tuple[ExpertGroup, ...]:

@@ -92,6 +92,9 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
                                  attention=attention)
     quiet = json_path == "-"
     console = make_console(json_to_stdout=quiet)
+    from ..pipeline.calibrated import apply_threads
+
+    apply_threads(None, options.device)  # the cpu default: physical cores the load leaves free
     with console.status("starting") as spinner:
         rep = run.report(model_options, options, run.Hooks(on_status=spinner.update)).to_report()
     data = rep.to_dict()

@@ -280,6 +280,8 @@ class LLMOptions:
     trust_remote_code: bool = False
     activations: str | None = None
     attention: str | None = None
+    # Also run prefill and decode here (random weights, first batch) beside the predictions.
+    measure: bool = False
 
     def __post_init__(self) -> None:
         from ..analysis.llm import parse_batches  # lazy: the LLM analysis imports torch

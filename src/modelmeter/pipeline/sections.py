@@ -25,6 +25,7 @@ from typing import Any
 
 from ..analysis.llm import LLMResult, llm_section
 from ..analysis.memory import attention_figures, memory_sections
+from ..analysis.predict import PredictionResult, prediction_section
 from ..analysis.roofline import RooflineResult, roofline_section
 from ..core.attention import attention_setting
 from ..core.events import Trace
@@ -233,15 +234,27 @@ class MemorySection:
 @dataclass(frozen=True)
 class RooflineSection:
     """The roofline prediction. `depth` limits its module rows (None: all);
-    `module_keys` are the per-module figures copied into the report's module rows."""
+    `module_keys` are the per-module figures copied into the report's module rows.
+    `calibrated`: this machine's calibrated prediction beside the bound (cpu 'local' profile only)."""
 
     result: RooflineResult
     depth: int | None = None
     module_keys: tuple[str, ...] = ()
+    calibrated: PredictionResult | None = None
 
     @cached_property
     def _dict(self) -> dict[str, Any]:
-        return roofline_section(self.result, self.depth)
+        out = roofline_section(self.result, self.depth)
+        if self.calibrated is not None:
+            # Added keys: `latency_s` keeps its meaning (the bound); these sit beside it.
+            out["calibrated"] = prediction_section(self.calibrated)
+            out["predicted_latency_s"] = self.calibrated.predicted_latency_s
+            out["roofline_latency_s"] = self.result.latency_s
+        return out
+
+    @property
+    def calibrated_latency_s(self) -> float | None:
+        return self.calibrated.predicted_latency_s if self.calibrated is not None else None
 
     @property
     def latency_s(self) -> float:
@@ -285,6 +298,7 @@ class LLMSection:
     """The LLM inference view: prefill, decode, KV cache and fit per batch (the `llm` section)."""
 
     result: LLMResult
+    local: Mapping[str, Any] | None = None  # `analysis.llm_measure.local_steps`: this machine
 
     @property
     def ttft_s(self) -> float:
@@ -303,7 +317,10 @@ class LLMSection:
         return self.result.notes
 
     def to_dict(self) -> dict[str, Any]:
-        return llm_section(self.result)
+        out = llm_section(self.result)
+        if self.local is not None:
+            out["local"] = _copy(self.local)
+        return out
 
 
 # ------------------------------------------------------------------ plan

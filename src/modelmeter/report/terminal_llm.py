@@ -40,6 +40,28 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
         f"{format_bytes(hw['memory_bytes'], binary=True)} · max batch "
         f"{'unknown' if limit is None else limit} · decode fit error "
         f"{s['fit']['decode_max_rel_error']:.1e}"))
+    if s.get("local"):
+        out.extend(local_view(s["local"]))
+    return out
+
+
+def local_view(s: dict[str, Any]) -> list[RenderableType]:
+    """`llm.local`: this machine's bound, calibrated prediction and measurement for one batch."""
+    c = s["conditions"]
+    table = Table(title=f"this machine, batch {c['batch']}, {c['threads']} threads, {c['dtype']}")
+    for col in ("", "bound (roofline)", "predicted (calibrated)", "measured", "pred/meas - 1"):
+        table.add_column(col, justify="right")
+    m = s.get("measured") or {}
+    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT")):
+        err = s.get(f"{key}_prediction_error")
+        table.add_row(label, format_seconds(s[f"{key}_bound_s"]), format_seconds(s[f"{key}_predicted_s"]),
+                      format_seconds(m.get(f"{key}_s")), f"{err:+.0%}" if err is not None else "—")
+    out: list[RenderableType] = [table]
+    if m:
+        out.append(Text(f"measured decode: {m['tokens_per_s']:.3g} tokens/s ({m['decode_steps']} steps, "
+                        f"{m['prefill_runs']} prefills, random weights)"))
+    if s.get("note"):
+        out.append(Text(f"note: {s['note']}"))
     return out
 
 
