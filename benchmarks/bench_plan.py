@@ -52,7 +52,6 @@ def profile_for(hidden: int, heads: int, layers: int, hw: object, eff: float) ->
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from modelmeter.analysis.llm_trace import _fused_attention
     from modelmeter.analysis.plan_profile import build_profile
     from modelmeter.count import count_trace
     from modelmeter.trace import trace_model
@@ -62,8 +61,8 @@ def profile_for(hidden: int, heads: int, layers: int, hw: object, eff: float) ->
     with torch.device("meta"):
         model = GPT2LMHeadModel(conf).to(torch.bfloat16)
     ids = torch.zeros((1, SEQ), dtype=torch.long, device="meta")
-    with _fused_attention():
-        trace = trace_model(model, (), {"input_ids": ids}, backward=True)
+    # Fused attention, as training kernels run it (flash): no L x L scores saved for backward.
+    trace = trace_model(model, (), {"input_ids": ids}, backward=True, attention="flash")
     fwd, bwd = count_trace(trace), count_trace(trace, phase="backward")
     profile = build_profile(trace, fwd, bwd, hw, model=f"gpt-{layers}x{hidden}", seq=SEQ, efficiency=eff,
                             config=conf.to_dict())

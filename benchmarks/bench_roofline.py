@@ -1,45 +1,47 @@
-"""Roofline prediction against measured CPU latency for the shipped vision/text presets.
+"""Calibrated prediction and roofline bound against measured CPU latency for the shipped presets.
 
-Uses the calibrated 'local' profile (calibrating and saving it first when none
-exists, as `modelmeter hardware calibrate` does). For each preset and batch
-size: predict with `roofline(counts, local)` (real fp32 weights, device cpu),
-measure a plain timed loop (warm-up, then the median of N calls under
-`torch.inference_mode`), and print both with their ratio. One profiled call
-per configuration splits the measured time into matrix work (conv/matmul) and
-everything else, beside the predicted split, to show what dominates the error.
+Uses this machine's profile as every command does (`hardware.local.local_profile`:
+the cached one for this CPU, thread count and torch version, else the short
+calibration, which is refused under load unless ``--force``). Threads: the
+command default (physical cores the load leaves free), or ``--threads``.
 
-Run: ``python benchmarks/bench_roofline.py [--runs 10] [--batches 1 8]``
+For each preset and batch size: the roofline bound (`roofline`, every op at the
+peaks) and the calibrated prediction (`analysis.predict`), then a plain timed
+loop (warm-up, the median of the calls under `torch.inference_mode`). Prints
+predicted/measured, the bound/measured and, at the end, the median and worst
+|predicted/measured - 1| and whether the bound stayed at or under the
+measurement, with the load average before and after.
+
+Run: ``python benchmarks/bench_roofline.py [--runs 7] [--batches 1 8] [--force]``
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import time
 
 import torch
 
 from modelmeter import api
+from modelmeter.analysis.predict import predict
 from modelmeter.analysis.roofline import roofline
-from modelmeter.hardware import calibrate, load_local_profile, save_local_profile
+from modelmeter.hardware.local import choose_threads, local_profile, stderr_progress
 
-PRESETS = (("resnet50", {}), ("mobilenet-v2", {}), ("vit-base", {}), ("bert-base", {"seq": 128}))
-_MATRIX = ("conv", "mm", "matmul", "linear", "bmm", "scaled_dot_product", "flash", "mkldnn")
-
-
-def local_hardware():
-    hw = load_local_profile()
-    if hw is None:
-        print("no local profile: calibrating (about a minute)...")
-        hw, result = calibrate("cpu")
-        save_local_profile(hw, result.to_dict())
-    return hw
+PRESETS = (("resnet50", {}), ("mobilenet-v2", {}), ("vit-base", {}), ("bert-base", {"seq": 128}),
+           ("gpt2", {"seq": 128}), ("tinyllama", {"seq": 32}))
 
 
-def measure(module, args, kwargs, runs: int, warmup: int = 3) -> float:
+def measure(module, args, kwargs, runs: int, budget_s: float = 20.0) -> float:
     with torch.inference_mode():
-        for _ in range(warmup):
+        t0 = time.perf_counter()
+        module(*args, **kwargs)  # warm-up, and the size of one call
+        one = time.perf_counter() - t0
+        for _ in range(2 if one < 1.0 else 0):
             module(*args, **kwargs)
+        runs = max(3, min(runs, math.ceil(budget_s / max(one, 1e-6))))
         samples = []
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -48,48 +50,50 @@ def measure(module, args, kwargs, runs: int, warmup: int = 3) -> float:
     return statistics.median(samples)
 
 
-def measured_matrix_share(module, args, kwargs) -> float:
-    """Share of self CPU time spent in matrix kernels, from one profiled call."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
-        module(*args, **kwargs)
-    total = matrix = 0.0
-    for ev in prof.key_averages():
-        total += ev.self_cpu_time_total
-        if any(k in ev.key for k in _MATRIX):
-            matrix += ev.self_cpu_time_total
-    return matrix / total if total else 0.0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--models", nargs="+", default=[n for n, _ in PRESETS])
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--force", action="store_true", help="keep a calibration made under load")
     opts = ap.parse_args()
-    hw = local_hardware()
-    print(f"local: matmul fp32 {hw.peak_flops.get('fp32', 0) / 1e9:.1f} GFLOP/s, vector fp32 "
-          f"{hw.vector_flops.get('fp32', 0) / 1e9:.1f} GFLOP/s, bandwidth "
-          f"{hw.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s, ridge {hw.ridge_point('fp32'):.1f} FLOP/B; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    head = (f"{'model':<13}{'batch':>5} {'pred ms':>9} {'fused ms':>9} {'meas ms':>9} {'pred/meas':>9}"
-            f" {'bound':>7} {'pred matrix%':>12} {'meas matrix%':>12} {'pred matrix/meas matrix':>23}")
-    print(head)
-    errors = []
+    threads = opts.threads or choose_threads()
+    torch.set_num_threads(threads)
+    load_start = os.getloadavg()[0]
+    prof = local_profile(progress=stderr_progress(), refuse=not opts.force)
+    hw, model = prof.hardware, prof.model
+    c = model.conditions
+    print(f"profile {prof.key} ({'calibrated now' if prof.calibrated_now else 'cached'}; calibrated under "
+          f"load {c.get('load_average')}): matmul fp32 {hw.peak_flops.get('fp32', 0) / 1e9:.1f} GFLOP/s, "
+          f"vector {hw.vector_flops.get('fp32', 0) / 1e9:.1f} GFLOP/s, bandwidth "
+          f"{hw.memory_bandwidth_bytes_per_s / 1e9:.1f} GB/s; torch {torch.__version__}, {threads} threads; "
+          f"{os.cpu_count()} CPUs, load average {load_start:.2f} at start")
+    print(f"{'model':<13}{'batch':>5} {'bound ms':>10} {'pred ms':>10} {'meas ms':>10} {'pred/meas':>9} "
+          f"{'bound/meas':>10}  largest predicted classes")
+    errors: list[float] = []
+    over = []
     for name, extra in PRESETS:
+        if name not in opts.models:
+            continue
         for batch in opts.batches:
             a = api.analyse(name, batch=batch, device="cpu", **extra)
             r = roofline(a.counts, hw)
+            p = predict(a.counts, r, model)
             module = a.loaded.module.eval()
             t = measure(module, a.loaded.args, a.loaded.kwargs, opts.runs)
-            share = measured_matrix_share(module, a.loaded.args, a.loaded.kwargs)
-            pred_matrix = sum(o.latency_s for o in r.ops if o.category == "contraction")
-            ratio = r.latency_s / t
-            errors.append(abs(ratio - 1))
-            print(f"{name:<13}{batch:>5} {r.latency_s * 1e3:>9.2f} {r.latency_fused_s * 1e3:>9.2f} "
-                  f"{t * 1e3:>9.2f} {ratio:>9.2f} {r.bound:>7} {pred_matrix / r.latency_s:>12.0%} "
-                  f"{share:>12.0%} {pred_matrix / (share * t) if share else float('nan'):>23.2f}")
-    print(f"median |predicted/measured - 1| = {statistics.median(errors):.2f}")
+            pred = p.predicted_latency_s if p is not None else float("nan")
+            errors.append(abs(pred / t - 1))
+            if r.latency_s > t:
+                over.append(f"{name} b{batch}")
+            top = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in
+                            sorted((p.by_class if p else {}).items(), key=lambda kv: -kv[1])[:3])
+            print(f"{name:<13}{batch:>5} {r.latency_s * 1e3:>10.2f} {pred * 1e3:>10.2f} {t * 1e3:>10.2f} "
+                  f"{pred / t:>9.2f} {r.latency_s / t:>10.2f}  {top}", flush=True)
+            del a, module
+    print(f"median |predicted/measured - 1| = {statistics.median(errors):.2f}, worst {max(errors):.2f}; "
+          f"bound above measured: {', '.join(over) or 'none'}; load average at end "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import pytest
 # Tests never reach a model hub, and never write to the user's real data dir.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# No automatic calibration (about 15 s per fresh MODELMETER_HOME): tests that need it opt in.
+os.environ.setdefault("MODELMETER_AUTO_CALIBRATE", "0")
 
 
 @pytest.fixture()

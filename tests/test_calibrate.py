@@ -88,6 +88,8 @@ def test_bad_device_and_threads_are_user_errors():
 def test_cli_calibrate_saves_local(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
     monkeypatch.setattr(CalibrationSettings, "quick", classmethod(lambda cls: TINY))
+    # Saving is what is tested here; the refusal under load (tests/test_predict.py) is not.
+    monkeypatch.setattr("modelmeter.hardware.local.calibration_refusal", lambda _result: None)
     result = CliRunner().invoke(cli, ["hardware", "calibrate", "--quick", "--device", "cpu"],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

@@ -221,7 +221,8 @@ def test_budget_arithmetic():
 
 @pytest.mark.slow
 def test_llama3_8b_training_budget_on_meta():
-    report = api.memory("llama3-8b", seq=4096, dtype="bf16", train=True, optimizer="adamw").to_dict()
+    report = api.memory("llama3-8b", seq=4096, dtype="bf16", train=True, optimizer="adamw",
+                        attention="math").to_dict()
     t = report["training"]
     params = 8_030_261_248
     assert t["param_bytes"] == 2 * params and t["grad_bytes"] == 2 * params
@@ -237,14 +238,14 @@ def test_llama3_8b_training_budget_on_meta():
 
 
 def test_checkpointing_trades_saved_bytes_for_flops():
-    report = api.memory("gpt2", seq=64, train=True, checkpoint=True).to_dict()
+    report = api.memory("gpt2", seq=64, train=True, checkpoint=True, attention="math").to_dict()
     ck = report["training"]["checkpoint"]
     assert ck["blocks"] == 12
     assert ck["saved_bytes_with"] < ck["saved_bytes_without"]
     assert ck["extra_forward_flops"] > 0
     t = report["training"]
     assert ck["total_bytes_with"] == t["total_bytes"] + ck["saved_bytes_with"] - ck["saved_bytes_without"]
-    assert "math form" in report["totals"]["activations"]["attention_path"]  # meta takes SDPA's math path
+    assert "math form" in report["totals"]["activations"]["attention_path"]  # --attention math on meta
 
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:

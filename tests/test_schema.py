@@ -117,6 +117,7 @@ def test_every_fixed_key_object_refuses_unknown_keys_and_every_key_is_described(
 def test_count_json(run_main) -> None:
     data = run_json(run_main, "count", "gpt2", "--seq", "16")
     validate(data)
+    assert data["settings"]["attention"]["implementation"] == "flash"
     assert data["totals"]["fallback_ops"] == [] or "op" in data["totals"]["fallback_ops"][0]
 
 
@@ -133,7 +134,9 @@ def test_memory_json_inference_and_training(run_main) -> None:
     validate(run_json(run_main, "memory", "gpt2", "--seq", "16"))
     train = run_json(run_main, "memory", "gpt2", "--seq", "16", "--train", "--checkpoint")
     assert "checkpoint" in train["training"] and "backward_flops" in train["totals"]
+    assert set(train["totals"]["activations"]["activations_by_attention"]) == {"flash", "math"}
     validate(train)
+    validate(run_json(run_main, "memory", "gpt2", "--seq", "16", "--attention", "math"))
 
 
 def test_roofline_json(run_main) -> None:
@@ -141,6 +144,10 @@ def test_roofline_json(run_main) -> None:
                     "--weights", "int4")
     assert "quantization" in data["roofline"]
     validate(data)
+    w8a8 = run_json(run_main, "roofline", "gpt2", "--seq", "16", "--hardware", "h100-sxm",
+                    "--activations", "int8", "--attention", "math")
+    assert w8a8["roofline"]["activations"] == "int8"
+    validate(w8a8)
 
 
 def test_bench_json(run_main, tiny: Path) -> None:
@@ -148,6 +155,14 @@ def test_bench_json(run_main, tiny: Path) -> None:
                     "--hardware", "h100-sxm", "--energy", "--meter", "none")
     assert len(data["measured"]["sweep"]) == 2
     validate(data)
+
+
+def test_llm_json_activation_quantisation_and_attention(run_main) -> None:
+    data = run_json(run_main, "llm", "gpt2", "--hardware", "h100-sxm", "--prompt", "16", "--gen", "4",
+                    "--activations", "fp8", "--attention", "math")
+    settings = data["llm"]["settings"]
+    assert settings["activations"] == "fp8" and settings["attention"]["implementation"] == "math"
+    validate(data, "llm_document")
 
 
 @pytest.mark.slow  # seven meta traces per model

@@ -32,28 +32,33 @@ __all__ = ["analyse", "bench", "compare", "count", "llm", "memory", "report", "r
 def analyse(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
             group_size: int | None = None, inputs: Sequence[str] | None = None, batch: int | None = None,
             seq: int | None = None, device: str | None = None, backward: bool = False, name: str | None = None,
-            trust_remote_code: bool = False) -> Analysis:
+            trust_remote_code: bool = False, attention: str | None = None) -> Analysis:
     """Load, trace once, count: the `Analysis` every view is computed from.
 
     `model`: a spec string (preset, folder with config.json, `pkg.module:factory`,
     `.pt2`), a `torch.nn.Module` with `example_inputs`, or None (the default
     model). `inputs`, `batch`, `seq` and `device` ('meta', the default, or
     'cpu') build a spec; beside a module they are errors (it is traced as
-    given). `backward=True` also traces the training step.
+    given). `backward=True` also traces the training step. `attention`: the
+    kernel every scaled_dot_product_attention call is traced as, 'flash' (the
+    default: fused, no L x S scores kept) or 'math' (unfused: scores kept).
     """
     from .pipeline.model import analyse as _analyse
     from .pipeline.options import ModelOptions
 
     return _analyse(ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype, device,
-                                 group_size, trust_remote_code, name), backward=backward)
+                                 group_size, trust_remote_code, name, attention), backward=backward)
 
 
 @keeps_rng
 def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
           group_size: int | None = None, inputs: Sequence[str] | None = None, batch: int | None = None,
           seq: int | None = None, device: str | None = None, name: str | None = None,
-          trust_remote_code: bool = False) -> Report:
+          trust_remote_code: bool = False, attention: str | None = None) -> Report:
     """Parameters, parameter bytes at `dtype`, MACs/FLOPs and bytes, per module and in total.
+
+    `attention`: 'flash' (default) or 'math', the SDPA kernel assumed (as for `analyse`):
+    MACs are the same, bytes moved differ.
 
     A path to an `.onnx` file counts that ONNX graph (shape inference, per-node formulas).
     """
@@ -61,7 +66,7 @@ def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = 
     from .pipeline.options import ModelOptions
 
     return run.count(ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype, device,
-                                  group_size, trust_remote_code, name)).to_report()
+                                  group_size, trust_remote_code, name, attention)).to_report()
 
 
 @keeps_rng
@@ -69,15 +74,19 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
            train: bool = False, optimizer: str = "adamw", master_fp32: bool = False,
            checkpoint: bool = False, inputs: Sequence[str] | None = None, batch: int | None = None,
            seq: int | None = None, device: str | None = None, name: str | None = None,
-           trust_remote_code: bool = False) -> Report:
+           trust_remote_code: bool = False, attention: str | None = None) -> Report:
     """Peak activation memory (inference; with `train`, saved-for-backward, the backward
-    peak, backward FLOPs and the params + grads + optimizer + activations budget)."""
+    peak, backward FLOPs and the params + grads + optimizer + activations budget).
+
+    `attention`: the SDPA kernel assumed, 'flash' (default) or 'math'; the other one is
+    traced too and reported beside it (`totals.activations.activations_by_attention`).
+    """
     from .pipeline import run
     from .pipeline.options import MemoryOptions, ModelOptions
 
     options = MemoryOptions(train, optimizer, master_fp32, checkpoint)
     model_options = ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype, device,
-                                 trust_remote_code=trust_remote_code, name=name)
+                                 trust_remote_code=trust_remote_code, name=name, attention=attention)
     return run.memory(model_options, options).to_report()
 
 
@@ -85,18 +94,23 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
 def roofline(model: Any = None, example_inputs: Any = None, *, hardware: Any = None,
              dtype: str | None = None, weights: str | None = None, efficiency: float | str | None = None,
              depth: int | None = None, inputs: Sequence[str] | None = None, batch: int | None = None,
-             seq: int | None = None, name: str | None = None, trust_remote_code: bool = False) -> Report:
+             seq: int | None = None, name: str | None = None, trust_remote_code: bool = False,
+             activations: str | None = None, attention: str | None = None) -> Report:
     """Predicted latency on a device (a roofline estimate), with per-module times.
 
     `hardware`: an id (`modelmeter hardware list`), a `Hardware`, or None for
     the calibrated 'local' profile. `depth` limits the roofline's module rows.
+    `activations` ('int8' or 'fp8'): the activation-quantisation what-if (W8A8,
+    W4A8 with weights='int4', fp8): matrix products at the device's int8/fp8
+    peak, activation bytes at that width; `dtype` (fp16 by default) is the
+    precision around them. `attention`: 'flash' (default) or 'math'.
     """
     from .pipeline import run
     from .pipeline.options import ModelOptions, RooflineOptions
 
-    options = RooflineOptions(hardware, weights, efficiency, depth)
+    options = RooflineOptions(hardware, weights, efficiency, depth, activations)
     model_options = ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype,
-                                 trust_remote_code=trust_remote_code, name=name)
+                                 trust_remote_code=trust_remote_code, name=name, attention=attention)
     return run.roofline(model_options, options).to_report()
 
 
@@ -135,16 +149,22 @@ def bench(model: str | None = None, *, batches: Sequence[int] | None = None, dev
 @keeps_rng
 def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
         batches: Sequence[int] | str = (1,), dtype: str = "fp16", weights: str | None = None,
-        kv_dtype: str | None = None, max_batch: bool = False, trust_remote_code: bool = False) -> LLMSection:
+        kv_dtype: str | None = None, max_batch: bool = False, trust_remote_code: bool = False,
+        activations: str | None = None, attention: str | None = None,
+        measure: bool = False) -> LLMSection:
     """The LLM inference view: prefill, decode, KV cache, fit (`to_dict()` is the report's `llm`).
 
     `hardware` is an id, a `Hardware`, or None for the calibrated 'local' profile.
+    `activations` ('int8' or 'fp8'): quantised activations (W8A8, W4A8, fp8); weights
+    and KV cache default to that precision. `attention`: the kernel the traces assume,
+    'flash' (default) or 'math'. `measure`: also run prefill and decode here (random
+    weights, first batch) beside the predictions (`llm.local`).
     """
     from .pipeline import run
     from .pipeline.options import LLMOptions
 
     return run.llm(model, LLMOptions(hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch,
-                                     trust_remote_code))
+                                     trust_remote_code, activations, attention, measure))
 
 
 @keeps_rng
@@ -152,7 +172,7 @@ def report(model: Any = None, example_inputs: Any = None, *, hardware: str | Non
            dtype: str | None = None, batch: int | None = None, seq: int | None = None,
            inputs: Sequence[str] | None = None, measure: bool | None = None, device: str = "cpu",
            train: bool = False, optimizer: str = "adamw", energy: bool = True, environment: bool = True,
-           timing: Mapping[str, Any] | None = None,
+           timing: Mapping[str, Any] | None = None, attention: str | None = None,
            on_status: Callable[[str], None] | None = None) -> Report:
     """Every metric in one report: counts, memory, roofline (with a device profile) and,
     for small models on CPU, a short measurement. Options as `modelmeter report`.
@@ -161,14 +181,16 @@ def report(model: Any = None, example_inputs: Any = None, *, hardware: str | Non
     GFLOPs and 1e9 parameters). `timing` overrides the measurement's timing:
     `min_time_s` (1.0), `min_iters` (5), `warmup_s` (0.3) and `malloc` ('default'
     leaves the C allocator alone; 'retain', the `report` command's, lasts for the
-    rest of the process). `on_status(text)` is called before each slow step.
+    rest of the process). `attention`: the SDPA kernel assumed, 'flash' (default) or
+    'math'. `on_status(text)` is called before each slow step.
     """
     from .pipeline import run
     from .pipeline.options import ModelOptions, ReportOptions, report_timing
 
     options = ReportOptions(hardware, measure, device, train, optimizer, energy, environment,
                             report_timing(timing))
-    model_options = ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype)
+    model_options = ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype,
+                                 attention=attention)
     return run.report(model_options, options, run.Hooks(on_status=on_status)).to_report()
 
 

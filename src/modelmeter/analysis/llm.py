@@ -47,6 +47,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.attention import attention_setting
 from ..core.errors import UserInputError
 from ..core.lists import parse_batch_sizes
 from ..core.precision import (
@@ -76,6 +77,7 @@ from .llm_trace import (
     OpKey,
     StepCosts,
 )
+from .quant_activations import check_activations
 
 __all__ = [
     "BatchFigures",
@@ -127,6 +129,7 @@ class LLMCosts:
     kv_elems_per_token_windowed: float = 0.0  # the part of kv_elems_per_token in windowed layers
     active_params: int | None = None  # what one token uses (routed experts: top_k of E)
     expert_groups: tuple[tuple[int, int], ...] = ()  # (experts, top_k) of each routed group
+    attention: str = "flash"  # the SDPA kernel the traces assumed (trace/attention.py)
 
     @property
     def cache_cap(self) -> int | None:
@@ -164,6 +167,7 @@ def measure_llm_costs(
     gen: int = 128,
     dtype: str = "fp16",
     trust_remote_code: bool = False,
+    attention: str = "flash",
 ) -> LLMCosts:
     """Trace prefill and decode on meta and fit the per-op cost models (7 traces).
 
@@ -174,7 +178,7 @@ def measure_llm_costs(
     _check_positive(gen, "gen")
     dtype = _trace_dtype(dtype)
     tracer = model if isinstance(model, DecoderTracer) else DecoderTracer(
-        model, dtype=dtype, trust_remote_code=trust_remote_code)
+        model, dtype=dtype, trust_remote_code=trust_remote_code, attention=attention)
     config = tracer.config
     dims = decoder_dims(config)
     notes: list[str] = []
@@ -239,6 +243,7 @@ def measure_llm_costs(
         kv_elems_per_token_windowed=_windowed_kv(corners[(1, l1)], windowed_layers),
         active_params=tracer.active_params,
         expert_groups=tuple((g.experts, g.top_k) for g in groups),
+        attention=tracer.attention,
     )
 
 
@@ -376,13 +381,20 @@ class LLMResult:
     notes: tuple[str, ...]
     # The weight-only layout behind weight_bytes when `weights` is quantised.
     quantization: QuantLayout | None = None
+    activations: str = ""  # precision of activation bytes and matrix products ('' = the traced dtype)
 
 
 class _Coster:
     """Per-op time of cost vectors at one hardware and precision setting."""
 
-    def __init__(self, costs: LLMCosts, hw: Hardware, weights: str, kv_dtype: str) -> None:
+    def __init__(self, costs: LLMCosts, hw: Hardware, weights: str, kv_dtype: str,
+                 activations: str | None = None) -> None:
         self.hw = hw
+        # Quantised activations (analysis/quant_activations.py): matrix products of the
+        # model-precision ops at that precision's peak, activation bytes at its width.
+        self.matrix = activations or costs.dtype
+        self.act_scale = (parse_precision(activations).bits / parse_precision(costs.dtype).bits
+                          if activations else 1.0)
         self.bw = hw.memory_bandwidth_bytes_per_s
         if self.bw <= 0:
             raise UserInputError(f"{hw.id} has no memory bandwidth figure")
@@ -436,7 +448,7 @@ class _Coster:
         if not self.memory_only[key]:
             prec = self.prec[key]
             if v[MATMUL]:
-                t_c += v[MATMUL] / self.rate(prec, "matmul")
+                t_c += v[MATMUL] / self.rate(self.matrix if prec == self.dtype else prec, "matmul")
             if v[VECTOR]:
                 t_c += v[VECTOR] / self.rate(prec, "vector")
         return t_c, self.bytes(key, v, self.expert_share(key, tokens)) / self.bw
@@ -447,7 +459,7 @@ class _Coster:
         return (v[WEIGHT] + v[EXPERT] * share) * self.weight_b_of.get(key, self.weight_b)
 
     def bytes(self, key: OpKey, v: Vec, share: float) -> float:
-        return self.weight_bytes(key, v, share) + (v[KV_READ] + v[KV_WRITE]) * self.kv_b + v[ACT]
+        return self.weight_bytes(key, v, share) + (v[KV_READ] + v[KV_WRITE]) * self.kv_b + v[ACT] * self.act_scale
 
     def phase(self, vectors: dict[OpKey, Vec], tokens: float, time_s: float | None = None,
               t_c: float | None = None, t_m: float | None = None) -> PhaseFigures:
@@ -459,7 +471,7 @@ class _Coster:
             flops += v[MATMUL] + v[VECTOR]
             w += self.weight_bytes(key, v, self.expert_share(key, tokens))
             kv += (v[KV_READ] + v[KV_WRITE]) * self.kv_b
-            act += v[ACT]
+            act += v[ACT] * self.act_scale
         return PhaseFigures(flops, w, kv, act, tc if t_c is None else t_c, tm if t_m is None else t_m,
                             total if time_s is None else time_s)
 
@@ -552,6 +564,7 @@ def llm_estimate(
     weights: str | None = None,
     kv_dtype: str | None = None,
     max_batch: bool = False,
+    activations: str | None = None,
 ) -> LLMResult:
     """Cost the traced steps on `hardware` for each batch size (see the module docstring).
 
@@ -559,11 +572,13 @@ def llm_estimate(
     largest batch that fits the device's memory to the batches reported.
     """
     hw = get_hardware(hardware) if isinstance(hardware, str) else hardware
-    weights = parse_precision(weights).name if weights else costs.dtype
-    kv_dtype = parse_precision(kv_dtype).name if kv_dtype else costs.dtype
+    act = check_activations(hw, activations)
+    # With quantised activations, weights and KV cache default to their precision (W8A8, fp8).
+    weights = parse_precision(weights).name if weights else act.name if act else costs.dtype
+    kv_dtype = parse_precision(kv_dtype).name if kv_dtype else act.name if act else costs.dtype
     wanted = parse_batches(batches)
-    coster = _Coster(costs, hw, weights, kv_dtype)
-    peak = coster.rate(costs.dtype, "matmul")
+    coster = _Coster(costs, hw, weights, kv_dtype, act.name if act else None)
+    peak = coster.rate(coster.matrix, "matmul")
     vector = coster.rate(costs.dtype, "vector")
     layout = None
     if parse_precision(weights).quantised and costs.weights:
@@ -599,7 +614,7 @@ def llm_estimate(
         vector_flops=vector, bandwidth_bytes_per_s=coster.bw, weight_bytes=weight_bytes,
         kv_cache_bytes_per_token=kv_per_token, kv_cache_bytes_per_token_closed_form=closed,
         batches=rows, max_batch=limit, sweep=sweep, notes=tuple(dict.fromkeys(notes)),
-        quantization=layout,
+        quantization=layout, activations=act.name if act else costs.dtype,
     )
 
 
@@ -620,9 +635,12 @@ def analyze_llm(
     kv_dtype: str | None = None,
     max_batch: bool = False,
     trust_remote_code: bool = False,
+    activations: str | None = None,
+    attention: str = "flash",
 ) -> LLMResult:
     """Trace and cost in one call: `measure_llm_costs` then `llm_estimate`."""
     hw = get_hardware(hardware) if isinstance(hardware, str) else hardware
+    check_activations(hw, activations)
     wanted = parse_batches(batches)
     for precision in (weights, kv_dtype):
         if precision:
@@ -631,9 +649,9 @@ def analyze_llm(
     _check_positive(gen, "gen")
     hw.peak_flops_for(_trace_dtype(dtype), "matmul")
     costs = measure_llm_costs(model, prompt=prompt, gen=gen, dtype=dtype,
-                              trust_remote_code=trust_remote_code)
+                              trust_remote_code=trust_remote_code, attention=attention)
     return llm_estimate(costs, hw, batches=wanted, weights=weights, kv_dtype=kv_dtype,
-                        max_batch=max_batch)
+                        max_batch=max_batch, activations=activations)
 
 
 # ------------------------------------------------------------------- JSON
@@ -678,6 +696,9 @@ def llm_section(result: LLMResult) -> dict[str, Any]:
         },
         "settings": {"prompt": c.prompt, "gen": c.gen, "batches": [b.batch for b in result.batches],
                      "dtype": c.dtype, "weights": result.weights, "kv_dtype": result.kv_dtype,
+                     "activations": result.activations or c.dtype,
+                     "attention": attention_setting(None if c.attention == "flash" else c.attention,
+                                                    c.attention),
                      "sliding_window": c.sliding_window,
                      **({"sliding_window_layers": list(c.windowed_layers)}
                         if c.sliding_window and c.windowed_layers is not None else {}),

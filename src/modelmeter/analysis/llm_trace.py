@@ -12,9 +12,10 @@ transformers 5.24 takes the cache as `cache=` (`past_key_values=` is its
 deprecated alias) and derives `position_ids` from the cache length, so no
 `cache_position` is passed.
 
-Attention runs as one fused op while tracing (`_fused_attention`): on meta,
-SDPA would otherwise decompose into fp32 math with a materialised score
-matrix, which no GPU inference engine runs.
+Attention runs as one fused op while tracing (`trace_model(attention='flash')`,
+the default): on meta, SDPA would otherwise decompose into fp32 math with a
+materialised score matrix, which no GPU inference engine runs; `attention='math'`
+asks for that unfused form as a what-if.
 
 `step_costs` turns a step's trace into per-op costs split into parts the LLM
 view rescales independently: matrix FLOPs, vector FLOPs, weight elements,
@@ -92,7 +93,8 @@ class DecoderTracer:
     """A decoder built once on meta; each call traces one inference step."""
 
     def __init__(self, model: str | LoadedModel, *, dtype: str = "fp16",
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, attention: str = "flash") -> None:
+        self.attention = attention  # the SDPA kernel assumed (trace/attention.py)
         if isinstance(model, LoadedModel):
             self.loaded = model
         else:
@@ -122,6 +124,15 @@ class DecoderTracer:
 
     def step(self, batch: int, new_tokens: int, past: int = 0) -> StepCosts:
         """Trace prefill (`past=0`, `new_tokens=prompt`) or decode (`new_tokens=1`)."""
+        trace, cache = self._trace(batch, new_tokens, past)
+        shapes = {tuple(t.shape) for layer in cache.layers for t in (layer.keys, layer.values)}
+        return step_costs(trace, batch=batch, new_tokens=new_tokens, past=past, cache_shapes=shapes)
+
+    def trace_step(self, batch: int, new_tokens: int, past: int = 0) -> Trace:
+        """The raw trace of one step, as eager transformers runs it (the cache grows by `torch.cat`)."""
+        return self._trace(batch, new_tokens, past)[0]
+
+    def _trace(self, batch: int, new_tokens: int, past: int) -> tuple[Trace, Any]:
         import torch
         from transformers import DynamicCache
 
@@ -135,12 +146,10 @@ class DecoderTracer:
         ids = torch.zeros((batch, new_tokens), dtype=torch.long, device="meta")
         kwargs = {"input_ids": ids, "cache": cache, "use_cache": True, "attention_mask": None,
                   "logits_to_keep": 1}
-        with _fused_attention():
-            trace = trace_model(module, (), kwargs)
+        trace = trace_model(module, (), kwargs, attention=self.attention)
         if not self._weights:
             self._weights = weight_tensors(trace)
-        shapes = {tuple(t.shape) for layer in cache.layers for t in (layer.keys, layer.values)}
-        return step_costs(trace, batch=batch, new_tokens=new_tokens, past=past, cache_shapes=shapes)
+        return trace, cache
 
     @property
     def expert_groups(self) -> tuple[ExpertGroup, ...]:
@@ -171,50 +180,6 @@ class DecoderTracer:
                 for layer in cache.layers
             ]
         return self._layout
-
-
-def _fused_attention() -> Any:
-    """Run `F.scaled_dot_product_attention` as one fused kernel op while tracing.
-
-    On meta, SDPA decomposes into its math form: fp32 upcasts and a
-    materialised P x P score matrix, which no GPU inference engine runs (they
-    use flash-style kernels in the model's precision). Routing the call to the
-    fused `aten._scaled_dot_product_flash_attention_for_cpu` (it has a meta
-    kernel) records one op that reads Q, K, V and writes the output, counted
-    by the same formula as on CPU. Masks and `is_causal` pass through;
-    attention is counted densely (q x kv per head), as everywhere in modelmeter.
-    """
-    import torch
-    import torch.nn.functional as F
-    from torch.overrides import TorchFunctionMode
-
-    class FusedAttention(TorchFunctionMode):
-        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            kwargs = kwargs or {}
-            if func is not F.scaled_dot_product_attention:
-                return func(*args, **kwargs)
-            names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-            bound = {**dict(zip(names, args, strict=False)), **kwargs}
-            q, k, v = bound["query"], bound["key"], bound["value"]
-            if bound.get("enable_gqa") and k.shape[-3] != q.shape[-3]:
-                # Repeated K/V are copies of the cache: costed as nothing (llm_trace docstring).
-                k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
-                v = v.repeat_interleave(q.shape[-3] // v.shape[-3], dim=-3)
-            if v.shape[-1] != q.shape[-1]:
-                # Value heads narrower than query/key heads (MLA: 128 vs 192): the flash kernel's
-                # meta rule would give the output q's width; the efficient kernel's gives v's.
-                out = torch.ops.aten._scaled_dot_product_efficient_attention(
-                    q, k, v, bound.get("attn_mask"), False, float(bound.get("dropout_p", 0.0)),
-                    bool(bound.get("is_causal", False)), scale=bound.get("scale"),
-                )[0]
-                return out
-            out, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q, k, v, float(bound.get("dropout_p", 0.0)), bool(bound.get("is_causal", False)),
-                attn_mask=bound.get("attn_mask"), scale=bound.get("scale"),
-            )
-            return out
-
-    return FusedAttention()
 
 
 def step_costs(trace: Trace, *, batch: int, new_tokens: int, past: int,

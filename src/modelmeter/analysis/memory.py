@@ -117,6 +117,15 @@ def checkpoint_what_if(train_trace: Trace, forward_counts: Counts) -> dict[str, 
     }
 
 
+def attention_figures(inference: Trace, train: Trace | None) -> dict[str, int]:
+    """The activation figures that depend on the attention kernel, for `activations_by_attention`."""
+    out = {"peak_inference_bytes": live_peak(inference).peak_bytes}
+    if train is not None:
+        out["saved_for_backward_bytes"] = saved_for_backward(train).total_bytes
+        out["peak_train_forward_bytes"] = live_peak(train).peak_bytes
+    return out
+
+
 def memory_sections(inference: Trace, train: Trace | None, *, precision: str, optimizer: str,
                     master_fp32: bool, params: int, trainable: int,
                     backward_counts: Counts | None = None, forward_counts: Counts | None = None,
@@ -135,7 +144,7 @@ def memory_sections(inference: Trace, train: Trace | None, *, precision: str, op
         # kernel (flash, memory-efficient) never materialises the L x S scores.
         activations["attention_path"] = ("meta: SDPA traced as its math form (L x S scores and "
                                          "probabilities materialised, saved in training); fused "
-                                         "kernels keep O(L) instead (--device cpu traces CPU's)")
+                                         "kernels keep O(L) instead (--attention flash)")
     paths = [m.path for m in inference.modules]
     modules: dict[str, dict[str, int]] = {
         p: {"peak_share_bytes": v} for p, v in inclusive(peak.by_module, paths).items()

@@ -66,6 +66,7 @@ from ..core.precision import (
 from ..core.results import Counts, ModuleCounts, OpCount
 from ..count.engine import ancestors
 from ..hardware import Hardware, mamf_efficiency
+from .quant_activations import check_activations, default_weights
 
 __all__ = [
     "LayerTime",
@@ -256,6 +257,7 @@ def roofline(
     efficiency: float | str | None = None,
     input_bytes: float | None = None,
     module_depth: int | None = None,
+    activations: str | None = None,
 ) -> RooflineResult:
     """Predict latency of one `phase` of `counts` on `hw` (see the module docstring).
 
@@ -264,6 +266,8 @@ def roofline(
     `module_depth`: the units of `latency_module_s` are the modules at that depth
     (and shallower leaves) instead of the leaf modules.
     """
+    act = check_activations(hw, activations)
+    weights = default_weights(act, weights)
     check_precisions(hw, dtype, weights)
     if hw.memory_bandwidth_bytes_per_s <= 0:
         raise UserInputError(f"{hw.id} has no memory bandwidth figure")
@@ -272,7 +276,9 @@ def roofline(
     traced = precision_of_torch_dtype(model_dtype)
     compute = parse_precision(dtype) if dtype is not None else traced
     w_prec = parse_precision(weights) if weights is not None else compute
-    eff = _efficiency(hw, compute.name, efficiency)
+    # Quantised activations (analysis/quant_activations.py): matrix products at their peak.
+    matrix = act or compute
+    eff = _efficiency(hw, matrix.name, efficiency)
     notes: list[str] = []
 
     rates: dict[tuple[str, str], float] = {}
@@ -283,7 +289,7 @@ def roofline(
             try:
                 r = hw.peak_flops_for(prec, op_class)
             except UserInputError:
-                if prec == compute.name:
+                if prec in (compute.name, matrix.name):
                     raise
                 # An upcast op (fp32 norm in a bf16 model) on a device with no such
                 # rate (TPU): cost it at the model's precision, and say so.
@@ -294,9 +300,11 @@ def roofline(
             rates[key] = r
         return rates[key]
 
-    peak = rate(compute.name, "matmul")
+    peak = rate(matrix.name, "matmul")
     vector = rate(compute.name, "vector")
     act_scale = (compute.bits / traced.bits) if dtype is not None else 1.0
+    if act is not None:
+        act_scale = act.bits / traced.bits
     # A quantised weights precision: the weight-only layout (hand-made counts without
     # their parameters fall back to every parameter at that precision).
     layout: QuantLayout | None = None
@@ -315,12 +323,13 @@ def roofline(
             mw = owned.get(o.module)
             own_bits = precision_of_torch_dtype(o.dtype).bits if _is_float(o.dtype) else None
             scale = mw.scale if mw else (keep.bits / own_bits if own_bits else 1.0)
-        ops.append(_op_time(o, model_dtype, compute, w_prec, act_scale, bw, rate, scale))
+        ops.append(_op_time(o, model_dtype, compute, w_prec, act_scale, bw, rate, scale, matrix))
     if not ops and counts.ops:
         raise UserInputError(f"no {phase!r} ops in these counts; trace with backward=True for 'backward'")
 
     modules = _module_times(counts.modules, ops)
-    layers = _layers(counts.modules, ops, compute, w_prec, dtype is not None or weights is not None,
+    layers = _layers(counts.modules, ops, compute, w_prec,
+                     dtype is not None or weights is not None,
                      act_scale, bw, module_depth, _inclusive(owned) if owned is not None else None)
 
     root = next((m for m in counts.modules if m.path == ""), None)
@@ -342,8 +351,9 @@ def roofline(
     if uncounted:
         notes.append(f"{len(uncounted)} op kind(s) without a formula costed by memory only: {', '.join(uncounted)}")
     return RooflineResult(
-        hardware=hw, phase=phase, precision=compute.name,
-        activations=compute.name if dtype is not None else traced.name, weights=w_prec.name,
+        hardware=hw, phase=phase, precision=matrix.name,
+        activations=act.name if act is not None else compute.name if dtype is not None else traced.name,
+        weights=w_prec.name,
         efficiency=eff, peak_flops=peak, vector_flops=vector, bandwidth_bytes_per_s=bw,
         ridge_point=peak / bw,
         latency_s=sum(x.latency_s for x in ops),
@@ -366,9 +376,12 @@ def _inclusive(owned: dict[str, ModuleWeights]) -> dict[str, float]:
 
 
 def _op_time(o: OpCount, model_dtype: str, compute: Precision, weights: Precision,
-             act_scale: float, bw: float, rate: Any, weight_scale: float | None = None) -> OpTime:
+             act_scale: float, bw: float, rate: Any, weight_scale: float | None = None,
+             matrix: Precision | None = None) -> OpTime:
     at_model = o.dtype == model_dtype or not _is_float(o.dtype)
     prec = compute.name if at_model else precision_of_torch_dtype(o.dtype).name
+    # Matrix products at the model's precision run at `matrix` (quantised activations).
+    matrix_prec = (matrix or compute).name if at_model else prec
     if o.category == "view":
         return OpTime(o.index, o.op, o.module, o.category, prec, 0, 0, 0.0, 0.0, 0.0, 0.0)
     own_bits = precision_of_torch_dtype(o.dtype).bits if _is_float(o.dtype) else None
@@ -384,7 +397,7 @@ def _op_time(o: OpCount, model_dtype: str, compute: Precision, weights: Precisio
     t_compute = 0.0
     if o.category in ("contraction", "other"):
         if o.macs:
-            t_compute += o.flops / rate(prec, "matmul")
+            t_compute += o.flops / rate(matrix_prec, "matmul")
         if o.other_flops:
             t_compute += o.other_flops / rate(prec, "vector")
     return OpTime(o.index, o.op, o.module, o.category, prec, o.flops, o.other_flops, moved, params,

@@ -60,9 +60,11 @@ EXIT_INTERRUPTED = 130
 def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, warmup_s, energy,
           meter, region, pue, hardware, threads, malloc, backend_text, compile_flag, json_path) -> None:
     """Measure latency, throughput, peak memory and energy here, beside the roofline prediction."""
+    from ..hardware.local import stderr_progress
     from ..measure.backends import parse_backends
     from ..measure.sweep import parse_batches
     from ..pipeline import run
+    from ..pipeline.calibrated import apply_threads
     from ..pipeline.options import BenchOptions, ModelOptions, TimingOptions
     from ..report.terminal_bench import bench_view, flush, live_progress
 
@@ -83,15 +85,14 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
         # The largest batch is the one that must fit (the sweep's OOM rule handles activations).
         check_cpu_fit(model, inputs=list(inputs) or None, batch=max(batches) if batches else None,
                       seq=seq, advice="`modelmeter roofline` predicts its latency without running it")
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    # Threads first (on cpu, by default the physical cores the load leaves free): the
+    # calibrated profile is keyed by the thread count the bench runs with.
+    apply_threads(threads, options.device)
 
     console = make_console(json_to_stdout=json_path == "-")
     with live_progress(console) as (on_progress, on_row):
         hooks = run.Hooks(on_status=lambda text: console.print(f"{text}…", markup=False, highlight=False),
-                          on_progress=on_progress, on_row=on_row)
+                          on_progress=on_progress, on_row=on_row, on_calibration=stderr_progress())
         sections = run.bench(model_options, options, hooks)
     report = sections.to_report()
 

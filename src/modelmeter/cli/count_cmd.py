@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import check_outputs, make_console, model_options, write_json
+from .options import attention_option, check_outputs, make_console, model_options, write_json
 
 
 @click.command()
@@ -15,7 +15,8 @@ from .options import check_outputs, make_console, model_options, write_json
 @click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True,
               help="meta: no weights allocated; cpu: real tensors.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
-def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path) -> None:
+@attention_option
+def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path, attention) -> None:
     """Parameters, parameter size, MACs/FLOPs and bytes, per module and in total."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions
@@ -28,7 +29,7 @@ def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path
                       advice="count it on the meta device instead (--device meta, the default: "
                              "nothing is allocated)")
     options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype,
-                           device=device, group_size=group_size)
+                           device=device, group_size=group_size, attention=attention)
     report = run.count(options).to_report().to_dict()
     if json_path == "-":
         write_json(report, "-")

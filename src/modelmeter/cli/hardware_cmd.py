@@ -106,5 +106,10 @@ def calibrate_cmd(quick: bool, no_save: bool, device: str | None, threads: int |
     if no_save:
         console.print("not saved (--no-save)")
     else:
+        from ..hardware.local import CalibrationRefused, calibration_refusal
+
+        reason = calibration_refusal(result)  # measured under load or starved: never saved
+        if reason is not None:
+            raise CalibrationRefused(reason)
         path = save_local_profile(hw, result.to_dict())
         console.print(Text(f"saved as hardware id 'local': {path}"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import check_outputs, make_console, model_options, write_json
+from .options import attention_option, check_outputs, make_console, model_options, write_json
 
 
 @click.command()
@@ -17,8 +17,9 @@ from .options import check_outputs, make_console, model_options, write_json
 @click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True)
 @click.option("--depth", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
+@attention_option
 def memory(model, inputs, batch, seq, dtype, train, optimizer, master_fp32, checkpoint, device,
-           depth, json_path) -> None:
+           depth, json_path, attention) -> None:
     """Peak activation memory for inference and training, and the training budget."""
     from ..pipeline import run
     from ..pipeline.options import MemoryOptions, ModelOptions
@@ -32,7 +33,7 @@ def memory(model, inputs, batch, seq, dtype, train, optimizer, master_fp32, chec
                              "nothing is allocated)")
     options = MemoryOptions(train, optimizer, master_fp32, checkpoint)
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype,
-                                 device=device)
+                                 device=device, attention=attention)
     report = run.memory(model_options, options).to_report().to_dict()
     if json_path == "-":
         write_json(report, "-")

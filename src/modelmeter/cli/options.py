@@ -30,6 +30,14 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def attention_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--attention: the SDPA kernel assumed (trace/attention.py); default flash."""
+    return click.option(
+        "--attention", type=click.Choice(["math", "flash"], case_sensitive=False), default=None,
+        help="Attention kernel assumed: flash (fused, the default: what GPUs and CPUs run; the "
+             "L x S scores are never stored) or math (unfused: scores materialised).")(fn)
+
+
 def check_sizes(values: Any, flag: str) -> None:
     """Each --batch/--seq style integer positive and within the sane bound (one line, exit 2)."""
     from ..sources.inputs import check_positive

@@ -20,7 +20,14 @@ import click
 
 from ..core.errors import UserInputError
 from ..core.files import atomic_write
-from .options import check_outputs, check_sizes, make_console, split_list, write_json
+from .options import (
+    attention_option,
+    check_outputs,
+    check_sizes,
+    make_console,
+    split_list,
+    write_json,
+)
 
 
 def _write_text(target: str, text: str) -> None:
@@ -61,8 +68,9 @@ def _write_text(target: str, text: str) -> None:
               help="Run store file for --save (default: the user data dir).")
 @click.option("--absolute-paths", is_flag=True,
               help="Keep absolute file paths in Markdown/HTML (default: shown as their last part).")
+@attention_option
 def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, depth, top, json_path,
-           csv_path, md_path, html_path, save, db, absolute_paths) -> None:
+           csv_path, md_path, html_path, save, db, absolute_paths, attention) -> None:
     """Every efficiency metric of a model in one view: counts, memory, roofline, measurement."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions, ReportOptions, report_timing
@@ -80,9 +88,13 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
                       advice="leave out --measure: the report counts it on the meta device")
     # The measurement retains freed memory: this process ends with the command.
     options = ReportOptions(hardware, measure, device, train, timing=report_timing({"malloc": "retain"}))
-    model_options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype)
+    model_options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype,
+                                 attention=attention)
     quiet = json_path == "-"
     console = make_console(json_to_stdout=quiet)
+    from ..pipeline.calibrated import apply_threads
+
+    apply_threads(None, options.device)  # the cpu default: physical cores the load leaves free
     with console.status("starting") as spinner:
         rep = run.report(model_options, options, run.Hooks(on_status=spinner.update)).to_report()
     data = rep.to_dict()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from .options import check_outputs, make_console, model_options, write_json
+from .options import attention_option, check_outputs, make_console, model_options, write_json
 
 
 @click.command()
@@ -24,8 +24,12 @@ from .options import check_outputs, make_console, model_options, write_json
 @click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
               help="How many memory- and compute-bound layers to list.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
+@click.option("--activations", metavar="int8|fp8",
+              help="What-if: quantised activations (W8A8, W4A8 with --weights int4, fp8): matrix "
+                   "products at the device's int8/fp8 peak, activation bytes at that width.")
+@attention_option
 def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficiency, plot_path, top,
-             json_path) -> None:
+             json_path, activations, attention) -> None:
     """Predicted latency on a device: compute vs memory time per layer (roofline estimate)."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions, RooflineOptions
@@ -35,9 +39,9 @@ def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficie
 
         check_plot_path(plot_path)  # before the trace, so a typo costs no waiting
     check_outputs(json=json_path, plot=plot_path)
-    options = RooflineOptions(hardware, weights, efficiency, depth)
+    options = RooflineOptions(hardware, weights, efficiency, depth, activations)
     sections = run.roofline(ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq,
-                                         dtype=dtype), options)
+                                         dtype=dtype, attention=attention), options)
     data = sections.to_report().to_dict()
     result = sections.roofline.result
     if plot_path is not None:

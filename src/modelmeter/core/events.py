@@ -131,3 +131,6 @@ class Trace:
     # Mixture-of-experts layers found in the model and each routed call (empty for dense models).
     expert_groups: tuple[ExpertGroup, ...] = ()
     routing: tuple[RoutingRecord, ...] = ()
+    # The attention implementation SDPA calls were routed to ('flash'/'math'); None when
+    # the trace chose none, or the model made no SDPA call (trace/attention.py).
+    attention: str | None = None

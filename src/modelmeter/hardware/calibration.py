@@ -61,6 +61,8 @@ class CalibrationSettings:
     stream_max_total_bytes: int = 6 * _GiB  # cap on the three arrays together
     stream_bytes_per_array: int | None = None  # explicit override (tests)
     budget_s: float = 50.0  # later sizes are skipped, with a note, past this
+    # Only these precisions (None: all the device has); the short automatic calibration asks for fp32.
+    precisions: tuple[str, ...] | None = None
 
     @classmethod
     def quick(cls) -> CalibrationSettings:
@@ -304,6 +306,10 @@ def _run(
     skipped.append(("matmul.fp8", "PyTorch eager has no plain fp8 matmul (torch._scaled_mm needs scales); not measured"))
     skipped.append(("matmul.int8", "PyTorch eager has no public int8 matmul; not measured"))
     # TF32 is a matmul mode: elementwise fp32 already covers it.
+    if s.precisions is not None:
+        skipped.extend((f"matmul.{p}", "not asked for (short calibration)") for p in precisions
+                       if p not in s.precisions)
+        precisions = [p for p in precisions if p in s.precisions]
     vector_precisions = [p for p in precisions if p != "tf32"]
     stream_n = _stream_elements(s, llc, free_bytes, notes)
 

@@ -50,6 +50,9 @@ class Prediction:
     hardware: str | None = None  # id of the device the roofline used
     tdp_w: float | None = None  # the energy estimate's upper bound
     peak_activation_bytes: int | None = None  # counted, when the memory analysis exists
+    # The calibrated prediction (this machine's measured per-op-class rates and dispatch
+    # costs, `analysis.predict`); None without a calibrated profile for this device.
+    calibrated_latency_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,15 @@ class BenchRow:
         if lat is None or pred is None or lat.p50_s <= 0:
             return None
         return pred / lat.p50_s
+
+    @property
+    def calibrated_error(self) -> float | None:
+        """Calibrated prediction / measured p50 - 1 (0.1 = predicted 10 % slow); None when missing."""
+        lat = self.sweep.latency
+        pred = self.prediction.calibrated_latency_s if self.prediction is not None else None
+        if lat is None or pred is None or lat.p50_s <= 0:
+            return None
+        return pred / lat.p50_s - 1
 
 
 @dataclass(frozen=True)
@@ -279,6 +291,11 @@ def _row_dict(row: BenchRow) -> dict[str, Any]:
         "predicted_latency_s": p.latency_s if p is not None else None,
         "roofline_efficiency": row.roofline_efficiency,
         "prediction_error": row.prediction_error,
+        # Kept apart from the two keys above, whose meaning is older: `predicted_latency_s`
+        # is the roofline bound and `prediction_error` the text of a failed prediction.
+        "roofline_latency_s": p.latency_s if p is not None else None,
+        "calibrated_latency_s": p.calibrated_latency_s if p is not None else None,
+        "calibrated_prediction_error": row.calibrated_error,
         "energy_j_per_inference": row.energy_j_per_inference,
         "energy_source": e.source if e is not None else None,
         "energy_warning": e.warning if e is not None else None,
@@ -308,6 +325,9 @@ def measured_section(result: BenchResult) -> dict[str, Any]:
         "carbon_region": result.region if result.energy_requested else None,
         "pue": result.pue if result.energy_requested else None,
         "prediction_hardware": hardware,
+        "roofline_latency_s": head.get("roofline_latency_s"),
+        "calibrated_latency_s": head.get("calibrated_latency_s"),
+        "calibrated_prediction_error": head.get("calibrated_prediction_error"),
         "sweep": [_row_dict(r) for r in result.rows],
         # Conditions of the headline figures: the sweep's plus the batch they were measured at.
         "conditions": {**result.conditions, "batch": primary.batch if primary is not None else None},
@@ -320,6 +340,8 @@ def measured_section(result: BenchResult) -> dict[str, Any]:
             "measured: wall clock per call after warm-up (CUDA events on GPU), throughput = "
             "batch / p50; peak memory above the pre-call level; energy from the named meter, "
             "or 'estimate' from the counts when no meter works; roofline_efficiency = "
-            "predicted / measured latency"
+            "predicted / measured latency; roofline_latency_s (= predicted_latency_s) is the bound at "
+            "the device peaks, calibrated_latency_s the prediction from this machine's calibration, "
+            "calibrated_prediction_error = calibrated / measured - 1"
         ),
     }

@@ -25,6 +25,7 @@ fewer than 3 samples exist (spread cannot be judged).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,12 +169,28 @@ def default_conditions(device: str) -> dict[str, Any]:
         name = torch.cuda.get_device_name(index if index is not None else torch.cuda.current_device())
     else:
         name = cpu_name()
-    return {
+    conditions = {
         "device": device,
         "device_name": name,
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
     }
+    if kind == "cpu":
+        conditions.update(load_conditions())
+    return conditions
+
+
+def load_conditions(loadavg: Callable[[], float | None] | None = None) -> dict[str, Any]:
+    """The 1-minute load average and CPU count when timing started, and a sentence when it exceeded them.
+
+    Two threads on two busy cores wait for each other at every parallel op: a latency
+    measured then says more about the other programs than about the model.
+    """
+    from ..hardware.local import load_warning, system_load
+
+    load = (loadavg or system_load)()
+    cpus = os.cpu_count() or 1
+    return {"load_average": load, "cpus": cpus, "load_warning": load_warning(load, cpus)}
 
 
 def check_timing(

@@ -15,6 +15,7 @@ from ..core.errors import UnknownHardwareError, UserInputError
 from ..hardware import Hardware, get_hardware, load_local_profile, local_profile_path
 from ..hardware.lookup import match_gpu_name
 from ..measure.timer import parse_device
+from .calibrated import NO_LOCAL_PROFILE, Progress, local_hardware
 
 NO_HARDWARE_NOTE = ("no roofline: no --hardware and no calibrated 'local' profile; run "
                     "`modelmeter hardware calibrate` or pass --hardware ID (e.g. --hardware h100-sxm)")
@@ -53,17 +54,20 @@ def resolve_hardware(hardware: Any) -> Hardware:
     return local
 
 
-def prediction_hardware(hw_id: str | None, device: str, dtype: str | None) -> tuple[Hardware | None, str | None]:
-    """The bench's roofline profile, or (None, why there is no prediction)."""
+def prediction_hardware(hw_id: str | None, device: str, dtype: str | None,
+                        progress: Progress | None = None) -> tuple[Hardware | None, str | None]:
+    """The bench's roofline profile, or (None, why there is no prediction).
+
+    On cpu with no id: this machine's profile, calibrated on first use (`progress` shows it).
+    """
     if hw_id is not None:
         hw = get_hardware(hw_id)
         check_precisions(hw, dtype)  # asked for by name: a mismatch is the user's to fix
         return hw, None
     if device == "cpu":
-        hw = load_local_profile()
+        hw, why = local_hardware(progress)
         if hw is None:
-            return None, ("no roofline prediction: no calibrated 'local' profile; run "
-                          "`modelmeter hardware calibrate` or pass --hardware ID")
+            return None, why
     else:
         import torch
 
@@ -78,15 +82,17 @@ def prediction_hardware(hw_id: str | None, device: str, dtype: str | None) -> tu
     return hw, None
 
 
-def report_hardware(hw_id: str | None, dtype: str | None) -> tuple[Hardware | None, str | None]:
-    """The report's roofline device: the named one (errors are the user's), else 'local', else a note."""
+def report_hardware(hw_id: str | None, dtype: str | None,
+                    progress: Progress | None = None) -> tuple[Hardware | None, str | None]:
+    """The report's roofline device: the named one (errors are the user's), else 'local'
+    (calibrated on first use), else a note."""
     if hw_id is not None:
         hw = get_hardware(hw_id)
         check_precisions(hw, dtype)
         return hw, None
-    hw = load_local_profile()
+    hw, why = local_hardware(progress)
     if hw is None:
-        return None, NO_HARDWARE_NOTE
+        return None, NO_HARDWARE_NOTE if why == NO_LOCAL_PROFILE else why
     try:
         check_precisions(hw, dtype)
     except UserInputError as exc:

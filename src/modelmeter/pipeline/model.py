@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..core.attention import FLASH, IMPLEMENTATIONS
 from ..core.errors import UserInputError
 from ..core.events import Trace
 from ..core.precision import parse_precision
@@ -41,6 +42,7 @@ class Analysis:
     batch: int | None = None
     seq: int | None = None
     notes: tuple[str, ...] = ()  # how an option applied, when not plainly
+    attention: str | None = None  # the SDPA kernel asked for (None: the default, flash)
 
     @property
     def input_bytes(self) -> int:
@@ -117,7 +119,10 @@ def check_build_options(loaded: LoadedModel, *, batch: int | None = None, seq: i
 
 def analyse_loaded(loaded: LoadedModel, options: ModelOptions, *, backward: bool = False) -> Analysis:
     """Trace a loaded model once and count it, at `options.dtype` / `options.group_size`."""
-    trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=backward)
+    # SDPA is traced as the kernel asked for (flash by default: what devices run), never as
+    # whatever the trace device happens to pick (meta would decompose it into its math form).
+    trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=backward,
+                        attention=options.attention or FLASH)
     counts = count_trace(trace, precision=options.dtype, group_size=options.group_size)
     # A spec was built in the trace dtype of `dtype`; a module is traced as given.
     built = loaded.source != "module"
@@ -129,7 +134,8 @@ def analyse_loaded(loaded: LoadedModel, options: ModelOptions, *, backward: bool
             f"in {traced} (activation bytes, bytes moved); convert the module and its inputs "
             "(.to(dtype)) to trace it in that precision")
     return Analysis(loaded, options.dtype, trace_dtype_for(options.dtype) if built else None,
-                    options.group_size, trace, counts, options.batch, options.seq, tuple(notes))
+                    options.group_size, trace, counts, options.batch, options.seq, tuple(notes),
+                    options.attention)
 
 
 def analyse(options: ModelOptions, *, backward: bool = False) -> Analysis:
@@ -140,8 +146,29 @@ def analyse(options: ModelOptions, *, backward: bool = False) -> Analysis:
 def trace_training(analysis: Analysis) -> tuple[Trace, Counts]:
     """The training step (forward with autograd + backward of a scalar loss) and its backward counts."""
     loaded = analysis.loaded
-    trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True)
+    trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True,
+                        attention=analysis.attention or FLASH)
     return trace, count_trace(trace, phase="backward")
+
+
+def other_attention_traces(analysis: Analysis, train: bool) -> dict[str, tuple[Trace, Trace | None]]:
+    """The model traced with each attention kernel it was not: {kernel: (inference, training)}.
+
+    Empty when the model makes no scaled_dot_product_attention call (the kernel
+    changes nothing). The training trace is None unless `train`.
+    """
+    traced = analysis.trace.attention
+    if traced is None:
+        return {}
+    loaded = analysis.loaded
+    out = {}
+    for other in IMPLEMENTATIONS:
+        if other != traced:
+            inference = trace_model(loaded.module, loaded.args, loaded.kwargs, attention=other)
+            training = (trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True, attention=other)
+                        if train else None)
+            out[other] = (inference, training)
+    return out
 
 
 def counted_peak_activations(analysis: Analysis) -> int:

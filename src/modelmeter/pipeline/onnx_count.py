@@ -31,7 +31,7 @@ def onnx_count_section(options: ModelOptions) -> CountSection:
 
     # The graph fixes its dtypes and what it computes: these options cannot change either.
     for label, value in (("--dtype", options.dtype), ("--group-size", options.group_size),
-                         ("--seq", options.seq)):
+                         ("--seq", options.seq), ("--attention", options.attention)):
         if value is not None:
             raise UserInputError(f"{label} cannot apply to an ONNX file: its graph is counted in "
                                  "its own dtypes; give input shapes with --input (and --batch)")

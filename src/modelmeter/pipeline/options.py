@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..analysis.memory import check_optimizer
+from ..analysis.quant_activations import parse_activations
+from ..core.attention import check_attention
 from ..core.errors import UserInputError
 from ..core.precision import parse_precision
 from ..measure.allocator import POLICIES
@@ -92,6 +94,9 @@ class ModelOptions:
     they are errors beside one. `dtype` is the parameter precision (any of
     `core.precision`; on a module a parameter-bytes what-if), `group_size` the
     quantisation group of block-quantised weights (int8, int4, nf4, fp8).
+    `attention` is the kernel every `scaled_dot_product_attention` call is
+    traced as: 'flash' (fused, the default: what devices run, no L x S scores
+    kept) or 'math' (unfused: scores kept); None means the default.
     An option that cannot apply is an error, never ignored.
     """
 
@@ -105,11 +110,13 @@ class ModelOptions:
     group_size: int | None = None
     trust_remote_code: bool = False
     name: str | None = None
+    attention: str | None = None
 
     def __post_init__(self) -> None:
         _positive("batch", self.batch)
         _positive("seq", self.seq)
         _set(self, "dtype", _precision(self.dtype))
+        _set(self, "attention", check_attention(self.attention))
         if self.group_size is not None:
             _positive("group-size", self.group_size)
             if self.dtype not in GROUPED:
@@ -166,15 +173,20 @@ class RooflineOptions:
     """The roofline: device id (None: the calibrated 'local' profile), precisions, derating.
 
     `depth` limits the module rows of the `roofline` section (None: all).
+    `activations` ('int8' or 'fp8', None: not quantised) is the activation
+    quantisation what-if (`analysis/quant_activations.py`); whether the device
+    has that matrix peak is checked by the pipeline, before the trace.
     """
 
     hardware: Any = None  # an id, a `Hardware`, or None
     weights: str | None = None
     efficiency: float | str | None = None
     depth: int | None = None
+    activations: str | None = None
 
     def __post_init__(self) -> None:
         _set(self, "weights", _precision(self.weights))
+        _set(self, "activations", parse_activations(self.activations))
         _set(self, "efficiency", parse_efficiency(self.efficiency))
         if self.depth is not None and self.depth < 0:
             raise UserInputError(f"--depth must be >= 0, got {self.depth}")
@@ -258,7 +270,12 @@ class BenchOptions:
 
 @dataclass(frozen=True)
 class LLMOptions:
-    """The LLM inference view: prompt and generation lengths, batch sizes, precisions."""
+    """The LLM inference view: prompt and generation lengths, batch sizes, precisions.
+
+    `activations` ('int8' / 'fp8', None: `dtype`): quantised activations, as for
+    `RooflineOptions`; `attention` ('flash', the default, or 'math'): the kernel
+    the traces assume, as for `ModelOptions`.
+    """
 
     hardware: Any = None  # an id, a `Hardware`, or None for 'local'
     prompt: int = 512
@@ -269,6 +286,10 @@ class LLMOptions:
     kv_dtype: str | None = None
     max_batch: bool = False
     trust_remote_code: bool = False
+    activations: str | None = None
+    attention: str | None = None
+    # Also run prefill and decode here (random weights, first batch) beside the predictions.
+    measure: bool = False
 
     def __post_init__(self) -> None:
         from ..analysis.llm import parse_batches  # lazy: the LLM analysis imports torch
@@ -280,6 +301,8 @@ class LLMOptions:
         _set(self, "dtype", parse_precision(self.dtype).name)
         _set(self, "weights", _precision(self.weights))
         _set(self, "kv_dtype", _precision(self.kv_dtype))
+        _set(self, "activations", parse_activations(self.activations))
+        _set(self, "attention", check_attention(self.attention))
 
 
 @dataclass(frozen=True)

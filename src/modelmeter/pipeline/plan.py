@@ -113,7 +113,6 @@ def _efficiency(hw: Any, dtype: str, efficiency: float | str | None) -> float | 
 def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings: Any, fixed: Any, *,
                    devices: int, nodes: int, seq: int | None, dtype: str, efficiency: float | None,
                    limit: int, name: str | None, section: Any) -> Sections:
-    from ..analysis.llm_trace import _fused_attention
     from ..analysis.plan import plan_training
     from ..analysis.plan_profile import build_profile
     from ..count import count_trace
@@ -130,8 +129,7 @@ def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings:
             loaded = load(ModelOptions(model, batch=1, dtype=dtype, name=name))  # not a text preset
     seq_used = _tokens_per_sample(loaded)
     # Fused attention, as training kernels run it (flash): no L x L scores saved for backward.
-    with _fused_attention():
-        trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True)
+    trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True, attention="flash")
     forward = count_trace(trace)
     if forward.totals.trainable_params == 0:
         raise UserInputError("the model has no trainable parameters; --train needs some")

@@ -24,8 +24,11 @@ from typing import Any
 
 from ..analysis.compare import Comparison, compare_reports
 from ..analysis.llm import analyze_llm
+from ..analysis.llm_measure import local_steps
+from ..analysis.quant_activations import check_activations, default_weights
 from ..analysis.roofline import check_precisions
 from ..analysis.roofline import roofline as roofline_model
+from ..core.attention import FLASH
 from ..core.errors import UserInputError
 from ..core.report import Report
 from ..hardware import Hardware
@@ -33,6 +36,7 @@ from ..measure.backends import backends_section, run_backends
 from ..measure.bench import BenchRow, Prediction, run_bench
 from ..measure.energy import select_meter
 from ..store import environment_fingerprint
+from .calibrated import any_progress, calibrated_prediction, local_perf_model
 from .devices import check_device, prediction_hardware, report_hardware, resolve_hardware, same_kind
 from .model import (
     Analysis,
@@ -42,6 +46,7 @@ from .model import (
     leading_dim,
     module_calls,
     module_state,
+    other_attention_traces,
     trace_training,
 )
 from .options import (
@@ -81,15 +86,22 @@ class Hooks:
     on_status(text): before each slow step ('tracing and counting', 'measuring on cpu').
     on_progress(batch, phase, calls, elapsed_s): while a batch is warmed up and timed.
     on_row(row): each finished `measure.bench.BenchRow`, as soon as it is done.
+    on_calibration(description, done, total): while this machine is calibrated on first use
+    (about 15 s, once per CPU, thread count and torch version); without it, on_status gets
+    the percentage.
     """
 
     on_status: Callable[[str], None] | None = None
     on_progress: Callable[[int, str, int, float], None] | None = None
     on_row: Callable[[BenchRow], None] | None = None
+    on_calibration: Callable[[str, int, int], None] | None = None
 
     def status(self, text: str) -> None:
         if self.on_status is not None:
             self.on_status(text)
+
+    def calibration(self) -> Callable[[str, int, int], None] | None:
+        return any_progress(self.on_calibration, self.on_status)
 
 
 NO_HOOKS = Hooks()
@@ -110,14 +122,19 @@ def count(model: ModelOptions) -> Sections:
 
 
 def memory_section(analysis: Analysis, options: MemoryOptions) -> MemorySection:
-    """Activation liveness of the trace; with `train`, the training step traced and budgeted."""
+    """Activation liveness of the trace; with `train`, the training step traced and budgeted.
+
+    The attention kernel not assumed is traced too, so the section shows both
+    (`activations_by_attention`): the one figure that depends on an assumption.
+    """
     train_trace = backward_counts = None
     if options.train:
         if analysis.counts.totals.trainable_params == 0:
             raise UserInputError("the model has no trainable parameters; --train needs some")
         train_trace, backward_counts = trace_training(analysis)
     return MemorySection.from_traces(analysis, train_trace, backward_counts, optimizer=options.optimizer,
-                                     master_fp32=options.master_fp32, checkpoint=options.checkpoint)
+                                     master_fp32=options.master_fp32, checkpoint=options.checkpoint,
+                                     other_attention=other_attention_traces(analysis, options.train))
 
 
 def memory(model: ModelOptions, options: MemoryOptions) -> Sections:
@@ -128,21 +145,37 @@ def memory(model: ModelOptions, options: MemoryOptions) -> Sections:
 
 def roofline_section(analysis: Analysis, hw: Hardware, *, weights: str | None = None,
                      efficiency: float | str | None = None, depth: int | None = None,
-                     module_keys: tuple[str, ...] = ROOFLINE_MODULE_KEYS) -> RooflineSection:
+                     module_keys: tuple[str, ...] = ROOFLINE_MODULE_KEYS,
+                     activations: str | None = None,
+                     calibrated_on: str | None = None) -> RooflineSection:
+    """The roofline bound; with `calibrated_on` (a device), also this machine's calibrated
+    prediction when `hw` is its cached 'local' profile."""
     result = roofline_model(analysis.counts, hw, dtype=analysis.precision, weights=weights,
-                            efficiency=efficiency, input_bytes=analysis.input_bytes)
-    return RooflineSection(result, depth, module_keys)
+                            efficiency=efficiency, input_bytes=analysis.input_bytes,
+                            activations=activations)
+    calibrated = None
+    if calibrated_on is not None:
+        calibrated = calibrated_prediction(analysis.counts, result, local_perf_model(hw, calibrated_on))
+    return RooflineSection(result, depth, module_keys, calibrated)
 
 
 def roofline(model: ModelOptions, options: RooflineOptions) -> Sections:
     """Counts plus the predicted latency on a device. The device and precisions are
     checked before the trace, so a typo fails at once."""
     hw = resolve_hardware(options.hardware)
-    check_precisions(hw, model.dtype, options.weights)
+    weights = options.weights
+    act = check_activations(hw, options.activations)
+    if act is not None:
+        # Quantised activations (W8A8, W4A8, fp8): the work around the matrix products stays
+        # 16-bit (fp16 unless --dtype says), and the weights follow the activations unless given.
+        model = replace(model, dtype=model.dtype or "fp16")
+        weights = default_weights(act, weights)
+    check_precisions(hw, model.dtype, weights)
     analysis = analyse(model)
     return Sections(CountSection.from_analysis(analysis),
-                    roofline=roofline_section(analysis, hw, weights=options.weights,
-                                              efficiency=options.efficiency, depth=options.depth))
+                    roofline=roofline_section(analysis, hw, weights=weights,
+                                              efficiency=options.efficiency, depth=options.depth,
+                                              activations=options.activations))
 
 
 # ------------------------------------------------------------------ measurement
@@ -153,14 +186,16 @@ def _timed(timing: TimingOptions) -> dict[str, Any]:
             "malloc": timing.malloc}
 
 
-def _prediction(analysis: Analysis, hw: Hardware | None, result: Any) -> Prediction:
+def _prediction(analysis: Analysis, hw: Hardware | None, section: RooflineSection | None) -> Prediction:
     t = analysis.counts.totals
+    result = section.result if section is not None else None
     return Prediction(
         flops=float(t.flops + t.other_flops), dram_bytes=float(t.bytes_read + t.bytes_written),
         precision=analysis.precision or "fp32",
         latency_s=result.latency_s if result is not None else None,
         hardware=hw.id if hw is not None else None, tdp_w=hw.tdp_w if hw is not None else None,
         peak_activation_bytes=counted_peak_activations(analysis),
+        calibrated_latency_s=section.calibrated_latency_s if section is not None else None,
     )
 
 
@@ -175,7 +210,7 @@ def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -
         raise UserInputError("bench takes a model spec string (a preset, folder, pkg.module:factory…)")
     device = check_device(options.device)
     meter = select_meter(options.meter, device) if options.energy else None
-    hw, hw_note = prediction_hardware(options.hardware, device, model.dtype)
+    hw, hw_note = prediction_hardware(options.hardware, device, model.dtype, hooks.calibration())
     models = BatchModels(model, device)
     batches = list(options.batches) if options.batches else [models.default_batch()]
     first: list[tuple[Analysis, RooflineSection | None]] = []  # the first batch predicted
@@ -187,10 +222,11 @@ def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -
 
     def predict(batch: int) -> Prediction:
         analysis = models.analyse(batch)
-        section = roofline_section(analysis, hw, depth=2, module_keys=()) if hw is not None else None
+        section = (roofline_section(analysis, hw, depth=2, module_keys=(), calibrated_on=device)
+                   if hw is not None else None)
         if not first:
             first.append((analysis, section))
-        return _prediction(analysis, hw, section.result if section is not None else None)
+        return _prediction(analysis, hw, section)
 
     on_progress = hooks.on_progress
     result = run_bench(
@@ -228,12 +264,23 @@ def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -
 
 
 def llm(model: Any, options: LLMOptions) -> LLMSection:
-    """Prefill, decode, KV cache and memory fit per batch for a decoder (estimated)."""
+    """Prefill, decode, KV cache and memory fit per batch for a decoder (estimated).
+
+    On this machine's 'local' profile (or with `measure`), `local` adds the first batch's
+    TTFT/TPOT bound, calibrated prediction and, when asked, measurement here.
+    """
     hw = resolve_hardware(options.hardware)
-    return LLMSection(analyze_llm(
+    check_activations(hw, options.activations)  # before minutes of tracing
+    result = analyze_llm(
         model, hardware=hw, prompt=options.prompt, gen=options.gen, batches=options.batches,
         dtype=options.dtype, weights=options.weights, kv_dtype=options.kv_dtype,
-        max_batch=options.max_batch, trust_remote_code=options.trust_remote_code))
+        max_batch=options.max_batch, trust_remote_code=options.trust_remote_code,
+        activations=options.activations, attention=options.attention or FLASH)
+    local = None
+    if hw.id == "local" or options.measure:
+        local = local_steps(model, prompt=options.prompt, gen=options.gen, batch=options.batches[0], hw=hw,
+                            dtype=options.dtype, measure=options.measure)
+    return LLMSection(result, local)
 
 
 # ------------------------------------------------------------------ the full report
@@ -268,6 +315,7 @@ def _measure_one_batch(model: ModelOptions, analysis: Analysis, hw: Hardware | N
         hardware=hw.id if hw is not None and comparable else None,
         tdp_w=hw.tdp_w if hw is not None and comparable else None,
         peak_activation_bytes=memory.activations.get("peak_inference_bytes"),
+        calibrated_latency_s=rl.calibrated_latency_s if rl is not None and comparable else None,
     )
     restore = None
     if model.is_spec:
@@ -297,7 +345,7 @@ def report(model: ModelOptions, options: ReportOptions, hooks: Hooks = NO_HOOKS)
     """count + memory + roofline (when a device profile is known) + a measurement (when asked,
     or automatically for small models on the CPU), and the environment."""
     notes: list[str] = []
-    hw, note = report_hardware(options.hardware, model.dtype)  # before the trace: a typo fails at once
+    hw, note = report_hardware(options.hardware, model.dtype, hooks.calibration())  # before the trace: a typo fails at once
     if note:
         notes.append(note)
 
@@ -311,7 +359,7 @@ def report(model: ModelOptions, options: ReportOptions, hooks: Hooks = NO_HOOKS)
     if hw is not None:
         hooks.status(f"roofline on {hw.id}")
         # Every module (depth None): the CSV and HTML tables show predicted times at any depth.
-        rl = roofline_section(analysis, hw, module_keys=REPORT_MODULE_KEYS)
+        rl = roofline_section(analysis, hw, module_keys=REPORT_MODULE_KEYS, calibrated_on="cpu")
 
     run_it, reason = should_measure(counts.totals, options)
     measured = None

@@ -24,8 +24,10 @@ from functools import cached_property
 from typing import Any
 
 from ..analysis.llm import LLMResult, llm_section
-from ..analysis.memory import memory_sections
+from ..analysis.memory import attention_figures, memory_sections
+from ..analysis.predict import PredictionResult, prediction_section
 from ..analysis.roofline import RooflineResult, roofline_section
+from ..core.attention import attention_setting
 from ..core.events import Trace
 from ..core.report import Report
 from ..core.results import Counts
@@ -90,6 +92,7 @@ class CountSection:
             "mode": analysis.trace.mode,
             "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in analysis.trace.inputs],
             "notes": list(analysis.notes),
+            "attention": attention_setting(analysis.attention, analysis.trace.attention),
         }
         methods = dict(COUNT_METHODS)
         if counts.routing is not None:  # mixture of experts: how routed experts were costed
@@ -187,7 +190,11 @@ class MemorySection:
 
     @classmethod
     def from_traces(cls, analysis: Analysis, train_trace: Trace | None, backward_counts: Counts | None,
-                    *, optimizer: str, master_fp32: bool = False, checkpoint: bool = False) -> MemorySection:
+                    *, optimizer: str, master_fp32: bool = False, checkpoint: bool = False,
+                    other_attention: Mapping[str, tuple[Trace, Trace | None]] | None = None) -> MemorySection:
+        """`other_attention`: {kernel: (inference, training trace)} of the attention kernels
+        not assumed (`model.other_attention_traces`); with them, `activations_by_attention`
+        holds each kernel's figures, the assumed one marked."""
         totals = analysis.counts.totals
         out = memory_sections(
             analysis.trace, train_trace, precision=analysis.precision or analysis.traced_dtype,
@@ -197,11 +204,18 @@ class MemorySection:
             # A quantised precision stores the weights in the weight-only layout the count used.
             param_bytes=totals.param_bytes if analysis.counts.quantization is not None else None,
         )
+        activations = dict(out["activations"])
+        if analysis.trace.attention is not None and other_attention is not None:
+            activations["activations_by_attention"] = {
+                analysis.trace.attention: {**attention_figures(analysis.trace, train_trace), "assumed": True},
+                **{kernel: {**attention_figures(inference, training), "assumed": False}
+                   for kernel, (inference, training) in other_attention.items()},
+            }
         backward = None
         if "backward_flops" in out and backward_counts is not None:
             backward = {"backward_flops": out["backward_flops"], "backward_macs": out["backward_macs"],
                         "backward_fallback_ops": fallback_rows(backward_counts)}
-        return cls(out["activations"], out["modules"], backward, out.get("training"))
+        return cls(activations, out["modules"], backward, out.get("training"))
 
     def totals_part(self) -> dict[str, Any]:
         """Its keys of the report's `totals`."""
@@ -220,15 +234,27 @@ class MemorySection:
 @dataclass(frozen=True)
 class RooflineSection:
     """The roofline prediction. `depth` limits its module rows (None: all);
-    `module_keys` are the per-module figures copied into the report's module rows."""
+    `module_keys` are the per-module figures copied into the report's module rows.
+    `calibrated`: this machine's calibrated prediction beside the bound (cpu 'local' profile only)."""
 
     result: RooflineResult
     depth: int | None = None
     module_keys: tuple[str, ...] = ()
+    calibrated: PredictionResult | None = None
 
     @cached_property
     def _dict(self) -> dict[str, Any]:
-        return roofline_section(self.result, self.depth)
+        out = roofline_section(self.result, self.depth)
+        if self.calibrated is not None:
+            # Added keys: `latency_s` keeps its meaning (the bound); these sit beside it.
+            out["calibrated"] = prediction_section(self.calibrated)
+            out["predicted_latency_s"] = self.calibrated.predicted_latency_s
+            out["roofline_latency_s"] = self.result.latency_s
+        return out
+
+    @property
+    def calibrated_latency_s(self) -> float | None:
+        return self.calibrated.predicted_latency_s if self.calibrated is not None else None
 
     @property
     def latency_s(self) -> float:
@@ -277,6 +303,7 @@ class LLMSection:
     """The LLM inference view: prefill, decode, KV cache and fit per batch (the `llm` section)."""
 
     result: LLMResult
+    local: Mapping[str, Any] | None = None  # `analysis.llm_measure.local_steps`: this machine
 
     @property
     def ttft_s(self) -> float:
@@ -295,7 +322,10 @@ class LLMSection:
         return self.result.notes
 
     def to_dict(self) -> dict[str, Any]:
-        return llm_section(self.result)
+        out = llm_section(self.result)
+        if self.local is not None:
+            out["local"] = _copy(self.local)
+        return out
 
 
 # ------------------------------------------------------------------ plan

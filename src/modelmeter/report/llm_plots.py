@@ -85,9 +85,19 @@ def _roofline(ax: Any, section: dict[str, Any]) -> None:
         mine = [(b, p) for ph, b, p in points if ph == phase and p["time_s"] > 0]
         ax.scatter([p["intensity"] for _, p in mine], [p["flops"] / p["time_s"] for _, p in mine],
                    color=colours[phase], label=phase, zorder=3)
+        # Points that (nearly) coincide share one label, "batch 1, 4", instead of overprinting;
+        # prefill labels sit above their points, decode labels below.
+        labels: list[tuple[float, float, list[int]]] = []
         for b, p in mine:
-            ax.annotate(f"B={b}", (p["intensity"], p["flops"] / p["time_s"]), fontsize=7,
-                        xytext=(4, -10), textcoords="offset points")
+            x, y = p["intensity"], p["flops"] / p["time_s"]
+            near = next((lab for lab in labels if 0.87 < lab[0] / x < 1.15 and 0.87 < lab[1] / y < 1.15), None)
+            if near is None:
+                labels.append((x, y, [b]))
+            else:
+                near[2].append(b)
+        for x, y, group in labels:
+            ax.annotate("batch " + ", ".join(map(str, group)), (x, y), fontsize=7,
+                        xytext=(5, 6 if phase == "prefill" else -12), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")

@@ -183,6 +183,13 @@ def _roofline_rows(rl: dict[str, Any] | None) -> list[SummaryRow]:
         _row("latency_predicted", "predicted latency (unfused, per op)", rl["latency_s"], "s",
              f"{format_seconds(rl['latency_s'])} ({rl.get('bound', '?')}-bound)", how, "latency"),
     ]
+    cal = rl.get("calibrated") or {}
+    if cal.get("predicted_latency_s") is not None:
+        c = cal.get("conditions") or {}
+        rows.append(_row("latency_calibrated", "predicted latency, calibrated (this machine)",
+                         cal["predicted_latency_s"], "s", format_seconds(cal["predicted_latency_s"]),
+                         f"estimated (per-op-class rates and dispatch cost measured here, "
+                         f"{c.get('threads', '?')} threads)", "latency"))
     if rl.get("latency_fused_s") is not None:
         rows.append(_row("latency_fused", "predicted latency, fully fused (lower bound)",
                          rl["latency_fused_s"], "s", format_seconds(rl["latency_fused_s"]), how, "latency"))
@@ -212,6 +219,10 @@ def _measured_rows(m: dict[str, Any] | None) -> list[SummaryRow]:
         rows.append(_row("latency_measured_p50", "measured latency (p50)", lat["p50"], "s",
                          format_seconds(lat["p50"]) + spread, f"measured (wall clock, {where})",
                          "latency"))
+    if m.get("calibrated_prediction_error") is not None:
+        err = m["calibrated_prediction_error"]
+        rows.append(_row("prediction_error", "calibrated prediction / measured - 1", err, "",
+                         f"{err:+.0%}", "calibrated prediction against the measured p50", "latency"))
     if m.get("throughput_per_s") is not None:
         rows.append(_row("throughput", "throughput (items/s)", m["throughput_per_s"], "1/s",
                          f"{m['throughput_per_s']:.4g} items/s", f"measured (batch / p50, {where})",

@@ -16,10 +16,10 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
     st = s["settings"]
     out: list[RenderableType] = [Text.assemble(("warning:", "bold yellow"), f" {note}") for note in s["notes"]]
     table = Table(title=(f"{s['model']} on {s['hardware']} — prompt {st['prompt']}, gen {st['gen']}, "
-                         f"{st['dtype']} activations, {st['weights']} weights, {st['kv_dtype']} KV "
-                         "(estimated)"))
-    for col in ("batch", "TTFT", "TPOT", "e2e", "tok/s", "tok/s/seq", "bound p/d", "KV cache",
-                "memory", "fits"):
+                         f"{st.get('activations', st['dtype'])} activations, {st['weights']} weights, "
+                         f"{st['kv_dtype']} KV{_attention(st)} (estimated)"))
+    for col in ("batch", "time to 1st token", "time per token", "end to end", "tokens/s",
+                "tokens/s per seq", "prefill / decode limited by", "KV cache", "memory", "fits"):
         table.add_column(col, justify="right")
     for b in s["batches"]:
         fits = "—" if b["fits"] is None else ("yes" if b["fits"] else Text("no", style="red"))
@@ -27,7 +27,7 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
             str(b["batch"]), format_seconds(b["ttft_s"]), format_seconds(b["tpot_s"]),
             format_seconds(b["e2e_s"]), format_count(b["tokens_per_s"]),
             format_count(b["tokens_per_s_per_seq"]),
-            f"{b['prefill']['bound'][:3]}/{b['decode']['bound'][:3]}",
+            f"{b['prefill']['bound']} / {b['decode']['bound']}",
             format_bytes(b["kv_cache_bytes"]), format_bytes(b["memory_bytes"]), fits,
         )
     out.append(table)
@@ -40,7 +40,35 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
         f"{format_bytes(hw['memory_bytes'], binary=True)} · max batch "
         f"{'unknown' if limit is None else limit} · decode fit error "
         f"{s['fit']['decode_max_rel_error']:.1e}"))
+    if s.get("local"):
+        out.extend(local_view(s["local"]))
     return out
+
+
+def local_view(s: dict[str, Any]) -> list[RenderableType]:
+    """`llm.local`: this machine's bound, calibrated prediction and measurement for one batch."""
+    c = s["conditions"]
+    table = Table(title=f"this machine, batch {c['batch']}, {c['threads']} threads, {c['dtype']}")
+    for col in ("", "bound (roofline)", "predicted (calibrated)", "measured", "pred/meas - 1"):
+        table.add_column(col, justify="right")
+    m = s.get("measured") or {}
+    for key, label in (("ttft", "TTFT"), ("tpot", "TPOT")):
+        err = s.get(f"{key}_prediction_error")
+        table.add_row(label, format_seconds(s[f"{key}_bound_s"]), format_seconds(s[f"{key}_predicted_s"]),
+                      format_seconds(m.get(f"{key}_s")), f"{err:+.0%}" if err is not None else "—")
+    out: list[RenderableType] = [table]
+    if m:
+        out.append(Text(f"measured decode: {m['tokens_per_s']:.3g} tokens/s ({m['decode_steps']} steps, "
+                        f"{m['prefill_runs']} prefills, random weights)"))
+    if s.get("note"):
+        out.append(Text(f"note: {s['note']}"))
+    return out
+
+
+def _attention(settings: dict[str, Any]) -> str:
+    """', flash attention': the kernel the traces assumed (absent from older reports)."""
+    impl = (settings.get("attention") or {}).get("implementation")
+    return f", {impl} attention" if impl else ""
 
 
 def _layout_note(s: dict[str, Any]) -> str:

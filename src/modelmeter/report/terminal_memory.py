@@ -51,9 +51,26 @@ def _figures(report: dict[str, Any]) -> Table:
                 ("  extra forward FLOPs", format_count(ck["extra_forward_flops"])),
                 ("  training total with checkpointing", format_bytes(ck["total_bytes_with"])),
             ]
+    rows += _attention_rows(report)
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def _attention_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Which attention kernel was assumed, and each kernel's activation figures."""
+    by = report["totals"]["activations"].get("activations_by_attention")
+    assumed = (report["settings"].get("attention") or {}).get("implementation", "")
+    if not by:
+        return [("attention", assumed)] if assumed else []
+    rows = [("attention assumed", f"{assumed} (--attention {'math' if assumed == 'flash' else 'flash'} "
+                                  "for the other)")]
+    for impl, figures in by.items():
+        text = f"inference peak {format_bytes(figures['peak_inference_bytes'])}"
+        if "peak_train_forward_bytes" in figures:
+            text += f", training activations {format_bytes(figures['peak_train_forward_bytes'])}"
+        rows.append((f"  with {impl} attention", text))
+    return rows
 
 
 def _modules(report: dict[str, Any], depth: int) -> Table:

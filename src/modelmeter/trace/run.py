@@ -30,6 +30,7 @@ from ..core.events import (
     Trace,
 )
 from ..core.failures import failing_op, first_line, is_out_of_memory, meta_limit
+from .attention import AttentionMode
 from .dispatch import TraceMode
 from .modules import ModuleStack, iter_tensors
 from .moe import RoutingRecorder, sparse_llama4
@@ -42,7 +43,10 @@ def trace_model(
     kwargs: dict[str, Any] | None = None,
     *,
     backward: bool = False,
+    attention: str | None = None,
 ) -> Trace:
+    """`attention`: 'flash' or 'math' routes every SDPA call to that kernel
+    (`trace/attention.py`); None leaves SDPA to pick its kernel for the device."""
     kwargs = kwargs or {}
     storages = StorageTable()
     params = _param_records(module, storages)
@@ -52,6 +56,7 @@ def trace_model(
     stack = ModuleStack(module, lambda: len(counter_box[0].events) if counter_box else 0)
     mode = TraceMode(storages, stack)
     routing = RoutingRecorder(module)
+    attn = AttentionMode(attention) if attention is not None else None
     counter_box.append(mode)
     saved: dict[int, tuple[int, str]] = {}
 
@@ -77,6 +82,8 @@ def trace_model(
             ctx.enter_context(routing)
             if backward:
                 ctx.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
+            if attn is not None:
+                ctx.enter_context(attn)
             ctx.enter_context(mode)
             try:
                 out = module(*args, **kwargs)
@@ -113,6 +120,7 @@ def trace_model(
         saved_tensors=tuple((sid, nbytes, path) for sid, (nbytes, path) in saved.items()),
         expert_groups=tuple(group for _, group in routing.groups),
         routing=tuple(routing.records),
+        attention=attn.implementation if attn is not None and attn.calls else None,
     )
 
 

@@ -1,0 +1,307 @@
+"""This machine's profile without asking: a short calibration, cached, refused under load (layer 2).
+
+`local_profile()` is what every command that needs this machine's figures
+calls. It returns the cached profile for this CPU model, thread count and torch
+version (the *key*: a different count or version is a different machine as far
+as timings go), and when there is none it runs the **short calibration**
+(about 15 s on 2 cores) and caches it:
+
+1. `calibrate()` with fp32 only and small sizes: the matmul peak, the
+   elementwise rate and STREAM bandwidth, i.e. the roofline's peaks;
+2. `microbench.run_microbench()`: per op class, the achieved time at typical
+   shapes, the dispatch overhead, the cost of a view and of a module call;
+3. `perfmodel.fit()` turns (2) into the calibrated prediction model.
+
+A calibration is **refused** (nothing saved, `CalibrationRefused` says why and
+what to do) when the 1-minute load average exceeded the CPU count at its start
+or end (other programs had the cores, so the rates would describe them), or
+when the matmul rate lands under 3 % of the ISA peak (a figure that low means
+the run was starved, not that the chip is slow).
+
+`hardware calibrate` (the full calibration) refines the roofline's peaks; the
+prediction model stays the one fitted here.
+
+Threads: `default_threads()` is the physical core count, but never more than
+the cores the load average leaves free (two threads on two busy cores wait on
+each other at every parallel op: measured here, 6x slower than one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import UserInputError
+from ..core.files import atomic_write
+from .perfmodel import Peaks, PerfModel, fit
+from .profile import data_home, load_local_profile, local_profile_path, save_local_profile
+from .specs import Hardware
+
+__all__ = [
+    "CalibrationRefused", "LocalProfile", "cache_key", "default_threads", "load_warning",
+    "local_profile", "profile_cache_path", "refusal_reason", "short_calibration", "stderr_progress",
+    "system_load",
+    "calibration_refusal", "choose_threads",
+]
+
+CACHE_SCHEMA = "modelmeter.local-profile/1"
+# MODELMETER_AUTO_CALIBRATE=0 turns the automatic calibration off (the test suite does;
+# a command then runs without a prediction unless a profile is cached or named).
+AUTO_ENV = "MODELMETER_AUTO_CALIBRATE"
+IMPLAUSIBLE_SHARE_OF_ISA_PEAK = 0.03
+
+# progress(description, steps_done, steps_total)
+Progress = Callable[[str, int, int], None]
+
+
+class CalibrationRefused(UserInputError):
+    """The short calibration ran under conditions that make its figures wrong; nothing was saved."""
+
+
+@dataclass(frozen=True)
+class LocalProfile:
+    hardware: Hardware  # the roofline's peaks ('local')
+    model: PerfModel  # the calibrated prediction model
+    key: str
+    path: Path
+    calibrated_now: bool = False  # True when this call ran the calibration
+
+
+# ------------------------------------------------------------------ pure rules
+
+
+def default_threads(physical_cores: int, logical_cpus: int, load: float | None) -> int:
+    """Physical cores, but no more than the CPUs the load average leaves free (at least 1)."""
+    free = logical_cpus - round(load) if load is not None else logical_cpus
+    return max(1, min(physical_cores, free))
+
+
+def load_warning(load: float | None, cpus: int) -> str | None:
+    """A sentence when the load average exceeded the CPU count, else None."""
+    if load is None or load <= cpus:
+        return None
+    return (f"the 1-minute load average was {load:.2f} on {cpus} CPUs: other programs were "
+            "running, so the times are slower than this machine is when quiet")
+
+
+def refusal_reason(load: float | None, cpus: int, matmul_flops: float | None,
+                   isa_peak_flops: float | None) -> str | None:
+    """Why a calibration must not be saved, with what to do; None when it may be."""
+    warn = load_warning(load, cpus)
+    if warn is not None:
+        return (f"calibration not saved: {warn}. Run the command again when the machine is quiet "
+                "(or stop the other jobs), or pass --hardware ID to use a database entry")
+    if matmul_flops is not None and isa_peak_flops:
+        share = matmul_flops / isa_peak_flops
+        if share < IMPLAUSIBLE_SHARE_OF_ISA_PEAK:
+            return (f"calibration not saved: fp32 matmul reached {matmul_flops / 1e9:.3g} GFLOP/s, "
+                    f"{share:.1%} of the ISA peak ({isa_peak_flops / 1e9:.4g} GFLOP/s); a figure that "
+                    "low means the run was starved of CPU. Run the command again when the machine is quiet")
+    return None
+
+
+def choose_threads(loadavg: Callable[[], float | None] | None = None) -> int:
+    """`default_threads` for this machine now."""
+    from .detect import read_cpu_info
+
+    cpu = read_cpu_info()
+    return default_threads(cpu.physical_cores or cpu.logical_cpus, cpu.logical_cpus,
+                           (loadavg or system_load)())
+
+
+def calibration_refusal(result: Any) -> str | None:
+    """`refusal_reason` for a full `CalibrationResult` (cpu only): load at its start and now, matmul vs ISA."""
+    if not str(result.device).startswith("cpu"):
+        return None
+    now = system_load()
+    load = max((x for x in (result.load_average, now) if x is not None), default=None)
+    isa = result.isa_peak.peak_flops.get("fp32") if result.isa_peak is not None else None
+    return refusal_reason(load, os.cpu_count() or 1, result.rate("matmul.fp32"), isa)
+
+
+def cache_key(cpu_model: str, threads: int, torch_version: str, device: str = "cpu") -> str:
+    """File-safe key: CPU (or GPU) model, thread count, torch version."""
+    def slug(s: str) -> str:
+        return re.sub(r"[^a-z0-9.]+", "-", s.lower()).strip("-") or "unknown"
+    return f"{slug(device)}-{slug(cpu_model)}-{threads}t-torch{slug(torch_version)}"
+
+
+def profile_cache_path(key: str) -> Path:
+    return data_home() / "hardware" / "profiles" / f"{key}.json"
+
+
+# ------------------------------------------------------------------ the cache
+
+
+def save_cached(key: str, hw: Hardware, model: PerfModel, calibration: dict[str, Any] | None) -> Path:
+    path = profile_cache_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"schema": CACHE_SCHEMA, "key": key, "hardware": hw.to_dict(),
+               "model": model.to_dict(), "calibration": calibration}
+    atomic_write(path, json.dumps(payload, indent=1), what="hardware profile")
+    return path
+
+
+def load_cached(key: str) -> tuple[Hardware, PerfModel] | None:
+    """The cached (hardware, model) for `key`; None when absent or unreadable (it is recalibrated)."""
+    path = profile_cache_path(key)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("schema") != CACHE_SCHEMA or payload.get("key") != key:
+            return None
+        return Hardware.from_dict(payload["hardware"]), PerfModel.from_dict(payload["model"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UserInputError):
+        return None
+
+
+# ------------------------------------------------------------------ calibration
+
+
+def system_load() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def short_calibration(
+    device: str = "cpu",
+    *,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    loadavg: Callable[[], float | None] | None = None,
+    refuse: bool = True,
+    settings: Any = None,
+    microbench_budget_s: float = 14.0,
+) -> tuple[Hardware, PerfModel, dict[str, Any]]:
+    """Peaks + microbenchmarks + the fitted model; raises CalibrationRefused (see the module docstring)."""
+    import torch
+
+    from .calibration import CalibrationSettings, calibrate
+    from .detect import read_cpu_info
+    from .microbench import run_microbench
+
+    loadavg = loadavg or system_load  # looked up now: tests replace it
+    cpu = read_cpu_info()
+    cpus = cpu.logical_cpus
+    load_start = loadavg()
+    if refuse and device == "cpu":
+        early = refusal_reason(load_start, cpus, None, None)
+        if early is not None:  # do not spend 15 s on a run that cannot be kept
+            raise CalibrationRefused(early)
+    nthreads = threads if threads is not None else torch.get_num_threads()
+
+    def part(offset: int, share: int) -> Progress | None:
+        if progress is None:
+            return None
+        return lambda desc, done, total: progress(desc, offset + share * done // max(total, 1), 100)
+
+    settings = settings or CalibrationSettings(repeats=3, min_sample_s=0.003, matmul_sizes=(256, 512, 1024),
+                                   matmul_target_s=0.01, stream_llc_multiple=1.0,
+                                   stream_max_total_bytes=3 * 64 * 2**20, budget_s=8.0,
+                                   precisions=("fp32",))
+    hw, result = calibrate(device, threads=nthreads, settings=settings, progress=part(0, 35))
+    old = torch.get_num_threads()
+    torch.set_num_threads(nthreads)
+    try:
+        bench = run_microbench(device, budget_s=microbench_budget_s, progress=part(35, 65))
+    finally:
+        torch.set_num_threads(old)
+    load_end = loadavg()
+    load = max((x for x in (load_start, load_end) if x is not None), default=None)
+    isa = result.isa_peak.peak_flops.get("fp32") if result.isa_peak is not None else None
+    if refuse and device == "cpu":
+        reason = refusal_reason(load, cpus, hw.peak_flops.get("fp32"), isa)
+        if reason is not None:
+            raise CalibrationRefused(reason)
+    peaks = Peaks(hw.peak_flops["fp32"], hw.vector_flops["fp32"], hw.memory_bandwidth_bytes_per_s)
+    conditions = {"device": device, "device_name": result.device_name, "threads": nthreads,
+                  "torch_version": result.torch_version, "load_average": load,
+                  "load_warning": load_warning(load, cpus) if device == "cpu" else None,
+                  "date": result.date, "duration_s": result.duration_s + bench.duration_s,
+                  "skipped": list(bench.skipped)}
+    model = fit(bench.points, peaks, view_s=bench.view_s, module_call_s=bench.module_call_s,
+                conditions=conditions)
+    return hw, model, result.to_dict()
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return str(torch.cuda.get_device_name(torch.device(device)))
+    from .detect import cpu_name
+
+    return cpu_name()
+
+
+def local_profile(
+    auto_calibrate: bool = True,
+    progress: Progress | None = None,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    loadavg: Callable[[], float | None] | None = None,
+    refuse: bool = True,
+) -> LocalProfile | None:
+    """This machine's cached profile for the current threads/torch, calibrating it on first use.
+
+    None when there is none and `auto_calibrate` is False. Raises CalibrationRefused
+    when the calibration it ran cannot be kept (see the module docstring).
+    """
+    import torch
+
+    nthreads = threads if threads is not None else torch.get_num_threads()
+    key = cache_key(_device_name(device), nthreads, str(torch.__version__), device.split(":")[0])
+    path = profile_cache_path(key)
+    cached = load_cached(key)
+    if cached is not None:
+        return LocalProfile(_refined(cached[0], cached[1]), cached[1], key, path)
+    if not auto_calibrate or os.environ.get(AUTO_ENV, "1") == "0":
+        return None
+    hw, model, calibration = short_calibration(device, threads=nthreads, progress=progress,
+                                               loadavg=loadavg, refuse=refuse)
+    save_cached(key, hw, model, calibration)
+    if device == "cpu" and not local_profile_path().exists():
+        # `--hardware local` works from now on; `hardware calibrate` overwrites it with finer figures.
+        save_local_profile(hw, calibration)
+    return LocalProfile(_refined(hw, model), model, key, path, calibrated_now=True)
+
+
+def stderr_progress(stream: Any = None) -> Progress:
+    """A one-line progress display for the automatic calibration, on stderr."""
+    import sys
+
+    out = stream if stream is not None else sys.stderr
+    shown = {"pct": -1}
+
+    def show(desc: str, done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        if pct != shown["pct"]:
+            shown["pct"] = pct
+            end = "\n" if pct >= 100 else ""
+            out.write(f"\rcalibrating this machine once (cached for later runs): {pct:3d}%{end}")
+            out.flush()
+
+    return show
+
+
+def _refined(hw: Hardware, model: PerfModel) -> Hardware:
+    """The full `hardware calibrate` profile when it was measured under the same conditions."""
+    try:
+        full = load_local_profile()
+    except UserInputError:
+        return hw
+    if full is None or full == hw:
+        return hw
+    cond = model.conditions
+    text = full.sources.get("calibration", "")
+    same = (f"{cond.get('threads')} threads" in text and f"torch {cond.get('torch_version')}" in text
+            and str(cond.get("device_name", "")) in full.name)
+    return full if same else hw
