@@ -44,10 +44,12 @@ THIRD_PARTY = {
     "core": set(), "count": set(), "formulas": set(), "presets": set(),
     "trace": {"torch"},
     # huggingface_hub fetches a Hub id's config.json; sympy reads a .pt2's symbolic shapes.
-    "sources": {"torch", "transformers", "huggingface_hub", "sympy"},
+    # onnx: `count model.onnx` loads the graph and runs its shape inference (extra [onnx]).
+    "sources": {"torch", "transformers", "huggingface_hub", "sympy", "onnx"},
     "hardware": {"torch", "platformdirs"},
     "analysis": {"torch", "transformers"},
-    "measure": {"torch", "pynvml", "zeus"},
+    # onnxruntime: the `bench --backend onnxruntime` session (extra [onnx]).
+    "measure": {"torch", "pynvml", "zeus", "onnxruntime"},
     "report": {"rich", "matplotlib", "pandas"},
     "store": {"platformdirs"},
     "pipeline": {"torch"},

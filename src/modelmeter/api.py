@@ -59,6 +59,8 @@ def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = 
 
     `attention`: 'flash' (default) or 'math', the SDPA kernel assumed (as for `analyse`):
     MACs are the same, bytes moved differ.
+
+    A path to an `.onnx` file counts that ONNX graph (shape inference, per-node formulas).
     """
     from .pipeline import run
     from .pipeline.options import ModelOptions
@@ -118,6 +120,7 @@ def bench(model: str | None = None, *, batches: Sequence[int] | None = None, dev
           meter: str | None = None, region: str | None = None, pue: float | str | None = None,
           min_time_s: float = 2.0, min_iters: int = 10, warmup_s: float = 0.5,
           inputs: Sequence[str] | None = None, seq: int | None = None, malloc: str = "default",
+          backends: Sequence[str] | None = None,
           on_progress: Callable[[int, str, int, float], None] | None = None) -> Report:
     """Measured latency, throughput, memory and energy per batch, beside the roofline prediction.
 
@@ -129,6 +132,8 @@ def bench(model: str | None = None, *, batches: Sequence[int] | None = None, dev
     command's default) makes glibc keep freed memory for the rest of this process:
     steadier CPU timings (`measure/allocator.py` says why), but glibc cannot be
     put back afterwards, so a library call only does it when asked.
+    `backends` (e.g. ['compile', 'onnxruntime']) also times the model on those
+    backends beside eager: `measured.backends`, with `speedup_vs_eager` per batch.
     `on_progress(batch, phase, calls, elapsed_s)` is called while each batch is timed.
     """
     from .pipeline import run
@@ -136,7 +141,7 @@ def bench(model: str | None = None, *, batches: Sequence[int] | None = None, dev
 
     timing = TimingOptions(min_time_s, min_iters, warmup_s, malloc)
     options = BenchOptions(tuple(batches) if batches else None, device, hardware, energy, meter, region,
-                           pue, timing)
+                           pue, timing, tuple(backends or ()))
     model_options = ModelOptions(model, inputs=_tuple(inputs), seq=seq, dtype=dtype)
     return run.bench(model_options, options, run.Hooks(on_progress=on_progress)).to_report()
 

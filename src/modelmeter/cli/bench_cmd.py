@@ -50,11 +50,18 @@ EXIT_INTERRUPTED = 130
 @click.option("--malloc", type=click.Choice(["retain", "default"]), default="retain", show_default=True,
               help="retain: glibc keeps freed memory, so timed calls do not pay page faults that vary "
                    "from run to run; default: leave the C allocator as it is.")
+@click.option("--backend", "backend_text", multiple=True, metavar="LIST",
+              help="Also time the model on these backends beside eager: compile, onnxruntime "
+                   "(comma list or repeat; eager is always the baseline).")
+@click.option("--compile", "compile_flag", is_flag=True,
+              help="Also time torch.compile (same as --backend compile); compile time is reported "
+                   "apart from the steady state.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
 def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, warmup_s, energy,
-          meter, region, pue, hardware, threads, malloc, json_path) -> None:
+          meter, region, pue, hardware, threads, malloc, backend_text, compile_flag, json_path) -> None:
     """Measure latency, throughput, peak memory and energy here, beside the roofline prediction."""
     from ..hardware.local import stderr_progress
+    from ..measure.backends import parse_backends
     from ..measure.sweep import parse_batches
     from ..pipeline import run
     from ..pipeline.calibrated import apply_threads
@@ -69,7 +76,8 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
     energy = energy or region is not None or pue is not None
     # --meter has a default, so it implies nothing: it picks the meter when energy is measured.
     options = BenchOptions(batches, device, hardware, energy, meter if energy else None, region, pue,
-                           TimingOptions(min_time_s, min_iters, warmup_s, malloc))
+                           TimingOptions(min_time_s, min_iters, warmup_s, malloc),
+                           tuple(parse_backends(backend_text, compile_flag)))
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, seq=seq, dtype=dtype)
     if options.device == "cpu":
         from ..pipeline.memcheck import check_cpu_fit
@@ -83,8 +91,9 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
 
     console = make_console(json_to_stdout=json_path == "-")
     with live_progress(console) as (on_progress, on_row):
-        sections = run.bench(model_options, options, run.Hooks(on_progress=on_progress, on_row=on_row,
-                                                               on_calibration=stderr_progress()))
+        hooks = run.Hooks(on_status=lambda text: console.print(f"{text}…", markup=False, highlight=False),
+                          on_progress=on_progress, on_row=on_row, on_calibration=stderr_progress())
+        sections = run.bench(model_options, options, hooks)
     report = sections.to_report()
 
     # Rendered first: should the write still fail (disk full), the numbers were shown.

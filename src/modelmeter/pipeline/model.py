@@ -304,6 +304,10 @@ class BatchModels:
         return leading_dim(loaded.args, loaded.kwargs) or 1
 
     def make_call(self, batch: int) -> Callable[[], Any]:
+        return _inference_call(*self.bench_inputs(batch))
+
+    def bench_inputs(self, batch: int) -> tuple[Any, tuple, dict]:
+        """(module, args, kwargs) of one forward at `batch` on the device: what a backend runs."""
         meta = self._resolve(batch, "meta")
         args, kwargs = meta.args, meta.kwargs
         lead = leading_dim(args, kwargs)
@@ -326,7 +330,7 @@ class BatchModels:
             loaded = self._resolve(batch, "cpu")
             real = (loaded.args, loaded.kwargs)
         run_args, run_kwargs = map_tensors(lambda t: t.to(self.device), real)
-        return _inference_call(self._module, run_args, run_kwargs)
+        return self._module, run_args, run_kwargs
 
     def analyse(self, batch: int) -> Analysis:
         """Trace and count the meta model at `batch`: the very inputs `make_call(batch)` built

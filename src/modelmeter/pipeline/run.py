@@ -32,6 +32,7 @@ from ..core.attention import FLASH
 from ..core.errors import UserInputError
 from ..core.report import Report
 from ..hardware import Hardware
+from ..measure.backends import backends_section, run_backends
 from ..measure.bench import BenchRow, Prediction, run_bench
 from ..measure.energy import select_meter
 from ..store import environment_fingerprint
@@ -110,7 +111,13 @@ NO_HOOKS = Hooks()
 
 
 def count(model: ModelOptions) -> Sections:
-    """Parameters, bytes, MACs/FLOPs per module and in total."""
+    """Parameters, bytes, MACs/FLOPs per module and in total (of an ONNX graph for a `.onnx` path)."""
+    from ..sources.onnx_graph import is_onnx_path
+
+    if is_onnx_path(model.model):
+        from .onnx_count import onnx_count_section
+
+        return Sections(onnx_count_section(model))
     return Sections(CountSection.from_analysis(analyse(model)))
 
 
@@ -229,13 +236,28 @@ def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -
         on_row=hooks.on_row,
         conditions={"model": models.name, "dtype": model.dtype or "fp32", "batches": batches},
     )
+    backends: list[dict[str, Any]] = []
+    if len(options.backends) > 1 and not result.interrupted:
+        hooks.status(f"timing {', '.join(options.backends[1:])} beside eager "
+                     "(export/compile time is reported apart)")
+
+        def inputs(batch: int) -> tuple[Any, tuple, dict]:
+            current["batch"] = batch
+            return models.bench_inputs(batch)
+
+        ok = [r.batch for r in result.rows if r.status == "ok"]  # a batch eager could not run is skipped
+        runs = run_backends(
+            options.backends, inputs, ok, device=device, **_timed(options.timing),
+            progress=(lambda phase, n, s: on_progress(current["batch"], phase, n, s)) if on_progress else None,
+            conditions={"model": models.name}) if ok else []
+        backends = backends_section(result, runs)
     if first:
         analysis, rl = first[0]
         count_section = CountSection.from_analysis(analysis)
     else:  # no batch got as far as its prediction
         count_section, rl = CountSection.bare(models.name, model.dtype), None
     notes = ([hw_note] if hw_note else []) + models.notes
-    return Sections(count_section, roofline=rl, measured=MeasuredSection(result, tuple(notes)))
+    return Sections(count_section, roofline=rl, measured=MeasuredSection(result, tuple(notes), tuple(backends)))
 
 
 # ------------------------------------------------------------------ LLM

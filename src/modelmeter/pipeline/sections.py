@@ -279,6 +279,9 @@ class MeasuredSection:
 
     result: BenchResult
     notes: tuple[str, ...] = ()
+    # `measured.backends` (measure/backends.py's backends_section): eager first, then each
+    # backend timed beside it; empty when only eager ran (the key is then left out).
+    backends: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def interrupted(self) -> bool:
@@ -287,6 +290,8 @@ class MeasuredSection:
     def to_dict(self) -> dict[str, Any]:
         out = measured_section(self.result)
         out["notes"] = [*self.notes, *out["notes"]]
+        if self.backends:
+            out["backends"] = _copy(list(self.backends))
         return out
 
 

@@ -89,6 +89,10 @@ def bench_view(m: dict[str, Any], energy: bool) -> list[RenderableType]:
     for r in m["sweep"]:
         table.add_row(*(Text(cell) for cell in _cells(r, best, energy)))  # Text: '[estimate]' is no markup
     out.append(table)
+    if m.get("backends"):
+        from .backends import backends_table
+
+        out.append(backends_table(m["backends"]))
     if best is not None:
         out.append(Text(f"best throughput at batch {best}"))
     if m["oom"]:
