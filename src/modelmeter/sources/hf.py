@@ -19,10 +19,10 @@ for gpt2, bert-base, vit-base, tinyllama, llama3-8b/70b and mistral-7b (the
 last three checked on meta only: their fp32 weights do not fit a small
 machine; on cpu they take the same code path as tinyllama).
 So a counter must handle both: the bmm pair on meta and the fused CPU kernel
-(which torch's FlopCounterMode leaves uncounted, see PEERS.md).
+(which torch's FlopCounterMode leaves uncounted).
 
 Decoders need `use_cache=True`: with it off, transformers 5.x's mask
-preprocessing calls `.all()` on a meta tensor and fails (see PEERS.md), so the
+preprocessing calls `.all()` on a meta tensor and fails, so the
 cache flag is forced on and `attention_mask=None` is passed.
 """
 
