@@ -38,6 +38,7 @@ from math import ceil, floor, prod
 from ..core.graph import Graph, GraphNode, GraphValue
 from ..core.results import SOURCE_OURS, Counts, CountTotals, ModuleCounts, OpCount
 from .contractions import conv_macs
+from .engine import ancestors
 
 __all__ = ["count_graph", "node_cost"]
 
@@ -271,15 +272,6 @@ def is_parameter(v: GraphValue) -> bool:
     return v.initializer and bool(v.shape) and v.dtype.startswith(("float", "bfloat"))
 
 
-def _ancestors(path: str) -> list[str]:
-    out = []
-    while path:
-        out.append(path)
-        path = path.rpartition(".")[0]
-    out.append("")
-    return out
-
-
 def _count_node(index: int, node: GraphNode) -> OpCount:
     category, macs, extra = node_cost(node)
     ins = [v for v in node.inputs if v is not None]
@@ -320,17 +312,17 @@ def count_graph(graph: Graph) -> Counts:
 
     paths: set[str] = {""}
     for node in graph.nodes:
-        paths.update(_ancestors(node.module))
+        paths.update(ancestors(node.module))
     inclusive: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
     for o in ops:
-        for anc in _ancestors(o.module):
+        for anc in ancestors(o.module):
             acc = inclusive[anc]
             acc[0] += o.macs
             acc[1] += o.other_flops
             acc[2] += o.bytes_read
             acc[3] += o.bytes_written
     for p in params:
-        for anc in _ancestors(owner.get(p.name, "")):
+        for anc in ancestors(owner.get(p.name, "")):
             inclusive[anc][4] += p.numel or 0
             inclusive[anc][5] += p.nbytes
     boundary = _module_boundaries(graph)
@@ -362,7 +354,7 @@ def _path_order(graph: Graph) -> Callable[[str], tuple[int, str]]:
     """Modules in the order the graph first reaches them (parents before children)."""
     first: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
-        for anc in _ancestors(node.module):
+        for anc in ancestors(node.module):
             first.setdefault(anc, i)
     return lambda path: (first.get(path, 0), path)
 
@@ -390,13 +382,13 @@ def _module_boundaries(graph: Graph) -> dict[str, tuple[int, int]]:
     bounds: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for name, mods in readers.items():
         src = produced.get(name)
-        scopes = {anc for m in mods for anc in _ancestors(m)}
+        scopes = {anc for m in mods for anc in ancestors(m)}
         for scope in scopes:
             if src is None or not _inside(src, scope):
                 bounds[scope][0] += size.get(name, 0)
     for name, src in produced.items():
         mods = readers.get(name, set())
-        for scope in _ancestors(src):
+        for scope in ancestors(src):
             if not mods or any(not _inside(m, scope) for m in mods):
                 bounds[scope][1] += size.get(name, 0)
     return defaultdict(lambda: (0, 0), {k: (v[0], v[1]) for k, v in bounds.items()})
