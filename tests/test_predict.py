@@ -404,3 +404,55 @@ def test_a_refused_calibration_still_leaves_a_saved_profile_as_the_bound(tmp_pat
     save_local_profile(_hardware())
     hw, why = local_hardware()
     assert hw == _hardware() and why is None
+
+
+# ------------------------------------------------------------------ roofline --hardware local
+
+
+def _seed_profiles() -> None:
+    """The cached per-op-class profile for every thread count a command may pick, and 'local' saved."""
+    from modelmeter.hardware.detect import cpu_name, read_cpu_info
+    from modelmeter.hardware.profile import save_local_profile
+
+    for threads in range(1, max(read_cpu_info().physical_cores or 1, torch.get_num_threads()) + 1):
+        save_cached(cache_key(cpu_name(), threads, torch.__version__), _hardware(), _model(), None)
+    save_local_profile(_hardware())
+
+
+def test_roofline_on_local_shows_the_calibrated_prediction_beside_the_bound(tmp_path, monkeypatch,
+                                                                            run_main) -> None:
+    """`roofline --hardware local` with a cached profile: terminal and JSON carry the calibrated
+    prediction per op, per module and in total beside the bound; ops and modules add up."""
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _seed_profiles()
+    (tmp_path / "mm_pred_roof.py").write_text(
+        "import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8)),"
+        " (torch.randn(2, 32),)\n")
+    out = tmp_path / "roof.json"
+    code, stdout, err = run_main("roofline", "mm_pred_roof:build", "--hardware", "local", "--json", str(out))
+    assert code == 0, err
+    assert "calibrated prediction (this machine)" in stdout and "predicted (calibrated)" in stdout
+    data = json.loads(out.read_text())
+    rl = data["roofline"]
+    cal = rl["calibrated"]
+    assert rl["predicted_latency_s"] == cal["predicted_latency_s"] > rl["latency_s"] == rl["roofline_latency_s"]
+    # Per op: every op the roofline costed, the bound summing to the roofline's total.
+    ops = cal["ops"]
+    assert [o["op"] for o in ops].count("aten.addmm.default") == 2
+    assert sum(o["roofline_latency_s"] for o in ops) == pytest.approx(rl["latency_s"])
+    assert sum(o["predicted_latency_s"] for o in ops) + cal["module_call_overhead_s"] == pytest.approx(
+        cal["predicted_latency_s"])
+    # Per module, in the report's module rows: the calibrated figure beside the bound.
+    rows = {m["path"]: m for m in data["modules"]}
+    assert rows[""]["predicted_latency_s"] == pytest.approx(cal["predicted_latency_s"])
+    bound = {m["path"]: m["latency_s"] for m in rl["modules"]}
+    assert rows["0"]["roofline_latency_s"] == pytest.approx(bound["0"])
+    first = sum(o["predicted_latency_s"] for o in ops if o["module"] == "0")
+    assert rows["0"]["predicted_latency_s"] == pytest.approx(first + _model().module_call_s)
+    _validate(data, "report")
+    # A database device has no calibration: no calibrated keys.
+    code, stdout, err = run_main("roofline", "mm_pred_roof:build", "--hardware", "h100-sxm", "--json", "-")
+    assert code == 0, err
+    assert "calibrated" not in json.loads(stdout)["roofline"]

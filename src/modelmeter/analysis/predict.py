@@ -92,7 +92,7 @@ def predict(counts: Counts, roof: RooflineResult, model: PerfModel) -> Predictio
 
 
 def prediction_section(result: PredictionResult) -> dict[str, Any]:
-    """JSON keys for a report: totals, per class and per module (base units)."""
+    """JSON keys for a report: totals, per class, per module and per op (base units)."""
     return {
         "predicted_latency_s": result.predicted_latency_s,
         "roofline_latency_s": result.roofline_latency_s,
@@ -102,6 +102,10 @@ def prediction_section(result: PredictionResult) -> dict[str, Any]:
         "modules": [{"path": p, "predicted_latency_s": t,
                      "roofline_latency_s": result.module_roofline.get(p, 0.0)}
                     for p, t in result.modules.items()],
+        # Every op in trace order: its class, the bound and the calibrated figure.
+        "ops": [{"index": o.index, "op": o.op, "module": o.module, "op_class": o.op_class,
+                 "roofline_latency_s": o.roofline_latency_s, "predicted_latency_s": o.predicted_latency_s}
+                for o in result.ops],
         "conditions": result.conditions,
         "method": ("calibrated: per op overhead(class) + roofline bound / efficiency(class, size, "
                    "intensity) measured by microbenchmarks on this machine, + nn.Module call cost; "

@@ -40,6 +40,10 @@ def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficie
         check_plot_path(plot_path)  # before the trace, so a typo costs no waiting
     check_outputs(json=json_path, plot=plot_path)
     options = RooflineOptions(hardware, weights, efficiency, depth, activations)
+    from ..pipeline.calibrated import apply_threads
+
+    # The thread count report and bench default to: the calibrated profile is keyed by it.
+    apply_threads(None, "cpu")
     sections = run.roofline(ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq,
                                          dtype=dtype, attention=attention), options)
     data = sections.to_report().to_dict()

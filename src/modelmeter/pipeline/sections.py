@@ -261,7 +261,16 @@ class RooflineSection:
         return self.result.latency_s
 
     def module_columns(self) -> dict[str, dict[str, Any]]:
-        return {m["path"]: {k: m[k] for k in self.module_keys} for m in self._dict["modules"]}
+        columns = {m["path"]: {k: m[k] for k in self.module_keys} for m in self._dict["modules"]}
+        if self.calibrated is not None and self.module_keys:
+            # Beside each module's bound (`latency_s`, older): the calibrated figure, and the
+            # bound again under the name the totals use.
+            cal = self.calibrated
+            for path, row in columns.items():
+                if path in cal.modules:
+                    row["predicted_latency_s"] = cal.modules[path]
+                    row["roofline_latency_s"] = cal.module_roofline.get(path, 0.0)
+        return columns
 
     def to_dict(self) -> dict[str, Any]:
         return _copy(self._dict)

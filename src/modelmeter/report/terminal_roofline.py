@@ -24,22 +24,38 @@ def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top:
         f"at {rl['precision']}{eff}, vector {format_count(detail['vector_flops'], 'FLOP/s')}, "
         f"bandwidth {format_bytes(hw.memory_bandwidth_bytes_per_s)}/s, ridge point {rl['ridge_point']:.3g} "
         f"FLOP/byte; weights {rl['weights']}{_layout_note(rl)}, activations {rl['activations']}")]
+    cal = rl.get("calibrated")
+    # Calibrated per-module figures (this machine's 'local' profile only), beside the bound.
+    cal_modules = {m["path"]: m["predicted_latency_s"] for m in cal["modules"]} if cal else {}
     table = Table(title=f"{data['model']['name']} — roofline per module (estimated, unfused)")
-    for col in ("module", "FLOPs", "bytes", "FLOP/B", "t_compute", "t_memory", "bound"):
+    cols = ("module", "FLOPs", "bytes", "FLOP/B", "t_compute", "t_memory", "bound")
+    cols += ("bound time", "predicted (calibrated)") if cal else ()
+    for col in cols:
         table.add_column(col, justify="left" if col in ("module", "bound") else "right")
     for m in rl["modules"]:
         if m["depth"] > depth:
             continue
         name = ("  " * m["depth"]) + (m["path"].rpartition(".")[2] or data["model"]["name"])
         intensity = "—" if m["intensity"] is None else f"{m['intensity']:.3g}"
+        extra = ((format_seconds(m["latency_s"]), format_seconds(cal_modules.get(m["path"])))
+                 if cal else ())
         table.add_row(Text(name), format_count(m["flops"]), format_bytes(m["bytes"]), intensity,
-                      format_seconds(m["t_compute_s"]), format_seconds(m["t_memory_s"]), m["bound"])
+                      format_seconds(m["t_compute_s"]), format_seconds(m["t_memory_s"]), m["bound"], *extra)
     out.append(table)
     out.append(Text.assemble(
         "predicted latency: ", (format_seconds(rl["latency_s"]), "bold"),
         f" per op, unfused ({rl['bound']}-bound: compute {format_seconds(rl['t_compute_s'])}, "
         f"memory {format_seconds(rl['t_memory_s'])}); {format_seconds(rl['latency_module_s'])} "
         f"module-level (seed); {format_seconds(rl['latency_fused_s'])} fully fused (lower bound)"))
+    if cal:
+        c = cal.get("conditions") or {}
+        out.append(Text.assemble(
+            "calibrated prediction (this machine): ", (format_seconds(cal["predicted_latency_s"]), "bold"),
+            f" beside the bound {format_seconds(rl['latency_s'])}: per op class rates and dispatch cost "
+            f"measured here ({c.get('threads', '?')} threads, torch {c.get('torch_version', '?')}), "
+            f"{cal.get('module_calls', 0)} module calls {format_seconds(cal.get('module_call_overhead_s'))}"))
+        if c.get("load_warning"):
+            out.append(Text(f"note: calibration: {c['load_warning']}"))
     for bound in ("memory", "compute"):
         rows = result.top(bound, top)
         if rows:
