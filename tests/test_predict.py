@@ -456,3 +456,61 @@ def test_roofline_on_local_shows_the_calibrated_prediction_beside_the_bound(tmp_
     code, stdout, err = run_main("roofline", "mm_pred_roof:build", "--hardware", "h100-sxm", "--json", "-")
     assert code == 0, err
     assert "calibrated" not in json.loads(stdout)["roofline"]
+
+
+# ------------------------------------------------------------------ hardware calibrate refines the model
+
+
+@pytest.mark.slow
+def test_hardware_calibrate_reruns_the_microbenchmarks_and_refines_the_cached_model(tmp_path, monkeypatch,
+                                                                                     run_main) -> None:
+    """`hardware calibrate` measures the peaks, then the per-op-class microbenchmarks again, and
+    replaces the cached prediction model of this key; a refusal after them saves nothing."""
+    from modelmeter.hardware import CalibrationSettings, microbench
+    from modelmeter.hardware.detect import cpu_name
+
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    tiny = CalibrationSettings(repeats=1, min_sample_s=0.0005, matmul_sizes=(64,), matmul_target_s=0.0,
+                               stream_bytes_per_array=2**20, budget_s=1.0, precisions=("fp32",))
+    monkeypatch.setattr(CalibrationSettings, "quick", classmethod(lambda cls: tiny))
+    real = microbench.run_microbench
+    runs: list[float] = []
+
+    def counted(device: str = "cpu", **kw):
+        runs.append(kw["budget_s"])
+        return real(device, **{**kw, "budget_s": 0.0})  # real timings, the tiny cases only
+
+    monkeypatch.setattr(microbench, "run_microbench", counted)
+    verdicts: list[str | None] = []
+
+    def refusal(_result):  # the logic, not the load: quiet before the microbenchmarks, loaded after
+        return verdicts.pop(0)
+
+    monkeypatch.setattr("modelmeter.hardware.local.calibration_refusal", refusal)
+    key = cache_key(cpu_name(), torch.get_num_threads(), torch.__version__)
+    save_cached(key, _hardware(), _model(), None)  # an earlier (short) calibration's model
+
+    verdicts[:] = [None, "calibration not saved: the 1-minute load average was 9.00 on 2 CPUs"]
+    code, _out, err = run_main("hardware", "calibrate", "--quick", "--device", "cpu")
+    assert code == 2 and "load average was 9.00" in err
+    assert len(runs) == 1  # the microbenchmarks ran...
+    assert load_cached(key)[1] == _model() and not local_profile_path().exists()  # ...nothing was saved
+
+    verdicts[:] = [None, None]
+    code, out, err = run_main("hardware", "calibrate", "--quick", "--device", "cpu")
+    assert code == 0, err
+    assert len(runs) == 2 and runs[1] > 0
+    assert "saved as hardware id 'local'" in out and "calibrated prediction model" in out
+    hw, model = load_cached(key)
+    assert model != _model()  # refined: refitted to the points just measured...
+    assert {p.op_class for p in model.points} == {"gemm", "conv", "attention", "elementwise", "norm",
+                                                  "reduction", "data"}
+    assert all(p.seconds > 0 for p in model.points)
+    assert model.conditions["threads"] == torch.get_num_threads()
+    # ...against the peaks just measured, which are also the saved 'local' profile.
+    from modelmeter.hardware.profile import load_local_profile
+
+    assert hw == load_local_profile()
+    assert model.peaks.matmul_flops == hw.peak_flops["fp32"]
+    prof = local_profile(auto_calibrate=False)
+    assert prof is not None and prof.model == model

@@ -68,10 +68,14 @@ def show(hw_id: str, as_json: bool) -> None:
               help="Worker threads (default: torch.get_num_threads()).")
 @click.option("--json", "json_path", metavar="PATH", help="Also write the detailed result as JSON ('-' = stdout).")
 def calibrate_cmd(quick: bool, no_save: bool, device: str | None, threads: int | None, json_path: str | None) -> None:
-    """Measure this machine's matmul and elementwise FLOP/s and memory bandwidth; save as 'local'."""
+    """Measure this machine's matmul and elementwise FLOP/s and memory bandwidth; save as 'local'.
+
+    Then rerun the per-op-class microbenchmarks and refit the calibrated prediction model
+    cached for this device, thread count and torch version."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..hardware import calibrate, save_local_profile
+    from ..hardware.local import CalibrationRefused, calibration_refusal, refine_profile
 
     check_outputs(json=json_path)  # before minutes of measuring
     if not no_save:
@@ -92,24 +96,33 @@ def calibrate_cmd(quick: bool, no_save: bool, device: str | None, threads: int |
             bar.update(task, description=desc, completed=done, total=total, refresh=True)
 
         hw, result = calibrate(device, quick=quick, threads=threads, progress=progress)
+        if not no_save:
+            reason = calibration_refusal(result)  # measured under load or starved: never saved
+            if reason is not None:  # said now, before the microbenchmarks' half minute
+                raise CalibrationRefused(reason)
+        # Then the per-op-class microbenchmarks again, fitted against these peaks: the
+        # calibrated prediction every later command makes (refused under load, as above).
+        prof = refine_profile(hw, result, progress=progress, save=not no_save, refuse=not no_save,
+                              microbench_budget_s=10.0 if quick else 30.0)
 
+    document = {**result.to_dict(), "perf_model": prof.model.to_dict()}
     if json_path == "-":
-        click.echo(json.dumps(result.to_dict(), indent=1))
+        click.echo(json.dumps(document, indent=1))
     else:
         from ..report.terminal_hardware import calibration_view
 
         for item in calibration_view(result):
             console.print(item)
+        model = prof.model
+        console.print(Text(
+            f"microbenchmarks: {len(model.points)} op shapes in {len(model.classes)} classes; "
+            f"dispatch {model.view_s * 1e6:.3g} µs per view, nn.Module call {model.module_call_s * 1e6:.3g} µs"))
         if json_path:
-            atomic_write(json_path, json.dumps(result.to_dict(), indent=1) + "\n")
+            atomic_write(json_path, json.dumps(document, indent=1) + "\n")
             console.print(f"wrote {json_path}")
     if no_save:
         console.print("not saved (--no-save)")
     else:
-        from ..hardware.local import CalibrationRefused, calibration_refusal
-
-        reason = calibration_refusal(result)  # measured under load or starved: never saved
-        if reason is not None:
-            raise CalibrationRefused(reason)
         path = save_local_profile(hw, result.to_dict())
         console.print(Text(f"saved as hardware id 'local': {path}"))
+        console.print(Text(f"calibrated prediction model for {prof.key}: {prof.path}"))

@@ -18,8 +18,10 @@ or end (other programs had the cores, so the rates would describe them), or
 when the matmul rate lands under 3 % of the ISA peak (a figure that low means
 the run was starved, not that the chip is slow).
 
-`hardware calibrate` (the full calibration) refines the roofline's peaks; the
-prediction model stays the one fitted here.
+`hardware calibrate` (the full calibration) refines both: it measures the
+roofline's peaks with larger sizes and more repeats, then reruns the
+microbenchmarks with a larger time budget (`refine_profile`) and replaces the
+cached model for its key with one fitted against those peaks.
 
 Threads: `default_threads()` is the physical core count, but never more than
 the cores the load average leaves free (two threads on two busy cores wait on
@@ -44,7 +46,8 @@ from .specs import Hardware
 
 __all__ = [
     "CalibrationRefused", "LocalProfile", "cache_key", "default_threads", "load_warning",
-    "local_profile", "profile_cache_path", "refusal_reason", "short_calibration", "stderr_progress",
+    "local_profile", "profile_cache_path", "refine_profile", "refusal_reason", "short_calibration",
+    "stderr_progress",
     "system_load",
     "calibration_refusal", "choose_threads",
 ]
@@ -220,15 +223,65 @@ def short_calibration(
         reason = refusal_reason(load, cpus, hw.peak_flops.get("fp32"), isa)
         if reason is not None:
             raise CalibrationRefused(reason)
+    return hw, _fit_model(device, nthreads, hw, result, bench, load, cpus), result.to_dict()
+
+
+def _fit_model(device: str, nthreads: int, hw: Hardware, result: Any, bench: Any, load: float | None,
+               cpus: int) -> PerfModel:
+    """The prediction model of microbenchmark points, relative to the peaks of `hw` (fp32)."""
     peaks = Peaks(hw.peak_flops["fp32"], hw.vector_flops["fp32"], hw.memory_bandwidth_bytes_per_s)
     conditions = {"device": device, "device_name": result.device_name, "threads": nthreads,
                   "torch_version": result.torch_version, "load_average": load,
                   "load_warning": load_warning(load, cpus) if device == "cpu" else None,
                   "date": result.date, "duration_s": result.duration_s + bench.duration_s,
                   "skipped": list(bench.skipped)}
-    model = fit(bench.points, peaks, view_s=bench.view_s, module_call_s=bench.module_call_s,
-                conditions=conditions)
-    return hw, model, result.to_dict()
+    return fit(bench.points, peaks, view_s=bench.view_s, module_call_s=bench.module_call_s,
+               conditions=conditions)
+
+
+def refine_profile(
+    hw: Hardware,
+    result: Any,
+    *,
+    progress: Progress | None = None,
+    microbench_budget_s: float = 30.0,
+    save: bool = True,
+    refuse: bool = True,
+) -> LocalProfile:
+    """`hardware calibrate`'s second half: the microbenchmarks again, fitted to the full calibration.
+
+    `hw`, `result`: what `calibration.calibrate()` measured (its peaks become the model's
+    reference). The microbenchmarks run at the calibration's thread count, with a larger time
+    budget than the short calibration's (more of the op shapes are measured), and the fitted
+    model replaces the cached one for this device, thread count and torch version, which every
+    later prediction uses. Raises CalibrationRefused (nothing saved) when the load average
+    exceeded the CPUs at the calibration's start or now, as `calibration_refusal` says.
+    """
+    import torch
+
+    from .microbench import run_microbench
+
+    device = str(result.device)
+    nthreads = int(result.threads)
+    old = torch.get_num_threads()
+    torch.set_num_threads(nthreads)
+    try:
+        bench = run_microbench(device, budget_s=microbench_budget_s, progress=progress)
+    finally:
+        torch.set_num_threads(old)
+    if refuse:
+        reason = calibration_refusal(result)  # the load at its start, and now after the microbenchmarks
+        if reason is not None:
+            raise CalibrationRefused(reason)
+    cpus = os.cpu_count() or 1
+    now = system_load()
+    load = max((x for x in (result.load_average, now) if x is not None), default=None)
+    model = _fit_model(device, nthreads, hw, result, bench, load, cpus)
+    key = cache_key(_device_name(device), nthreads, str(torch.__version__), device.split(":")[0])
+    path = profile_cache_path(key)
+    if save:
+        path = save_cached(key, hw, model, result.to_dict())
+    return LocalProfile(hw, model, key, path, calibrated_now=True)
 
 
 def _device_name(device: str) -> str:
