@@ -514,3 +514,55 @@ def test_hardware_calibrate_reruns_the_microbenchmarks_and_refines_the_cached_mo
     assert model.peaks.matmul_flops == hw.peak_flops["fp32"]
     prof = local_profile(auto_calibrate=False)
     assert prof is not None and prof.model == model
+
+
+# ------------------------------------------------------------------ calibration progress through Hooks
+
+
+def test_first_use_calibration_reports_progress_through_the_pipeline_hooks(tmp_path, monkeypatch) -> None:
+    """A fresh home: `run.report` calibrates this machine once and says how far it got through
+    `Hooks.on_calibration` (else as status lines through `on_status`); the cached profile is then
+    reused with no progress at all. Real calibration code, at the tiniest sizes and an injected load."""
+    from modelmeter.hardware import CalibrationSettings, calibration, microbench
+    from modelmeter.pipeline import run
+    from modelmeter.pipeline.options import ModelOptions, ReportOptions
+
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(AUTO_ENV, "1")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("modelmeter.hardware.local.system_load", lambda: 0.0)
+    monkeypatch.setattr("modelmeter.hardware.local.refusal_reason", lambda *a: None)  # tiny sizes are slow
+    tiny = CalibrationSettings(repeats=1, min_sample_s=0.0005, matmul_sizes=(64,), matmul_target_s=0.0,
+                               stream_bytes_per_array=2**20, budget_s=1.0, precisions=("fp32",))
+    real_cal, real_bench = calibration.calibrate, microbench.run_microbench
+    monkeypatch.setattr(calibration, "calibrate", lambda device, **kw: real_cal(device, **{**kw, "settings": tiny}))
+    monkeypatch.setattr(microbench, "run_microbench",
+                        lambda device, **kw: real_bench(device, **{**kw, "budget_s": 0.0}))
+    (tmp_path / "mm_pred_hooks.py").write_text(
+        "import torch\n\ndef build():\n    return torch.nn.Linear(8, 8), (torch.randn(2, 8),)\n")
+    model = ModelOptions("mm_pred_hooks:build")
+    options = ReportOptions(measure=False, energy=False, environment=False)
+
+    steps: list[tuple[str, int, int]] = []
+    statuses: list[str] = []
+    sections = run.report(model, options, run.Hooks(on_status=statuses.append,
+                                                    on_calibration=lambda *s: steps.append(s)))
+    assert sections.roofline is not None and sections.roofline.calibrated is not None
+    assert len(steps) > 5 and all(total == 100 for _d, _n, total in steps)
+    done = [n for _d, n, _t in steps]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == 100
+    assert {d for d, _n, _t in steps} >= {"matmul fp32", "dispatch overhead", "done"}
+    assert not any("calibrating" in s for s in statuses)  # on_calibration took it
+
+    # Without on_calibration, the percentage reaches on_status (another home: calibrated again).
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path / "home2"))
+    statuses.clear()
+    run.report(model, options, run.Hooks(on_status=statuses.append))
+    shown = [s for s in statuses if s.startswith("calibrating this machine once")]
+    assert len(shown) > 5 and shown[-1].endswith(": 100%")
+
+    # Cached now: no calibration, so no progress.
+    steps.clear()
+    statuses.clear()
+    run.report(model, options, run.Hooks(on_status=statuses.append, on_calibration=lambda *s: steps.append(s)))
+    assert steps == [] and not any("calibrating" in s for s in statuses)
