@@ -87,7 +87,8 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
         check_cpu_fit(model, inputs=list(inputs) or None, batch=batch, seq=seq,
                       advice="leave out --measure: the report counts it on the meta device")
     # The measurement retains freed memory: this process ends with the command.
-    options = ReportOptions(hardware, measure, device, train, timing=report_timing({"malloc": "retain"}))
+    options = ReportOptions(hardware, measure, device, train, timing=report_timing({"malloc": "retain"}),
+                            module_depth=depth)
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype,
                                  attention=attention)
     quiet = json_path == "-"

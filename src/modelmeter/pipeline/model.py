@@ -298,6 +298,11 @@ class BatchModels:
         check_build_options(loaded, seq=o.seq)
         return loaded
 
+    @property
+    def module(self) -> Any:
+        """The real model on the device (None until the first `make_call`)."""
+        return self._module
+
     def default_batch(self) -> int:
         """The model's own example batch (leading dim of its first tensor input), else 1."""
         loaded = self._resolve(None, "meta")

@@ -308,7 +308,8 @@ class LLMOptions:
 @dataclass(frozen=True)
 class ReportOptions:
     """Every metric in one report. `measure`: True / False, or None for the automatic rule
-    (`run.should_measure`); `device` is where the measurement runs."""
+    (`run.should_measure`); `device` is where the measurement runs. `module_depth`: with a
+    measurement, the modules to that depth are also timed one by one (hooks; None: not)."""
 
     hardware: str | None = None
     measure: bool | None = None
@@ -318,7 +319,10 @@ class ReportOptions:
     energy: bool = True
     environment: bool = True
     timing: TimingOptions = REPORT_TIMING
+    module_depth: int | None = 2
 
     def __post_init__(self) -> None:
         _set(self, "device", _measure_device(self.device))
         _set(self, "optimizer", check_optimizer(self.optimizer))
+        if self.module_depth is not None and self.module_depth < 0:
+            raise UserInputError(f"module depth must be >= 0, got {self.module_depth}")

@@ -35,6 +35,7 @@ from ..hardware import Hardware
 from ..measure.backends import backends_section, run_backends
 from ..measure.bench import BenchRow, Prediction, run_bench
 from ..measure.energy import select_meter
+from ..measure.module_times import time_modules
 from ..store import environment_fingerprint
 from .calibrated import any_progress, calibrated_prediction, local_perf_model
 from .devices import check_device, prediction_hardware, report_hardware, resolve_hardware, same_kind
@@ -301,7 +302,8 @@ def should_measure(totals: Any, options: ReportOptions) -> tuple[bool, str]:
 def _measure_one_batch(model: ModelOptions, analysis: Analysis, hw: Hardware | None,
                        rl: RooflineSection | None, memory: MemorySection,
                        options: ReportOptions) -> MeasuredSection:
-    """Time the counted call itself (its batch), so measured and counted figures agree."""
+    """Time the counted call itself (its batch), so measured and counted figures agree; then,
+    in a separate pass with hooks, each module to `options.module_depth`."""
     device = check_device(options.device)
     loaded = analysis.loaded
     lead = leading_dim(loaded.args, loaded.kwargs) or 1
@@ -322,14 +324,21 @@ def _measure_one_batch(model: ModelOptions, analysis: Analysis, hw: Hardware | N
     restore = None
     if model.is_spec:
         models = BatchModels(replace(model, batch=None, device=None), device)
-        make_call, name = models.make_call, models.name
+        make_batch_call, name = models.make_call, models.name
     else:
         restore = module_state(model.model)
-        make_call, name = module_calls(model, analysis, device), loaded.name
+        make_batch_call, name = module_calls(model, analysis, device), loaded.name
     notes = []
     if hw is not None and not comparable:
         notes.append(f"the roofline is for {hw.id} ({hw.kind}), the measurement on {device}: "
                      "no roofline efficiency")
+    calls: dict[int, Callable[[], Any]] = {}
+
+    def make_call(batch: int) -> Callable[[], Any]:
+        calls[batch] = make_batch_call(batch)  # the per-module pass reruns the very call timed
+        return calls[batch]
+
+    times = None
     try:
         result = run_bench(
             make_call, [lead], device=device, predict=lambda _b: prediction, energy=options.energy,
@@ -337,10 +346,21 @@ def _measure_one_batch(model: ModelOptions, analysis: Analysis, hw: Hardware | N
             conditions={"model": name, "dtype": ran_in, "batches": [lead]},
             **_timed(options.timing),
         )
+        if options.module_depth is not None and result.primary is not None and lead in calls:
+            module = models.module if model.is_spec else model.model
+            paths = [m.path for m in analysis.counts.modules if m.depth <= options.module_depth]
+            try:
+                times = time_modules(module, calls[lead], paths, device=device,
+                                     repeats=max(5, options.timing.min_iters))
+            except Exception as exc:  # noqa: BLE001 - a failed breakdown must not cost the measurement
+                notes.append(f"no per-module times: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}")
     finally:
+        calls.clear()
         if restore is not None:
             restore()
-    return MeasuredSection(result, tuple(notes))
+    depths = {m.path: m.depth for m in analysis.counts.modules}
+    return MeasuredSection(result, tuple(notes), module_times=times, module_depths=depths)
 
 
 def report(model: ModelOptions, options: ReportOptions, hooks: Hooks = NO_HOOKS) -> Sections:

@@ -32,6 +32,7 @@ from ..core.events import Trace
 from ..core.report import Report
 from ..core.results import Counts
 from ..measure.bench import BenchResult, measured_section
+from ..measure.module_times import ModuleTimes, module_times_section
 from .model import Analysis
 
 __all__ = [
@@ -291,16 +292,28 @@ class MeasuredSection:
     # `measured.backends` (measure/backends.py's backends_section): eager first, then each
     # backend timed beside it; empty when only eager ran (the key is then left out).
     backends: tuple[Mapping[str, Any], ...] = ()
+    # `measured.module_timing` (report): each module to the report's depth timed with hooks
+    # in a separate pass; `module_depths` gives each path's depth.
+    module_times: ModuleTimes | None = None
+    module_depths: Mapping[str, int] | None = None
 
     @property
     def interrupted(self) -> bool:
         return self.result.interrupted
+
+    def module_columns(self) -> dict[str, dict[str, Any]]:
+        """`measured_latency_s` of each timed module, for the report's module rows."""
+        if self.module_times is None:
+            return {}
+        return {m.path: {"measured_latency_s": m.latency_s} for m in self.module_times.modules}
 
     def to_dict(self) -> dict[str, Any]:
         out = measured_section(self.result)
         out["notes"] = [*self.notes, *out["notes"]]
         if self.backends:
             out["backends"] = _copy(list(self.backends))
+        if self.module_times is not None:
+            out["module_timing"] = module_times_section(self.module_times, dict(self.module_depths or {}))
         return out
 
 
@@ -399,6 +412,8 @@ class Sections:
             columns.append(memory["modules"])
         if self.roofline is not None:
             columns.append(self.roofline.module_columns())
+        if self.measured is not None:
+            columns.append(self.measured.module_columns())
         modules = [_row(m, columns) for m in count["modules"]]
 
         methods = dict(count["methods"])

@@ -1,7 +1,8 @@
 """HTML rendering: one self-contained page, or a fragment for Jupyter (layer 4).
 
 The page holds the summary, the notes, the roofline plot and the slowest-layer
-chart (PNG embedded as data URIs), the top memory- and compute-bound layers,
+chart (inline SVG), measured against predicted time per module (when the
+report timed its modules and has a prediction), the top memory- and compute-bound layers,
 a per-module table sortable in the browser (a few lines of inline JS, plus a
 depth filter), uncounted ops, methods and the environment. Nothing is fetched
 from the network: no external script, style, font or image.
@@ -139,6 +140,7 @@ def render_html_fragment(report: Any, *, depth: int = 2, absolute_paths: bool = 
         out += ['<ul class="notes">'] + [f"<li>{e(n)}</li>" for n in notes] + ["</ul>"]
 
     out += _plots(r, e) if plots else []
+    out += _measured_modules(r, e) if plots else []
     out += _bound_layers(r, e, format_seconds)
     out += _modules(r, e, depth, format_count, format_bytes, format_percent, format_seconds)
     if r.get("uncounted_ops"):
@@ -172,6 +174,27 @@ def _plots(r: dict[str, Any], e: _Esc) -> list[str]:
     return out
 
 
+def _measured_modules(r: dict[str, Any], e: _Esc) -> list[str]:
+    """Measured (hooks) against predicted time per module, when the report has both."""
+    from ..core.units import format_seconds
+    from .html_plots import measured_modules_svg
+
+    timing = (r.get("measured") or {}).get("module_timing")
+    svg = measured_modules_svg(r) if timing else None
+    if svg is None:
+        return []
+    hooked, plain = timing.get("hooked_latency_s"), timing.get("unhooked_latency_s")
+    cost = (f"; the whole pass took {format_seconds(hooked)} with hooks, {format_seconds(plain)} without"
+            if hooked is not None and plain is not None else "")
+    caption = (f"Each module timed between forward pre- and post-hooks in a separate pass (median of "
+               f"{timing['repeats']} passes, each after one without hooks). A figure includes the hooks of "
+               f"the timed modules inside it (about {format_seconds(timing['hook_overhead_s'])} per hooked "
+               f"call){cost}. Predicted: calibrated on this machine; bound: roofline at the device peaks.")
+    return ["<h2>Measured against predicted per module</h2>",
+            f'<div class="plots"><figure class="mm-measured-modules">{svg}'
+            f'<figcaption class="muted">{e(caption)}</figcaption></figure></div>']
+
+
 def _bound_layers(r: dict[str, Any], e: _Esc, fmt_s: Any) -> list[str]:
     rl = r.get("roofline")
     if not rl:
@@ -195,11 +218,14 @@ def _modules(r: dict[str, Any], e: _Esc, depth: int, fmt_c: Any, fmt_b: Any, fmt
     has_act = any("peak_share_bytes" in m for m in mods)
     has_saved = any("saved_bytes" in m for m in mods)
     has_time = any("t_compute_s" in m for m in mods)
+    has_cal = any("predicted_latency_s" in m for m in mods)
+    has_meas = any("measured_latency_s" in m for m in mods)
     options = "".join(f'<option value="{d}"{" selected" if d == min(depth, max_depth) else ""}>{d}</option>'
                       for d in range(max_depth + 1))
     cols = ["#", "module", "type", "params", "MACs", "FLOPs", "other FLOPs", "bytes moved", "FLOPs %"]
     cols += ["live at peak"] * has_act + ["saved for bwd"] * has_saved
     cols += ["t_compute", "t_memory", "predicted", "bound"] * has_time
+    cols += ["calibrated"] * has_cal + ["measured (hooks)"] * has_meas
     out = ["<h2>Modules</h2>",
            f'<p class="muted">Inclusive of sub-modules. Click a column to sort; # restores tree order. '
            f'Depth: <select class="mm-depth">{options}</select></p>',
@@ -223,6 +249,9 @@ def _modules(r: dict[str, Any], e: _Esc, depth: int, fmt_c: Any, fmt_b: Any, fmt
             lat = module_latency(m)
             cells += [_num(tc, fmt_s(tc)), _num(tm, fmt_s(tm)), _num(lat, fmt_s(lat)),
                       f"<td>{e(module_bound(m))}</td>"]
+        for key, present in (("predicted_latency_s", has_cal), ("measured_latency_s", has_meas)):
+            if present:
+                cells.append(_num(m.get(key), fmt_s(m.get(key))))
         out.append(f'<tr data-depth="{int(m["depth"])}">' + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
     return out

@@ -20,7 +20,7 @@ from typing import Any
 from ..core.units import format_bytes, format_count
 from ._mpl import load_pyplot
 
-__all__ = ["leaf_rows", "module_times_svg", "roofline_svg"]
+__all__ = ["leaf_rows", "measured_module_rows", "measured_modules_svg", "module_times_svg", "roofline_svg"]
 
 _COLOURS = {"memory": "#1f77b4", "compute": "#d62728"}
 
@@ -130,3 +130,56 @@ def module_times_svg(report: dict[str, Any], top: int = 15) -> str | None:
                  "(red: compute-bound, blue: memory-bound)", fontsize=9)
     ax.grid(True, axis="x", alpha=0.3)
     return _svg(fig, plt, "mm-times", "per-module predicted time chart")
+
+
+def measured_module_rows(report: dict[str, Any], top: int = 20) -> list[dict[str, Any]]:
+    """Module rows timed with hooks (`measured_latency_s`), root excluded: the `top` longest, in tree order.
+
+    Parents are kept beside their children (a parent's figure contains theirs): a block whose
+    children sit in a container that is never called (an `nn.ModuleList`) has no other figure.
+    """
+    timed = [m for m in report.get("modules") or [] if m.get("measured_latency_s") is not None and m["path"]]
+    keep = {id(m) for m in sorted(timed, key=lambda m: -m["measured_latency_s"])[:top]}
+    return [m for m in timed if id(m) in keep]
+
+
+def measured_modules_svg(report: dict[str, Any], top: int = 20) -> str | None:
+    """Grouped bars per module: measured (hooks), calibrated prediction and roofline bound.
+
+    None without per-module measurements or without any prediction to set them against
+    (the bound only counts when the roofline is for the kind of device measured on).
+    """
+    plt = load_pyplot(optional=True)
+    measured = report.get("measured") or {}
+    bound_ok = measured.get("prediction_hardware") is not None
+    rows = measured_module_rows(report, top)
+    series = [("measured (hooks)", "measured_latency_s", "#444444")]
+    if any(m.get("predicted_latency_s") is not None for m in rows):
+        series.append(("predicted, calibrated", "predicted_latency_s", "#2ca02c"))
+    if bound_ok and any(m.get("latency_s") for m in rows):
+        series.append(("roofline bound", "latency_s", "#9ecae1"))
+    if plt is None or not rows or len(series) == 1:
+        return None
+    rows = rows[::-1]  # tree order from the top
+    labels = [m["path"] if len(m["path"]) <= 48 else "…" + m["path"][-47:] for m in rows]
+    labels = [x.replace("$", r"\$") for x in labels]  # '$' would start matplotlib mathtext
+    longest = max(max((m.get(k) or 0.0) for _l, k, _c in series) for m in rows)
+    scale, unit = next(((f, u) for f, u in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")) if longest >= f),
+                       (1e-9, "ns"))
+    fig, ax = plt.subplots(figsize=(5.6, 0.34 * len(rows) + 1.4))
+    height = 0.8 / len(series)
+    for i, (label, key, colour) in enumerate(series):
+        offset = (len(series) - 1 - i - (len(series) - 1) / 2) * height  # first series on top
+        ax.barh([y + offset for y in range(len(rows))], [(m.get(key) or 0.0) / scale for m in rows],
+                height=height, color=colour, label=label)
+    # Log scale: a module of microseconds and one of tens of milliseconds both stay readable.
+    ax.set_xscale("log")
+    smallest = min((m.get(k) or 0.0) for _l, k, _c in series for m in rows if (m.get(k) or 0.0) > 0)
+    ax.set_xlim(left=smallest / scale / 3, right=longest / scale * 1.5)
+    ax.set_yticks(list(range(len(rows))))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlabel(f"time per forward pass ({unit}, log scale)")
+    ax.set_title("measured against predicted per module", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _svg(fig, plt, "mm-measured", "per-module measured against predicted time chart")

@@ -127,6 +127,7 @@ def report_view(report: dict[str, Any], depth: int, top: int) -> list[Renderable
     out: list[RenderableType] = [report_header(report), summary_table(report)]
     out += [Text(f"note: {note}") for note in report_notes(report)]
     out.append(breakdown_table(report, depth))
+    out += [Text(line) for line in module_timing_lines(report)]
     out += [Text(line) for line in bound_layers_lines(report, top)]
     uncounted = uncounted_table(report)
     return out + ([uncounted] if uncounted is not None else [])
@@ -183,6 +184,9 @@ def breakdown_table(report: dict[str, Any], depth: int) -> Table:
     has_act = any("peak_share_bytes" in m for m in mods)
     has_saved = any("saved_bytes" in m for m in mods)
     has_time = any("t_compute_s" in m for m in mods)
+    extra = [(key, head) for key, head in (("predicted_latency_s", "calibrated"),
+                                           ("measured_latency_s", "measured (hooks)"))
+             if any(key in m for m in mods)]
     table = Table(title="per module (inclusive)", header_style="bold")
     cols = ["module", "type", "params", "MACs", "FLOPs", "other FLOPs", "bytes moved", "FLOPs %"]
     if has_act:
@@ -191,6 +195,7 @@ def breakdown_table(report: dict[str, Any], depth: int) -> Table:
         cols.append("saved for bwd")
     if has_time:
         cols += ["predicted", "bound"]
+    cols += [head for _key, head in extra]
     for col in cols:
         table.add_column(col, justify="left" if col in ("module", "type", "bound") else "right",
                          no_wrap=col == "module")
@@ -206,8 +211,23 @@ def breakdown_table(report: dict[str, Any], depth: int) -> Table:
             cells.append(format_bytes(m.get("saved_bytes")))
         if has_time:
             cells += [format_seconds(module_latency(m)), module_bound(m)]
+        cells += [format_seconds(m.get(key)) for key, _head in extra]
         table.add_row(*(Text(str(c)) for c in cells))
     return table
+
+
+def module_timing_lines(report: dict[str, Any]) -> list[str]:
+    """How the 'measured (hooks)' column was taken, and what the hooks cost."""
+    timing = (report.get("measured") or {}).get("module_timing")
+    if not timing:
+        return []
+    hooked, plain = timing.get("hooked_latency_s"), timing.get("unhooked_latency_s")
+    cost = (f"; the whole pass took {format_seconds(hooked)} with hooks, {format_seconds(plain)} without"
+            if hooked is not None and plain is not None else "")
+    return [f"measured (hooks): each module timed between forward pre- and post-hooks in a separate pass "
+            f"(median of {timing['repeats']} passes, each after one without hooks); a figure includes the "
+            f"hooks of the modules timed inside it, about {format_seconds(timing['hook_overhead_s'])} per "
+            f"hooked call{cost}"]
 
 
 def bound_layers_lines(report: dict[str, Any], top: int = 5) -> list[str]:
