@@ -146,6 +146,7 @@ def _totals(counts: Counts) -> dict[str, Any]:
         # Ops counted with PyTorch's flop_registry because modelmeter has no formula.
         "fallback_ops": fallback_rows(counts),
         "fallback_flops": sum(f for _, _, f in counts.fallback_ops),
+        "by_operator": operator_rows(counts),
     }
     if counts.quantization is not None:
         # The weight-only layout behind param_bytes, and the naive all-tensors figure beside it.
@@ -160,6 +161,15 @@ def fallback_rows(counts: Counts) -> list[dict[str, Any]]:
             for op, n, f in counts.fallback_ops]
 
 
+def operator_rows(counts: Counts) -> list[dict[str, Any]]:
+    """Totals by op kind (`count --by op`): calls, MACs, FLOPs, bytes, share of all FLOPs."""
+    whole = counts.totals.flops + counts.totals.other_flops
+    return [{"op": r.op, "category": r.category, "calls": r.calls, "macs": r.macs, "flops": r.flops,
+             "other_flops": r.other_flops, "bytes_read": r.bytes_read, "bytes_written": r.bytes_written,
+             "share_of_total_flops": (r.flops + r.other_flops) / whole if whole else None}
+            for r in counts.by_operator]
+
+
 def _module_rows(counts: Counts) -> tuple[dict[str, Any], ...]:
     return tuple(
         {
@@ -170,6 +180,9 @@ def _module_rows(counts: Counts) -> tuple[dict[str, Any], ...]:
             "input_bytes": m.input_bytes, "output_bytes": m.output_bytes,
             "seed_bytes": m.seed_bytes,
             **({"experts": m.experts, "top_k": m.top_k} if m.experts else {}),
+            # The first call's tensors, flattened (positional, keyword; nested outputs in order).
+            "input_shapes": [list(s) for s in m.input_shapes], "input_dtypes": list(m.input_dtypes),
+            "output_shapes": [list(s) for s in m.output_shapes], "output_dtypes": list(m.output_dtypes),
         }
         for m in counts.modules
     )
