@@ -158,3 +158,119 @@ def test_count_by_op_prints_the_operator_table(run_main):
     code, _, err = run_main("count", "resnet50", "--by", "layer")
     assert code == 2 and "layer" in err
 
+
+
+# ------------------------------------------------------------------ str / repr
+
+
+TINY = """
+import torch
+
+def build():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)), \\
+        (torch.randn(2, 16),)
+"""
+
+
+def test_report_repr_is_a_compact_summary_and_the_dict_stays_whole():
+    report = modelmeter.memory("gpt2", seq=8)
+    data = report.to_dict()
+    text = repr(report)
+    assert str(report) == text
+    assert len(text) < 1000 < len(str(data))  # the dataclass repr printed every module row
+    assert text.startswith("modelmeter Report: gpt2")
+    assert "input_ids [1, 8] int64" in text
+    assert "124 M" in text  # parameters
+    assert "989 M MACs" in text and "1.98 G FLOPs" in text  # 12 x 8 x 7.08 M + 8 x 768 x 50257
+    assert "activations" in text  # the peak memory line
+    assert ".to_dict()" in text  # says where the rest is
+    assert data["totals"]["macs"] == 989_435_904
+
+
+def test_roofline_and_bench_reprs_carry_their_latency(tmp_path, monkeypatch):
+    roofline = repr(modelmeter.roofline("bert-base", seq=8, hardware="h100-sxm"))
+    assert "predicted on h100-sxm" in roofline and len(roofline) < 1000
+    (tmp_path / "tinyrepr.py").write_text(TINY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bench = modelmeter.bench("tinyrepr:build", min_time_s=0.02, min_iters=2, warmup_s=0.0)
+    text = repr(bench)
+    p50 = bench.to_dict()["measured"]["latency_s"]["p50"]
+    assert "p50 at batch 2 on cpu" in text and len(text) < 1000
+    assert p50 > 0
+
+
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 256, "hidden_size": 64,
+    "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+}
+
+
+def test_llm_repr_is_short(tmp_path):
+    folder = tmp_path / "tiny-llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY_LLAMA))
+    llm = modelmeter.llm(str(folder), hardware="h100-sxm", prompt=16, gen=4, batches=[1, 4])
+    text = repr(llm)
+    assert len(text) < 1000 < len(str(llm.to_dict()))
+    assert "batch 1:" in text and "batch 4:" in text and "TTFT" in text and "TPOT" in text
+
+
+def test_compare_repr_is_short():
+    comparison = modelmeter.compare(["resnet50", "mobilenet-v2"])
+    text = repr(comparison)
+    assert text.startswith("modelmeter Comparison: resnet50 vs mobilenet-v2") and len(text) < 1500
+    assert "25.6 M | 3.51 M" in text  # published parameter counts
+
+
+# ------------------------------------------------------------------ the inputs traced
+
+
+@pytest.mark.parametrize("command, args, line", [
+    ("count", ("gpt2", "--seq", "8", "--batch", "2", "--depth", "0"),
+     "inputs traced: input_ids [2, 8] int64 (preset default, --batch 2, --seq 8)"),
+    ("count", ("bert-base", "--input", "1x12:int64", "--depth", "0"),
+     "inputs traced: input_ids [1, 12] int64 (given (--input))"),
+    ("memory", ("resnet50", "--depth", "0"),
+     "inputs traced: pixel_values [1, 3, 224, 224] float32 (preset default)"),
+    ("roofline", ("gpt2", "--seq", "8", "--hardware", "h100-sxm", "--depth", "0"),
+     "inputs traced: input_ids [1, 8] int64 (preset default, --seq 8)"),
+])
+def test_commands_print_the_inputs_they_traced(run_main, command, args, line):
+    code, out, err = run_main(command, *args)
+    assert code == 0, err
+    assert out.splitlines()[0] == line
+
+
+def test_inputs_from_a_config_folder_and_a_factory(run_main, tmp_path, monkeypatch):
+    folder = tmp_path / "tiny-vit"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["ViTForImageClassification"], "model_type": "vit", "image_size": 32,
+        "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 64, "num_labels": 3}))
+    code, out, err = run_main("count", str(folder), "--json", "-")
+    assert code == 0, err
+    settings = json.loads(out)["settings"]
+    assert settings["inputs"] == [{"name": "pixel_values", "shape": [1, 3, 32, 32], "dtype": "float32"}]
+    assert settings["inputs_from"] == "the config's image size (32)"
+    (tmp_path / "tinyinputs.py").write_text(TINY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, err = run_main("count", "tinyinputs:build", "--depth", "0")
+    assert code == 0, err
+    assert out.splitlines()[0] == "inputs traced: [2, 16] float32 (the factory's example inputs)"
+
+
+def test_models_lists_default_inputs(run_main):
+    code, out, err = run_main("models")
+    assert code == 0, err
+    assert "default inputs" in out
+    assert "1x3x224x224" in next(ln for ln in out.splitlines() if "resnet50" in ln)
+    assert "1x128:int64" in next(ln for ln in out.splitlines() if " gpt2 " in ln)
+    code, out, err = run_main("models", "--json", "-")
+    rows = {r["name"]: r for r in json.loads(out)["presets"]}
+    assert rows["vit-base"]["inputs"] == ["1x3x224x224"]
+    # The default the table lists is the one a count traces.
+    code, out, err = run_main("count", "tinyllama", "--json", "-")
+    assert json.loads(out)["settings"]["inputs"][0]["shape"] == [1, 128]

@@ -90,7 +90,8 @@ class CountSection:
             "batch": analysis.batch,
             "seq": analysis.seq,
             "mode": analysis.trace.mode,
-            "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in analysis.trace.inputs],
+            "inputs": _input_rows(analysis),
+            "inputs_from": loaded.inputs_from,
             "notes": list(analysis.notes),
             "attention": attention_setting(analysis.attention, analysis.trace.attention),
         }
@@ -118,6 +119,17 @@ class CountSection:
         return _copy({"model": self.model, "settings": self.settings, "totals": self.totals,
                       "modules": list(self.modules), "uncounted_ops": list(self.uncounted_ops),
                       "methods": self.methods})
+
+
+def _input_rows(analysis: Analysis) -> list[dict[str, Any]]:
+    """The traced inputs: shape, dtype and, for a keyword input, the argument it feeds."""
+    from ..trace.modules import input_names
+
+    names = input_names(analysis.loaded.args, analysis.loaded.kwargs)
+    if len(names) != len(analysis.trace.inputs):  # never expected: then no names rather than wrong ones
+        names = [None] * len(analysis.trace.inputs)
+    return [{**({"name": name} if name else {}), "shape": list(t.shape), "dtype": t.dtype}
+            for name, t in zip(names, analysis.trace.inputs, strict=True)]
 
 
 def _totals(counts: Counts) -> dict[str, Any]:
@@ -311,12 +323,20 @@ class MeasuredSection:
 # ------------------------------------------------------------------ llm
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LLMSection:
     """The LLM inference view: prefill, decode, KV cache and fit per batch (the `llm` section)."""
 
     result: LLMResult
     local: Mapping[str, Any] | None = None  # `analysis.llm_measure.local_steps`: this machine
+
+    def __repr__(self) -> str:
+        """A few lines: the device, settings and each batch's TTFT, TPOT, tokens/s and memory."""
+        from ..core.brief import llm_brief
+
+        return llm_brief(self.to_dict())
+
+    __str__ = __repr__
 
     @property
     def ttft_s(self) -> float:

@@ -49,6 +49,14 @@ def module_table(report: dict[str, Any], depth: int, title: str | None = None) -
     return table
 
 
+def inputs_line(report: dict[str, Any]) -> Text:
+    """'inputs traced: input_ids [1, 128] int64 (preset default, --seq 128)': shape, dtype and
+    how they were chosen (`settings.inputs`, `settings.inputs_from`)."""
+    from ..core.brief import inputs_text
+
+    return Text.assemble(("inputs traced: ", "bold"), inputs_text(report.get("settings") or {}))
+
+
 def shape_cell(shapes: list[list[int]], dtypes: list[str], usual: str) -> str:
     """'[1, 64, 56, 56]', with its dtype when not `usual` and '+N' for N more tensors."""
     if not shapes:
@@ -138,20 +146,22 @@ def count_view(report: dict[str, Any], depth: int, by: str = "module") -> list[R
     name = report["model"]["name"]
     table = (operator_table(report, title=f"{name} — per operator") if by == "op"
              else module_table(report, depth, title=f"{name} — per module"))
-    out: list[RenderableType] = [table, totals_table(report)]
+    out: list[RenderableType] = [inputs_line(report), table, totals_table(report)]
     uncounted = uncounted_table(report)
     return out + ([uncounted] if uncounted is not None else [])
 
 
 def presets_table(presets: Iterable[dict[str, Any]]) -> Table:
-    """`modelmeter models`: each shipped preset's name, family, total and active parameters."""
+    """`modelmeter models`: each shipped preset's name, family, total and active parameters,
+    and the inputs it is traced with unless told otherwise."""
     table = Table(title="shipped presets (architectures from configs; no download)")
     for column, justify in (("name", "left"), ("family", "left"), ("params", "right"),
-                            ("active", "right"), ("description", "left")):
-        table.add_column(column, justify=justify, style="bold" if column == "name" else None)
+                            ("active", "right"), ("default inputs", "left"), ("description", "left")):
+        table.add_column(column, justify=justify, style="bold" if column == "name" else None,
+                         no_wrap=column == "default inputs")
     for r in presets:
         table.add_row(r["name"], r["family"], format_count(r["params"]), format_count(r["active_params"]),
-                      r["description"])
+                      ", ".join(r.get("inputs") or []), r["description"])
     return table
 
 

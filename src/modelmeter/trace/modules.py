@@ -35,6 +35,16 @@ def iter_tensors(obj: Any) -> Iterator[torch.Tensor]:
             yield from iter_tensors(value)
 
 
+def input_names(args: tuple, kwargs: Mapping[str, Any]) -> list[str | None]:
+    """The forward argument each tensor of `iter_tensors((args, kwargs))` feeds: a keyword's
+    name ('input_ids'; 'name[i]' inside a container), None for a positional argument."""
+    names: list[str | None] = [None for _ in iter_tensors(args)]
+    for key, value in kwargs.items():
+        inner = list(iter_tensors(value))
+        names += [key] if len(inner) == 1 and inner[0] is value else [f"{key}[{i}]" for i in range(len(inner))]
+    return names
+
+
 @dataclass
 class _ModuleStats:
     calls: int = 0
