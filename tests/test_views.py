@@ -93,6 +93,16 @@ def test_keyword_and_nested_tensors_are_flattened_in_order(tmp_path, monkeypatch
     assert rows["proj"]["input_shapes"] == [[5, 4]]
 
 
+def test_tracing_leaves_torchs_global_hook_tables_as_it_found_them():
+    from torch.nn.modules import module
+
+    tables = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_with_kwargs",
+              "_global_forward_hooks_always_called")
+    before = {name: dict(getattr(module, name)) for name in tables}
+    modelmeter.count("bert-base", seq=8)
+    assert {name: dict(getattr(module, name)) for name in tables} == before
+
+
 def test_count_table_shows_shapes_like_torchinfo(run_main):
     code, out, err = run_main("count", "resnet50", "--depth", "4")
     assert code == 0, err

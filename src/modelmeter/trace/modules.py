@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.modules import module as _torch_module
 from torch.nn.modules.module import (
     register_module_forward_hook,
     register_module_forward_pre_hook,
@@ -101,6 +102,9 @@ class ModuleStack:
     def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
+            # Removing a global hook leaves its with_kwargs flag behind (torch 2.13): drop it
+            # too, so a trace leaves torch's global hook tables as it found them.
+            getattr(_torch_module, "_global_forward_hooks_with_kwargs", {}).pop(handle.id, None)
         self._handles.clear()
 
     def _pre(self, module: torch.nn.Module, args: Any) -> None:
