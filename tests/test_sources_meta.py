@@ -617,13 +617,15 @@ def test_whisper_folder_takes_named_float_features(cli: Cli, whisper_dir: Path) 
                            "--input", "decoder_input_ids=1x4:int64", "--json", "-"))
     assert report["totals"]["macs"] > 0
     assert report["settings"]["inputs"] == [
-        {"shape": [1, 80, 3000], "dtype": "float32"}, {"shape": [1, 4], "dtype": "int64"}]
+        {"name": "input_features", "shape": [1, 80, 3000], "dtype": "float32"},
+        {"name": "decoder_input_ids", "shape": [1, 4], "dtype": "int64"}]
     # conv1: 80 -> d_model, k=3, pad 1 over 3000 frames; conv2: d_model -> d_model, k=3, stride 2.
     assert module_macs(report, "model.encoder.conv1") == 3000 * D_MODEL * 80 * 3
     assert module_macs(report, "model.encoder.conv2") == 1500 * D_MODEL * D_MODEL * 3
     half = report_of(cli("count", str(whisper_dir), "--input", "input_features=1x80x3000:fp16",
                          "--dtype", "fp16", "--json", "-"))
-    assert half["settings"]["inputs"][0] == {"shape": [1, 80, 3000], "dtype": "float16"}
+    assert half["settings"]["inputs"][0] == {"name": "input_features", "shape": [1, 80, 3000],
+                                             "dtype": "float16"}
     assert module_macs(half, "model.encoder.conv1") == 3000 * D_MODEL * 80 * 3
 
 

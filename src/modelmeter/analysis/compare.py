@@ -57,10 +57,18 @@ class ComparisonRow:
     ratios: tuple[float | None, ...]  # value / first value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Comparison:
     labels: tuple[str, ...]
     rows: tuple[ComparisonRow, ...]
+
+    def __repr__(self) -> str:
+        """Each metric's values and ratios, one line each; `to_dict()` has the methods and units."""
+        from ..core.brief import comparison_brief
+
+        return comparison_brief(self.to_dict())
+
+    __str__ = __repr__
 
     def row(self, key: str) -> ComparisonRow:
         for r in self.rows:

@@ -14,9 +14,12 @@ from .options import attention_option, check_outputs, make_console, model_option
 @click.option("--group-size", type=int, help="Quantisation group size (int4/nf4 scales).")
 @click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True,
               help="meta: no weights allocated; cpu: real tensors.")
+@click.option("--by", type=click.Choice(["module", "op"]), default="module", show_default=True,
+              help="Break the totals down per module (to --depth) or per aten operator "
+                   "(the JSON always carries both: modules, totals.by_operator).")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
 @attention_option
-def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path, attention) -> None:
+def count(model, inputs, batch, seq, dtype, depth, group_size, device, by, json_path, attention) -> None:
     """Parameters, parameter size, MACs/FLOPs and bytes, per module and in total."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions
@@ -37,7 +40,7 @@ def count(model, inputs, batch, seq, dtype, depth, group_size, device, json_path
     from ..report.terminal import count_view
 
     console = make_console()
-    for item in count_view(report, depth):
+    for item in count_view(report, depth, by):
         console.print(item)
     if json_path:
         write_json(report, json_path)

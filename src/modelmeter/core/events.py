@@ -85,6 +85,12 @@ class ModuleRecord:
     output_bytes: int  # tensor bytes returned, summed over calls
     first_event: int | None  # index range of its forward ops (first and last call)
     last_event: int | None
+    # Its first call's tensors (positional, then keyword arguments; outputs flattened):
+    # shapes and dtype names, empty for a module that never ran.
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    input_dtypes: tuple[str, ...] = ()
+    output_shapes: tuple[tuple[int, ...], ...] = ()
+    output_dtypes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ def set_html_renderer(render: Callable[[Report], str]) -> None:
     _html_renderer[:] = [render]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Report:
     model: dict[str, Any]
     settings: dict[str, Any]
@@ -74,6 +74,21 @@ class Report:
             methods=data.get("methods", {}),
             **{name: data.get(name) for name in OPTIONAL_SECTIONS},
         )
+
+    def __repr__(self) -> str:
+        """A few lines (model, inputs, params, MACs/FLOPs, memory, latency); `to_dict()` has it all.
+
+        The dataclass's own repr would print every module row: hundreds of kilobytes.
+        """
+        from .brief import report_brief
+
+        return report_brief(self.to_dict())
+
+    __str__ = __repr__
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain-text display: the same few lines."""
+        printer.text(repr(self))
 
     def _repr_html_(self) -> str | None:
         """Jupyter's rich display; None (plain repr) when no renderer is registered."""

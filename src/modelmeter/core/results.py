@@ -57,6 +57,11 @@ class ModuleCounts:
     output_bytes: int
     experts: int = 0  # a mixture-of-experts group: how many experts it stacks (0: not one)
     top_k: int = 0  # experts each token is routed to
+    # Its first call's tensors, as the trace recorded them (`ModuleRecord`): shapes and dtypes.
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    input_dtypes: tuple[str, ...] = ()
+    output_shapes: tuple[tuple[int, ...], ...] = ()
+    output_dtypes: tuple[str, ...] = ()
 
     @property
     def flops(self) -> int:
@@ -66,6 +71,23 @@ class ModuleCounts:
     def seed_bytes(self) -> int:
         """The seed's module-level traffic: parameters + input + output activations."""
         return self.param_bytes + self.input_bytes + self.output_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorTotals:
+    """One op kind summed over its calls (fvcore's `by_operator`, FlopCounterMode's per-op view)."""
+
+    op: str  # 'aten.mm.default'
+    category: str  # of its first call: 'contraction' | 'other' | 'data' | 'view' | 'uncounted'
+    calls: int
+    macs: int
+    other_flops: int
+    bytes_read: int
+    bytes_written: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +159,24 @@ class Counts:
         counted = self.totals.flops + self.totals.other_flops
         whole = counted + self.uncounted_flops_estimate
         return 1.0 if whole == 0 else counted / whole
+
+    @property
+    def by_operator(self) -> tuple[OperatorTotals, ...]:
+        """Every op kind of the counted phase, most FLOPs (matrix + other) first, then most bytes.
+
+        Sums of its columns are the totals': every op event belongs to exactly one row.
+        """
+        rows: dict[str, list] = {}
+        for o in self.ops:
+            acc = rows.setdefault(o.op, [o.category, 0, 0, 0, 0, 0])
+            acc[1] += 1
+            acc[2] += o.macs
+            acc[3] += o.other_flops
+            acc[4] += o.bytes_read
+            acc[5] += o.bytes_written
+        out = [OperatorTotals(op, *acc) for op, acc in rows.items()]
+        return tuple(sorted(out, key=lambda r: (-(r.flops + r.other_flops),
+                                                -(r.bytes_read + r.bytes_written), r.op)))
 
     @property
     def fallback_ops(self) -> tuple[tuple[str, int, int], ...]:

@@ -152,6 +152,8 @@ def count_trace(
             bytes_read=inclusive[m.path][2], bytes_written=inclusive[m.path][3],
             input_bytes=m.input_bytes, output_bytes=m.output_bytes,
             experts=experts.get(m.path, (0, 0))[0], top_k=experts.get(m.path, (0, 0))[1],
+            input_shapes=m.input_shapes, input_dtypes=m.input_dtypes,
+            output_shapes=m.output_shapes, output_dtypes=m.output_dtypes,
         )
         for m in trace.modules
     )

@@ -29,7 +29,7 @@ from .options import ModelOptions
 _QUANTISED_TRACE_DTYPE = "fp16"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Analysis:
     """A loaded model, its trace and counts: the shared input of every view."""
 
@@ -43,6 +43,16 @@ class Analysis:
     seq: int | None = None
     notes: tuple[str, ...] = ()  # how an option applied, when not plainly
     attention: str | None = None  # the SDPA kernel asked for (None: the default, flash)
+
+    def __repr__(self) -> str:
+        """A few lines; the trace and counts themselves are `.trace` and `.counts`."""
+        t = self.counts.totals
+        return (f"modelmeter Analysis: {self.loaded.name} ({self.trace.mode} trace, "
+                f"{len(self.trace.events)} op events, {len(self.trace.modules)} modules)\n"
+                f"  {t.params:,} parameters, {t.macs:,} MACs, {t.other_flops:,} other FLOPs\n"
+                "  (the full data: .loaded, .trace, .counts)")
+
+    __str__ = __repr__
 
     @property
     def input_bytes(self) -> int:
@@ -92,7 +102,8 @@ def load(options: ModelOptions) -> LoadedModel:
         return loaded
     args, kwargs = _split_inputs(options.example_inputs)
     return LoadedModel(name=options.name or type(options.model).__name__, module=options.model,
-                       args=args, kwargs=kwargs, kind="custom", source="module")
+                       args=args, kwargs=kwargs, kind="custom", source="module",
+                       inputs_from="the example inputs given")
 
 
 def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:

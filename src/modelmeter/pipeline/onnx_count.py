@@ -46,6 +46,8 @@ def onnx_count_section(options: ModelOptions) -> CountSection:
         "dtype": precision, "trace_dtype": precision, "group_size": None, "batch": options.batch,
         "seq": None, "mode": "onnx",
         "inputs": [{"name": v.name, "shape": list(v.shape or ()), "dtype": v.dtype} for v in graph.inputs],
+        "inputs_from": ("given (--input)" if options.inputs else "the graph's declared input shapes")
+                       + (f", --batch {options.batch}" if options.batch is not None else ""),
         "notes": [],
     }
     estimates = counts.uncounted_estimates()

@@ -91,7 +91,8 @@ class CountSection:
             "batch": analysis.batch,
             "seq": analysis.seq,
             "mode": analysis.trace.mode,
-            "inputs": [{"shape": list(t.shape), "dtype": t.dtype} for t in analysis.trace.inputs],
+            "inputs": _input_rows(analysis),
+            "inputs_from": loaded.inputs_from,
             "notes": list(analysis.notes),
             "attention": attention_setting(analysis.attention, analysis.trace.attention),
         }
@@ -121,6 +122,17 @@ class CountSection:
                       "methods": self.methods})
 
 
+def _input_rows(analysis: Analysis) -> list[dict[str, Any]]:
+    """The traced inputs: shape, dtype and, for a keyword input, the argument it feeds."""
+    from ..trace.modules import input_names
+
+    names = input_names(analysis.loaded.args, analysis.loaded.kwargs)
+    if len(names) != len(analysis.trace.inputs):  # never expected: then no names rather than wrong ones
+        names = [None] * len(analysis.trace.inputs)
+    return [{**({"name": name} if name else {}), "shape": list(t.shape), "dtype": t.dtype}
+            for name, t in zip(names, analysis.trace.inputs, strict=True)]
+
+
 def _totals(counts: Counts) -> dict[str, Any]:
     t = counts.totals
     totals = {
@@ -147,6 +159,7 @@ def _totals(counts: Counts) -> dict[str, Any]:
         # Ops counted with PyTorch's flop_registry because modelmeter has no formula.
         "fallback_ops": fallback_rows(counts),
         "fallback_flops": sum(f for _, _, f in counts.fallback_ops),
+        "by_operator": operator_rows(counts),
     }
     if counts.quantization is not None:
         # The weight-only layout behind param_bytes, and the naive all-tensors figure beside it.
@@ -161,6 +174,15 @@ def fallback_rows(counts: Counts) -> list[dict[str, Any]]:
             for op, n, f in counts.fallback_ops]
 
 
+def operator_rows(counts: Counts) -> list[dict[str, Any]]:
+    """Totals by op kind (`count --by op`): calls, MACs, FLOPs, bytes, share of all FLOPs."""
+    whole = counts.totals.flops + counts.totals.other_flops
+    return [{"op": r.op, "category": r.category, "calls": r.calls, "macs": r.macs, "flops": r.flops,
+             "other_flops": r.other_flops, "bytes_read": r.bytes_read, "bytes_written": r.bytes_written,
+             "share_of_total_flops": (r.flops + r.other_flops) / whole if whole else None}
+            for r in counts.by_operator]
+
+
 def _module_rows(counts: Counts) -> tuple[dict[str, Any], ...]:
     return tuple(
         {
@@ -171,6 +193,9 @@ def _module_rows(counts: Counts) -> tuple[dict[str, Any], ...]:
             "input_bytes": m.input_bytes, "output_bytes": m.output_bytes,
             "seed_bytes": m.seed_bytes,
             **({"experts": m.experts, "top_k": m.top_k} if m.experts else {}),
+            # The first call's tensors, flattened (positional, keyword; nested outputs in order).
+            "input_shapes": [list(s) for s in m.input_shapes], "input_dtypes": list(m.input_dtypes),
+            "output_shapes": [list(s) for s in m.output_shapes], "output_dtypes": list(m.output_dtypes),
         }
         for m in counts.modules
     )
@@ -320,12 +345,20 @@ class MeasuredSection:
 # ------------------------------------------------------------------ llm
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LLMSection:
     """The LLM inference view: prefill, decode, KV cache and fit per batch (the `llm` section)."""
 
     result: LLMResult
     local: Mapping[str, Any] | None = None  # `analysis.llm_measure.local_steps`: this machine
+
+    def __repr__(self) -> str:
+        """A few lines: the device, settings and each batch's TTFT, TPOT, tokens/s and memory."""
+        from ..core.brief import llm_brief
+
+        return llm_brief(self.to_dict())
+
+    __str__ = __repr__
 
     @property
     def ttft_s(self) -> float:

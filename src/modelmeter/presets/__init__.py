@@ -43,11 +43,12 @@ def _read(name: str) -> str:
 
 
 def preset_summary(name: str) -> dict[str, Any]:
-    """name, family (the config's model_type), kind, params, active_params and description."""
+    """name, family (the config's model_type), kind, params, active_params, description and
+    the default inputs (`--input` specs, e.g. ['1x128:int64'])."""
     data = load_preset(name)
     return {"name": name, "family": data["config"].get("model_type", ""), "kind": data["kind"],
             "params": data["params"], "active_params": data["active_params"],
-            "description": data["description"]}
+            "description": data["description"], "inputs": list(data["inputs"])}
 
 
 def load_preset(name: str) -> dict[str, Any]:

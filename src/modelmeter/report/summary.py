@@ -335,7 +335,7 @@ def header_facts(report: Any) -> list[tuple[str, str]]:
     shapes = ", ".join("x".join(str(d) for d in i.get("shape", [])) + f" {i.get('dtype', '')}".rstrip()
                        for i in s.get("inputs") or [])
     if shapes:
-        facts.append(("inputs", shapes))
+        facts.append(("inputs", shapes + (f" ({s['inputs_from']})" if s.get("inputs_from") else "")))
     rl = r.get("roofline")
     if rl:
         detail = rl.get("hardware_detail") or {}

@@ -19,13 +19,18 @@ from ..core.units import format_bytes, format_count, format_percent, format_seco
 
 
 def module_table(report: dict[str, Any], depth: int, title: str | None = None) -> Table:
-    """Modules down to `depth` (0 = the root only) with params, MACs, FLOPs, bytes and share."""
+    """Modules down to `depth` (0 = the root only) with their input and output shapes
+    (as torchinfo shows them), params, MACs, FLOPs, bytes and share."""
     total_flops = report["totals"]["flops"] or 0
-    table = Table(title=title, show_lines=False, header_style="bold")
-    for name, justify in (("module", "left"), ("type", "left"), ("params", "right"),
+    usual = _usual_dtype(report)
+    table = Table(title=title, show_lines=False, header_style="bold",
+                  caption=f"shapes: the first tensor of the first call, +N more tensors (all in the "
+                          f"JSON); dtype shown when not {usual}")
+    for name, justify in (("module", "left"), ("type", "left"), ("input shape", "left"),
+                          ("output shape", "left"), ("params", "right"),
                           ("MACs", "right"), ("FLOPs", "right"), ("other FLOPs", "right"),
                           ("bytes read", "right"), ("bytes written", "right"), ("FLOPs %", "right")):
-        table.add_column(name, justify=justify, no_wrap=name == "module")
+        table.add_column(name, justify=justify, no_wrap=name in ("module", "input shape", "output shape"))
     for m in report["modules"]:
         if m["depth"] > depth:
             continue
@@ -34,11 +39,42 @@ def module_table(report: dict[str, Any], depth: int, title: str | None = None) -
         share = m["flops"] / total_flops if total_flops else None
         kind = f"{m['type']} ×{m['experts']} (top-{m['top_k']})" if m.get("experts") else m["type"]
         table.add_row(
-            indent + label, kind, format_count(m["params"]), format_count(m["macs"]),
+            indent + label, kind,
+            shape_cell(m.get("input_shapes") or [], m.get("input_dtypes") or [], usual),
+            shape_cell(m.get("output_shapes") or [], m.get("output_dtypes") or [], usual),
+            format_count(m["params"]), format_count(m["macs"]),
             format_count(m["flops"]), format_count(m["other_flops"]),
             format_bytes(m["bytes_read"]), format_bytes(m["bytes_written"]), format_percent(share),
         )
     return table
+
+
+def inputs_line(report: dict[str, Any]) -> Text:
+    """'inputs traced: input_ids [1, 128] int64 (preset default, --seq 128)': shape, dtype and
+    how they were chosen (`settings.inputs`, `settings.inputs_from`)."""
+    from ..core.brief import inputs_text
+
+    return Text.assemble(("inputs traced: ", "bold"), inputs_text(report.get("settings") or {}))
+
+
+def shape_cell(shapes: list[list[int]], dtypes: list[str], usual: str) -> str:
+    """'[1, 64, 56, 56]', with its dtype when not `usual` and '+N' for N more tensors."""
+    if not shapes:
+        return ""
+    text = "[" + ", ".join(str(d) for d in shapes[0]) + "]"
+    if dtypes and dtypes[0] != usual:
+        text += f" {dtypes[0]}"
+    return text + (f" +{len(shapes) - 1}" if len(shapes) > 1 else "")
+
+
+def _usual_dtype(report: dict[str, Any]) -> str:
+    """The torch name of the dtype the trace ran in ('float32'): shape cells leave it out."""
+    from ..core.precision import UnknownPrecisionError, parse_precision
+
+    try:
+        return parse_precision(report["settings"].get("trace_dtype") or "fp32").torch_dtype or "float32"
+    except UnknownPrecisionError:  # 'mixed' (an ONNX graph of several float dtypes)
+        return "float32"
 
 
 def totals_table(report: dict[str, Any]) -> Table:
@@ -88,23 +124,44 @@ def totals_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def count_view(report: dict[str, Any], depth: int) -> list[RenderableType]:
-    """`modelmeter count`: the modules to `depth`, the totals, the uncounted ops."""
-    out: list[RenderableType] = [module_table(report, depth, title=f"{report['model']['name']} — per module"),
-                                 totals_table(report)]
+def operator_table(report: dict[str, Any], title: str | None = None) -> Table:
+    """Totals by op kind (`totals.by_operator`): calls, MACs, FLOPs, bytes, share of all FLOPs."""
+    table = Table(title=title, header_style="bold",
+                  caption="% of FLOPs: its FLOPs + other FLOPs over the model's (forward pass)")
+    for name in ("op", "category", "calls", "MACs", "FLOPs", "other FLOPs", "bytes read",
+                 "bytes written", "% of FLOPs"):
+        table.add_column(name, justify="left" if name in ("op", "category") else "right",
+                         no_wrap=name == "op")
+    for r in report["totals"].get("by_operator") or []:
+        table.add_row(Text(r["op"]), r["category"], f"{r['calls']:,}", format_count(r["macs"]),
+                      format_count(r["flops"]), format_count(r["other_flops"]),
+                      format_bytes(r["bytes_read"]), format_bytes(r["bytes_written"]),
+                      format_percent(r["share_of_total_flops"]))
+    return table
+
+
+def count_view(report: dict[str, Any], depth: int, by: str = "module") -> list[RenderableType]:
+    """`modelmeter count`: the inputs traced, the modules to `depth` (or, with `by='op'`,
+    the totals by op kind), the totals, the uncounted ops."""
+    name = report["model"]["name"]
+    table = (operator_table(report, title=f"{name} — per operator") if by == "op"
+             else module_table(report, depth, title=f"{name} — per module"))
+    out: list[RenderableType] = [inputs_line(report), table, totals_table(report)]
     uncounted = uncounted_table(report)
     return out + ([uncounted] if uncounted is not None else [])
 
 
 def presets_table(presets: Iterable[dict[str, Any]]) -> Table:
-    """`modelmeter models`: each shipped preset's name, family, total and active parameters."""
+    """`modelmeter models`: each shipped preset's name, family, total and active parameters,
+    and the inputs it is traced with unless told otherwise."""
     table = Table(title="shipped presets (architectures from configs; no download)")
     for column, justify in (("name", "left"), ("family", "left"), ("params", "right"),
-                            ("active", "right"), ("description", "left")):
-        table.add_column(column, justify=justify, style="bold" if column == "name" else None)
+                            ("active", "right"), ("default inputs", "left"), ("description", "left")):
+        table.add_column(column, justify=justify, style="bold" if column == "name" else None,
+                         no_wrap=column == "default inputs")
     for r in presets:
         table.add_row(r["name"], r["family"], format_count(r["params"]), format_count(r["active_params"]),
-                      r["description"])
+                      ", ".join(r.get("inputs") or []), r["description"])
     return table
 
 

@@ -12,7 +12,9 @@ from ..core.units import format_bytes, format_count
 
 def memory_view(report: dict[str, Any], depth: int) -> list[RenderableType]:
     """The memory figures of a report (with `totals.activations`) and its modules to `depth`."""
-    return [_figures(report), _modules(report, depth)]
+    from .terminal import inputs_line
+
+    return [inputs_line(report), _figures(report), _modules(report, depth)]
 
 
 def _figures(report: dict[str, Any]) -> Table:

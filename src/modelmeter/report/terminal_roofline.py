@@ -18,7 +18,9 @@ def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top:
     hw = result.hardware
     eff = f", derated x{rl['efficiency']:.2f}" if rl["efficiency"] else ""
     detail = rl["hardware_detail"]
-    out: list[RenderableType] = [Text.assemble(
+    from .terminal import inputs_line
+
+    out: list[RenderableType] = [inputs_line(data), Text.assemble(
         (hw.name, "bold"),
         f" ({hw.id}, {hw.source}): matrix peak {format_count(detail['peak_flops'], 'FLOP/s')} "
         f"at {rl['precision']}{eff}, vector {format_count(detail['vector_flops'], 'FLOP/s')}, "

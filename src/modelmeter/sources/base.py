@@ -28,3 +28,5 @@ class LoadedModel:
     # How the module was built: 'meta', 'cpu', 'cpu, then meta (construction needs real
     # values)' (see sources/build.py); None when the caller built it.
     build: str | None = None
+    # How the example inputs were chosen, in words ('preset default, --seq 64'; `inputs_origin`).
+    inputs_from: str = ""

@@ -210,6 +210,8 @@ def make_hf_inputs(
         specs = [parse_named_input(s) for s in inputs]
     elif kind == "vision":
         specs = [(None, *parse_input_spec(s)) for s in (default_inputs or [_default_image_spec(conf)])]
+    elif default_inputs:  # a preset's own (what `modelmeter models` lists)
+        specs = [(None, *parse_input_spec(s)) for s in default_inputs]
     else:
         specs = [(None, (1, DEFAULT_SEQ), "int64")]
 
@@ -269,6 +271,14 @@ def _positional_key(
     if not free:
         raise UserInputError(f"{name} takes no further input; give at most {len(taken)} --input")
     return free[0]
+
+
+def default_inputs_origin(conf: Any, kind: str) -> str:
+    """Where `make_hf_inputs` takes a config's inputs from when none are given, in words."""
+    if kind != "vision":
+        return f"default: 1 sequence of {DEFAULT_SEQ} tokens"
+    size = getattr(conf, "image_size", None)
+    return f"the config's image size ({size})" if isinstance(size, int) else "default: 224x224 images"
 
 
 def _default_image_spec(conf: Any) -> str:

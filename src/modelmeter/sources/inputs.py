@@ -116,6 +116,18 @@ def check_size(shape: tuple[int, ...], what: str) -> None:
         )
 
 
+def inputs_origin(default: str, inputs: list[str] | None, batch: int | None = None,
+                  seq: int | None = None) -> str:
+    """How a model's example inputs were chosen, in words: 'preset default, --seq 64'.
+
+    `default` says where they come from when no `--input` is given; `--batch` and
+    `--seq` reshape either, so they are named after it.
+    """
+    parts = ["given (--input)" if inputs else default]
+    parts += [f"{flag} {value}" for flag, value in (("--batch", batch), ("--seq", seq)) if value is not None]
+    return ", ".join(parts)
+
+
 def with_batch(shape: tuple[int, ...], batch: int | None) -> tuple[int, ...]:
     """Replace the leading (batch) dimension when a batch size was asked for."""
     if batch is None or not shape:

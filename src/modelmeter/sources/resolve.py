@@ -25,7 +25,7 @@ from ..presets import load_preset, preset_names
 from . import hf, hub
 from .base import LoadedModel
 from .build import BUILT_ON_CPU_THEN_META, to_meta
-from .inputs import check_positive
+from .inputs import check_positive, inputs_origin
 from .others import (
     build_library_model,
     image_size_of,
@@ -137,6 +137,7 @@ def _from_preset(
         name=name, module=module, kwargs=kwargs, kind=kind,
         description=preset["description"] + _built_note(how),
         config=preset["config"], source="preset", build=how,
+        inputs_from=inputs_origin("preset default", inputs, batch, seq),
     )
 
 
@@ -188,6 +189,7 @@ def _from_folder(
         name=folder.name, module=module, kwargs=kwargs, kind=kind,
         description=f"{architecture or type(module).__name__} from {folder}, {state}{_built_note(how)}",
         config=conf.to_dict(), source="hf-folder", build=how,
+        inputs_from=inputs_origin(hf.default_inputs_origin(conf, kind), inputs, batch, seq),
     )
 
 
@@ -210,6 +212,7 @@ def _from_factory(spec: str, inputs: list[str] | None, batch: int | None, device
     return LoadedModel(
         name=spec, module=module.eval(), args=args, kwargs=kwargs, kind="custom",
         description=f"factory {spec}{_built_note(how)}", source="factory", build=how,
+        inputs_from=inputs_origin("the factory's example inputs", inputs, batch),
     )
 
 
@@ -230,6 +233,7 @@ def _from_pt2(
     return LoadedModel(
         name=path.name, module=module, args=tuple(args), kwargs=dict(kwargs), kind="custom",
         description=f"torch.export program {path}", source="pt2",
+        inputs_from=inputs_origin("the example inputs stored in the .pt2", inputs, batch),
     )
 
 
@@ -243,6 +247,7 @@ def _from_library(spec: str, inputs: list[str] | None, batch: int | None, device
         name=spec, module=built.module, args=args, kwargs=kwargs, kind="vision",
         description=f"{library} {name}, random init, {fed}{_built_note(built.build)}",
         source=library, build=built.build,
+        inputs_from=inputs_origin(f"published image size ({built.size_source})", inputs, batch),
     )
 
 

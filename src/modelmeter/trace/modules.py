@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.modules import module as _torch_module
 from torch.nn.modules.module import (
     register_module_forward_hook,
     register_module_forward_pre_hook,
@@ -35,6 +36,16 @@ def iter_tensors(obj: Any) -> Iterator[torch.Tensor]:
             yield from iter_tensors(value)
 
 
+def input_names(args: tuple, kwargs: Mapping[str, Any]) -> list[str | None]:
+    """The forward argument each tensor of `iter_tensors((args, kwargs))` feeds: a keyword's
+    name ('input_ids'; 'name[i]' inside a container), None for a positional argument."""
+    names: list[str | None] = [None for _ in iter_tensors(args)]
+    for key, value in kwargs.items():
+        inner = list(iter_tensors(value))
+        names += [key] if len(inner) == 1 and inner[0] is value else [f"{key}[{i}]" for i in range(len(inner))]
+    return names
+
+
 @dataclass
 class _ModuleStats:
     calls: int = 0
@@ -42,10 +53,18 @@ class _ModuleStats:
     output_bytes: int = 0
     first_event: int | None = None
     last_event: int | None = None
+    # Shapes and dtypes of the tensors of its first call (None until it returns once).
+    inputs: tuple[tuple[tuple[int, ...], str], ...] | None = None
+    outputs: tuple[tuple[tuple[int, ...], str], ...] = ()
 
 
 def _tensor_bytes(obj: Any) -> int:
     return sum(t.numel() * t.element_size() for t in iter_tensors(obj))
+
+
+def _shapes(obj: Any) -> tuple[tuple[tuple[int, ...], str], ...]:
+    """(shape, dtype) of every tensor in `obj`, in the order `iter_tensors` walks it."""
+    return tuple((tuple(t.shape), str(t.dtype).removeprefix("torch.")) for t in iter_tensors(obj))
 
 
 class ModuleStack:
@@ -76,12 +95,16 @@ class ModuleStack:
     # ---- hooks ---------------------------------------------------------------
     def __enter__(self) -> ModuleStack:
         self._handles.append(register_module_forward_pre_hook(self._pre))
-        self._handles.append(register_module_forward_hook(self._post))
+        # with_kwargs: the shapes recorded include keyword tensors (HF layers take most inputs so).
+        self._handles.append(register_module_forward_hook(self._post, with_kwargs=True))
         return self
 
     def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
+            # Removing a global hook leaves its with_kwargs flag behind (torch 2.13): drop it
+            # too, so a trace leaves torch's global hook tables as it found them.
+            getattr(_torch_module, "_global_forward_hooks_with_kwargs", {}).pop(handle.id, None)
         self._handles.clear()
 
     def _pre(self, module: torch.nn.Module, args: Any) -> None:
@@ -100,7 +123,7 @@ class ModuleStack:
                 {t.grad_fn._sequence_nr() for t in iter_tensors(args) if t.grad_fn is not None}
             )
 
-    def _post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+    def _post(self, module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         path = self.paths.get(id(module))
         if path is None:
             return
@@ -108,6 +131,8 @@ class ModuleStack:
             self._stack.pop()
         stats = self.stats[path]
         stats.output_bytes += _tensor_bytes(output)
+        if stats.inputs is None:  # the first call's shapes, as torchinfo shows them
+            stats.inputs, stats.outputs = _shapes((args, kwargs)), _shapes(output)
         stats.last_event = self._event_counter() - 1
         if torch.is_grad_enabled() and self._boundaries:
             self._tag_nodes(path, output, self._boundaries.pop())

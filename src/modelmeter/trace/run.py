@@ -171,7 +171,11 @@ def _module_records(stack: ModuleStack, root_input_bytes: int) -> tuple[ModuleRe
     return tuple(
         ModuleRecord(path, stack.types[path], s.calls,
                      root_input_bytes if path == "" else s.input_bytes, s.output_bytes,
-                     s.first_event, s.last_event)
+                     s.first_event, s.last_event,
+                     input_shapes=tuple(shape for shape, _ in s.inputs or ()),
+                     input_dtypes=tuple(dtype for _, dtype in s.inputs or ()),
+                     output_shapes=tuple(shape for shape, _ in s.outputs),
+                     output_dtypes=tuple(dtype for _, dtype in s.outputs))
         for path, s in stack.stats.items()
     )
 
