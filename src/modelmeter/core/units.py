@@ -1,4 +1,10 @@
-"""Formatting of base-unit numbers for people (layer 0). Data stays in base units."""
+"""Formatting of base-unit numbers for people (layer 0). Data stays in base units.
+
+One rule for every figure a person reads, in every table and line: three
+significant figures (`_sig`), with a decimal or binary prefix above 1000, and a
+whole number below 1000 printed whole ('64', never '64.0': a norm layer's
+parameters are counted, not rounded).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ def format_count(value: float | None, unit: str = "", digits: int = 3) -> str:
     for scale, prefix in _DECIMAL:
         if abs(value) >= scale:
             return f"{_sig(value / scale, digits)} {prefix}{unit}".rstrip()
+    if float(value).is_integer():  # a count of 64 is exact: '64', not '64.0'
+        return f"{int(value)} {unit}".rstrip()
     return f"{_sig(value, digits)} {unit}".rstrip()
 
 
