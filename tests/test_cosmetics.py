@@ -34,3 +34,66 @@ def test_batchnorm_parameter_counts_print_as_integers(run_main):
             assert int(params) % 2 == 0
     # The first block's norm has 32 channels: 64 parameters, shown as such.
     assert any(cells[2] == "64" for cells in rows)
+
+
+# ------------------------------------------------------------------ 2 and 4. plurals, figures
+
+
+def _figures(text: str) -> int:
+    """Significant figures shown in '0.935', '11.0', '12.3 K'."""
+    return len(re.sub(r"\D", "", text.split()[0]).lstrip("0"))
+
+
+def test_bench_says_1_thread_and_shows_throughput_with_the_tables_3_figures(run_main, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    code, out, err = run_main("bench", "mobilenet-v2", "--batch", "1", "--threads", "1", "--min-time", "0.05",
+                              "--min-iters", "3", "--warmup", "0", "--hardware", "xeon-8480plus",
+                              "--malloc", "default")
+    assert code == 0, err
+    assert "1 thread," in out and "1 threads" not in out
+    line = next(x for x in out.splitlines() if x.startswith("batch 1: p50"))
+    shown = re.search(r", ([\d.]+(?: [KMG])?) items/s", line)
+    assert shown is not None, line
+    (row,) = _rows(out, " ok ")
+    # One rule, three significant figures, in the progress line and in the table alike.
+    assert shown[1] == row[7] and _figures(row[7]) <= 3, (line, row)
+
+
+def test_calibration_title_says_1_thread(run_main, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    code, out, err = run_main("hardware", "calibrate", "--quick", "--threads", "1", "--no-save", "--device", "cpu")
+    assert code == 0, err
+    assert "— 1 thread, torch" in out and "1 threads" not in out
+
+
+@pytest.mark.parametrize("saved, used", [
+    ("1 thread", True),  # as written now
+    ("1 threads", True),  # as profiles saved before the plural was fixed say it
+    ("11 threads", False),  # another thread count: another machine as far as timings go
+])
+def test_full_profile_refines_the_cached_one_under_the_same_thread_count(tmp_path, monkeypatch, saved, used):
+    import torch
+
+    from modelmeter.hardware import Hardware
+    from modelmeter.hardware.detect import cpu_name
+    from modelmeter.hardware.local import cache_key, local_profile, save_cached
+    from modelmeter.hardware.perfmodel import Peaks, fit
+    from modelmeter.hardware.profile import save_local_profile
+
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+
+    def hw(name: str, flops: float, calibration: str) -> Hardware:
+        return Hardware(id="local", name=name, vendor="Intel", kind="cpu", memory_bytes=2**33,
+                        memory_bandwidth_bytes_per_s=20e9, peak_flops={"fp32": flops},
+                        vector_flops={"fp32": 10e9}, tdp_w=None, year=None, source="calibrated",
+                        sources={"calibration": calibration})
+
+    model = fit([], Peaks(100e9, 10e9, 20e9), view_s=1e-6, module_call_s=2e-6,
+                conditions={"threads": 1, "torch_version": torch.__version__, "device_name": cpu_name()})
+    save_cached(cache_key(cpu_name(), 1, torch.__version__), hw(cpu_name(), 100e9, "short"), model, None)
+    full = hw(f"{cpu_name()} ({saved})", 150e9,
+              f"modelmeter hardware calibrate on today: torch {torch.__version__}, {saved}, device cpu")
+    save_local_profile(full)
+    got = local_profile(auto_calibrate=False, threads=1)
+    assert got is not None
+    assert got.hardware.peak_flops["fp32"] == (150e9 if used else 100e9)

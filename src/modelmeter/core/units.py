@@ -64,3 +64,16 @@ def _sig(x: float, digits: int) -> str:
         return f"{x:g}"
     decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
     return f"{x:.{decimals}f}"
+
+
+def plural(n: float | None, word: str, many: str | None = None) -> str:
+    """'1 thread', '4 threads', '? threads' (n unknown); `many` for irregular plurals."""
+    if n is None:
+        return f"? {many or word + 's'}"
+    shown = str(int(n)) if float(n).is_integer() else f"{n:g}"
+    return f"{shown} {word}" if n == 1 else f"{shown} {many or word + 's'}"
+
+
+def format_rate(value: float | None, unit: str) -> str:
+    """'0.708 items/s', '12.3 K tokens/s': the 3-figure rule of `format_count`, unit after a space."""
+    return "—" if value is None else f"{format_count(value)} {unit}"

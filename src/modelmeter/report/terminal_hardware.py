@@ -9,7 +9,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..core.units import format_bytes, format_count, format_percent
+from ..core.units import format_bytes, format_count, format_percent, plural
 from ..hardware import Hardware
 from ..hardware.specs import PRECISION_KEYS
 
@@ -94,7 +94,7 @@ def calibration_view(result: Any) -> list[RenderableType]:
     """`hardware calibrate`: each measurement beside the ISA peak, then what was skipped and why."""
     isa = result.isa_peak
     table = Table(
-        title=Text(f"{result.device_name} — {result.threads} threads, torch {result.torch_version}"
+        title=Text(f"{result.device_name} — {plural(result.threads, 'thread')}, torch {result.torch_version}"
                    f"{' (quick)' if result.quick else ''}, {result.duration_s:.1f} s")
     )
     table.add_column("measurement", style="bold")
@@ -118,7 +118,7 @@ def calibration_view(result: Any) -> list[RenderableType]:
     out: list[RenderableType] = [table]
     if isa is not None:
         out.append(Text(
-            f"ISA peak: {isa.cores} cores × {isa.clock_hz / 1e9:.3g} GHz × FLOPs/cycle {isa.flops_per_cycle} "
+            f"ISA peak: {plural(isa.cores, 'core')} × {isa.clock_hz / 1e9:.3g} GHz × FLOPs/cycle {isa.flops_per_cycle} "
             f"({isa.isa_class}; clock from {isa.clock_source})"
         ))
     out += [Text(f"not measured: {what} — {why}") for what, why in result.skipped]

@@ -8,7 +8,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..core.units import format_bytes, format_count, format_seconds
+from ..core.units import format_bytes, format_count, format_rate, format_seconds, plural
 
 
 def llm_view(s: dict[str, Any]) -> list[RenderableType]:
@@ -48,7 +48,7 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
 def local_view(s: dict[str, Any]) -> list[RenderableType]:
     """`llm.local`: this machine's bound, calibrated prediction and measurement for one batch."""
     c = s["conditions"]
-    table = Table(title=f"this machine, batch {c['batch']}, {c['threads']} threads, {c['dtype']}")
+    table = Table(title=f"this machine, batch {c['batch']}, {plural(c['threads'], 'thread')}, {c['dtype']}")
     for col in ("", "bound (roofline)", "predicted (calibrated)", "measured", "pred/meas - 1"):
         table.add_column(col, justify="right")
     m = s.get("measured") or {}
@@ -58,8 +58,9 @@ def local_view(s: dict[str, Any]) -> list[RenderableType]:
                       format_seconds(m.get(f"{key}_s")), f"{err:+.0%}" if err is not None else "—")
     out: list[RenderableType] = [table]
     if m:
-        out.append(Text(f"measured decode: {m['tokens_per_s']:.3g} tokens/s ({m['decode_steps']} steps, "
-                        f"{m['prefill_runs']} prefills, random weights)"))
+        out.append(Text(f"measured decode: {format_rate(m['tokens_per_s'], 'tokens/s')} "
+                        f"({plural(m['decode_steps'], 'step')}, {plural(m['prefill_runs'], 'prefill')}, "
+                        "random weights)"))
     if s.get("note"):
         out.append(Text(f"note: {s['note']}"))
     return out
