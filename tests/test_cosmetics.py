@@ -97,3 +97,19 @@ def test_full_profile_refines_the_cached_one_under_the_same_thread_count(tmp_pat
     got = local_profile(auto_calibrate=False, threads=1)
     assert got is not None
     assert got.hardware.peak_flops["fp32"] == (150e9 if used else 100e9)
+
+
+# ------------------------------------------------------------------ 3. a warning's figures agree with it
+
+
+@pytest.mark.parametrize("iqr", [0.1001, 0.1004, 0.1049, 0.12])
+def test_noise_warning_shows_a_figure_beyond_its_threshold(iqr):
+    from modelmeter.measure.timer import IQR_NOISE_RATIO, LatencyStats
+
+    a = iqr / 2  # quartiles at 1 ± a around a median of 1: IQR / median = 2a
+    stats = LatencyStats.from_samples([1 - a, 1 - a, 1.0, 1 + a, 1 + a])
+    assert stats.noisy and stats.iqr_s / stats.median_s == pytest.approx(iqr)
+    shown, limit = re.fullmatch(r"IQR is ([\d.]+)% of the median \(> ([\d.]+)%\)", stats.noise_reason).groups()
+    assert float(limit) == IQR_NOISE_RATIO * 100
+    assert float(shown) > float(limit), stats.noise_reason
+    assert float(shown) == pytest.approx(iqr * 100, abs=0.06)

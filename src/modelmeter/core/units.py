@@ -77,3 +77,17 @@ def plural(n: float | None, word: str, many: str | None = None) -> str:
 def format_rate(value: float | None, unit: str) -> str:
     """'0.708 items/s', '12.3 K tokens/s': the 3-figure rule of `format_count`, unit after a space."""
     return "—" if value is None else f"{format_count(value)} {unit}"
+
+
+def percent_beyond(value: float, limit: float, decimals: int = 0) -> tuple[str, str]:
+    """('10.04%', '10%'): a ratio that crossed a limit and the limit, as percentages.
+
+    The value gets `decimals` decimals, more when it takes more to differ from the limit
+    as shown: a warning that reads 'IQR is 10% of the median (> 10%)' contradicts itself.
+    """
+    shown_limit = f"{limit * 100:g}%"
+    for places in range(decimals, 16):
+        shown = f"{value * 100:.{places}f}%"
+        if float(shown[:-1]) != float(shown_limit[:-1]):
+            return shown, shown_limit
+    return f"{value * 100!r}%", shown_limit

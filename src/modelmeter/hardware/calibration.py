@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core.errors import MissingDependencyError, UserInputError
-from ..core.units import plural
+from ..core.units import percent_beyond, plural
 from .detect import CpuInfo, IsaPeak, isa_peak, read_cpu_info
 from .specs import Hardware
 from .timing import NOISY_IQR_RATIO, iqr_ratio, time_calls
@@ -402,8 +402,9 @@ def _run(
         )
     for key, m in best.items():
         if m.noisy:
+            shown, limit = percent_beyond(m.spread, NOISY_IQR)
             notes.append(
-                f"{key}: noisy (IQR {m.spread:.0%} of the median over {plural(len(m.samples_s), 'sample')}); "
+                f"{key}: noisy (IQR {shown} of the median, > {limit}, over {plural(len(m.samples_s), 'sample')}); "
                 "other processes were probably using the cores"
             )
 
