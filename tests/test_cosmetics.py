@@ -113,3 +113,27 @@ def test_noise_warning_shows_a_figure_beyond_its_threshold(iqr):
     assert float(limit) == IQR_NOISE_RATIO * 100
     assert float(shown) > float(limit), stats.noise_reason
     assert float(shown) == pytest.approx(iqr * 100, abs=0.06)
+
+
+# ------------------------------------------------------------------ 5. no work, no bound
+
+
+def test_flatten_with_no_work_is_not_called_compute_bound(run_main):
+    code, out, err = run_main("roofline", "resnet50", "--hardware", "h100-sxm", "--depth", "3", "--json", "-")
+    assert code == 0, err
+    data = json.loads(out)
+    modules = {m["path"]: m for m in data["roofline"]["modules"]}
+    flatten = modules["classifier.0"]  # ResNet's head: Flatten, then Linear
+    assert flatten["flops"] == 0 and flatten["bytes"] == 0 and flatten["latency_s"] == 0
+    assert flatten["bound"] == "none"
+    # Every module that does work still has a bound, and the schema knows each value.
+    assert {m["bound"] for m in modules.values() if m["latency_s"] > 0} <= {"compute", "memory"}
+    jsonschema = pytest.importorskip("jsonschema")
+    from modelmeter.core.schema import load_schema
+
+    jsonschema.Draft202012Validator(load_schema("report")).validate(data)
+
+    code, out, err = run_main("roofline", "resnet50", "--hardware", "h100-sxm", "--depth", "3")
+    assert code == 0, err
+    (row,) = [cells for cells in _rows(out, "│     0 ") if cells[1] == "0"]
+    assert row[-1] == "no work", row

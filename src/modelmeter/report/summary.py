@@ -37,6 +37,7 @@ __all__ = [
     "format_ratio",
     "format_value",
     "header_facts",
+    "bound_label",
     "module_bound",
     "module_latency",
     "report_to_pandas",
@@ -306,10 +307,18 @@ def module_latency(m: dict[str, Any]) -> float | None:
 
 
 def module_bound(m: dict[str, Any]) -> str:
-    """'memory' | 'compute' from the roofline; '—' for a module with no predicted time (views, dropout)."""
+    """'memory' | 'compute' from the roofline; 'no work' for a module that computes and moves
+    nothing (views, Flatten, Identity); '—' for a module without a predicted time."""
+    if m.get("bound") == "none":
+        return bound_label("none")
     if not module_latency(m):
         return "—"
     return str(m.get("bound", "—"))
+
+
+def bound_label(bound: str) -> str:
+    """A roofline `bound` for people: 'memory', 'compute', or 'no work' for 'none'."""
+    return "no work" if bound == "none" else bound
 
 
 def format_value(value: float | None, unit: str) -> str:

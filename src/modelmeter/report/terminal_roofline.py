@@ -10,6 +10,7 @@ from rich.text import Text
 
 from ..analysis.roofline import RooflineResult
 from ..core.units import format_bytes, format_count, format_seconds
+from .summary import bound_label
 
 
 def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top: int) -> list[RenderableType]:
@@ -33,7 +34,7 @@ def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top:
         name = ("  " * m["depth"]) + (m["path"].rpartition(".")[2] or data["model"]["name"])
         intensity = "—" if m["intensity"] is None else f"{m['intensity']:.3g}"
         table.add_row(Text(name), format_count(m["flops"]), format_bytes(m["bytes"]), intensity,
-                      format_seconds(m["t_compute_s"]), format_seconds(m["t_memory_s"]), m["bound"])
+                      format_seconds(m["t_compute_s"]), format_seconds(m["t_memory_s"]), bound_label(m["bound"]))
     out.append(table)
     out.append(Text.assemble(
         "predicted latency: ", (format_seconds(rl["latency_s"]), "bold"),
