@@ -137,3 +137,38 @@ def test_flatten_with_no_work_is_not_called_compute_bound(run_main):
     assert code == 0, err
     (row,) = [cells for cells in _rows(out, "│     0 ") if cells[1] == "0"]
     assert row[-1] == "no work", row
+
+
+# ------------------------------------------------------------------ 6. diff of two different models
+
+
+def test_diff_of_two_different_models_says_so_and_still_diffs(run_main, tmp_path):
+    a, b, a2 = (str(tmp_path / name) for name in ("a.json", "b.json", "a2.json"))
+    for model, path in (("mobilenet-v2", a), ("resnet50", b), ("mobilenet-v2", a2)):
+        code, _, err = run_main("count", model, "--json", path)
+        assert code == 0, err
+    code, out, err = run_main("diff", a, b)
+    assert code == 0, err
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "different models (mobilenet-v2 vs resnet50)" in notes[0], out
+    assert re.search(r"params .* 3\.51 M .* 25\.6 M", out)  # the diff itself is still there
+
+    code, out, err = run_main("diff", a, b, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["models"] == {"a": "mobilenet-v2", "b": "resnet50"} and data["same_model"] is False
+    assert len(data["notes"]) == 1 and "different models" in data["notes"][0]
+    assert {c["metric"] for c in data["changes"]} >= {"params", "flops"}
+
+    code, out, err = run_main("diff", a, a2, "--json")  # two runs of one model: nothing to say
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["same_model"] is True and data["notes"] == []
+
+
+def test_diff_of_a_file_that_is_no_report_names_an_option_report_has(run_main, tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text('{"name": "package"}')
+    code, _, err = run_main("diff", str(other), str(other))
+    assert code == 2
+    assert "modelmeter report MODEL --json FILE" in err and "--format" not in err
