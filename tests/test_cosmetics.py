@@ -172,3 +172,28 @@ def test_diff_of_a_file_that_is_no_report_names_an_option_report_has(run_main, t
     code, _, err = run_main("diff", str(other), str(other))
     assert code == 2
     assert "modelmeter report MODEL --json FILE" in err and "--format" not in err
+
+
+# ------------------------------------------------------------------ 8. hints name the command's own options
+
+
+def _options(command: str) -> set[str]:
+    import click
+
+    from modelmeter.cli.main import cli
+
+    cmd = cli.get_command(click.Context(cli), command)
+    return {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts)}
+
+
+@pytest.mark.parametrize("args", [
+    ("compare", "resnet50", "--dtype", "fp32,int4", "--hardware", "h100-sxm"),
+    ("report", "resnet50", "--dtype", "int4", "--hardware", "h100-sxm", "--no-measure"),
+    ("roofline", "resnet50", "--dtype", "int4", "--hardware", "h100-sxm"),
+])
+def test_precision_hint_names_only_options_the_command_takes(run_main, args):
+    code, _, err = run_main(*args)
+    assert code == 2 and "no matmul peak for int4" in err, err
+    outside_quotes = re.sub(r"`[^`]*`", "", err)  # `modelmeter roofline ...` may name roofline's options
+    named = set(re.findall(r"--[a-z][a-z-]*", outside_quotes))
+    assert named and named <= _options(args[0]), (named - _options(args[0]), err)

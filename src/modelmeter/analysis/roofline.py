@@ -220,8 +220,14 @@ def _model_dtype(counts: Counts, phase: str) -> str:
     return max(weight, key=lambda k: weight[k]) if weight else "float32"
 
 
-def check_precisions(hw: Hardware, dtype: str | None, weights: str | None = None) -> None:
-    """Fail fast (before a trace) when `hw` has no matrix peak for the compute precision."""
+def check_precisions(hw: Hardware, dtype: str | None, weights: str | None = None, *,
+                     weights_option: bool = True) -> None:
+    """Fail fast (before a trace) when `hw` has no matrix peak for the compute precision.
+
+    For a quantised `dtype` the message points at weight-only quantisation: `--weights`
+    when the command has that option (`weights_option`: roofline, llm, plan), else the
+    commands that do (report, compare and bench have none; a hint must not name it).
+    """
     if weights is not None:
         parse_precision(weights)
     if dtype is None:
@@ -231,8 +237,11 @@ def check_precisions(hw: Hardware, dtype: str | None, weights: str | None = None
         hw.peak_flops_for(p.name, "matmul")
     except UserInputError as exc:
         hint = ""
-        if not p.is_float or p.name == "fp8":
-            hint = " (for weight-only quantisation keep --dtype fp16/bf16 and pass --weights " + p.name + ")"
+        if (not p.is_float or p.name == "fp8") and weights_option:
+            hint = f" (for weight-only quantisation keep --dtype fp16/bf16 and pass --weights {p.name})"
+        elif not p.is_float or p.name == "fp8":
+            hint = (f" (weight-only {p.name} is a what-if of `modelmeter roofline MODEL --dtype fp16 "
+                    f"--weights {p.name}` and of `modelmeter llm`)")
         raise UserInputError(f"{exc}{hint}") from exc
 
 
