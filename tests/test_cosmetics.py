@@ -199,3 +199,34 @@ def test_precision_hint_names_only_options_the_command_takes(run_main, args):
     assert named <= _options(args[0]), (named - _options(args[0]), err)
     # Each still says where weight-only int4 is to be had.
     assert "--weights int4" in err
+
+
+# ------------------------------------------------------------------ 9. hardware list fits the terminal
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120])
+def test_hardware_list_fits_the_terminal_and_never_splits_an_id_or_a_number(run_main, monkeypatch, tmp_path,
+                                                                          columns):
+    from rich.cells import cell_len
+
+    from modelmeter.hardware import list_hardware
+
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))  # no 'local' profile
+    monkeypatch.setenv("COLUMNS", str(columns))
+    code, out, err = run_main("hardware", "list")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert all(cell_len(line.rstrip()) <= columns for line in lines), out
+    ids = [hw.id for hw in list_hardware()]
+    starts = [line.split()[0] for line in lines if line.strip()]
+    assert all(starts.count(i) == 1 for i in ids), out  # each id whole, once, at a line start
+    header = next(line for line in lines if line.startswith("id "))
+    numbers_from = header.index(" GiB")
+    body = lines[lines.index(header) + 2:]
+    # A line that is no device's own is the name wrapping: nothing in the number columns.
+    for line in body:
+        if line.strip() and line.split()[0] not in ids and not line.strip().startswith(("GiB:", "`")):
+            assert line[numbers_from:].strip() == "", line
+    assert "fp16" in header and "int8" in header  # the precisions people look for stay
+    if columns >= 100:
+        assert "name" in header
