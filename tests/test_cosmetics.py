@@ -230,3 +230,59 @@ def test_hardware_list_fits_the_terminal_and_never_splits_an_id_or_a_number(run_
     assert "fp16" in header and "int8" in header  # the precisions people look for stay
     if columns >= 100:
         assert "name" in header
+
+
+# ------------------------------------------------------------------ 7. llm on this CPU: its fastest precision
+
+
+def _save_local_cpu_profile(peaks: dict[str, float]) -> None:
+    """A calibrated 'local' profile as `hardware calibrate` saves it, with these matmul peaks."""
+    from modelmeter.hardware import Hardware
+    from modelmeter.hardware.profile import save_local_profile
+
+    save_local_profile(Hardware(
+        id="local", name="Test CPU (1 thread)", vendor="Intel", kind="cpu", memory_bytes=2**34,
+        memory_bandwidth_bytes_per_s=20e9, peak_flops=peaks, vector_flops={p: 10e9 for p in peaks},
+        tdp_w=None, year=None, source="calibrated", sources={"calibration": "test profile"}))
+
+
+@pytest.mark.parametrize("peaks, want, why", [
+    # fp16 matmul 100x slower than fp32, as measured on a CPU without fp16 units.
+    ({"fp32": 150e9, "fp16": 1.5e9, "fp64": 75e9}, "fp32", "fastest precision on this CPU"),
+    ({"fp32": 150e9}, "fp32", "one matmul precision"),  # the short calibration: fp32 alone
+    ({"fp32": 150e9, "fp16": 150e9, "bf16": 900e9}, "bf16", "fastest precision on this CPU"),
+])
+def test_llm_on_the_local_cpu_profile_defaults_to_its_fastest_precision(run_main, monkeypatch, tmp_path,
+                                                                        peaks, want, why):
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    _save_local_cpu_profile(peaks)
+    path = tmp_path / "llm.json"
+    code, out, err = run_main("llm", "gpt2", "--hardware", "local", "--prompt", "16", "--gen", "4",
+                              "--json", str(path))
+    assert code == 0, err
+    assert f"precision {want}: " in out and why in out  # said in the terminal
+    document = json.loads(path.read_text())
+    jsonschema = pytest.importorskip("jsonschema")
+    from modelmeter.core.schema import load_schema
+
+    jsonschema.Draft202012Validator(load_schema("llm_document")).validate(document)
+    s = document["llm"]
+    assert s["settings"]["dtype"] == want and s["settings"]["weights"] == want
+    assert why in s["settings"]["dtype_reason"]
+    bytes_per_param = {"fp32": 4, "bf16": 2}[want]
+    assert s["weight_bytes"] == bytes_per_param * s["params"]  # every weight stored at that precision
+
+
+def test_llm_keeps_an_asked_dtype_and_fp16_on_a_database_gpu(run_main, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    _save_local_cpu_profile({"fp32": 150e9, "fp16": 1.5e9})
+    code, out, err = run_main("llm", "gpt2", "--hardware", "local", "--dtype", "fp16", "--prompt", "16",
+                              "--gen", "4", "--json", "-")
+    assert code == 0, err
+    s = json.loads(out)["llm"]["settings"]
+    assert s["dtype"] == "fp16" and "dtype_reason" not in s
+    code, out, err = run_main("llm", "gpt2", "--hardware", "h100-sxm", "--prompt", "16", "--gen", "4",
+                              "--json", "-")
+    assert code == 0, err
+    s = json.loads(out)["llm"]["settings"]
+    assert s["dtype"] == "fp16" and "dtype_reason" not in s

@@ -304,6 +304,7 @@ class LLMSection:
 
     result: LLMResult
     local: Mapping[str, Any] | None = None  # `analysis.llm_measure.local_steps`: this machine
+    dtype_reason: str | None = None  # why this precision, when the device chose it (no --dtype)
 
     @property
     def ttft_s(self) -> float:
@@ -323,6 +324,8 @@ class LLMSection:
 
     def to_dict(self) -> dict[str, Any]:
         out = llm_section(self.result)
+        if self.dtype_reason is not None:
+            out["settings"]["dtype_reason"] = self.dtype_reason
         if self.local is not None:
             out["local"] = _copy(self.local)
         return out

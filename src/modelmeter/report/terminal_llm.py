@@ -15,6 +15,9 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
     """The report's `llm` section (`LLMSection.to_dict()`)."""
     st = s["settings"]
     out: list[RenderableType] = [Text.assemble(("warning:", "bold yellow"), f" {note}") for note in s["notes"]]
+    reason = st.get("dtype_reason")
+    if reason:  # the device's profile chose the precision: say which and why
+        out.append(Text(f"precision {reason}; --dtype picks another"))
     table = Table(title=(f"{s['model']} on {s['hardware']} — prompt {st['prompt']}, gen {st['gen']}, "
                          f"{st.get('activations', st['dtype'])} activations, {st['weights']} weights, "
                          f"{st['kv_dtype']} KV{_attention(st)} (estimated)"))
