@@ -56,7 +56,7 @@ def test_result_keeps_raw_samples_and_conditions(calibrated):
     triad, copy = result.best["triad"], result.best["copy"]
     assert triad.spec.work_per_call == 3 * triad.spec.size * 8  # STREAM byte counting
     assert copy.spec.work_per_call == 2 * copy.spec.size * 8
-    assert any("torch" in v and "threads" in v for v in hw.sources.values())
+    assert any("torch" in v and "thread" in v for v in hw.sources.values())
     assert "matmul.tf32" in dict(result.skipped)
     json.dumps(result.to_dict())  # serialisable as is
 

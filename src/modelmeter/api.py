@@ -148,13 +148,15 @@ def bench(model: str | None = None, *, batches: Sequence[int] | None = None, dev
 
 @keeps_rng
 def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
-        batches: Sequence[int] | str = (1,), dtype: str = "fp16", weights: str | None = None,
+        batches: Sequence[int] | str = (1,), dtype: str | None = None, weights: str | None = None,
         kv_dtype: str | None = None, max_batch: bool = False, trust_remote_code: bool = False,
         activations: str | None = None, attention: str | None = None,
         measure: bool = False) -> LLMSection:
     """The LLM inference view: prefill, decode, KV cache, fit (`to_dict()` is the report's `llm`).
 
     `hardware` is an id, a `Hardware`, or None for the calibrated 'local' profile.
+    `dtype` None: fp16, or on the 'local' profile the precision it runs matmuls fastest
+    at (a CPU's fp16 can be 100x slower than its fp32); `settings.dtype_reason` says which.
     `activations` ('int8' or 'fp8'): quantised activations (W8A8, W4A8, fp8); weights
     and KV cache default to that precision. `attention`: the kernel the traces assume,
     'flash' (default) or 'math'. `measure`: also run prefill and decode here (random

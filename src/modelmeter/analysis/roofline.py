@@ -15,6 +15,8 @@ Per op (see SEED-ERRATA point 5 for the seed's corrected model):
 * ``latency = max(t_compute, t_memory)``; the op is memory-bound when
   ``t_memory > t_compute``. Data ops (copies, gathers) have memory time only,
   views have neither, uncounted ops have memory time only and are flagged.
+  Work with neither time (a view; modules like Flatten or Identity made of
+  views) is bound by nothing: ``bound`` is ``'none'``, not ``'compute'``.
 
 Precisions. The compute precision of an op is ``dtype`` when given, else its
 traced dtype (float32 -> the 'fp32' peak). On GPUs with tensor cores fp32
@@ -73,13 +75,21 @@ __all__ = [
     "ModuleTime",
     "OpTime",
     "RooflineResult",
+    "bound_of",
     "check_precisions",
     "roofline",
     "roofline_section",
 ]
 
-COMPUTE, MEMORY = "compute", "memory"
+COMPUTE, MEMORY, NO_WORK = "compute", "memory", "none"
 _FLOAT_PREFIXES = ("float", "bfloat", "half", "double")
+
+
+def bound_of(t_compute_s: float, t_memory_s: float) -> str:
+    """'memory' or 'compute', whichever takes longer; 'none' when neither takes any time."""
+    if t_compute_s <= 0 and t_memory_s <= 0:
+        return NO_WORK  # a view computes and moves nothing: calling it compute-bound misleads
+    return MEMORY if t_memory_s > t_compute_s else COMPUTE
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +115,7 @@ class OpTime:
 
     @property
     def bound(self) -> str:
-        return MEMORY if self.t_memory_s > self.t_compute_s else COMPUTE
+        return bound_of(self.t_compute_s, self.t_memory_s)
 
     @property
     def intensity(self) -> float:
@@ -124,7 +134,7 @@ class _Times:
 
     @property
     def bound(self) -> str:
-        return MEMORY if self.t_memory_s > self.t_compute_s else COMPUTE
+        return bound_of(self.t_compute_s, self.t_memory_s)
 
     @property
     def intensity(self) -> float:
@@ -180,7 +190,7 @@ class RooflineResult:
 
     @property
     def bound(self) -> str:
-        return MEMORY if self.t_memory_s > self.t_compute_s else COMPUTE
+        return bound_of(self.t_compute_s, self.t_memory_s)
 
     def top(self, bound: str, n: int = 5) -> list[LayerTime]:
         """The `n` layers bound by `bound` ('memory'|'compute') that take longest."""
@@ -210,8 +220,14 @@ def _model_dtype(counts: Counts, phase: str) -> str:
     return max(weight, key=lambda k: weight[k]) if weight else "float32"
 
 
-def check_precisions(hw: Hardware, dtype: str | None, weights: str | None = None) -> None:
-    """Fail fast (before a trace) when `hw` has no matrix peak for the compute precision."""
+def check_precisions(hw: Hardware, dtype: str | None, weights: str | None = None, *,
+                     weights_option: bool = True) -> None:
+    """Fail fast (before a trace) when `hw` has no matrix peak for the compute precision.
+
+    For a quantised `dtype` the message points at weight-only quantisation: `--weights`
+    when the command has that option (`weights_option`: roofline, llm, plan), else the
+    commands that do (report, compare and bench have none; a hint must not name it).
+    """
     if weights is not None:
         parse_precision(weights)
     if dtype is None:
@@ -221,8 +237,11 @@ def check_precisions(hw: Hardware, dtype: str | None, weights: str | None = None
         hw.peak_flops_for(p.name, "matmul")
     except UserInputError as exc:
         hint = ""
-        if not p.is_float or p.name == "fp8":
-            hint = " (for weight-only quantisation keep --dtype fp16/bf16 and pass --weights " + p.name + ")"
+        if (not p.is_float or p.name == "fp8") and weights_option:
+            hint = f" (for weight-only quantisation keep --dtype fp16/bf16 and pass --weights {p.name})"
+        elif not p.is_float or p.name == "fp8":
+            hint = (f" (weight-only {p.name} is a what-if of `modelmeter roofline MODEL --dtype fp16 "
+                    f"--weights {p.name}` and of `modelmeter llm`)")
         raise UserInputError(f"{exc}{hint}") from exc
 
 

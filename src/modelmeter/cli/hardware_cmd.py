@@ -38,7 +38,8 @@ def list_cmd(as_json: bool) -> None:
         return
     from ..report.terminal_hardware import hardware_table
 
-    make_console().print(hardware_table(devices))
+    console = make_console()
+    console.print(hardware_table(devices, width=console.width))
     click.echo("`modelmeter hardware show ID` gives every figure with its source.")
 
 

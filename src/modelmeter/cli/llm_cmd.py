@@ -19,8 +19,9 @@ from .options import attention_option, check_outputs, check_sizes, make_console,
 @click.option("--gen", type=int, default=128, show_default=True, help="Generated tokens per sequence.")
 @click.option("--batch", "batches", default="1", show_default=True, metavar="B[,B...]",
               help="Batch sizes, comma-separated, e.g. 1,8,32.")
-@click.option("--dtype", default="fp16", show_default=True,
-              help="Activation/compute precision the model runs in: fp32, fp16, bf16.")
+@click.option("--dtype", default=None,
+              help="Activation/compute precision the model runs in: fp32, fp16, bf16 (default: fp16; "
+                   "on the 'local' profile the precision it measured fastest).")
 @click.option("--weights", metavar="PRECISION", help="Stored weight precision (int8, int4, nf4, fp8…); default --dtype.")
 @click.option("--kv-dtype", metavar="PRECISION", help="KV-cache precision (fp8, int8…); default --dtype.")
 @click.option("--max-batch", is_flag=True, help="Also report the largest batch that fits the device's memory.")

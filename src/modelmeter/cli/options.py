@@ -50,11 +50,15 @@ def make_console(*, json_to_stdout: bool = False) -> Console:
     """A console for command output; when piped, wide enough that tables do not fold.
 
     With ``json_to_stdout`` (``--json -``) stdout carries the JSON alone, so the
-    human-readable output goes to stderr.
+    human-readable output goes to stderr. ``COLUMNS``, when set, is the width either
+    way (as rich itself reads it for a terminal).
     """
     if json_to_stdout:
         return Console(stderr=True)
-    return Console(width=None if sys.stdout.isatty() else 160)
+    columns = os.environ.get("COLUMNS", "")
+    if sys.stdout.isatty() or columns.isdigit():
+        return Console()
+    return Console(width=160)
 
 
 def check_outputs(**targets: str | None) -> None:

@@ -22,6 +22,8 @@ from ..report.diff import (
     MetricChange,
     diff_reports,
     evaluate_gates,
+    model_name,
+    models_note,
     parse_gates,
 )
 from ..store import RunStore, StoredRun
@@ -92,6 +94,7 @@ def diff(
     changes = diff_reports(report_a, report_b)
     results = evaluate_gates(changes, gates)
     failed = [result for result in results if result.failed]
+    note = models_note(report_a, report_b)
 
     if as_json:
         click.echo(
@@ -102,6 +105,9 @@ def diff(
                     "changes": [_change_json(change) for change in changes],
                     "gates": [_gate_json(result) for result in results],
                     "passed": not failed,
+                    "models": {"a": model_name(report_a), "b": model_name(report_b)},
+                    "same_model": note is None,
+                    "notes": [note] if note else [],
                 },
                 indent=2,
             )
@@ -110,7 +116,8 @@ def diff(
         from ..report.terminal_store import diff_view
 
         console = _console()
-        for item in diff_view(_describe(source_a), _describe(source_b), changes, results):
+        for item in diff_view(_describe(source_a), _describe(source_b), changes, results,
+                              notes=[note] if note else []):
             console.print(item)
     if failed:
         # stderr too, so the CI log says why the step failed even if stdout is captured.
@@ -150,7 +157,7 @@ def _read_report_file(path: Path) -> dict[str, Any]:
     if not isinstance(schema, str) or not schema.startswith(_REPORT_SCHEMA_PREFIX):
         raise UserInputError(
             f'{path} is not a modelmeter report (no "schema": "{_REPORT_SCHEMA_PREFIX}…"); '
-            "write one with `modelmeter report --format json`"
+            "write one with `modelmeter report MODEL --json FILE`"
         )
     return doc
 

@@ -1,4 +1,10 @@
-"""Formatting of base-unit numbers for people (layer 0). Data stays in base units."""
+"""Formatting of base-unit numbers for people (layer 0). Data stays in base units.
+
+One rule for every figure a person reads, in every table and line: three
+significant figures (`_sig`), with a decimal or binary prefix above 1000, and a
+whole number below 1000 printed whole ('64', never '64.0': a norm layer's
+parameters are counted, not rounded).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ def format_count(value: float | None, unit: str = "", digits: int = 3) -> str:
     for scale, prefix in _DECIMAL:
         if abs(value) >= scale:
             return f"{_sig(value / scale, digits)} {prefix}{unit}".rstrip()
+    if float(value).is_integer():  # a count of 64 is exact: '64', not '64.0'
+        return f"{int(value)} {unit}".rstrip()
     return f"{_sig(value, digits)} {unit}".rstrip()
 
 
@@ -56,3 +64,30 @@ def _sig(x: float, digits: int) -> str:
         return f"{x:g}"
     decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))
     return f"{x:.{decimals}f}"
+
+
+def plural(n: float | None, word: str, many: str | None = None) -> str:
+    """'1 thread', '4 threads', '? threads' (n unknown); `many` for irregular plurals."""
+    if n is None:
+        return f"? {many or word + 's'}"
+    shown = str(int(n)) if float(n).is_integer() else f"{n:g}"
+    return f"{shown} {word}" if n == 1 else f"{shown} {many or word + 's'}"
+
+
+def format_rate(value: float | None, unit: str) -> str:
+    """'0.708 items/s', '12.3 K tokens/s': the 3-figure rule of `format_count`, unit after a space."""
+    return "—" if value is None else f"{format_count(value)} {unit}"
+
+
+def percent_beyond(value: float, limit: float, decimals: int = 0) -> tuple[str, str]:
+    """('10.04%', '10%'): a ratio that crossed a limit and the limit, as percentages.
+
+    The value gets `decimals` decimals, more when it takes more to differ from the limit
+    as shown: a warning that reads 'IQR is 10% of the median (> 10%)' contradicts itself.
+    """
+    shown_limit = f"{limit * 100:g}%"
+    for places in range(decimals, 16):
+        shown = f"{value * 100:.{places}f}%"
+        if float(shown[:-1]) != float(shown_limit[:-1]):
+            return shown, shown_limit
+    return f"{value * 100!r}%", shown_limit

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core.errors import MissingDependencyError, UserInputError
+from ..core.units import percent_beyond, plural
 from .detect import CpuInfo, IsaPeak, isa_peak, read_cpu_info
 from .specs import Hardware
 from .timing import NOISY_IQR_RATIO, iqr_ratio, time_calls
@@ -401,8 +402,9 @@ def _run(
         )
     for key, m in best.items():
         if m.noisy:
+            shown, limit = percent_beyond(m.spread, NOISY_IQR)
             notes.append(
-                f"{key}: noisy (IQR {m.spread:.0%} of the median over {len(m.samples_s)} samples); "
+                f"{key}: noisy (IQR {shown} of the median, > {limit}, over {plural(len(m.samples_s), 'sample')}); "
                 "other processes were probably using the cores"
             )
 
@@ -501,7 +503,8 @@ def _describe(m: Measurement) -> str:
         "copy": f"STREAM copy, 2 x {m.spec.size} x 8 bytes per pass",
         "triad": f"STREAM triad a = b + 3c, 3 x {m.spec.size} x 8 bytes per pass",
     }[m.spec.kind]
-    return f"measured: {what}, median of {len(m.samples_s)} samples x {m.inner_calls} calls, spread {m.spread:.0%}"
+    return (f"measured: {what}, median of {plural(len(m.samples_s), 'sample')} x {plural(m.inner_calls, 'call')}, "
+            f"spread {m.spread:.0%}")
 
 
 def to_hardware(result: CalibrationResult, cpu: CpuInfo | None = None) -> Hardware:
@@ -522,14 +525,14 @@ def to_hardware(result: CalibrationResult, cpu: CpuInfo | None = None) -> Hardwa
     sources["memory_bytes"] = "torch.cuda device properties" if result.device.startswith("cuda") else "/proc/meminfo MemTotal"
     conditions = (
         f"modelmeter hardware calibrate{' --quick' if result.quick else ''} on {result.date}: "
-        f"torch {result.torch_version}, {result.threads} threads, device {result.device} ({result.device_name})"
+        f"torch {result.torch_version}, {plural(result.threads, 'thread')}, device {result.device} ({result.device_name})"
     )
     sources["calibration"] = conditions
     notes = [conditions]
     isa = result.isa_peak
     if isa is not None:
         sources["isa_peak"] = (
-            f"{isa.cores} cores x {isa.clock_hz / 1e9:.3g} GHz ({isa.clock_source}) x FLOPs/cycle "
+            f"{plural(isa.cores, 'core')} x {isa.clock_hz / 1e9:.3g} GHz ({isa.clock_source}) x FLOPs/cycle "
             f"{isa.flops_per_cycle} [{isa.isa_class}: {isa.reason}]; sources {', '.join(isa.sources)}"
         )
         for prec, p in isa.peak_flops.items():
@@ -543,7 +546,7 @@ def to_hardware(result: CalibrationResult, cpu: CpuInfo | None = None) -> Hardwa
                 )
     notes.extend(f"not measured: {what} — {why}" for what, why in result.skipped)
     notes.extend(result.notes)
-    threads = f"{result.threads} thread{'s' if result.threads != 1 else ''}"
+    threads = plural(result.threads, "thread")
     return Hardware(
         id="local",
         name=f"{result.device_name} ({threads})" if not result.device.startswith("cuda") else result.device_name,

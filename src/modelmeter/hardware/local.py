@@ -355,6 +355,8 @@ def _refined(hw: Hardware, model: PerfModel) -> Hardware:
         return hw
     cond = model.conditions
     text = full.sources.get("calibration", "")
-    same = (f"{cond.get('threads')} threads" in text and f"torch {cond.get('torch_version')}" in text
+    # '1 thread' (and the '1 threads' of profiles saved before the plural was fixed), not '11 threads'.
+    threads = re.search(rf"(?<!\d){cond.get('threads')} threads?\b", text) is not None
+    same = (threads and f"torch {cond.get('torch_version')}" in text
             and str(cond.get("device_name", "")) in full.name)
     return full if same else hw

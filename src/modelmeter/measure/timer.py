@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import UserInputError
+from ..core.units import percent_beyond
 from ..hardware.detect import cpu_name
 from ..hardware.timing import NOISY_IQR_RATIO, ProgressFn, percentile, time_calls
 
@@ -139,12 +140,14 @@ def _judge_noise(
         return True, "median is zero: the timer resolution is coarser than the call"
     iqr_ratio = (p75 - p25) / p50
     if iqr_ratio > IQR_NOISE_RATIO:
-        return True, f"IQR is {iqr_ratio:.0%} of the median (> {IQR_NOISE_RATIO:.0%})"
+        shown, limit = percent_beyond(iqr_ratio, IQR_NOISE_RATIO)
+        return True, f"IQR is {shown} of the median (> {limit})"
     if p99 / p50 > TAIL_NOISE_RATIO:
         return True, f"p99 is {p99 / p50:.2f}x the median (> {TAIL_NOISE_RATIO}x): long tail"
     if drift is not None and drift > DRIFT_NOISE_RATIO:
-        return True, (f"the median moved {drift:.1%} between the first and second half of the run "
-                      f"(> {DRIFT_NOISE_RATIO:.0%}): the machine's speed changed while it ran")
+        shown, limit = percent_beyond(drift, DRIFT_NOISE_RATIO, decimals=1)
+        return True, (f"the median moved {shown} between the first and second half of the run "
+                      f"(> {limit}): the machine's speed changed while it ran")
     return False, None
 
 

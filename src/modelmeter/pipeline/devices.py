@@ -62,7 +62,7 @@ def prediction_hardware(hw_id: str | None, device: str, dtype: str | None,
     """
     if hw_id is not None:
         hw = get_hardware(hw_id)
-        check_precisions(hw, dtype)  # asked for by name: a mismatch is the user's to fix
+        check_precisions(hw, dtype, weights_option=False)  # asked for by name: a mismatch is the user's to fix
         return hw, None
     if device == "cpu":
         hw, why = local_hardware(progress)
@@ -76,7 +76,7 @@ def prediction_hardware(hw_id: str | None, device: str, dtype: str | None,
         if hw is None:
             return None, f"no roofline prediction: no database entry matches {name!r}; pass --hardware ID"
     try:
-        check_precisions(hw, dtype)
+        check_precisions(hw, dtype, weights_option=False)
     except UserInputError as exc:
         return None, f"no roofline prediction: {exc}"
     return hw, None
@@ -88,13 +88,13 @@ def report_hardware(hw_id: str | None, dtype: str | None,
     (calibrated on first use), else a note."""
     if hw_id is not None:
         hw = get_hardware(hw_id)
-        check_precisions(hw, dtype)
+        check_precisions(hw, dtype, weights_option=False)
         return hw, None
     hw, why = local_hardware(progress)
     if hw is None:
         return None, NO_HARDWARE_NOTE if why == NO_LOCAL_PROFILE else why
     try:
-        check_precisions(hw, dtype)
+        check_precisions(hw, dtype, weights_option=False)
     except UserInputError as exc:
         return None, f"no roofline on the 'local' profile: {exc}"
     return hw, None

@@ -32,6 +32,8 @@ from ..core.attention import FLASH
 from ..core.errors import UserInputError
 from ..core.report import Report
 from ..hardware import Hardware
+from ..hardware.precision_choice import fastest_precision
+from ..hardware.specs import LOCAL_ID
 from ..measure.backends import backends_section, run_backends
 from ..measure.bench import BenchRow, Prediction, run_bench
 from ..measure.energy import select_meter
@@ -266,24 +268,40 @@ def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -
 # ------------------------------------------------------------------ LLM
 
 
+LLM_DEFAULT_DTYPE = "fp16"
+
+
 def llm(model: Any, options: LLMOptions) -> LLMSection:
     """Prefill, decode, KV cache and memory fit per batch for a decoder (estimated).
 
     On this machine's 'local' profile (or with `measure`), `local` adds the first batch's
-    TTFT/TPOT bound, calibrated prediction and, when asked, measurement here.
+    TTFT/TPOT bound, calibrated prediction and, when asked, measurement here. Without a
+    `dtype`: fp16, or on the 'local' profile the precision it measured fastest (said so).
     """
     hw = resolve_hardware(options.hardware)
     check_activations(hw, options.activations)  # before minutes of tracing
+    dtype, dtype_reason = llm_dtype(hw, options.dtype)
     result = analyze_llm(
         model, hardware=hw, prompt=options.prompt, gen=options.gen, batches=options.batches,
-        dtype=options.dtype, weights=options.weights, kv_dtype=options.kv_dtype,
+        dtype=dtype, weights=options.weights, kv_dtype=options.kv_dtype,
         max_batch=options.max_batch, trust_remote_code=options.trust_remote_code,
         activations=options.activations, attention=options.attention or FLASH)
     local = None
     if hw.id == "local" or options.measure:
         local = local_steps(model, prompt=options.prompt, gen=options.gen, batch=options.batches[0], hw=hw,
-                            dtype=options.dtype, measure=options.measure)
-    return LLMSection(result, local)
+                            dtype=dtype, measure=options.measure)
+    return LLMSection(result, local, dtype_reason)
+
+
+def llm_dtype(hw: Hardware, dtype: str | None) -> tuple[str, str | None]:
+    """(precision, why it was chosen): as asked (no why); on the 'local' profile the one it
+    measured fastest; else fp16, the serving precision of the accelerators in the database."""
+    if dtype is not None:
+        return dtype, None
+    if hw.id == LOCAL_ID:
+        choice = fastest_precision(hw)
+        return choice.precision, choice.reason
+    return LLM_DEFAULT_DTYPE, None
 
 
 # ------------------------------------------------------------------ the full report

@@ -351,6 +351,7 @@ class LLMSection:
 
     result: LLMResult
     local: Mapping[str, Any] | None = None  # `analysis.llm_measure.local_steps`: this machine
+    dtype_reason: str | None = None  # why this precision, when the device chose it (no --dtype)
 
     def __repr__(self) -> str:
         """A few lines: the device, settings and each batch's TTFT, TPOT, tokens/s and memory."""
@@ -378,6 +379,8 @@ class LLMSection:
 
     def to_dict(self) -> dict[str, Any]:
         out = llm_section(self.result)
+        if self.dtype_reason is not None:
+            out["settings"]["dtype_reason"] = self.dtype_reason
         if self.local is not None:
             out["local"] = _copy(self.local)
         return out

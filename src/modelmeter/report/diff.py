@@ -39,6 +39,8 @@ __all__ = [
     "format_change",
     "format_value",
     "metric_value",
+    "model_name",
+    "models_note",
     "parse_gates",
 ]
 
@@ -151,6 +153,26 @@ def diff_reports(a: dict[str, Any], b: dict[str, Any]) -> list[MetricChange]:
         relative = delta / va if delta is not None and va else None
         changes.append(MetricChange(name, va, vb, delta, relative))
     return changes
+
+
+def model_name(report: dict[str, Any]) -> str | None:
+    """The model a report describes (`model.name`), None when it does not say."""
+    model = report.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def models_note(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """One line when A and B describe different models, else None.
+
+    The diff still runs (comparing two models is a fair question), but a user who
+    meant two runs of one model must not read a model swap as a regression.
+    """
+    name_a, name_b = model_name(a), model_name(b)
+    if name_a is None or name_b is None or name_a == name_b:
+        return None
+    return (f"A and B are different models ({name_a} vs {name_b}): the changes compare two models, "
+            "not two runs of one")
 
 
 _GATE_RE = re.compile(

@@ -20,7 +20,14 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..core.units import format_bytes, format_count, format_percent, format_seconds
+from ..core.units import (
+    format_bytes,
+    format_count,
+    format_percent,
+    format_rate,
+    format_seconds,
+    plural,
+)
 
 __all__ = [
     "SEED_METRICS",
@@ -30,6 +37,7 @@ __all__ = [
     "format_ratio",
     "format_value",
     "header_facts",
+    "bound_label",
     "module_bound",
     "module_latency",
     "report_to_pandas",
@@ -189,7 +197,7 @@ def _roofline_rows(rl: dict[str, Any] | None) -> list[SummaryRow]:
         rows.append(_row("latency_calibrated", "predicted latency, calibrated (this machine)",
                          cal["predicted_latency_s"], "s", format_seconds(cal["predicted_latency_s"]),
                          f"estimated (per-op-class rates and dispatch cost measured here, "
-                         f"{c.get('threads', '?')} threads)", "latency"))
+                         f"{plural(c.get('threads'), 'thread')})", "latency"))
     if rl.get("latency_fused_s") is not None:
         rows.append(_row("latency_fused", "predicted latency, fully fused (lower bound)",
                          rl["latency_fused_s"], "s", format_seconds(rl["latency_fused_s"]), how, "latency"))
@@ -203,7 +211,7 @@ def _roofline_rows(rl: dict[str, Any] | None) -> list[SummaryRow]:
 def _meter(measured: dict[str, Any]) -> str:
     c = measured.get("conditions") or {}
     where = c.get("device_name") or measured.get("device", "?")
-    threads = f", {c['threads']} threads" if c.get("threads") else ""
+    threads = f", {plural(c['threads'], 'thread')}" if c.get("threads") else ""
     batch = f", batch {measured['batch']}" if measured.get("batch") is not None else ""
     return f"{where}{threads}{batch}"
 
@@ -215,7 +223,7 @@ def _measured_rows(m: dict[str, Any] | None) -> list[SummaryRow]:
     lat = m.get("latency_s") or {}
     where = m.get("device", "?")  # the full machine description is in the header facts
     if lat.get("p50") is not None:
-        spread = f" (p90 {format_seconds(lat.get('p90'))}, {lat.get('iterations', '?')} calls)"
+        spread = f" (p90 {format_seconds(lat.get('p90'))}, {plural(lat.get('iterations'), 'call')})"
         rows.append(_row("latency_measured_p50", "measured latency (p50)", lat["p50"], "s",
                          format_seconds(lat["p50"]) + spread, f"measured (wall clock, {where})",
                          "latency"))
@@ -225,7 +233,7 @@ def _measured_rows(m: dict[str, Any] | None) -> list[SummaryRow]:
                          f"{err:+.0%}", "calibrated prediction against the measured p50", "latency"))
     if m.get("throughput_per_s") is not None:
         rows.append(_row("throughput", "throughput (items/s)", m["throughput_per_s"], "1/s",
-                         f"{m['throughput_per_s']:.4g} items/s", f"measured (batch / p50, {where})",
+                         format_rate(m['throughput_per_s'], "items/s"), f"measured (batch / p50, {where})",
                          "throughput"))
     if m.get("peak_memory_bytes") is not None:
         rows.append(_row("peak_memory_measured", "measured peak memory (above baseline)",
@@ -256,7 +264,7 @@ def _llm_rows(llm: dict[str, Any] | None) -> list[SummaryRow]:
             rows.append(_row(f"llm_{key}", label, llm[key], "s", format_seconds(llm[key]), how, "latency"))
     if llm.get("tokens_per_s") is not None:
         rows.append(_row("llm_tokens_per_s", "tokens per second", llm["tokens_per_s"], "1/s",
-                         f"{llm['tokens_per_s']:.4g} tokens/s", how, "throughput"))
+                         format_rate(llm['tokens_per_s'], "tokens/s"), how, "throughput"))
     if llm.get("kv_cache_bytes_per_token") is not None:
         rows.append(_row("llm_kv_per_token", "KV cache per token", llm["kv_cache_bytes_per_token"], "B",
                          format_bytes(llm["kv_cache_bytes_per_token"]), "counted", "activations"))
@@ -269,7 +277,7 @@ def summary_notes(report: Any) -> list[str]:
     notes = list((r.get("settings") or {}).get("notes") or [])
     if r.get("uncounted_ops"):
         n = sum(int(u.get("count", 0)) for u in r["uncounted_ops"])
-        notes.append(f"{len(r['uncounted_ops'])} op kinds ({n} calls) have no formula: "
+        notes.append(f"{plural(len(r['uncounted_ops']), 'op kind')} ({plural(n, 'call')}) have no formula: "
                      "their arithmetic is not in the FLOP totals (listed under uncounted ops)")
     rl = r.get("roofline")
     if rl:
@@ -299,10 +307,18 @@ def module_latency(m: dict[str, Any]) -> float | None:
 
 
 def module_bound(m: dict[str, Any]) -> str:
-    """'memory' | 'compute' from the roofline; '—' for a module with no predicted time (views, dropout)."""
+    """'memory' | 'compute' from the roofline; 'no work' for a module that computes and moves
+    nothing (views, Flatten, Identity); '—' for a module without a predicted time."""
+    if m.get("bound") == "none":
+        return bound_label("none")
     if not module_latency(m):
         return "—"
     return str(m.get("bound", "—"))
+
+
+def bound_label(bound: str) -> str:
+    """A roofline `bound` for people: 'memory', 'compute', or 'no work' for 'none'."""
+    return "no work" if bound == "none" else bound
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -316,7 +332,7 @@ def format_value(value: float | None, unit: str) -> str:
     if unit == "J":
         return f"{value:.3g} J"
     if unit == "1/s":
-        return f"{value:.4g}/s"
+        return f"{format_count(value)}/s"
     return format_count(value)
 
 

@@ -14,7 +14,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..core.units import format_bytes, format_count, format_seconds
+from ..core.units import format_bytes, format_count, format_rate, format_seconds, plural
 from ..measure.bench import BenchRow
 
 
@@ -32,8 +32,8 @@ def row_line(row: BenchRow) -> str:
     if s.status != "ok" or s.latency is None:
         return f"batch {s.batch}: {s.status}" + (f" ({s.error})" if s.error else "")
     lat = s.latency
-    parts = [f"batch {s.batch}: p50 {format_seconds(lat.p50_s)}", f"{s.throughput_per_s:.4g} items/s",
-             f"{lat.iterations} calls"]
+    parts = [f"batch {s.batch}: p50 {format_seconds(lat.p50_s)}", format_rate(s.throughput_per_s, "items/s"),
+             plural(lat.iterations, "call")]
     if s.peak_memory_bytes is not None:
         parts.append(f"peak +{format_bytes(s.peak_memory_bytes, binary=True)}")
     if row.prediction is not None and row.prediction.latency_s is not None:
@@ -61,7 +61,7 @@ def live_progress(console: Console) -> Iterator[tuple[Callable[[int, str, int, f
         task = bar.add_task("starting", total=None)
 
         def on_progress(batch: int, phase: str, n: int, elapsed: float) -> None:
-            bar.update(task, description=f"batch {batch}: {phase} {n} calls, {elapsed:.1f} s", refresh=True)
+            bar.update(task, description=f"batch {batch}: {phase} {plural(n, 'call')}, {elapsed:.1f} s", refresh=True)
 
         def on_row(row: BenchRow) -> None:
             bar.console.print(Text(row_line(row)))
@@ -75,7 +75,7 @@ def bench_view(m: dict[str, Any], energy: bool) -> list[RenderableType]:
     c = m["conditions"]
     out: list[RenderableType] = [Text.assemble(
         (str(c.get("model", "")), "bold"),
-        f" on {c.get('device_name', m['device'])} ({m['device']}, {c.get('threads')} threads, "
+        f" on {c.get('device_name', m['device'])} ({m['device']}, {plural(c.get('threads'), 'thread')}, "
         f"torch {c.get('torch_version')}, {c.get('dtype')}; allocator: {c.get('allocator')})")]
     table = Table(title="measured (wall clock after warm-up; roofline and 'estimate' are estimates)")
     cols = ["batch", "p50", "p90", "p99", "min", "mean ± std", "calls", "items/s",

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rich import box
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..core.units import format_bytes, format_count, format_percent
+from ..core.units import format_bytes, format_count, format_percent, plural
 from ..hardware import Hardware
 from ..hardware.specs import PRECISION_KEYS
 
@@ -24,28 +25,69 @@ def _bandwidth(value: float | None) -> str:
     return "—" if value is None else f"{format_bytes(value)}/s"
 
 
-def hardware_table(devices: Sequence[Hardware]) -> Table:
-    """`hardware list`: a row per device, dense matrix peaks at the usual precisions."""
-    table = Table(title="hardware database — dense peak FLOP/s on matrix units (ops/s for int8)")
+# Columns `hardware list` gives up, in this order, when the terminal is too narrow for all.
+DROPPABLE = ("year", "tf32", "W")
+NAME_MIN_WIDTH = 24  # the name column is shown when it gets at least this much room
+
+
+def hardware_table(devices: Sequence[Hardware], width: int | None = None) -> Table:
+    """`hardware list`: a row per device, dense matrix peaks at the usual precisions.
+
+    Units sit in the headers so every cell is a short number that never wraps; the id
+    never wraps either (an id split over two lines cannot be copied). Sized to `width`
+    (the terminal's columns; None: everything): the year, tf32 and TDP columns give way,
+    in that order, to keep the name (which wraps) in view; when even that is too wide,
+    the name goes and as few of them as fit 80 columns.
+    """
+    full = ["id", "GiB", "GB/s", *LIST_PRECISIONS, "W", "year"]
+    if width is None:
+        return _table(devices, full, name=True)
+    choices = [[c for c in full if c not in DROPPABLE[:k]] for k in range(len(DROPPABLE) + 1)]
+    needed = [_measure(_table(devices, cols, name=False)) for cols in choices]
+    for cols, need in zip(choices, needed, strict=True):
+        if need + NAME_MIN_WIDTH <= width:
+            return _table(devices, cols, name=True)
+    for cols, need in zip(choices, needed, strict=True):
+        if need <= width:
+            return _table(devices, cols, name=False)
+    return _table(devices, choices[-1], name=False)
+
+
+def _table(devices: Sequence[Hardware], columns: Sequence[str], name: bool) -> Table:
+    units = "GiB: memory · GB/s: bandwidth" + (" · W: TDP" if "W" in columns else "")
+    table = Table(title="hardware database — dense matrix peaks in TFLOP/s (int8: TOPS)", caption=units,
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("id", style="bold", no_wrap=True)
-    table.add_column("name")
-    table.add_column("memory", justify="right")
-    table.add_column("bandwidth", justify="right")
-    for p in LIST_PRECISIONS:
-        table.add_column(p, justify="right")
-    table.add_column("TDP", justify="right")
-    table.add_column("year", justify="right")
+    if name:
+        table.add_column("name")
+    for col in columns[1:]:
+        table.add_column(col, justify="right", no_wrap=True)
     for hw in devices:
-        table.add_row(
-            Text(hw.id),
-            Text(hw.name),
-            format_bytes(hw.memory_bytes, binary=True),  # device memory comes in GiB
-            _bandwidth(hw.memory_bandwidth_bytes_per_s),
-            *(_flops(hw.peak_flops.get(p)) for p in LIST_PRECISIONS),
-            "—" if hw.tdp_w is None else f"{hw.tdp_w:g} W",
-            "—" if hw.year is None else str(hw.year),
-        )
+        cells = {
+            "GiB": _number(None if hw.memory_bytes is None else hw.memory_bytes / 2**30),
+            "GB/s": _number(hw.memory_bandwidth_bytes_per_s / 1e9),
+            **{p: _number(None if p not in hw.peak_flops else hw.peak_flops[p] / 1e12) for p in LIST_PRECISIONS},
+            "W": _number(hw.tdp_w),
+            "year": "—" if hw.year is None else str(hw.year),
+        }
+        table.add_row(Text(hw.id), *([Text(hw.name)] if name else []), *(cells[c] for c in columns[1:]))
     return table
+
+
+def _number(value: float | None) -> str:
+    """3 significant figures, whole from 100 up ('1979', '67.0', '0.159'): no prefix, the header has the unit."""
+    if value is None:
+        return "—"
+    return f"{value:.0f}" if abs(value) >= 100 else format_count(value)
+
+
+def _measure(table: Table) -> int:
+    """Columns `table` needs when nothing in it wraps."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=10_000)
+    return Measurement.get(console, console.options, table).maximum
 
 
 def hardware_view(hw: Hardware) -> list[RenderableType]:
@@ -94,7 +136,7 @@ def calibration_view(result: Any) -> list[RenderableType]:
     """`hardware calibrate`: each measurement beside the ISA peak, then what was skipped and why."""
     isa = result.isa_peak
     table = Table(
-        title=Text(f"{result.device_name} — {result.threads} threads, torch {result.torch_version}"
+        title=Text(f"{result.device_name} — {plural(result.threads, 'thread')}, torch {result.torch_version}"
                    f"{' (quick)' if result.quick else ''}, {result.duration_s:.1f} s")
     )
     table.add_column("measurement", style="bold")
@@ -118,7 +160,7 @@ def calibration_view(result: Any) -> list[RenderableType]:
     out: list[RenderableType] = [table]
     if isa is not None:
         out.append(Text(
-            f"ISA peak: {isa.cores} cores × {isa.clock_hz / 1e9:.3g} GHz × FLOPs/cycle {isa.flops_per_cycle} "
+            f"ISA peak: {plural(isa.cores, 'core')} × {isa.clock_hz / 1e9:.3g} GHz × FLOPs/cycle {isa.flops_per_cycle} "
             f"({isa.isa_class}; clock from {isa.clock_source})"
         ))
     out += [Text(f"not measured: {what} — {why}") for what, why in result.skipped]

@@ -8,13 +8,16 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..core.units import format_bytes, format_count, format_seconds
+from ..core.units import format_bytes, format_count, format_rate, format_seconds, plural
 
 
 def llm_view(s: dict[str, Any]) -> list[RenderableType]:
     """The report's `llm` section (`LLMSection.to_dict()`)."""
     st = s["settings"]
     out: list[RenderableType] = [Text.assemble(("warning:", "bold yellow"), f" {note}") for note in s["notes"]]
+    reason = st.get("dtype_reason")
+    if reason:  # the device's profile chose the precision: say which and why
+        out.append(Text(f"precision {reason}; --dtype picks another"))
     table = Table(title=(f"{s['model']} on {s['hardware']} — prompt {st['prompt']}, gen {st['gen']}, "
                          f"{st.get('activations', st['dtype'])} activations, {st['weights']} weights, "
                          f"{st['kv_dtype']} KV{_attention(st)} (estimated)"))
@@ -48,7 +51,7 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
 def local_view(s: dict[str, Any]) -> list[RenderableType]:
     """`llm.local`: this machine's bound, calibrated prediction and measurement for one batch."""
     c = s["conditions"]
-    table = Table(title=f"this machine, batch {c['batch']}, {c['threads']} threads, {c['dtype']}")
+    table = Table(title=f"this machine, batch {c['batch']}, {plural(c['threads'], 'thread')}, {c['dtype']}")
     for col in ("", "bound (roofline)", "predicted (calibrated)", "measured", "pred/meas - 1"):
         table.add_column(col, justify="right")
     m = s.get("measured") or {}
@@ -58,8 +61,9 @@ def local_view(s: dict[str, Any]) -> list[RenderableType]:
                       format_seconds(m.get(f"{key}_s")), f"{err:+.0%}" if err is not None else "—")
     out: list[RenderableType] = [table]
     if m:
-        out.append(Text(f"measured decode: {m['tokens_per_s']:.3g} tokens/s ({m['decode_steps']} steps, "
-                        f"{m['prefill_runs']} prefills, random weights)"))
+        out.append(Text(f"measured decode: {format_rate(m['tokens_per_s'], 'tokens/s')} "
+                        f"({plural(m['decode_steps'], 'step')}, {plural(m['prefill_runs'], 'prefill')}, "
+                        "random weights)"))
     if s.get("note"):
         out.append(Text(f"note: {s['note']}"))
     return out

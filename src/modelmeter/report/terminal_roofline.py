@@ -10,6 +10,7 @@ from rich.text import Text
 
 from ..analysis.roofline import RooflineResult
 from ..core.units import format_bytes, format_count, format_seconds
+from .summary import bound_label
 
 
 def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top: int) -> list[RenderableType]:
@@ -42,7 +43,8 @@ def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top:
         extra = ((format_seconds(m["latency_s"]), format_seconds(cal_modules.get(m["path"])))
                  if cal else ())
         table.add_row(Text(name), format_count(m["flops"]), format_bytes(m["bytes"]), intensity,
-                      format_seconds(m["t_compute_s"]), format_seconds(m["t_memory_s"]), m["bound"], *extra)
+                      format_seconds(m["t_compute_s"]), format_seconds(m["t_memory_s"]),
+                      bound_label(m["bound"]), *extra)
     out.append(table)
     out.append(Text.assemble(
         "predicted latency: ", (format_seconds(rl["latency_s"]), "bold"),

@@ -66,9 +66,11 @@ def run_hardware(run: StoredRun) -> str:
 
 
 def diff_view(a: str, b: str, changes: Sequence[MetricChange],
-              results: Sequence[GateResult]) -> list[RenderableType]:
-    """Where A and B came from, each metric's change (green better, red worse), each gate's verdict."""
-    out: list[RenderableType] = [f"A: {escape(a)}", f"B: {escape(b)}"]
+              results: Sequence[GateResult], notes: Sequence[str] = ()) -> list[RenderableType]:
+    """Where A and B came from, what to know (different models), each metric's change
+    (green better, red worse), each gate's verdict."""
+    out: list[RenderableType] = [f"A: {escape(a)}", f"B: {escape(b)}",
+                                 *(Text(f"note: {note}") for note in notes)]
     if not changes:
         out.append("no metrics in common to compare")
     else:
