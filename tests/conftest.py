@@ -7,6 +7,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # No automatic calibration (about 15 s per fresh MODELMETER_HOME): tests that need it opt in.
 os.environ.setdefault("MODELMETER_AUTO_CALIBRATE", "0")
+# pytest-xdist gives its workers COLUMNS=80, which the CLI honours as the terminal's width:
+# drop it so a test sees the same piped output with and without -n (tests that need a
+# width set COLUMNS themselves).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture()

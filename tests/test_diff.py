@@ -186,6 +186,7 @@ def test_history_lists_runs(home: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0
     assert first in out and second in out and "resnet18" in out and "vit" in out
     assert out.index(second) < out.index(first)  # newest first
+
     code, out, _ = _run(["history", "--model", "vit", "--json"], capsys)
     runs = json.loads(out)
     assert [r["id"] for r in runs] == [second]
@@ -265,3 +266,15 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
     bad = run("--fail-on", "latency_p50>five")
     assert bad.returncode == 2 and bad.stderr.startswith("modelmeter: error: cannot read gate")
     assert not (tmp_path / "s.sqlite").exists()  # diffing two files never creates a store
+
+
+def test_history_keeps_whole_run_ids_in_a_narrow_terminal(home: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # An id cut to "a…" cannot be passed to `diff`: ids and dates keep their width, names give way.
+    monkeypatch.setenv("MODELMETER_HOME", str(home / ("deep-folder-name-" * 4)))
+    with RunStore() as store:
+        run = store.save(_report())
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = _run(["history"], capsys)
+    assert code == 0 and run in out and "resnet18" in out
+    assert max(len(line) for line in out.splitlines()) <= 80

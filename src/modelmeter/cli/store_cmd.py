@@ -8,7 +8,6 @@ fails (or its metric is missing), 2 on bad input, 0 otherwise.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from ..report.diff import (
     parse_gates,
 )
 from ..store import RunStore, StoredRun
+from .options import make_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -163,14 +163,8 @@ def _read_report_file(path: Path) -> dict[str, Any]:
 
 
 def _console() -> Console:
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        # Piped into a file or a CI log nothing wraps at 80 columns, so don't
-        # squeeze run ids and model names to fit an imaginary terminal.
-        console.width = max(console.width, 160)
-    return console
+    # The one console rule of the CLI: wide when piped, COLUMNS when set.
+    return make_console()
 
 
 def _run_json(run: StoredRun) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich import box
 from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
@@ -22,17 +23,20 @@ def history_view(runs: Sequence[StoredRun], path: object) -> list[RenderableType
 def history_table(runs: Sequence[StoredRun], path: object) -> Table:
     """Stored runs, newest first: id, date, model, headline figures, hardware (and labels)."""
     with_labels = any(run.label for run in runs)
-    table = Table(title=f"runs in {path}", title_justify="left")
+    # No vertical rules (as `hardware list`): the columns fit an 80-column terminal.
+    table = Table(title=f"runs in {path}", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False)
     # ids, dates and numbers never wrap (an id split over two lines cannot be
     # copied); names give way when the terminal is narrow.
-    table.add_column("id", no_wrap=True)
-    table.add_column("date", no_wrap=True)
-    table.add_column("model")
+    # min_width too: a narrow table shrinks even no_wrap columns to "a…" otherwise.
+    table.add_column("id", no_wrap=True, min_width=max((len(run.id) for run in runs), default=2))
+    table.add_column("date", no_wrap=True, min_width=16)
+    table.add_column("model", min_width=min(24, max((len(run.model or "") for run in runs), default=5)))
     for column in ("params", "flops", "latency p50"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("hardware")
+    table.add_column("hardware", overflow="fold")
     if with_labels:
-        table.add_column("label")
+        table.add_column("label", overflow="fold")
     for run in runs:
         if run.error is not None:
             # One bad row must not hide the others: shown, marked, and the rest listed.
