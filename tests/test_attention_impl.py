@@ -27,6 +27,7 @@ class TinyAttention(nn.Module):
 
 
 @pytest.mark.parametrize("backward", [False, True])
+@pytest.mark.slow
 def test_meta_flash_matches_the_cpu_kernel(backward):
     # Real CPU tensors run the real fused kernel; the meta trace must keep the same tensors alive.
     torch.manual_seed(0)
@@ -45,6 +46,7 @@ def test_meta_flash_matches_the_cpu_kernel(backward):
 
 
 @pytest.mark.parametrize("name", ["gpt2", "tinyllama"])
+@pytest.mark.slow
 def test_macs_are_the_same_bytes_are_not(name):
     flash = api.count(name, seq=256, attention="flash").to_dict()
     math_ = api.count(name, seq=256, attention="math").to_dict()
@@ -68,6 +70,7 @@ def test_model_without_sdpa_says_so(run_main, tmp_path, monkeypatch):
     assert json.loads(out)["settings"]["attention"]["implementation"] == "as written"
 
 
+@pytest.mark.slow
 def test_cli_memory_shows_both(run_main):
     code, out, err = run_main("memory", "gpt2", "--seq", "128", "--train", "--json", "-")
     assert code == 0, err

@@ -63,6 +63,7 @@ def test_parse_backends_keeps_eager_first_and_merges_compile_flag() -> None:
 
 
 @needs_ort
+@pytest.mark.slow
 def test_onnxruntime_call_feeds_inputs_by_name_and_matches_eager() -> None:
     torch.manual_seed(0)
     model = TwoInputs().eval()
@@ -160,6 +161,7 @@ def _validate(report: dict) -> None:
 
 
 @needs_ort
+@pytest.mark.slow
 def test_api_bench_backends_keyword_times_onnxruntime_beside_eager(tiny: Path) -> None:
     """`modelmeter.bench(..., backends=[...])` runs the backend inside the pipeline's bench path,
     with its progress callback, and the report holds `measured.backends` as the schema says."""

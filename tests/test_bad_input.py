@@ -431,7 +431,9 @@ def run_isolated(args: list[str], tmp: Path) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-@pytest.mark.parametrize("row", CASES, ids=[c.id for c in CASES])
+# The cases run in a child process under a memory limit are the slow ones (a fresh interpreter each).
+@pytest.mark.parametrize("row", [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.isolated else [])
+                                 for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(row: Case, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
@@ -511,6 +513,7 @@ def _read_only(path: Path, request: pytest.FixtureRequest) -> None:
     request.addfinalizer(lambda: subprocess.run(["chattr", "-i", str(path)], check=False))
 
 
+@pytest.mark.slow
 def test_a_read_only_store_can_be_read(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -570,6 +573,7 @@ def build():
 '''
 
 
+@pytest.mark.slow
 def test_csv_and_markdown_neutralise_module_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "mm_bad_evil.py").write_text(EVIL)
@@ -649,6 +653,7 @@ def _write_then_fail(path: Path) -> None:
 # ------------------------------------------------------------------ custom code without SDPA
 
 
+@pytest.mark.slow
 def test_custom_code_without_sdpa_falls_back_to_eager_attention(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from modelmeter.sources import resolve_model

@@ -278,6 +278,7 @@ def test_driver_reported_totals_sit_just_below_the_capacity():
         assert 15 / 16 * hw.memory_bytes - 2**24 <= mib * 2**20 <= hw.memory_bytes
 
 
+@pytest.mark.slow
 def test_llm_max_batch_on_h100_uses_80_gib(capsys):
     """`llm --max-batch`: the largest batch is the closed form over 80 GiB, not 80 GB."""
     from modelmeter import formulas

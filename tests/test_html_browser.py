@@ -74,6 +74,7 @@ def test_console_capture_works(tmp_path):
     assert any("mm-probe" in line for line in console_lines(stderr, probe))
 
 
+@pytest.mark.slow
 def test_report_renders_with_values_and_no_console_errors(report_page, tmp_path):
     page, report = report_page
     dom, stderr = chromium(page, tmp_path, "--dump-dom")

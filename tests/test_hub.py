@@ -34,6 +34,7 @@ def run(cache: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.slow
 def test_count_a_hub_id_from_the_cache_offline(tmp_path):
     config = load_preset("qwen3-30b-a3b")["config"]
     cache = tmp_path / "hub"
@@ -48,6 +49,7 @@ def test_count_a_hub_id_from_the_cache_offline(tmp_path):
     assert report["settings"]["routing"] == "balanced (assumed on meta)"
 
 
+@pytest.mark.slow
 def test_an_id_missing_from_the_offline_cache_is_one_line_exit_2(tmp_path):
     proc = run(tmp_path / "hub", "count", "nobody/no-such-model")
     assert proc.returncode == 2

@@ -168,6 +168,7 @@ def run_child(tmp_path: Path) -> dict[str, dict]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_library_calls_leave_the_process_as_they_found_it(tmp_path):
     """Allocator, sys.path, threads, RNG, grad mode, hooks, loggers, ... after each public call."""
     changes = run_child(tmp_path)
@@ -175,6 +176,7 @@ def test_library_calls_leave_the_process_as_they_found_it(tmp_path):
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@pytest.mark.slow
 def test_the_allocator_probe_sees_retention():
     """The 64 MiB mmap probe of the child flips when the CLI's 'retain' policy is in force."""
     code = CHILD.split("def state():")[0] + textwrap.dedent("""
@@ -187,6 +189,7 @@ def test_the_allocator_probe_sees_retention():
     assert done.stdout.split() == ["True", "False"], done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_library_measurements_record_the_allocator_policy_they_used():
     # A fresh process: CLI tests run in-process in this one, and the CLI retains on purpose.
     code = textwrap.dedent("""
@@ -203,6 +206,7 @@ def test_library_measurements_record_the_allocator_policy_they_used():
     assert "retained" not in conditions["allocator"]  # the calling process was left alone
 
 
+@pytest.mark.slow
 def test_the_report_command_keeps_retaining_freed_memory(tmp_path):
     """The CLI's process ends with the command: it keeps the steadier 'retain' policy."""
     (tmp_path / "tinyfactory.py").write_text(TINY)

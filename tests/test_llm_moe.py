@@ -19,6 +19,7 @@ def mixtral():
     return measure_llm_costs("mixtral-8x7b", prompt=512, gen=128, dtype="bf16")
 
 
+@pytest.mark.slow
 def test_mixtral_batch_1_decode_reads_the_active_weights(mixtral):
     hw = get_hardware("h100-sxm")
     result = llm_estimate(mixtral, hw, batches=(1, 64))
@@ -34,6 +35,7 @@ def test_mixtral_batch_1_decode_reads_the_active_weights(mixtral):
     assert result.weight_bytes == 46_702_792_704 * 2
 
 
+@pytest.mark.slow
 def test_mixtral_llm_section_states_routing_and_active_params(mixtral):
     section = llm_section(llm_estimate(mixtral, "h100-sxm", batches=(1,)))
     assert section["settings"]["routing"] == "balanced (assumed on meta)"
@@ -44,6 +46,7 @@ def test_mixtral_llm_section_states_routing_and_active_params(mixtral):
 
 
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])
+@pytest.mark.slow
 def test_moe_decode_matmul_flops_equal_the_closed_form(name):
     tracer = DecoderTracer(name)
     step = tracer.step(1, 1, 32)
@@ -51,6 +54,7 @@ def test_moe_decode_matmul_flops_equal_the_closed_form(name):
     assert step.kv_elems_per_token * 2 == formulas.kv_cache_bytes(tracer.config, 1, 2)
 
 
+@pytest.mark.slow
 def test_deepseek_v3_llm_from_the_cli_caches_the_latent(capsys):
     code = main(["llm", "deepseek-v3", "--hardware", "h200-sxm", "--dtype", "bf16", "--json", "-"])
     assert code in (0, None)
@@ -63,6 +67,7 @@ def test_deepseek_v3_llm_from_the_cli_caches_the_latent(capsys):
     assert section["batches"][0]["experts_read_per_layer"] == pytest.approx(8.0)
 
 
+@pytest.mark.slow
 def test_gpt_oss_sliding_layers_hold_at_most_their_window():
     costs = measure_llm_costs("gpt-oss-20b", prompt=1024, gen=64, dtype="bf16")
     assert costs.sliding_window == 128 and costs.windowed_layers == tuple(range(0, 24, 2))

@@ -137,6 +137,7 @@ PUBLISHED = {
 
 
 @pytest.mark.parametrize("preset", sorted(PUBLISHED))
+@pytest.mark.slow
 def test_presets_match_published_total_and_active_parameters(preset):
     total, total_tol, key, active, active_tol = PUBLISHED[preset]
     report = modelmeter.count(preset, seq=8).to_dict()
@@ -173,6 +174,7 @@ def test_models_lists_family_total_and_active_parameters():
     assert "deepseek_v3" in line and "671 G" in line and "37.6 G" in line
 
 
+@pytest.mark.slow
 def test_count_deepseek_v3_from_the_cli_without_weights():
     proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "count", "deepseek-v3", "--json", "-"],
                           capture_output=True, text=True, timeout=300)
@@ -185,6 +187,7 @@ def test_count_deepseek_v3_from_the_cli_without_weights():
     assert sum(m["macs"] for m in groups) == 58 * 128 * 8 * 3 * 7168 * 2048
 
 
+@pytest.mark.slow
 def test_count_table_shows_active_parameters_and_expert_groups():
     proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "count", "mixtral-8x7b", "--seq", "8",
                            "--depth", "5"], capture_output=True, text=True, timeout=300)

@@ -282,6 +282,7 @@ def test_bench_rows_carry_bound_calibrated_prediction_and_its_error() -> None:
     assert "load_average" in section["conditions"] and "load_warning" in section["conditions"]
 
 
+@pytest.mark.slow
 def test_report_shows_calibrated_and_measured_latency_from_a_cached_profile(tmp_path, monkeypatch) -> None:
     """`report` on a home holding only the cached profile: bound, calibrated prediction, measurement, error.
 

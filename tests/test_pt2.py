@@ -218,6 +218,7 @@ def evil(genuine: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, t
     return made
 
 
+@pytest.mark.slow
 def test_the_tricks_run_code_under_plain_torch(evil: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
     names = [t.__name__ for t in RUNS_CODE_IN_PLAIN_TORCH]
     script = (
@@ -248,6 +249,7 @@ def test_case_collision_reads_differently_in_torch_and_zipfile(evil: dict[str, t
 
 
 @pytest.mark.parametrize("trick", [t.__name__ for t in TRICKS])
+@pytest.mark.slow
 def test_malicious_archive_is_refused_in_one_line(trick: str, evil: dict[str, tuple[Path, Path]],
                                                   tmp_path: Path) -> None:
     archive, marker = evil[trick]
@@ -292,6 +294,7 @@ def test_unpickling_refuses_during_the_load_even_in_torch(genuine: Path, tmp_pat
 # ------------------------------------------------------------------ genuine programs measure
 
 
+@pytest.mark.slow
 def test_count_is_exact_on_an_exported_program(genuine: Path, tmp_path: Path) -> None:
     proc = cli("count", str(genuine), "--json", "-", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -312,12 +315,14 @@ def test_api_count_of_the_archive_is_exact(genuine: Path) -> None:
     ("memory", "--train"),
     ("roofline", "--hardware", "h100-sxm"),
 ])
+@pytest.mark.slow
 def test_memory_and_roofline_run_on_an_exported_program(genuine: Path, tmp_path: Path, args: tuple) -> None:
     proc = cli(*args, str(genuine), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_train_memory_counts_the_backward_of_the_module_it_came_from(genuine: Path, tmp_path: Path) -> None:
     from modelmeter import api
 
@@ -341,6 +346,7 @@ def test_the_api_measures_a_module_torch_export_loaded(genuine: Path) -> None:
     assert trained["backward_macs"] > 0
 
 
+@pytest.mark.slow
 def test_report_and_bench_measure_an_exported_program(genuine: Path, tmp_path: Path) -> None:
     proc = cli("report", str(genuine), "--json", str(tmp_path / "r.json"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -364,6 +370,7 @@ class TwoInputs(torch.nn.Module):
         return self.bn(self.fc(torch.cat([x, y]))) * torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
 
 
+@pytest.mark.slow
 def test_a_dynamic_shape_program_counts_at_any_batch(tmp_path: Path) -> None:
     # Its sizes are sympy expressions such as "Mul(Integer(2), Symbol('s0', ...))":
     # plain arithmetic, accepted.
@@ -378,6 +385,7 @@ def test_a_dynamic_shape_program_counts_at_any_batch(tmp_path: Path) -> None:
         assert json.loads(proc.stdout)["totals"]["macs"] == rows * 3 * 5
 
 
+@pytest.mark.slow
 def test_other_inputs_than_exported_are_one_line(genuine: Path, tmp_path: Path) -> None:
     proc = cli("count", str(genuine), "--input", "1x3x16x16", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr

@@ -78,6 +78,7 @@ def test_device_without_the_peak(run_main, args, needle):
     assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err
 
 
+@pytest.mark.slow
 def test_llm_table_and_plot_labels_in_plain_words(run_main, tmp_path):
     pytest.importorskip("matplotlib")
     import matplotlib

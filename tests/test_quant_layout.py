@@ -54,6 +54,7 @@ def llama_int4():
     return proc.stdout, count_json("llama3-8b", "--dtype", "int4", "--group-size", "128", "--seq", "8")
 
 
+@pytest.mark.slow
 def test_gptq_style_int4_keeps_embeddings_head_and_norms_in_16_bit(llama_int4):
     _, report = llama_int4
     s = llama3_8b_shapes()
@@ -76,6 +77,7 @@ def test_gptq_style_int4_keeps_embeddings_head_and_norms_in_16_bit(llama_int4):
     assert {k["kind"]: k["example"] for k in q["kept"]}["head"] == "lm_head.weight"
 
 
+@pytest.mark.slow
 def test_naive_every_parameter_figure_stays_beside_it(llama_int4):
     _, report = llama_int4
     t = report["totals"]
@@ -92,6 +94,7 @@ def test_terminal_says_what_stays_16_bit_and_shows_the_naive_figure(llama_int4):
     assert "naive: every tensor at int4" in out and "4.14 GB" in out
 
 
+@pytest.mark.slow
 def test_nf4_as_bitsandbytes_stores_it():
     report = count_json("llama3-8b", "--dtype", "nf4", "--seq", "8")
     s = llama3_8b_shapes()
@@ -108,6 +111,7 @@ def test_nf4_as_bitsandbytes_stores_it():
 
 
 @pytest.mark.parametrize("dtype", ["int8", "fp8"])
+@pytest.mark.slow
 def test_int8_and_fp8_quantise_the_same_tensors(dtype):
     t = count_json("llama3-8b", "--dtype", dtype, "--seq", "8")["totals"]
     s = llama3_8b_shapes()
@@ -116,12 +120,14 @@ def test_int8_and_fp8_quantise_the_same_tensors(dtype):
     assert t["quantization"]["kept_precision"] == "fp16"
 
 
+@pytest.mark.slow
 def test_float_precisions_have_no_layout():
     t = count_json("gpt2", "--dtype", "bf16", "--seq", "8")["totals"]
     assert "quantization" not in t and "param_bytes_naive" not in t
     assert t["param_bytes"] == t["params"] * 2
 
 
+@pytest.mark.slow
 def test_tied_gpt2_keeps_its_shared_embedding_and_quantises_conv1d_projections():
     t = count_json("gpt2", "--dtype", "int4", "--seq", "8")["totals"]
     c = load_preset("gpt2")["config"]
@@ -134,6 +140,7 @@ def test_tied_gpt2_keeps_its_shared_embedding_and_quantises_conv1d_projections()
     assert t["param_bytes"] == linear / 2 + (t["params"] - linear) * 2
 
 
+@pytest.mark.slow
 def test_resnet50_quantises_convolutions_keeps_batch_norm_and_classifier():
     """A CNN is treated alike: conv weights quantised, batch norms and the classifier kept."""
     t = count_json("resnet50", "--dtype", "int8")["totals"]
@@ -177,6 +184,7 @@ def tiny():
 '''
 
 
+@pytest.mark.slow
 def test_groups_run_along_each_output_row_and_attention_projections_count_as_linear(tmp_path):
     (tmp_path / "mm_quant_tiny.py").write_text(FACTORY)
     t = count_json("mm_quant_tiny:tiny", "--input", "1x8:int64", "--dtype", "int4",
@@ -195,6 +203,7 @@ def test_groups_run_along_each_output_row_and_attention_projections_count_as_lin
     assert t["param_bytes"] == quantised / 2 + scales + kept * 2
 
 
+@pytest.mark.slow
 def test_training_budget_stores_the_weights_in_the_same_layout(tmp_path):
     (tmp_path / "mm_quant_tiny.py").write_text(FACTORY)
     proc = run("memory", "mm_quant_tiny:tiny", "--input", "1x8:int64", "--dtype", "int4", "--train",

@@ -197,6 +197,7 @@ def test_llama3_8b_decode_step_on_h100_is_weight_bandwidth_bound(llama_decode):
     assert int4.quantization is not None and int4.quantization.kept_precision == "fp16"
 
 
+@pytest.mark.slow
 def test_plots_png_svg_and_unwritable(tmp_path, llama_decode):
     from modelmeter.report.plots import plot_module_times, plot_roofline
 

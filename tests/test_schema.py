@@ -130,6 +130,7 @@ def test_count_json_quantised_and_moe(run_main, tiny_mixtral: Path) -> None:
     validate(moe)
 
 
+@pytest.mark.slow
 def test_memory_json_inference_and_training(run_main) -> None:
     validate(run_json(run_main, "memory", "gpt2", "--seq", "16"))
     train = run_json(run_main, "memory", "gpt2", "--seq", "16", "--train", "--checkpoint")
@@ -157,6 +158,7 @@ def test_bench_json(run_main, tiny: Path) -> None:
     validate(data)
 
 
+@pytest.mark.slow
 def test_llm_json_activation_quantisation_and_attention(run_main) -> None:
     data = run_json(run_main, "llm", "gpt2", "--hardware", "h100-sxm", "--prompt", "16", "--gen", "4",
                     "--activations", "fp8", "--attention", "math")

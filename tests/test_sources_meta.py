@@ -440,6 +440,7 @@ def test_out_of_memory_while_building_on_cpu_says_so(cli: Cli, workdir: Path) ->
     assert "ran out of memory" in line and "--device meta" in line
 
 
+@pytest.mark.slow
 def test_torchvision_constructor_reading_values_counts_on_meta(workdir: Path) -> None:
     report = report_of(child(workdir, "count", "torchvision:regnet_tiny", "--json", "-"))
     assert report["model"]["build"] == BUILT_FALLBACK
@@ -448,6 +449,7 @@ def test_torchvision_constructor_reading_values_counts_on_meta(workdir: Path) ->
     assert report["totals"]["macs"] == 64 * 64 * 9 * (3 * 4 + 4 * 12) + 12 * 10
 
 
+@pytest.mark.slow
 def test_timm_constructor_reading_values_counts_on_meta_at_its_input_size(workdir: Path) -> None:
     report = report_of(child(workdir, "count", "timm:net_96", "--json", "-"))
     assert report["model"]["build"] == BUILT_FALLBACK
@@ -500,6 +502,7 @@ class TinyModel(PreTrainedModel):
 '''
 
 
+@pytest.mark.slow
 def test_transformers_remote_code_reading_values_builds_on_cpu_then_meta(tmp_path: Path) -> None:
     folder = tmp_path / "tiny"
     folder.mkdir()
@@ -527,6 +530,7 @@ def test_transformers_remote_code_reading_values_builds_on_cpu_then_meta(tmp_pat
 
 
 @pytest.mark.parametrize("name", ["seg_tiny", "det_tiny"])
+@pytest.mark.slow
 def test_torchvision_segmentation_and_detection_build_without_backbone_weights(
     workdir: Path, name: str
 ) -> None:
@@ -578,6 +582,7 @@ def test_weights_image_size_reads_torchvision_weights_metadata(workdir: Path) ->
     assert weights_image_size(None) is None
 
 
+@pytest.mark.slow
 def test_vit_counts_at_the_published_size_and_at_the_size_given(workdir: Path) -> None:
     default = report_of(child(workdir, "count", "torchvision:vit_tiny", "--json", "-"))
     assert default["model"]["build"] == "meta"
