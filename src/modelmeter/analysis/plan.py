@@ -77,7 +77,11 @@ from .memory import OPTIMIZER_STATES, STATE_BYTES
 
 ZERO_STAGES = (0, 1, 2, 3)
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
-OpCost = tuple[float, float, float]  # (t_compute, t_weights, t_activations) at micro-batch 1, one device
+# (t_compute, t_weights, t_activations, replicated) of one op at micro-batch 1 on one device;
+# `replicated`: an op on the hidden-size tensors outside the sharded matmuls (norms, residual
+# adds, dropout of the block output) that every tensor-parallel rank runs whole, unless
+# sequence parallelism splits it along the sequence (Korthikanti et al. 2022, section 4.2.2).
+OpCost = tuple[float, float, float, bool]
 
 
 # ------------------------------------------------------------------ profile
@@ -297,16 +301,18 @@ def _stage_memory(profile: TrainingProfile, settings: TrainSettings, layout: Lay
 
 
 class _Timer:
-    """Block times per (kind, phase, micro-batch, tp), computed once."""
+    """Block times per (kind, phase, micro-batch, tp, sp), computed once."""
 
     def __init__(self) -> None:
-        self.cache: dict[tuple[int, str, int, int], float] = {}
+        self.cache: dict[tuple[int, str, int, int, bool], float] = {}
 
-    def __call__(self, b: Block, phase: str, mb: int, tp: int) -> float:
-        key = (b.kind, phase, mb, tp)
+    def __call__(self, b: Block, phase: str, mb: int, tp: int, sp: bool = False) -> float:
+        key = (b.kind, phase, mb, tp, sp)
         if key not in self.cache:
             ops = b.fwd_ops if phase == "fwd" else b.bwd_ops
-            self.cache[key] = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta in ops) / tp
+            sharded = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta, rep in ops if not rep)
+            whole = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta, rep in ops if rep)
+            self.cache[key] = sharded / tp + whole / (tp if sp else 1)
         return self.cache[key]
 
 
@@ -331,7 +337,7 @@ def evaluate(profile: TrainingProfile, settings: TrainSettings, layout: Layout, 
         states_max = max(states_max, sum(parts[:3]))
         compute = tpc = epc = 0.0
         for u in units:
-            f, bwd = timer(u, "fwd", mb, tp), timer(u, "bwd", mb, tp)
+            f, bwd = timer(u, "fwd", mb, tp, layout.sp), timer(u, "bwd", mb, tp, layout.sp)
             compute += f + bwd + (f if layout.checkpoint and u.tp_all_reduces else 0.0)
             passes = 3 if layout.checkpoint and u.tp_all_reduces else 2
             msg = u.output_bytes * mb
