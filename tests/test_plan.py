@@ -93,6 +93,9 @@ def test_plan_candidates_carry_the_contract_keys(llama8b_zero):
     # tokens/s is the global batch's tokens over the step; MFU below 1 and HFU = MFU without recomputation.
     assert best["tokens_per_s"] == pytest.approx(plan["settings"]["global_batch"] * 128 / best["step_time_s"])
     assert 0 < best["mfu"] == best["hfu"] < 1
+    # Whether each communication term overlaps compute, said per term: none does (Megatron-LM 2021).
+    for c in plan["candidates"]:
+        assert c["comm_overlapped"] == dict.fromkeys(c["comm_s"], False)
 
 
 # ------------------------------------------------------------------ Megatron-LM's FLOPs formula
@@ -130,6 +133,10 @@ def test_hfu_is_megatron_lm_model_flops_with_recomputation(tmp_path):
     assert c["mfu"] / c["hfu"] == pytest.approx(
         72 * (1 + s / (6 * h) + V / (12 * L * h)) / (96 * (1 + s / (6 * h) + V / (16 * L * h))), rel=1e-9)
     assert c["micro_batches"] == 4 and c["bubble_fraction"] == pytest.approx(1 / 4)  # (p - 1) / m
+    # The bubble: p - 1 idle slots of the m + p - 1 the pipeline runs (everything but the
+    # data-parallel reduction and the optimizer step, which follow the flush).
+    slots = c["step_time_s"] - c["comm_s"]["data_parallel"] - c["optimizer_time_s"]
+    assert c["bubble_time_s"] == pytest.approx(slots * 1 / (4 + 1), rel=1e-9)
     assert c["comm_s"]["tensor_parallel"] > 0 and c["comm_s"]["pipeline"] > 0
 
 

@@ -252,5 +252,7 @@ def infer_candidate_dict(c: InferCandidate) -> dict[str, Any]:
         "ttft_s": c.ttft_s, "tpot_s": c.tpot_s, "e2e_s": c.e2e_s,
         "comm_time_s": c.comm_time_s,
         "comm_s": {"prefill": c.comm_prefill_s, "decode_step": c.comm_decode_step_s},
+        # The tp all-reduces sit between the layers that need their result: never hidden.
+        "comm_overlapped": {"prefill": False, "decode_step": False},
         "tokens_per_s": c.tokens_per_s, "mfu": c.mfu, "hfu": c.mfu, "fits": c.fits, "why_not": c.why_not,
     }
