@@ -255,6 +255,23 @@ def test_inference_sharding_keeps_norms_whole():
             assert a == pytest.approx(tuple(x / 4 for x in b))
 
 
+@pytest.mark.slow
+def test_deepseek_v3_training_plan_completes_with_expert_parallel_layouts():
+    # 671 B parameters, 256 routed experts, 64 H200s on 8 nodes: the trace (on meta) and the
+    # search of every layout finish (about 40 s on a shared 2-core machine), and layouts with
+    # ep > 1 appear, paying the expert all-to-alls that ep = 1 layouts do not.
+    data = _plan("deepseek-v3", "--hardware", "h200-sxm", "--devices", "64", "--nodes", "8", "--train",
+                 "--limit", "200")
+    plan = data["plan"]
+    assert plan["searched"] > 1000 and plan["best"] is not None
+    with_ep = [c for c in plan["candidates"] if c["ep"] > 1]
+    assert with_ep and any(c["fits"] for c in with_ep)
+    assert all(c["comm_s"]["expert_parallel"] > 0 for c in with_ep)
+    assert all(c["comm_s"]["expert_parallel"] == 0 for c in plan["candidates"] if c["ep"] == 1)
+    for c in plan["candidates"]:
+        assert c["tp"] * c["pp"] * c["dp"] * c["ep"] == 64 and c["tp"] <= 8
+
+
 # ------------------------------------------------------------------ collectives
 
 

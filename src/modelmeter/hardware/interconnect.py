@@ -95,6 +95,7 @@ def interconnect_ids() -> list[str]:
     return list(_raw()["devices"])
 
 
+@lru_cache(maxsize=1)  # priced once per collective: a plan's search calls it ~10^5 times
 def latency_model() -> LatencyModel:
     raw = _raw()["latency_model"]
     return LatencyModel(
