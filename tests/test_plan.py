@@ -93,6 +93,9 @@ def test_plan_candidates_carry_the_contract_keys(llama8b_zero):
     # tokens/s is the global batch's tokens over the step; MFU below 1 and HFU = MFU without recomputation.
     assert best["tokens_per_s"] == pytest.approx(plan["settings"]["global_batch"] * 128 / best["step_time_s"])
     assert 0 < best["mfu"] == best["hfu"] < 1
+    # Whether each communication term overlaps compute, said per term: none does (Megatron-LM 2021).
+    for c in plan["candidates"]:
+        assert c["comm_overlapped"] == dict.fromkeys(c["comm_s"], False)
 
 
 # ------------------------------------------------------------------ Megatron-LM's FLOPs formula
@@ -130,6 +133,10 @@ def test_hfu_is_megatron_lm_model_flops_with_recomputation(tmp_path):
     assert c["mfu"] / c["hfu"] == pytest.approx(
         72 * (1 + s / (6 * h) + V / (12 * L * h)) / (96 * (1 + s / (6 * h) + V / (16 * L * h))), rel=1e-9)
     assert c["micro_batches"] == 4 and c["bubble_fraction"] == pytest.approx(1 / 4)  # (p - 1) / m
+    # The bubble: p - 1 idle slots of the m + p - 1 the pipeline runs (everything but the
+    # data-parallel reduction and the optimizer step, which follow the flush).
+    slots = c["step_time_s"] - c["comm_s"]["data_parallel"] - c["optimizer_time_s"]
+    assert c["bubble_time_s"] == pytest.approx(slots * 1 / (4 + 1), rel=1e-9)
     assert c["comm_s"]["tensor_parallel"] > 0 and c["comm_s"]["pipeline"] > 0
 
 
@@ -152,6 +159,55 @@ def test_recomputation_and_sequence_parallelism_lower_activations(tmp_path):
     for c in data["plan"]["candidates"]:
         label = f"tp{c['tp']} pp{c['pp']} dp{c['dp']} zero{c['zero']} mb{c['micro_batch']}"
         assert label in text
+
+
+NORMS = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    H, S = 256, 128
+
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(H, elementwise_affine=False)
+
+        def forward(self, x):
+            return self.norm(x)
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+            self.layers = nn.ModuleList(Block() for _ in range(4))
+
+        def forward(self, x):
+            x = x * self.scale
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+
+    def build():
+        return Net(), (torch.zeros(1, S, H),)
+""")
+
+
+def test_tensor_parallelism_does_not_split_norms(tmp_path):
+    # Blocks of LayerNorms alone: Megatron-LM's tensor parallelism splits matrix products and
+    # attention heads, not the norms on the residual stream (every tp rank runs them whole);
+    # sequence parallelism splits them along the sequence (Korthikanti et al. 2022, 4.2.2).
+    (tmp_path / "norms.py").write_text(NORMS)
+    common = ["norms:build", "--hardware", "a100-sxm-80gb", "--train", "--pp", "1", "--dp", "1",
+              "--micro-batch", "1", "--global-batch", "2", "--zero", "0", "--no-checkpoint"]
+    one = _plan(*common, "--devices", "1", "--tp", "1", cwd=tmp_path)["plan"]["best"]
+    two = {sp: _plan(*common, "--devices", "2", "--tp", "2", f"--{'' if sp else 'no-'}sp",
+                     cwd=tmp_path)["plan"]["best"] for sp in (False, True)}
+    # (The optimizer step of the one scalar weight, a few picoseconds, is the only other term.)
+    assert two[False]["compute_time_s"] == pytest.approx(one["compute_time_s"], rel=1e-4)
+    assert two[True]["compute_time_s"] == pytest.approx(one["compute_time_s"] / 2, rel=1e-4)
 
 
 # ------------------------------------------------------------------ inference
@@ -179,6 +235,43 @@ def test_llama3_70b_inference_needs_two_h100s_and_tpot_bounds():
     assert c["tpot_s"] >= read / (8 * hw.memory_bandwidth_bytes_per_s) + c["comm_s"]["decode_step"]
 
 
+def test_inference_sharding_keeps_norms_whole():
+    # The LLM view's per-op costs of llama3-8b, sharded over tp = 4: every op of the RMSNorm
+    # modules keeps its cost (each rank normalises the whole hidden state), the attention and
+    # MLP projections (matrix products) cost a quarter.
+    from modelmeter.analysis.llm import measure_llm_costs
+    from modelmeter.analysis.plan_infer import shard_costs
+
+    costs = measure_llm_costs("llama3-8b", prompt=16, gen=2, dtype="fp16")
+    tp = shard_costs(costs, 4, 1, kv_heads=8)
+    norms = [k for k in costs.prefill if k[0].endswith(("input_layernorm", "post_attention_layernorm"))]
+    projections = [k for k in costs.prefill if k[0].endswith(("q_proj", "o_proj", "gate_proj", "down_proj"))]
+    assert len(norms) >= 2 * 32 and len(projections) >= 4 * 32
+    for k in norms:
+        assert tp.prefill[k] == costs.prefill[k]
+        assert tp.decode[k] == costs.decode[k]
+    for k in projections:
+        for a, b in zip(tp.prefill[k], costs.prefill[k], strict=True):
+            assert a == pytest.approx(tuple(x / 4 for x in b))
+
+
+@pytest.mark.slow
+def test_deepseek_v3_training_plan_completes_with_expert_parallel_layouts():
+    # 671 B parameters, 256 routed experts, 64 H200s on 8 nodes: the trace (on meta) and the
+    # search of every layout finish (about 40 s on a shared 2-core machine), and layouts with
+    # ep > 1 appear, paying the expert all-to-alls that ep = 1 layouts do not.
+    data = _plan("deepseek-v3", "--hardware", "h200-sxm", "--devices", "64", "--nodes", "8", "--train",
+                 "--limit", "200")
+    plan = data["plan"]
+    assert plan["searched"] > 1000 and plan["best"] is not None
+    with_ep = [c for c in plan["candidates"] if c["ep"] > 1]
+    assert with_ep and any(c["fits"] for c in with_ep)
+    assert all(c["comm_s"]["expert_parallel"] > 0 for c in with_ep)
+    assert all(c["comm_s"]["expert_parallel"] == 0 for c in plan["candidates"] if c["ep"] == 1)
+    for c in plan["candidates"]:
+        assert c["tp"] * c["pp"] * c["dp"] * c["ep"] == 64 and c["tp"] <= 8
+
+
 # ------------------------------------------------------------------ collectives
 
 
@@ -190,7 +283,7 @@ def test_collectives_approach_the_bandwidth_closed_forms(device):
         if n > net.devices_per_node:
             continue
         g = make_group(n, 1, net)
-        bw = net.intra.bandwidth_bytes_per_s
+        bw = net.intra.collective_bandwidth_bytes_per_s  # NCCL's modelled NVLink rate where known
         ring = ring_allreduce_closed_form(big, n, bw)
         assert collective_time(ALL_REDUCE, big, g) >= min(ring, 2 * big / bw) * (1 - 1e-12)
         assert collective_time(ALL_REDUCE, big, g) == pytest.approx(min(ring, 2 * big / bw), rel=1e-3)
@@ -209,6 +302,11 @@ def test_interconnect_conventions_are_per_direction():
     assert h100.intra.bandwidth_bytes_per_s == 450e9 and "900 GB/s" in h100.intra.quoted  # bidirectional
     assert get_interconnect("a100-sxm-80gb").intra.bandwidth_bytes_per_s == 300e9
     assert h100.inter.bandwidth_bytes_per_s == 50e9  # 8 x 400 Gb/s per 8 GPUs
+    # Collectives run at what NCCL's topology model assumes: links x its per-link figure
+    # (src/graph/topo.h: SM80_NVLINK_BW 20, SM90_NVLINK_BW 20.6 GB/s; A100 12 links, H100 18).
+    assert get_interconnect("a100-sxm-80gb").intra.collective_bandwidth_bytes_per_s == pytest.approx(12 * 20e9)
+    assert h100.intra.collective_bandwidth_bytes_per_s == pytest.approx(18 * 20.6e9)
+    assert get_interconnect("mi300x").intra.collective_bandwidth_bytes_per_s == 448e9  # no NCCL figure
     assert all(v.startswith("[") for v in h100.sources.values())  # every figure cites a source
 
 

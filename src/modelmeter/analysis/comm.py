@@ -21,6 +21,9 @@ NCCL's model (its algorithm bandwidth is half the bus bandwidth) but needs only
 
 A group that spans nodes runs at the inter-node share of each device (the
 node's NIC bandwidth over its devices), its network steps at network latency.
+Within a node the bandwidth is the one NCCL's own topology model assumes for
+the link where the data file has it (NVLink: links x NCCL's per-link figure,
+e.g. A100 12 x 20 GB/s = 240 GB/s against 300 GB/s signalled), else the datasheet's.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def make_group(size: int, stride: int, net: Interconnect) -> Group:
         nodes = size  # each member on its own node
     else:
         nodes = max(1, math.ceil(span / per_node))
-    bw = net.inter.bandwidth_bytes_per_s if nodes > 1 else net.intra.bandwidth_bytes_per_s
+    link = net.inter if nodes > 1 else net.intra
+    bw = link.collective_bandwidth_bytes_per_s
     return Group(size, nodes, bw, net.intra.latency_class, net.inter.latency_class)
 
 

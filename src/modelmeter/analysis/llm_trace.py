@@ -46,6 +46,7 @@ from ..count.quantization import weight_tensors
 from ..sources import LoadedModel, resolve_model
 from ..trace.moe import MetaExperts, find_expert_groups
 from ..trace.run import trace_model
+from .tp_replicated import replicated_under_tp
 
 # Fields of one op's cost vector, in order.
 # expert_weight_elems: weights of routed experts (all E of a group); a step reads the share
@@ -66,6 +67,9 @@ class OpInfo:
     experts: int = 0  # op of a routed-experts group of this many experts (0: not one)
     top_k: int = 0
     layer: int | None = None  # decoder layer index from the module path ('model.layers.3.…')
+    # Not a matrix product, and its largest output is one hidden-size tensor (tokens x hidden):
+    # norms, residual adds. Tensor parallelism does not split it (every rank runs it whole).
+    replicated: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,16 @@ class DecoderTracer:
         """Trace prefill (`past=0`, `new_tokens=prompt`) or decode (`new_tokens=1`)."""
         trace, cache = self._trace(batch, new_tokens, past)
         shapes = {tuple(t.shape) for layer in cache.layers for t in (layer.keys, layer.values)}
-        return step_costs(trace, batch=batch, new_tokens=new_tokens, past=past, cache_shapes=shapes)
+        return step_costs(trace, batch=batch, new_tokens=new_tokens, past=past, cache_shapes=shapes,
+                          hidden=self._hidden())
+
+    def _hidden(self) -> int | None:
+        from ..formulas import decoder_dims
+
+        try:
+            return int(decoder_dims(self.config).d_model)
+        except (KeyError, TypeError, ValueError, UserInputError):  # a config it cannot read: none marked
+            return None
 
     def trace_step(self, batch: int, new_tokens: int, past: int = 0) -> Trace:
         """The raw trace of one step, as eager transformers runs it (the cache grows by `torch.cat`)."""
@@ -183,7 +196,7 @@ class DecoderTracer:
 
 
 def step_costs(trace: Trace, *, batch: int, new_tokens: int, past: int,
-               cache_shapes: set[tuple[int, ...]]) -> StepCosts:
+               cache_shapes: set[tuple[int, ...]], hidden: int | None = None) -> StepCosts:
     """Cost vectors per op (see the module docstring for the two corrections)."""
     ops: dict[OpKey, tuple[float, ...]] = {}
     info: dict[OpKey, OpInfo] = {}
@@ -255,7 +268,8 @@ def step_costs(trace: Trace, *, batch: int, new_tokens: int, past: int,
         group = _group_of(e.module, groups)
         info[key] = OpInfo(e.op, e.module, c.dtype, c.category in ("data", "uncounted"),
                            experts=group.experts if group else 0, top_k=group.top_k if group else 0,
-                           layer=layer_index(e.module))
+                           layer=layer_index(e.module),
+                           replicated=replicated_under_tp(e, c.category, batch * new_tokens, hidden))
     return StepCosts(
         batch=batch, new_tokens=new_tokens, past=past, ops=ops, info=info,
         kv_elems_written=written, kv_written_by_layer=dict(by_layer), kv_itemsize=itemsize, peak_activation_bytes=peak,

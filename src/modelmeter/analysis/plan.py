@@ -31,11 +31,15 @@ Memory per device (the worst pipeline stage):
 
 Time per step (no overlap of communication with compute, which is what
 Megatron-LM 2021 did for data parallelism: gradients are reduced after the
-pipeline flush; tensor-parallel collectives sit on the critical path anyway):
+pipeline flush; tensor-parallel collectives sit on the critical path anyway;
+every candidate says so per term in `comm_overlapped`):
 
 * compute of a block per micro-batch b on tp ranks: its traced ops costed by
   the roofline, sum of max(t_compute x b, t_weights + t_activations x b) / tp;
   backward likewise; recomputation adds one more forward;
+* compute runs on tp ranks as sharded: matrix products and everything per head or
+  per MLP column / tp; the ops on the residual stream (norms, residual adds) whole
+  on every rank unless sequence parallelism splits them (`tp_replicated.py`);
 * tensor parallelism: 2 all-reduces of the block's output per forward, 2 per
   backward (Megatron-LM's attention + MLP split; with sequence parallelism a
   reduce-scatter + all-gather pair, the same bus bytes); expert parallelism:
@@ -77,7 +81,11 @@ from .memory import OPTIMIZER_STATES, STATE_BYTES
 
 ZERO_STAGES = (0, 1, 2, 3)
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
-OpCost = tuple[float, float, float]  # (t_compute, t_weights, t_activations) at micro-batch 1, one device
+# (t_compute, t_weights, t_activations, replicated) of one op at micro-batch 1 on one device;
+# `replicated`: an op on the hidden-size tensors outside the sharded matmuls (norms, residual
+# adds, dropout of the block output) that every tensor-parallel rank runs whole, unless
+# sequence parallelism splits it along the sequence (Korthikanti et al. 2022, section 4.2.2).
+OpCost = tuple[float, float, float, bool]
 
 
 # ------------------------------------------------------------------ profile
@@ -208,6 +216,16 @@ class Candidate:
     mfu: float
     hfu: float
     why_not: str | None = None
+    bubble_time_s: float = 0.0  # (pp - 1) pipeline slots of idle time per step
+    optimizer_time_s: float = 0.0  # the optimizer step (every model-state byte read and written)
+
+
+# Whether each communication term overlaps compute. None does here: Megatron-LM (2021) runs the
+# tensor-parallel all-reduces and expert all-to-alls synchronously between the layers that need
+# them, the pipeline sends between stages, and the data-parallel gradient all-reduce after the
+# pipeline flush; so every term adds to the step time.
+COMM_OVERLAPPED: dict[str, bool] = {
+    "tensor_parallel": False, "expert_parallel": False, "pipeline": False, "data_parallel": False}
 
 
 @dataclass(frozen=True)
@@ -297,16 +315,18 @@ def _stage_memory(profile: TrainingProfile, settings: TrainSettings, layout: Lay
 
 
 class _Timer:
-    """Block times per (kind, phase, micro-batch, tp), computed once."""
+    """Block times per (kind, phase, micro-batch, tp, sp), computed once."""
 
     def __init__(self) -> None:
-        self.cache: dict[tuple[int, str, int, int], float] = {}
+        self.cache: dict[tuple[int, str, int, int, bool], float] = {}
 
-    def __call__(self, b: Block, phase: str, mb: int, tp: int) -> float:
-        key = (b.kind, phase, mb, tp)
+    def __call__(self, b: Block, phase: str, mb: int, tp: int, sp: bool = False) -> float:
+        key = (b.kind, phase, mb, tp, sp)
         if key not in self.cache:
             ops = b.fwd_ops if phase == "fwd" else b.bwd_ops
-            self.cache[key] = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta in ops) / tp
+            sharded = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta, rep in ops if not rep)
+            whole = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta, rep in ops if rep)
+            self.cache[key] = sharded / tp + whole / (tp if sp else 1)
         return self.cache[key]
 
 
@@ -331,7 +351,7 @@ def evaluate(profile: TrainingProfile, settings: TrainSettings, layout: Layout, 
         states_max = max(states_max, sum(parts[:3]))
         compute = tpc = epc = 0.0
         for u in units:
-            f, bwd = timer(u, "fwd", mb, tp), timer(u, "bwd", mb, tp)
+            f, bwd = timer(u, "fwd", mb, tp, layout.sp), timer(u, "bwd", mb, tp, layout.sp)
             compute += f + bwd + (f if layout.checkpoint and u.tp_all_reduces else 0.0)
             passes = 3 if layout.checkpoint and u.tp_all_reduces else 2
             msg = u.output_bytes * mb
@@ -369,6 +389,7 @@ def evaluate(profile: TrainingProfile, settings: TrainSettings, layout: Layout, 
         tokens_per_s=samples * profile.seq / step, mfu=model_flops / denom,
         hfu=(model_flops + recompute) / denom,
         why_not=None if fits else _why_not(memory, capacity, wb, gb, ob, act, s_worst),
+        bubble_time_s=(pp - 1) * per_slot, optimizer_time_s=optimizer,
     )
 
 
@@ -548,9 +569,13 @@ TRAIN_ASSUMPTIONS = (
     "activations: tensors the traced step saves for backward x micro-batch; / tp for the sharded part, "
     "hidden-size tensors whole per tp rank unless sequence parallelism; 1F1B keeps pp micro-batches "
     "in flight on the first stage",
-    "compute: traced ops costed by the roofline, scaled linearly with micro-batch and divided by tp",
-    "communication is not overlapped with compute (Megatron-LM 2021: data-parallel all-reduce after "
-    "the pipeline flush); ring or tree per NCCL's cost model",
+    "compute: traced ops costed by the roofline (matrix peak x settings.efficiency, memory-bound ops at "
+    "HBM bandwidth), scaled linearly with micro-batch",
+    "communication is not overlapped with compute, no term of it (comm_overlapped: Megatron-LM 2021 runs "
+    "tensor-parallel all-reduces synchronously and the data-parallel all-reduce after the pipeline flush); "
+    "ring or tree per NCCL's cost model, at the NVLink bandwidth NCCL's topology model assumes",
+    "tensor parallelism splits matrix products and attention heads; norms and residual adds run whole on "
+    "every tp rank unless sequence parallelism splits them",
     "tensor parallelism: 2 all-reduces of a block's output per forward and per backward pass (+2 with "
     "recomputation); rank order tp, then ep and dp, then pp",
     "MFU: 3 x forward matrix FLOPs (PaLM); HFU adds the recomputed forward (Megatron-LM's TFLOP/s)",
@@ -629,6 +654,8 @@ def candidate_dict(c: Candidate) -> dict[str, Any]:
         "compute_time_s": c.compute_time_s, "comm_time_s": c.comm_time_s, "comm_s": dict(c.comm),
         "bubble_fraction": c.bubble_fraction, "step_time_s": c.step_time_s,
         "tokens_per_s": c.tokens_per_s, "mfu": c.mfu, "hfu": c.hfu, "fits": c.fits, "why_not": c.why_not,
+        "bubble_time_s": c.bubble_time_s, "optimizer_time_s": c.optimizer_time_s,
+        "comm_overlapped": dict(COMM_OVERLAPPED),
     }
 
 

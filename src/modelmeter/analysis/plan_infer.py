@@ -4,9 +4,11 @@ Built on the LLM view's traced per-op costs (`llm.py`: prefill and decode
 traced on meta, each op's cost fitted in batch and cache length). A layout of
 tp x pp devices is one replica; dp replicas serve independent requests.
 
-* Sharding: every op's FLOPs, weight reads and activation traffic / tp (ideal
-  Megatron-LM sharding of attention heads and MLP columns; norms replicated in
-  reality, a small share); KV-cache traffic and size / min(tp, KV heads) (a
+* Sharding: an op's FLOPs, weight reads and activation traffic / tp (Megatron-LM
+  sharding of attention heads and MLP columns), except the ops tensor parallelism
+  replicates: those that are not matrix products and whose largest output is one
+  hidden-size tensor (norms, residual adds; `OpInfo.replicated`) run whole on
+  every rank; KV-cache traffic and size / min(tp, KV heads) (a
   KV head cannot be split, so beyond that tp replicates the cache); weights
   / (tp x pp) in memory; activations peak / tp. The sharded costs run through
   the LLM view's own estimate (`llm_estimate`), so TTFT, TPOT, memory, fit and
@@ -84,14 +86,16 @@ def shard_costs(costs: LLMCosts, tp: int, pp: int, kv_heads: int | None) -> LLMC
     """The per-device costs of one replica of tp x pp devices (module docstring)."""
     kv_div = min(tp, kv_heads) if kv_heads else tp
 
-    def scale(v: tuple[float, ...]) -> tuple[float, ...]:
-        return tuple(x / (kv_div if i in (KV_READ, KV_WRITE) else tp) for i, x in enumerate(v))
+    def scale(v: tuple[float, ...], key: Any) -> tuple[float, ...]:
+        info = costs.info.get(key)
+        whole = 1 if info is not None and info.replicated else tp
+        return tuple(x / (kv_div if i in (KV_READ, KV_WRITE) else whole) for i, x in enumerate(v))
 
     return replace(
         costs,
         params=max(1, round(costs.params / (tp * pp))),
-        prefill={k: (scale(a), scale(b)) for k, (a, b) in costs.prefill.items()},
-        decode={k: tuple(scale(c) for c in cs) for k, cs in costs.decode.items()},  # type: ignore[misc]
+        prefill={k: (scale(a, k), scale(b, k)) for k, (a, b) in costs.prefill.items()},
+        decode={k: tuple(scale(c, k) for c in cs) for k, cs in costs.decode.items()},  # type: ignore[misc]
         kv_elems_per_token=costs.kv_elems_per_token / (kv_div * pp),
         prefill_peak=(costs.prefill_peak[0] / tp, costs.prefill_peak[1] / tp),
         decode_peak=(costs.decode_peak[0] / tp, costs.decode_peak[1] / tp),
@@ -205,7 +209,9 @@ def plan_inference(costs: LLMCosts, hw: Hardware, *, devices: int, nodes: int, n
 
 
 INFER_ASSUMPTIONS = (
-    "per-op costs / tp (ideal head and column sharding); KV cache / min(tp, KV heads); weights / (tp x pp)",
+    "per-op costs / tp (head and column sharding), except ops on one hidden-size tensor that are not "
+    "matrix products (norms, residual adds): every tp rank runs them whole; KV cache / min(tp, KV heads); "
+    "weights / (tp x pp)",
     "pipeline stages of one batch run in sequence: pp lowers memory per device, not latency",
     "2 all-reduces of the hidden states per layer per forward over the tp group, not overlapped",
     "batch = concurrent sequences per replica; dp replicas serve independent requests",
@@ -246,5 +252,7 @@ def infer_candidate_dict(c: InferCandidate) -> dict[str, Any]:
         "ttft_s": c.ttft_s, "tpot_s": c.tpot_s, "e2e_s": c.e2e_s,
         "comm_time_s": c.comm_time_s,
         "comm_s": {"prefill": c.comm_prefill_s, "decode_step": c.comm_decode_step_s},
+        # The tp all-reduces sit between the layers that need their result: never hidden.
+        "comm_overlapped": {"prefill": False, "decode_step": False},
         "tokens_per_s": c.tokens_per_s, "mfu": c.mfu, "hfu": c.mfu, "fits": c.fits, "why_not": c.why_not,
     }

@@ -11,7 +11,12 @@ any model modelmeter can trace gets a profile.
 
 Per op the roofline (`roofline.py`, same conventions) gives compute time,
 weight-read time and activation-traffic time on the device; the planner scales
-compute and activation traffic with the micro-batch and everything with 1/tp.
+compute and activation traffic with the micro-batch, and divides by tp only what
+Megatron-LM's tensor parallelism shards: the matrix products, the attention heads
+and the MLP's intermediate activations. The ops on the residual stream (norms,
+residual adds, the dropout of a block's output, their backward;
+`tp_replicated.py`) are *replicated*: every tp rank runs them whole, unless
+sequence parallelism splits them along the sequence.
 
 Expert parameters are those of modules whose path has an `experts` component
 (the grouping transformers' mixture-of-experts models use); a block holding
@@ -30,11 +35,13 @@ from ..hardware import Hardware
 from .memory import checkpoint_blocks
 from .plan import Block, OpCost, TrainingProfile
 from .roofline import OpTime, roofline
+from .tp_replicated import replicated_under_tp
 
 FIRST, LAST = "<before blocks>", "<after blocks>"
 _HEAD_KEYS = ("num_attention_heads", "n_head", "num_heads")
 _EXPERT_KEYS = ("n_routed_experts", "num_local_experts", "num_experts", "moe_num_experts")
 _TOPK_KEYS = ("num_experts_per_tok", "moe_topk", "top_k", "num_experts_per_token")
+_HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "dim")
 
 
 def is_expert_path(path: str) -> bool:
@@ -77,6 +84,13 @@ def build_profile(trace: Trace, forward: Counts, backward: Counts, hw: Hardware,
         return LAST
 
     units = [FIRST, *blocks, LAST]
+    events = {e.index: e for e in trace.events}
+    tokens, hidden_dim = _hidden_shape(trace, records, blocks) or (seq, _first_int(config or {}, _HIDDEN_KEYS))
+
+    def replicated(o: OpTime) -> bool:
+        e = events.get(o.index)
+        return e is not None and replicated_under_tp(e, o.category, tokens, hidden_dim)
+
     ops: dict[str, dict[str, list[OpCost]]] = {u: {"fwd": [], "bwd": []} for u in units}
     flops: dict[str, dict[str, float]] = {u: {"fwd": 0.0, "bwd": 0.0} for u in units}
     for phase, result in (("fwd", fwd), ("bwd", bwd)):
@@ -84,7 +98,7 @@ def build_profile(trace: Trace, forward: Counts, backward: Counts, hw: Hardware,
             if o.category == "view":
                 continue
             u = unit_of(o.module, o.index if phase == "fwd" else None)
-            ops[u][phase].append(_cost(o, bw))
+            ops[u][phase].append(_cost(o, bw, replicated(o)))
             flops[u][phase] += o.flops
 
     params: dict[str, int] = defaultdict(int)
@@ -139,8 +153,21 @@ def build_profile(trace: Trace, forward: Counts, backward: Counts, hw: Hardware,
     )
 
 
-def _cost(o: OpTime, bw: float) -> OpCost:
-    return (o.t_compute_s, o.param_bytes / bw, (o.bytes - o.param_bytes) / bw)
+def _cost(o: OpTime, bw: float, replicated: bool) -> OpCost:
+    return (o.t_compute_s, o.param_bytes / bw, (o.bytes - o.param_bytes) / bw, replicated)
+
+
+def _hidden_shape(trace: Trace, records: dict[str, Any], blocks: list[str]) -> tuple[int, int] | None:
+    """(tokens, hidden) of the residual stream: the first block's first floating input."""
+    if not blocks:
+        return None
+    first = records[blocks[0]].first_event
+    for e in trace.events:
+        if e.index == first:
+            for t in e.inputs:
+                if t.shape and t.dtype.startswith(("float", "bfloat", "half")):
+                    return t.numel // t.shape[-1], int(t.shape[-1])
+    return None
 
 
 def _first_int(config: dict[str, Any], keys: tuple[str, ...]) -> int | None:

@@ -28,6 +28,14 @@ class Link:
     bandwidth_bytes_per_s: float
     latency_class: str  # 'nvlink' | 'pcie' | 'net': which NCCL step latencies apply
     source: str
+    # What NCCL's own topology model assumes the link delivers (links x its per-link figure),
+    # below the signalling rate; None where NCCL's model has no figure for the part.
+    nccl_bandwidth_bytes_per_s: float | None = None
+
+    @property
+    def collective_bandwidth_bytes_per_s(self) -> float:
+        """The rate collectives are priced at: NCCL's modelled bandwidth where known, else the datasheet's."""
+        return self.nccl_bandwidth_bytes_per_s or self.bandwidth_bytes_per_s
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class Interconnect:
     def to_dict(self) -> dict[str, Any]:
         def link(x: Link) -> dict[str, Any]:
             return {"name": x.name, "quoted": x.quoted, "bandwidth_bytes_per_s": x.bandwidth_bytes_per_s,
+                    "nccl_bandwidth_bytes_per_s": x.nccl_bandwidth_bytes_per_s,
+                    "collective_bandwidth_bytes_per_s": x.collective_bandwidth_bytes_per_s,
                     "latency_class": x.latency_class, "source": x.source}
 
         return {"device_id": self.device_id, "devices_per_node": self.devices_per_node,
@@ -85,6 +95,7 @@ def interconnect_ids() -> list[str]:
     return list(_raw()["devices"])
 
 
+@lru_cache(maxsize=1)  # priced once per collective: a plan's search calls it ~10^5 times
 def latency_model() -> LatencyModel:
     raw = _raw()["latency_model"]
     return LatencyModel(
@@ -115,8 +126,10 @@ def get_interconnect(device_id: str, *, fabric: str | None = None,
     sources = {f"intra_node.{k}": _cite(v) for k, v in entry["field_sources"].items()}
     sources["inter_node"] = _cite(f["source"])
     sources["latency"] = latency_model().source
+    nccl = entry.get("nccl_bandwidth_bytes_per_s")
     intra = Link(entry["link"], entry["quoted"], float(entry["bandwidth_bytes_per_s"]),
-                 entry["latency_class"], _cite(entry["field_sources"]["bandwidth_bytes_per_s"]))
+                 entry["latency_class"], _cite(entry["field_sources"]["bandwidth_bytes_per_s"]),
+                 float(nccl) if nccl is not None else None)
     share = f["nics_per_node"] * float(f["nic_bandwidth_bytes_per_s"]) / per_node
     inter = Link(f["name"], f["quoted"], share, f["latency_class"], _cite(f["source"]))
     return Interconnect(device_id, per_node, intra, inter, fabric_id, int(f["nics_per_node"]), sources)

@@ -42,6 +42,16 @@ def render_plan(console: Console, plan: dict[str, Any], shown: int = SHOWN) -> N
         console.print(f"[yellow]does not fit[/] {layout_label(c, train)}: {c['why_not']}")
     if len(rejected) > shown:
         console.print(f"… {len(rejected) - shown} more layouts that do not fit (all in --json)")
+    best = plan.get("best")
+    if best and best.get("comm_overlapped"):
+        # Only the terms this layout pays (a dense model has no expert all-to-all).
+        flags = {k: v for k, v in best["comm_overlapped"].items() if best["comm_s"].get(k)}
+        hidden = [k.replace("_", "-") for k, v in flags.items() if v]
+        exposed = [k.replace("_", "-") for k, v in flags.items() if not v]
+        console.print("communication: " + "; ".join(
+            part for part in (f"overlapped with compute: {', '.join(hidden)}" if hidden else "",
+                              f"not overlapped (adds to the step): {', '.join(exposed)}" if exposed else "")
+            if part) if flags else "communication: none in this layout")
     if train and st.get("efficiency") is not None:
         console.print(f"matrix peak derated to {format_percent(st['efficiency'])} (measured max-achievable matmul)")
     for note in plan["notes"]:
