@@ -3,9 +3,10 @@ formula, the inference bounds, layouts, bad input — through the CLI on real mo
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import subprocess
-import sys
+import os
 import textwrap
 
 import pytest
@@ -20,26 +21,43 @@ from modelmeter.analysis.comm import (
     make_group,
     ring_allreduce_closed_form,
 )
+from modelmeter.cli.main import main
 from modelmeter.core.report import Report
 from modelmeter.hardware import get_hardware
 from modelmeter.hardware.interconnect import get_interconnect, interconnect_ids
 
-CLI = [sys.executable, "-m", "modelmeter.cli.main", "plan"]
+
+def _run(*args: str, cwd=None) -> tuple[int, str, str]:
+    """`modelmeter plan ARGS` in this process (the console script's own entry point)."""
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(["plan", *args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(previous)
+    return code, out.getvalue(), err.getvalue()
 
 
 def _plan(*args: str, cwd=None) -> dict:
-    out = subprocess.run([*CLI, *args, "--json", "-"], capture_output=True, text=True, cwd=cwd)
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
+    code, out, err = _run(*args, "--json", "-", cwd=cwd)
+    assert code == 0, err
+    data = json.loads(out)
     assert Report.from_dict(data).to_dict() == data  # the plan section round-trips
     return data
 
 
 def _fails(*args: str) -> str:
-    out = subprocess.run([*CLI, *args], capture_output=True, text=True)
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    code, out, err = _run(*args)
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
 
@@ -115,6 +133,7 @@ GPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_hfu_is_megatron_lm_model_flops_with_recomputation(tmp_path):
     (tmp_path / "tinygpt.py").write_text(GPT)
     batch = 8
@@ -140,6 +159,7 @@ def test_hfu_is_megatron_lm_model_flops_with_recomputation(tmp_path):
     assert c["comm_s"]["tensor_parallel"] > 0 and c["comm_s"]["pipeline"] > 0
 
 
+@pytest.mark.slow
 def test_recomputation_and_sequence_parallelism_lower_activations(tmp_path):
     (tmp_path / "tinygpt.py").write_text(GPT)
     page = tmp_path / "plan.html"
@@ -213,6 +233,7 @@ def test_tensor_parallelism_does_not_split_norms(tmp_path):
 # ------------------------------------------------------------------ inference
 
 
+@pytest.mark.slow
 def test_llama3_70b_inference_needs_two_h100s_and_tpot_bounds():
     data = _plan("llama3-70b", "--hardware", "h100-sxm", "--devices", "8", "--prompt", "128", "--gen", "16")
     plan = data["plan"]
