@@ -58,7 +58,7 @@ def make_console(*, json_to_stdout: bool = False) -> Console:
     columns = os.environ.get("COLUMNS", "")
     if sys.stdout.isatty() or columns.isdigit():
         return Console()
-    return Console(width=160)
+    return Console(width=200)
 
 
 def check_outputs(**targets: str | None) -> None:

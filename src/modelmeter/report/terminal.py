@@ -30,7 +30,10 @@ def module_table(report: dict[str, Any], depth: int, title: str | None = None) -
                           ("output shape", "left"), ("params", "right"),
                           ("MACs", "right"), ("FLOPs", "right"), ("other FLOPs", "right"),
                           ("bytes read", "right"), ("bytes written", "right"), ("FLOPs %", "right")):
-        table.add_column(name, justify=justify, no_wrap=name in ("module", "input shape", "output shape"))
+        # Names and types stay whole (a type such as 'MixtralExperts ×8 (top-2)' says how the
+        # layer was counted); a long shape folds onto a second line instead.
+        table.add_column(name, justify=justify, no_wrap=name in ("module", "type"),
+                         overflow="fold" if name.endswith("shape") else "ellipsis")
     for m in report["modules"]:
         if m["depth"] > depth:
             continue
