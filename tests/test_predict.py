@@ -567,3 +567,28 @@ def test_first_use_calibration_reports_progress_through_the_pipeline_hooks(tmp_p
     statuses.clear()
     run.report(model, options, run.Hooks(on_status=statuses.append, on_calibration=lambda *s: steps.append(s)))
     assert steps == [] and not any("calibrating" in s for s in statuses)
+
+
+def test_llm_on_local_bounds_with_the_profile_of_its_own_thread_count(tmp_path, monkeypatch, run_main) -> None:
+    """The saved 'local' file may come from another thread count (the first calibration, or
+    `hardware calibrate`): `llm --hardware local` prices the bound with the cached profile of the
+    threads it runs with, so bound, calibrated prediction and measurement describe one setting
+    (found on a 2-core VM: a 1-thread file put the 2-thread TTFT bound at 5.8 s, above the 3.2 s
+    measured)."""
+    import dataclasses
+
+    from modelmeter.hardware.detect import cpu_name
+    from modelmeter.hardware.profile import save_local_profile
+    from modelmeter.pipeline.calibrated import apply_threads
+
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    threads = apply_threads(None, "cpu")
+    slow = dataclasses.replace(_hardware(), name="Test CPU (another thread count)",
+                               peak_flops={"fp32": PEAKS.matmul_flops / 4})
+    save_local_profile(slow)
+    save_cached(cache_key(cpu_name(), threads, torch.__version__), _hardware(), _model(), None)
+    code, out, err = run_main("llm", "gpt2", "--hardware", "local", "--dtype", "fp32", "--prompt", "8",
+                              "--gen", "2", "--json", "-")
+    assert code == 0, err
+    section = json.loads(out)["llm"]
+    assert section["hardware_detail"]["peak_flops"] == PEAKS.matmul_flops  # not the saved file's quarter

@@ -278,7 +278,7 @@ def llm(model: Any, options: LLMOptions) -> LLMSection:
     TTFT/TPOT bound, calibrated prediction and, when asked, measurement here. Without a
     `dtype`: fp16, or on the 'local' profile the precision it measured fastest (said so).
     """
-    hw = resolve_hardware(options.hardware)
+    hw = local_for_these_threads(resolve_hardware(options.hardware))
     check_activations(hw, options.activations)  # before minutes of tracing
     dtype, dtype_reason = llm_dtype(hw, options.dtype)
     result = analyze_llm(
@@ -291,6 +291,22 @@ def llm(model: Any, options: LLMOptions) -> LLMSection:
         local = local_steps(model, prompt=options.prompt, gen=options.gen, batch=options.batches[0], hw=hw,
                             dtype=dtype, measure=options.measure)
     return LLMSection(result, local, dtype_reason)
+
+
+def local_for_these_threads(hw: Hardware) -> Hardware:
+    """On 'local', the cached profile of the thread count this process runs with.
+
+    The saved 'local' file is whichever profile was calibrated first or by `hardware
+    calibrate`, perhaps at another thread count: its peaks would put the bound of a
+    2-thread measurement at 1-thread speed (above the measurement). The bound, the
+    calibrated prediction and `--measure` then describe one configuration.
+    """
+    if hw.id != "local":
+        return hw
+    from ..hardware.local import local_profile
+
+    prof = local_profile(auto_calibrate=False)
+    return prof.hardware if prof is not None else hw
 
 
 def llm_dtype(hw: Hardware, dtype: str | None) -> tuple[str, str | None]:
