@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .units import format_bytes, format_count, format_seconds
+from .units import format_bytes, format_count, format_seconds, format_value
 
 FULL = "the full data: .to_dict()"
 
@@ -94,21 +94,11 @@ def comparison_brief(comparison: dict[str, Any]) -> str:
     for row in comparison.get("rows") or []:
         cells = []
         for j, (value, ratio) in enumerate(zip(row["values"], row["ratios"], strict=True)):
-            text = _value(value, row.get("unit", ""))
+            text = format_value(value, row.get("unit", ""))
             cells.append(text + (f" ({ratio:.3g}x)" if j and ratio is not None else ""))
         lines.append(f"  {row['metric']}: " + " | ".join(cells))
     lines.append(f"  ({FULL})")
     return "\n".join(lines)
-
-
-def _value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "B":
-        return format_bytes(value)
-    if unit == "s":
-        return format_seconds(value)
-    return format_count(value, unit)
 
 
 def inputs_text(settings: dict[str, Any]) -> str:

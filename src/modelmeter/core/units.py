@@ -91,3 +91,18 @@ def percent_beyond(value: float, limit: float, decimals: int = 0) -> tuple[str, 
         if float(shown[:-1]) != float(shown_limit[:-1]):
             return shown, shown_limit
     return f"{value * 100!r}%", shown_limit
+
+
+def format_value(value: float | None, unit: str) -> str:
+    """A base-unit number for people, by its unit ('', 'B', 's', 'J', '1/s')."""
+    if value is None:
+        return "—"
+    if unit == "B":
+        return format_bytes(value)
+    if unit == "s":
+        return format_seconds(value)
+    if unit == "J":
+        return f"{value:.3g} J"
+    if unit == "1/s":
+        return f"{format_count(value)}/s"
+    return format_count(value)

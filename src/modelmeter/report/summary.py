@@ -26,6 +26,7 @@ from ..core.units import (
     format_percent,
     format_rate,
     format_seconds,
+    format_value,
     plural,
 )
 
@@ -319,21 +320,6 @@ def module_bound(m: dict[str, Any]) -> str:
 def bound_label(bound: str) -> str:
     """A roofline `bound` for people: 'memory', 'compute', or 'no work' for 'none'."""
     return "no work" if bound == "none" else bound
-
-
-def format_value(value: float | None, unit: str) -> str:
-    """A base-unit number for people, by its unit ('', 'B', 's', 'J', '1/s')."""
-    if value is None:
-        return "—"
-    if unit == "B":
-        return format_bytes(value)
-    if unit == "s":
-        return format_seconds(value)
-    if unit == "J":
-        return f"{value:.3g} J"
-    if unit == "1/s":
-        return f"{format_count(value)}/s"
-    return format_count(value)
 
 
 def format_ratio(ratio: float | None) -> str:
