@@ -301,7 +301,7 @@ def local_for_these_threads(hw: Hardware) -> Hardware:
     2-thread measurement at 1-thread speed (above the measurement). The bound, the
     calibrated prediction and `--measure` then describe one configuration.
     """
-    if hw.id != "local":
+    if hw.id != LOCAL_ID:
         return hw
     from ..hardware.local import local_profile
 
