@@ -305,3 +305,22 @@ def test_ctrl_c_prints_and_saves_finished_rows_then_exits_130(tiny: Path) -> Non
     assert finished and finished[0]["batch"] == 1
     assert all(r["latency_s"]["iterations"] >= 10 for r in finished)
     assert m["sweep"][-1]["status"] in ("ok", "interrupted")
+
+
+def test_a_gpu_roofline_beside_a_cpu_measurement_gives_no_efficiency(tmp_path, monkeypatch):
+    """`bench --hardware h100-sxm` on the cpu: the H100 roofline stays in the report, but a
+    GPU's bound over a CPU's time is no efficiency, and the H100's TDP is no bound on the
+    CPU's energy (found: roofline_efficiency 0.0033 in every row). `report` already said so."""
+    from modelmeter import api
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "mm_gpu_on_cpu.py").write_text(
+        "import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU()), (torch.randn(2, 32),)\n")
+    data = api.bench("mm_gpu_on_cpu:build", hardware="h100-sxm", device="cpu", energy=True,
+                     min_time_s=0.02, min_iters=3, warmup_s=0.0).to_dict()
+    assert data["roofline"]["hardware"] == "h100-sxm" and data["roofline"]["latency_s"] > 0
+    for row in data["measured"]["sweep"]:
+        assert row["roofline_efficiency"] is None
+    notes = " ".join(data["measured"].get("notes") or [])
+    assert "h100-sxm" in notes and "no roofline efficiency" in notes

@@ -204,6 +204,11 @@ def _prediction(analysis: Analysis, hw: Hardware | None, section: RooflineSectio
     )
 
 
+def other_chip_note(hw: Hardware, device: str) -> str:
+    """Why a measurement has no roofline efficiency: the roofline is another kind of chip's."""
+    return f"the roofline is for {hw.id} ({hw.kind}), the measurement on {device}: no roofline efficiency"
+
+
 def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -> Sections:
     """Measured latency, throughput, memory and energy per batch, beside each batch's roofline.
 
@@ -225,13 +230,18 @@ def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -
         current["batch"] = batch
         return models.make_call(batch)
 
+    # A roofline of another kind of chip (a GPU's, measured here on the cpu) stays in the
+    # report as asked, but the rows compare nothing with it: no efficiency, and its TDP
+    # bounds no energy here (as `report` does).
+    comparable = same_kind(hw, device)
+
     def predict(batch: int) -> Prediction:
         analysis = models.analyse(batch)
         section = (roofline_section(analysis, hw, depth=2, module_keys=(), calibrated_on=device)
                    if hw is not None else None)
         if not first:
             first.append((analysis, section))
-        return _prediction(analysis, hw, section)
+        return _prediction(analysis, hw if comparable else None, section if comparable else None)
 
     on_progress = hooks.on_progress
     result = run_bench(
@@ -262,6 +272,8 @@ def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -
     else:  # no batch got as far as its prediction
         count_section, rl = CountSection.bare(models.name, model.dtype), None
     notes = ([hw_note] if hw_note else []) + models.notes
+    if hw is not None and not comparable:
+        notes.append(other_chip_note(hw, device))
     return Sections(count_section, roofline=rl, measured=MeasuredSection(result, tuple(notes), tuple(backends)))
 
 
@@ -364,8 +376,7 @@ def _measure_one_batch(model: ModelOptions, analysis: Analysis, hw: Hardware | N
         make_batch_call, name = module_calls(model, analysis, device), loaded.name
     notes = []
     if hw is not None and not comparable:
-        notes.append(f"the roofline is for {hw.id} ({hw.kind}), the measurement on {device}: "
-                     "no roofline efficiency")
+        notes.append(other_chip_note(hw, device))
     calls: dict[int, Callable[[], Any]] = {}
 
     def make_call(batch: int) -> Callable[[], Any]:
