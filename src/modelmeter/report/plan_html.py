@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core.errors import UserInputError
 from ..core.units import format_bytes, format_count, format_percent, format_seconds
-from .plan_render import layout_label
+from .plan_render import layout_label, memory_cells, training_cells
 
 SHOWN = 24
 _W, _ROW, _LEFT, _PAD = 760, 22, 230, 16
@@ -105,12 +105,9 @@ def _table(rows: list[dict[str, Any]], train: bool) -> str:
         ["KV cache", "TTFT", "TPOT", "tokens/s", "max batch", "MFU"]
     out = ["<table><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr>"]
     for c in rows:
-        cells = [format_bytes(c["memory_per_device_bytes"]), format_bytes(c["model_states_bytes_per_device"]),
-                 format_bytes(c["activation_bytes_per_device"])]
+        cells = memory_cells(c)
         if train:
-            cells += [format_seconds(c["step_time_s"]), format_seconds(c["comm_time_s"]),
-                      format_percent(c["bubble_fraction"]), format_count(c["tokens_per_s"]),
-                      format_percent(c["mfu"]), format_percent(c["hfu"])]
+            cells += training_cells(c)
         else:
             cells += [format_bytes(c["kv_cache_bytes_per_device"]), format_seconds(c["ttft_s"]),
                       format_seconds(c["tpot_s"]), format_count(c["tokens_per_s"]), str(c["max_batch"]),

@@ -71,6 +71,20 @@ def layout_label(c: dict[str, Any], train: bool) -> str:
     return text
 
 
+def memory_cells(c: dict[str, Any]) -> list[str]:
+    """A candidate's memory per device, model states and activations, for people."""
+    return [format_bytes(c["memory_per_device_bytes"]), format_bytes(c["model_states_bytes_per_device"]),
+            format_bytes(c["activation_bytes_per_device"])]
+
+
+def training_cells(c: dict[str, Any]) -> list[str]:
+    """A training candidate's step, communication, bubble, tokens/s, MFU and HFU, for people
+    (the terminal table and the HTML page show the same columns)."""
+    return [format_seconds(c["step_time_s"]), format_seconds(c["comm_time_s"]),
+            format_percent(c["bubble_fraction"]), format_count(c["tokens_per_s"]),
+            format_percent(c["mfu"]), format_percent(c["hfu"])]
+
+
 def _table(rows: list[dict[str, Any]], train: bool, title: str) -> Table:
     table = Table(title=title)
     cols = ["#", "layout", "memory/dev", "states", "activations"]
@@ -79,12 +93,9 @@ def _table(rows: list[dict[str, Any]], train: bool, title: str) -> Table:
     for col in cols:
         table.add_column(col, justify="left" if col == "layout" else "right")
     for i, c in enumerate(rows, 1):
-        cells = [str(i), layout_label(c, train), format_bytes(c["memory_per_device_bytes"]),
-                 format_bytes(c["model_states_bytes_per_device"]), format_bytes(c["activation_bytes_per_device"])]
+        cells = [str(i), layout_label(c, train), *memory_cells(c)]
         if train:
-            cells += [format_seconds(c["step_time_s"]), format_seconds(c["comm_time_s"]),
-                      format_percent(c["bubble_fraction"]), format_count(c["tokens_per_s"]),
-                      format_percent(c["mfu"]), format_percent(c["hfu"])]
+            cells += training_cells(c)
         else:
             cells += [format_bytes(c["kv_cache_bytes_per_device"]), format_seconds(c["ttft_s"]),
                       format_seconds(c["tpot_s"]), format_seconds(c["comm_s"]["decode_step"]),
