@@ -144,8 +144,9 @@ def conv_output(x: tuple[int, ...], w: tuple[int, ...], attrs: dict, transposed:
     return (x[0], channels, *sizes)
 
 
-def _conv(node: GraphNode, transposed: bool = False) -> int:
-    x, w = _in(node, 0), _in(node, 1)
+def _conv(node: GraphNode, transposed: bool = False, weight_input: int = 1) -> int:
+    """A convolution's MACs; the output shape from shape inference, else from the attributes."""
+    x, w = _in(node, 0), _in(node, weight_input)
     try:
         out = _out(node)
     except ValueError:
@@ -155,12 +156,7 @@ def _conv(node: GraphNode, transposed: bool = False) -> int:
 
 def _qlinear_conv(node: GraphNode) -> int:
     # QLinearConv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B)
-    x, w = _in(node, 0), _in(node, 3)
-    try:
-        out = _out(node)
-    except ValueError:
-        out = conv_output(x, w, dict(node.attributes), False)
-    return conv_macs(x, w, out, False)
+    return _conv(node, weight_input=3)
 
 
 def attention_3d_macs(q: tuple[int, ...], k: tuple[int, ...], v: tuple[int, ...]) -> int:
