@@ -17,6 +17,7 @@ from ..core.results import Counts
 from ..hardware import Hardware, load_local_profile
 from ..hardware.local import CalibrationRefused, choose_threads, local_profile
 from ..hardware.perfmodel import PerfModel
+from ..hardware.specs import LOCAL_ID
 
 # progress(description, steps_done, steps_total), as `hardware.local` reports it
 Progress = Callable[[str, int, int], None]
@@ -56,10 +57,24 @@ def local_hardware(progress: Progress | None = None) -> tuple[Hardware | None, s
 
 def local_perf_model(hw: Hardware | None, device: str) -> PerfModel | None:
     """The calibrated prediction model when `hw` is this machine's profile (never calibrates)."""
-    if hw is None or hw.id != "local" or device != "cpu":
+    if hw is None or hw.id != LOCAL_ID or device != "cpu":
         return None
     prof = local_profile(auto_calibrate=False)
     return prof.model if prof is not None else None
+
+
+def local_for_these_threads(hw: Hardware) -> Hardware:
+    """On 'local', the cached profile of the thread count this process runs with.
+
+    The saved 'local' file is whichever profile was calibrated first or by `hardware
+    calibrate`, perhaps at another thread count: its peaks would put the bound of a
+    2-thread measurement at 1-thread speed (above the measurement). The bound, the
+    calibrated prediction and `--measure` then describe one configuration.
+    """
+    if hw.id != LOCAL_ID:
+        return hw
+    prof = local_profile(auto_calibrate=False)
+    return prof.hardware if prof is not None else hw
 
 
 def calibrated_prediction(counts: Counts, result: RooflineResult | None,
@@ -83,5 +98,5 @@ def any_progress(on_calibration: Progress | None, on_status: Callable[[str], Non
     return status_progress(on_status) if on_status is not None else None
 
 
-__all__ = ["any_progress", "apply_threads", "calibrated_prediction", "local_hardware", "local_perf_model",
-           "status_progress"]
+__all__ = ["any_progress", "apply_threads", "calibrated_prediction", "local_for_these_threads", "local_hardware",
+           "local_perf_model", "status_progress"]

@@ -39,7 +39,12 @@ from ..measure.bench import BenchRow, Prediction, run_bench
 from ..measure.energy import select_meter
 from ..measure.module_times import time_modules
 from ..store import environment_fingerprint
-from .calibrated import any_progress, calibrated_prediction, local_perf_model
+from .calibrated import (
+    any_progress,
+    calibrated_prediction,
+    local_for_these_threads,
+    local_perf_model,
+)
 from .devices import check_device, prediction_hardware, report_hardware, resolve_hardware, same_kind
 from .model import (
     Analysis,
@@ -303,22 +308,6 @@ def llm(model: Any, options: LLMOptions) -> LLMSection:
         local = local_steps(model, prompt=options.prompt, gen=options.gen, batch=options.batches[0], hw=hw,
                             dtype=dtype, measure=options.measure)
     return LLMSection(result, local, dtype_reason)
-
-
-def local_for_these_threads(hw: Hardware) -> Hardware:
-    """On 'local', the cached profile of the thread count this process runs with.
-
-    The saved 'local' file is whichever profile was calibrated first or by `hardware
-    calibrate`, perhaps at another thread count: its peaks would put the bound of a
-    2-thread measurement at 1-thread speed (above the measurement). The bound, the
-    calibrated prediction and `--measure` then describe one configuration.
-    """
-    if hw.id != LOCAL_ID:
-        return hw
-    from ..hardware.local import local_profile
-
-    prof = local_profile(auto_calibrate=False)
-    return prof.hardware if prof is not None else hw
 
 
 def llm_dtype(hw: Hardware, dtype: str | None) -> tuple[str, str | None]:
