@@ -159,6 +159,59 @@ def test_hfu_is_megatron_lm_model_flops_with_recomputation(tmp_path):
     assert c["comm_s"]["tensor_parallel"] > 0 and c["comm_s"]["pipeline"] > 0
 
 
+
+def test_interleaved_schedule_divides_the_bubble_and_multiplies_the_sends(tmp_path):
+    # Megatron-LM's interleaved 1F1B (Narayanan et al. 2021, section 2.2.2): each pipeline rank
+    # runs v model chunks, so the bubble is (p - 1) / (m v) and every micro-batch crosses v times
+    # as many stage boundaries; the first rank warms up 2 (p - 1) + (v - 1) p chunks
+    # (schedules.py of that release), one more than that in flight, each 1/v of the stage.
+    (tmp_path / "tinygpt.py").write_text(GPT)
+    common = ["tinygpt:build", "--hardware", "a100-sxm-80gb", "--devices", "4", "--train", "--tp", "2",
+              "--pp", "2", "--dp", "1", "--micro-batch", "1", "--global-batch", "8", "--no-checkpoint",
+              "--zero", "1", "--no-sp"]
+    one = _plan(*common, cwd=tmp_path)["plan"]["best"]
+    two = _plan(*common, "--vp", "2", cwd=tmp_path)["plan"]["best"]
+    m, p, v = 8, 2, 2
+    assert (one["virtual_stages"], two["virtual_stages"]) == (1, 2)
+    assert one["bubble_fraction"] == pytest.approx((p - 1) / m)
+    assert two["bubble_fraction"] == pytest.approx((p - 1) / (m * v))
+    send = one["comm_s"]["pipeline"] / (m + p - 1)  # both sends of one slot
+    slot_one = (one["step_time_s"] - one["comm_s"]["data_parallel"] - one["optimizer_time_s"]) / (m + p - 1)
+    slot_two = (two["step_time_s"] - two["comm_s"]["data_parallel"] - two["optimizer_time_s"]) / (m + (p - 1) / v)
+    assert slot_two == pytest.approx(slot_one + (v - 1) * send, rel=1e-9)
+    assert two["comm_s"]["pipeline"] == pytest.approx((m + (p - 1) / v) * v * send, rel=1e-9)
+    assert two["bubble_time_s"] == pytest.approx((p - 1) / v * slot_two, rel=1e-9)
+    # Memory: the same weights; activations of (2 (p - 1) + (v - 1) p + 1) / v stages in flight
+    # on the first rank instead of p.
+    assert two["weight_bytes_per_device"] == one["weight_bytes_per_device"]
+    assert one["worst_stage"] == two["worst_stage"] == 0
+    assert two["activation_bytes_per_device"] == pytest.approx(
+        one["activation_bytes_per_device"] * ((2 * (p - 1) + (v - 1) * p + 1) / v) / p, rel=1e-9)
+
+
+def test_overlapped_gradient_reduction_hides_under_the_last_backward(tmp_path):
+    # PyTorch DDP (and Megatron-LM's --overlap-grad-reduce) reduce gradients bucket by bucket
+    # while the last micro-batch's backward runs; what is longer than that backward stays exposed.
+    (tmp_path / "tinygpt.py").write_text(GPT)
+    common = ["tinygpt:build", "--hardware", "a100-sxm-80gb", "--devices", "16", "--nodes", "2",
+              "--train", "--tp", "1", "--pp", "1", "--dp", "16", "--micro-batch", "1", "--global-batch",
+              "32", "--no-checkpoint", "--zero", "0"]
+    plain = _plan(*common, cwd=tmp_path)["plan"]["best"]
+    hidden = _plan(*common, "--overlap-grad-reduce", cwd=tmp_path)["plan"]["best"]
+    assert plain["comm_overlapped"]["data_parallel"] is False
+    assert hidden["comm_overlapped"]["data_parallel"] is True
+    assert plain["comm_hidden_s"]["data_parallel"] == 0
+    total = plain["comm_s"]["data_parallel"]
+    assert total > 0
+    assert hidden["comm_s"]["data_parallel"] + hidden["comm_hidden_s"]["data_parallel"] == pytest.approx(total)
+    assert hidden["comm_hidden_s"]["data_parallel"] > 0
+    assert hidden["step_time_s"] == pytest.approx(plain["step_time_s"] - hidden["comm_hidden_s"]["data_parallel"])
+    # The hidden part is at most one micro-batch's backward: m = 2 micro-batches of compute per step,
+    # forward + backward each, the backward longer than the forward.
+    per_microbatch = (plain["step_time_s"] - total - plain["optimizer_time_s"]) / 2
+    assert hidden["comm_hidden_s"]["data_parallel"] < per_microbatch
+
+
 @pytest.mark.slow
 def test_recomputation_and_sequence_parallelism_lower_activations(tmp_path):
     (tmp_path / "tinygpt.py").write_text(GPT)
@@ -346,6 +399,15 @@ def test_interconnect_conventions_are_per_direction():
     (["llama3-8b", "--hardware", "h100-sxm", "--train", "--efficiency", "2"], "--efficiency"),
     (["llama3-8b", "--hardware", "h100-sxm", "--devices", "4", "--train", "--pp", "2", "--zero", "3"],
      "pipeline"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "4", "--train", "--vp", "2"], "--pp"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "4", "--train", "--pp", "1", "--vp", "2"], "--pp"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "4", "--train", "--pp", "4", "--vp", "3"],
+     "32 blocks"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "4", "--train", "--pp", "2", "--vp", "0"], "--vp"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "4", "--pp", "2", "--vp", "2"], "add --train"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "4", "--overlap-grad-reduce"], "add --train"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train", "--tp", "2", "--pp", "2", "--dp", "2",
+      "--vp", "2", "--micro-batch", "1", "--global-batch", "6"], "divisible"),
 ])
 def test_bad_input_is_one_line_exit_2(args, words):
     assert words in _fails(*args)

@@ -27,12 +27,16 @@ Memory per device (the worst pipeline stage):
   With recomputation a block keeps only its input, and one block's saved set
   is rebuilt at a time. 1F1B (Narayanan et al. 2021, "Efficient Large-Scale
   Language Model Training on GPU Clusters Using Megatron-LM") keeps
-  min(pp - s, m) micro-batches in flight on stage s, so the first stage holds pp.
+  min(pp - s, m) micro-batches in flight on stage s, so the first stage holds pp;
+  the interleaved schedule (vp model chunks per rank) warms up
+  2 (pp - s - 1) + (vp - 1) pp chunks, each 1/vp of the stage (`in_flight`).
 
-Time per step (no overlap of communication with compute, which is what
-Megatron-LM 2021 did for data parallelism: gradients are reduced after the
-pipeline flush; tensor-parallel collectives sit on the critical path anyway;
-every candidate says so per term in `comm_overlapped`):
+Time per step (communication not overlapped with compute, which is what
+Megatron-LM 2021 did: gradients reduced after the pipeline flush, tensor-parallel
+collectives on the critical path; with `overlap_grad_reduce` the gradient
+reduction runs under the last micro-batch's backward, as PyTorch DDP does, and
+only what outlasts it stays exposed; every candidate says per term in
+`comm_overlapped` and `comm_hidden_s`):
 
 * compute of a block per micro-batch b on tp ranks: its traced ops costed by
   the roofline, sum of max(t_compute x b, t_weights + t_activations x b) / tp;
@@ -44,10 +48,11 @@ every candidate says so per term in `comm_overlapped`):
   backward (Megatron-LM's attention + MLP split; with sequence parallelism a
   reduce-scatter + all-gather pair, the same bus bytes); expert parallelism:
   2 all-to-alls (dispatch, combine) of the routed tokens per forward and backward;
-* pipeline: (m + pp - 1) x (stage time + 2 point-to-point sends of
-  b x output / tp, Megatron-LM's scatter/gather optimisation); bubble (pp - 1)/m;
-* data parallelism: ZeRO 0/1 one all-reduce of the gradients per step (stage 1
-  as reduce-scatter + all-gather, the same bytes); stage 2 a reduce-scatter per
+* pipeline: (m + (pp - 1) / vp) x (stage time + 2 vp point-to-point sends of
+  b x output / tp, Megatron-LM's scatter/gather optimisation); bubble
+  (pp - 1) / (m vp) (vp = 1: plain 1F1B; Narayanan et al. 2021, section 2.2);
+* data parallelism: ZeRO 0 one all-reduce of the gradients per step, stage 1 a
+  reduce-scatter of them and an all-gather of the weights; stage 2 a reduce-scatter per
   micro-batch and an all-gather of the weights per step; stage 3 two all-gathers
   of the weights and a reduce-scatter of the gradients per micro-batch;
 * the optimizer step: every model-state byte read and written once, at memory bandwidth.
@@ -149,6 +154,9 @@ class TrainSettings:
     optimizer: str = "adamw"
     master_fp32: bool = False
     param_bytes: float = 2.0  # bytes per weight (the traced precision)
+    # Gradients reduced bucket by bucket during the last micro-batch's backward (PyTorch DDP,
+    # Megatron-LM's --overlap-grad-reduce) instead of after it (Megatron-LM 2021's local DDP).
+    overlap_grad_reduce: bool = False
 
     @property
     def grad_bytes(self) -> float:
@@ -171,6 +179,7 @@ class Layout:
     micro_batch: int = 1
     sp: bool = False  # sequence parallelism (with tp > 1)
     checkpoint: bool = False  # full recomputation of every block
+    vp: int = 1  # model chunks per pipeline rank (Megatron-LM's interleaved 1F1B when > 1)
 
     @property
     def devices(self) -> int:
@@ -189,6 +198,7 @@ class Fixed:
     micro_batch: int | None = None
     sp: bool | None = None
     checkpoint: bool | None = None
+    vp: int | None = None  # not searched: None = 1 (plain 1F1B)
 
 
 FREE = Fixed()  # nothing fixed: search every dimension
@@ -216,16 +226,15 @@ class Candidate:
     mfu: float
     hfu: float
     why_not: str | None = None
-    bubble_time_s: float = 0.0  # (pp - 1) pipeline slots of idle time per step
+    bubble_time_s: float = 0.0  # (pp - 1) / vp pipeline slots of idle time per step
     optimizer_time_s: float = 0.0  # the optimizer step (every model-state byte read and written)
+    # Per kind: whether it overlaps compute, and the seconds of it that ran under compute
+    # (`comm` holds only what is left on the critical path).
+    comm_overlapped: dict[str, bool] = field(default_factory=dict)
+    comm_hidden: dict[str, float] = field(default_factory=dict)
 
 
-# Whether each communication term overlaps compute. None does here: Megatron-LM (2021) runs the
-# tensor-parallel all-reduces and expert all-to-alls synchronously between the layers that need
-# them, the pipeline sends between stages, and the data-parallel gradient all-reduce after the
-# pipeline flush; so every term adds to the step time.
-COMM_OVERLAPPED: dict[str, bool] = {
-    "tensor_parallel": False, "expert_parallel": False, "pipeline": False, "data_parallel": False}
+COMM_KINDS = ("tensor_parallel", "expert_parallel", "pipeline", "data_parallel")
 
 
 @dataclass(frozen=True)
@@ -290,8 +299,23 @@ def _block_activations(b: Block, layout: Layout, mb: int) -> float:
     return mb * ((b.saved_bytes - b.saved_hidden_bytes) / tp + hidden)
 
 
+def in_flight(pp: int, stage: int, m: int, vp: int = 1) -> float:
+    """Micro-batches whose activations stage `stage` holds at once, in whole-stage units.
+
+    1F1B: min(pp - stage, m). Interleaved (vp chunks per rank, Megatron-LM's schedules.py):
+    min(2 (pp - stage - 1) + (vp - 1) pp, m vp) chunk warm-up forwards plus the one of the
+    steady state, each chunk 1/vp of the stage; when m = pp every forward runs first.
+    """
+    if vp == 1:
+        return float(min(pp - stage, m))
+    chunks = m * vp
+    if m == pp:
+        return chunks / vp
+    return min(2 * (pp - stage - 1) + (vp - 1) * pp + 1, chunks) / vp
+
+
 def _stage_memory(profile: TrainingProfile, settings: TrainSettings, layout: Layout,
-                  units: list[Block], in_flight: int) -> tuple[float, float, float, float]:
+                  units: list[Block], in_flight: float) -> tuple[float, float, float, float]:
     """(weights, grads, optimizer, activations) bytes on one device of a stage."""
     w, g, k = settings.param_bytes, settings.grad_bytes, settings.optimizer_bytes
     dense = sum(u.dense_params for u in units) / layout.tp
@@ -334,25 +358,27 @@ def evaluate(profile: TrainingProfile, settings: TrainSettings, layout: Layout, 
              capacity: float | None, timer: _Timer | None = None) -> Candidate:
     """Memory, communication and time of one layout (see the module docstring)."""
     timer = timer or _Timer()
-    tp, pp, dp, ep, mb = layout.tp, layout.pp, layout.dp, layout.ep, layout.micro_batch
+    tp, pp, dp, ep, mb, vp = layout.tp, layout.pp, layout.dp, layout.ep, layout.micro_batch, layout.vp
     replicas = dp * ep
     m = settings.global_batch // (replicas * mb)
     stages = stage_split(len(profile.blocks), pp)
     groups = _groups(layout, net)
-    comm = dict.fromkeys(("tensor_parallel", "expert_parallel", "pipeline", "data_parallel"), 0.0)
+    comm = dict.fromkeys(COMM_KINDS, 0.0)
     worst = (-1.0, 0, (0.0, 0.0, 0.0, 0.0))
-    stage_compute, stage_tp, stage_ep, dp_time, states_max = 0.0, 0.0, 0.0, 0.0, 0.0
+    stage_compute, stage_tp, stage_ep, dp_time, dp_total, states_max = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     for s in range(pp):
         units = _stage_units(profile, stages, s)
-        parts = _stage_memory(profile, settings, layout, units, min(pp - s, m))
+        parts = _stage_memory(profile, settings, layout, units, in_flight(pp, s, m, vp))
         total = sum(parts)
         if total > worst[0]:
             worst = (total, s, parts)
         states_max = max(states_max, sum(parts[:3]))
-        compute = tpc = epc = 0.0
+        compute = backward = tpc = epc = 0.0
         for u in units:
             f, bwd = timer(u, "fwd", mb, tp, layout.sp), timer(u, "bwd", mb, tp, layout.sp)
-            compute += f + bwd + (f if layout.checkpoint and u.tp_all_reduces else 0.0)
+            recompute = f if layout.checkpoint and u.tp_all_reduces else 0.0
+            compute += f + bwd + recompute
+            backward += bwd + recompute
             passes = 3 if layout.checkpoint and u.tp_all_reduces else 2
             msg = u.output_bytes * mb
             tpc += passes * u.tp_all_reduces * collective_time(ALL_REDUCE, msg, groups["tp"]) if tp > 1 else 0.0
@@ -360,16 +386,23 @@ def evaluate(profile: TrainingProfile, settings: TrainSettings, layout: Layout, 
                 epc += passes * 2 * collective_time(ALL_TO_ALL, msg * profile.top_k / tp, groups["ep"])
         stage_compute = max(stage_compute, compute)
         stage_tp, stage_ep = max(stage_tp, tpc), max(stage_ep, epc)
-        dp_time = max(dp_time, _dp_time(units, settings, layout, m, groups))
+        exposed, whole = _dp_time(units, settings, layout, m, groups, backward)
+        dp_time, dp_total = max(dp_time, exposed), max(dp_total, whole)
     p2p = 0.0
     if pp > 1:
-        p2p = 2 * collective_time(P2P, profile.blocks[0].output_bytes * mb / tp, groups["pp"])
-    slots = m + pp - 1
+        # Both sends of a micro-batch at each of the vp chunk boundaries a rank has.
+        p2p = 2 * vp * collective_time(P2P, profile.blocks[0].output_bytes * mb / tp, groups["pp"])
+    idle = (pp - 1) / vp  # the bubble, in slots (Narayanan et al. 2021: (p - 1) / (m v) of the step)
+    slots = m + idle
     per_slot = stage_compute + stage_tp + stage_ep + p2p
     comm["tensor_parallel"] = slots * stage_tp
     comm["expert_parallel"] = slots * stage_ep
     comm["pipeline"] = slots * p2p
     comm["data_parallel"] = dp_time
+    hidden = dict.fromkeys(COMM_KINDS, 0.0)
+    hidden["data_parallel"] = dp_total - dp_time
+    overlapped = dict.fromkeys(COMM_KINDS, False)
+    overlapped["data_parallel"] = settings.overlap_grad_reduce and dp_total > 0
     optimizer = 2 * states_max / profile.hardware.memory_bandwidth_bytes_per_s
     step = slots * per_slot + dp_time + optimizer
     samples = settings.global_batch
@@ -385,11 +418,12 @@ def evaluate(profile: TrainingProfile, settings: TrainSettings, layout: Layout, 
         grad_bytes_per_device=gb, optimizer_bytes_per_device=ob, activation_bytes_per_device=act,
         capacity_bytes=capacity, worst_stage=s_worst, micro_batches=m,
         compute_time_s=slots * stage_compute + optimizer, comm_time_s=sum(comm.values()), comm=comm,
-        bubble_fraction=(pp - 1) / m, step_time_s=step,
+        bubble_fraction=(pp - 1) / (m * vp), step_time_s=step,
         tokens_per_s=samples * profile.seq / step, mfu=model_flops / denom,
         hfu=(model_flops + recompute) / denom,
         why_not=None if fits else _why_not(memory, capacity, wb, gb, ob, act, s_worst),
-        bubble_time_s=(pp - 1) * per_slot, optimizer_time_s=optimizer,
+        bubble_time_s=idle * per_slot, optimizer_time_s=optimizer,
+        comm_overlapped=overlapped, comm_hidden=hidden,
     )
 
 
@@ -407,24 +441,36 @@ def _groups(layout: Layout, net: Interconnect | None) -> dict[str, Any]:
 
 
 def _dp_time(units: list[Block], settings: TrainSettings, layout: Layout, m: int,
-             groups: dict[str, Any]) -> float:
-    """Data-parallel communication of one stage per step, by ZeRO stage (module docstring)."""
+             groups: dict[str, Any], backward: float) -> tuple[float, float]:
+    """(exposed, total) data-parallel communication of one stage per step, by ZeRO stage
+    (module docstring); `backward`: one micro-batch's backward on the stage (recomputation
+    included), the window an overlapped gradient reduction runs under."""
     if layout.dp * layout.ep <= 1 or not groups:
-        return 0.0
-    total = 0.0
+        return 0.0, 0.0
+    per_step = per_microbatch = gathers = 0.0  # gradient reductions once / per micro-batch; weight gathers
     for params, group in ((sum(u.dense_params for u in units) / layout.tp, groups["dp_dense"]),
                           (sum(u.expert_params for u in units) / (layout.tp * layout.ep), groups["dp_expert"])):
         if not params or group.size <= 1:
             continue
         grads, weights = params * settings.grad_bytes, params * settings.param_bytes
-        if layout.zero <= 1:
-            total += collective_time(ALL_REDUCE, grads, group)
+        if layout.zero == 0:
+            per_step += collective_time(ALL_REDUCE, grads, group)
+        elif layout.zero == 1:  # reduce-scatter of the gradients, all-gather of the updated weights
+            per_step += collective_time(REDUCE_SCATTER, grads, group)
+            gathers += collective_time(ALL_GATHER, weights, group)
         elif layout.zero == 2:
-            total += m * collective_time(REDUCE_SCATTER, grads, group) + collective_time(ALL_GATHER, weights, group)
+            per_microbatch += collective_time(REDUCE_SCATTER, grads, group)
+            gathers += collective_time(ALL_GATHER, weights, group)
         else:
-            total += m * (2 * collective_time(ALL_GATHER, weights, group)
-                          + collective_time(REDUCE_SCATTER, grads, group))
-    return total
+            per_microbatch += collective_time(REDUCE_SCATTER, grads, group)
+            gathers += m * 2 * collective_time(ALL_GATHER, weights, group)
+    total = per_step + m * per_microbatch + gathers
+    if not settings.overlap_grad_reduce:
+        return total, total
+    # Only the gradient reductions overlap (the weight gathers feed the next compute), and
+    # at most for as long as the backward they follow runs.
+    exposed = max(0.0, per_step - backward) + m * max(0.0, per_microbatch - backward) + gathers
+    return exposed, total
 
 
 def _why_not(memory: float, capacity: float | None, w: float, g: float, o: float, act: float,
@@ -465,10 +511,14 @@ def layouts(profile: TrainingProfile, settings: TrainSettings, devices: int, per
                 dp = devices // (tp * pp * ep)
                 if fixed.dp is not None and dp != fixed.dp:
                     continue
-                yield from _variants(settings, fixed, tp, pp, dp, ep)
+                vp = fixed.vp or 1
+                if vp > 1 and (pp == 1 or len(profile.blocks) % (pp * vp)):
+                    continue
+                yield from _variants(settings, fixed, tp, pp, dp, ep, vp)
 
 
-def _variants(settings: TrainSettings, fixed: Fixed, tp: int, pp: int, dp: int, ep: int) -> Iterator[Layout]:
+def _variants(settings: TrainSettings, fixed: Fixed, tp: int, pp: int, dp: int, ep: int,
+              vp: int = 1) -> Iterator[Layout]:
     replicas = dp * ep
     if settings.global_batch % replicas:
         return
@@ -480,6 +530,8 @@ def _variants(settings: TrainSettings, fixed: Fixed, tp: int, pp: int, dp: int, 
     for mb in mbs:
         if per_replica % mb:
             continue
+        if vp > 1 and (per_replica // mb) % pp:
+            continue  # Megatron-LM's interleaved schedule needs the micro-batches divisible by pp
         for zero in zeros:
             # DeepSpeed refuses ZeRO-2/3 with pipeline parallelism (gradients and weights are
             # partitioned across the very micro-batches a pipeline keeps in flight).
@@ -489,13 +541,13 @@ def _variants(settings: TrainSettings, fixed: Fixed, tp: int, pp: int, dp: int, 
                 if sp and tp == 1:
                     continue
                 for ck in ckpts:
-                    yield Layout(tp, pp, dp, ep, zero, mb, sp, ck)
+                    yield Layout(tp, pp, dp, ep, zero, mb, sp, ck, vp)
 
 
 def check_fixed(fixed: Fixed, devices: int, per_node: int, settings: TrainSettings | None,
                 blocks: int | None = None) -> None:
     """A fixed layout that cannot run on `devices` devices: one clear line."""
-    for name in ("tp", "pp", "dp", "ep", "micro_batch"):
+    for name in ("tp", "pp", "dp", "ep", "micro_batch", "vp"):
         value = getattr(fixed, name)
         if value is not None and value < 1:
             raise UserInputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -520,6 +572,19 @@ def check_fixed(fixed: Fixed, devices: int, per_node: int, settings: TrainSettin
     if fixed.sp and fixed.tp == 1:
         raise UserInputError("sequence parallelism splits activations across tensor-parallel ranks: "
                              "it needs --tp > 1")
+    _check_interleaving(fixed, blocks)
+
+
+def _check_interleaving(fixed: Fixed, blocks: int | None) -> None:
+    """What Megatron-LM asserts before it runs the interleaved schedule."""
+    vp = fixed.vp or 1
+    if vp == 1:
+        return
+    if fixed.pp is None or fixed.pp == 1:
+        raise UserInputError(f"--vp {vp} interleaves model chunks over pipeline stages: fix --pp > 1 with it")
+    if blocks is not None and blocks % (fixed.pp * vp):
+        raise UserInputError(f"--pp {fixed.pp} x --vp {vp} must divide the model's {blocks} blocks "
+                             "(each chunk holds the same number)")
 
 
 def rank(candidates: list[Candidate]) -> list[Candidate]:
@@ -542,10 +607,12 @@ def plan_training(profile: TrainingProfile, settings: TrainSettings, *, devices:
     found = [evaluate(profile, settings, lay, net, capacity, timer)
              for lay in layouts(profile, settings, devices, per_node, fixed)]
     if not found:
+        interleaved = (", and (--vp) the micro-batches per step divisible by pp"
+                       if (fixed.vp or 1) > 1 else "")
         raise UserInputError(
             f"no layout of {devices} devices matches: tp within a node of {per_node}, tp dividing the "
             f"{profile.heads or '?'} heads, pp at most {len(profile.blocks)} blocks, and dp x ep x "
-            f"micro-batch dividing --global-batch {settings.global_batch}")
+            f"micro-batch dividing --global-batch {settings.global_batch}{interleaved}")
     ranked = rank(found)
     shown = _shown(ranked, limit)
     return Plan(
@@ -555,6 +622,7 @@ def plan_training(profile: TrainingProfile, settings: TrainSettings, *, devices:
         searched=len(found),
         settings={"global_batch": settings.global_batch, "seq": profile.seq, "optimizer": settings.optimizer,
                   "master_fp32": settings.master_fp32, "dtype": profile.dtype,
+                  "overlap_grad_reduce": settings.overlap_grad_reduce,
                   "bytes_per_param": {"weights": settings.param_bytes, "gradients": settings.grad_bytes,
                                       "optimizer": settings.optimizer_bytes},
                   "efficiency": profile.efficiency},
@@ -568,12 +636,14 @@ TRAIN_ASSUMPTIONS = (
     "per parameter as listed in settings.bytes_per_param",
     "activations: tensors the traced step saves for backward x micro-batch; / tp for the sharded part, "
     "hidden-size tensors whole per tp rank unless sequence parallelism; 1F1B keeps pp micro-batches "
-    "in flight on the first stage",
+    "in flight on the first stage (interleaved, vp chunks per rank: (2 (pp - 1) + (vp - 1) pp + 1) / vp)",
     "compute: traced ops costed by the roofline (matrix peak x settings.efficiency, memory-bound ops at "
     "HBM bandwidth), scaled linearly with micro-batch",
-    "communication is not overlapped with compute, no term of it (comm_overlapped: Megatron-LM 2021 runs "
-    "tensor-parallel all-reduces synchronously and the data-parallel all-reduce after the pipeline flush); "
-    "ring or tree per NCCL's cost model, at the NVLink bandwidth NCCL's topology model assumes",
+    "communication is not overlapped with compute (comm_overlapped: Megatron-LM 2021 runs tensor-parallel "
+    "all-reduces synchronously and the data-parallel reduction after the pipeline flush), except, with "
+    "settings.overlap_grad_reduce, the gradient reduction, under the last micro-batch's backward and at "
+    "no cost to it (SM and memory contention not modelled); ring or tree per NCCL's cost model, at the "
+    "NVLink bandwidth NCCL's topology model assumes",
     "tensor parallelism splits matrix products and attention heads; norms and residual adds run whole on "
     "every tp rank unless sequence parallelism splits them",
     "tensor parallelism: 2 all-reduces of a block's output per forward and per backward pass (+2 with "
@@ -630,7 +700,7 @@ def _memory_only(profile: TrainingProfile, settings: TrainSettings, layout: Layo
     stages = stage_split(len(profile.blocks), layout.pp)
     for s in range(layout.pp):
         units = _stage_units(profile, stages, s)
-        if sum(_stage_memory(profile, settings, layout, units, min(layout.pp - s, m))) > capacity:
+        if sum(_stage_memory(profile, settings, layout, units, in_flight(layout.pp, s, m, layout.vp))) > capacity:
             return False
     return True
 
@@ -643,6 +713,7 @@ def candidate_dict(c: Candidate) -> dict[str, Any]:
     return {
         "tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "zero": lay.zero,
         "micro_batch": lay.micro_batch, "sequence_parallel": lay.sp, "checkpoint": lay.checkpoint,
+        "virtual_stages": lay.vp,
         "devices": lay.devices, "micro_batches": c.micro_batches,
         "memory_per_device_bytes": c.memory_per_device_bytes,
         "model_states_bytes_per_device": c.model_states_bytes_per_device,
@@ -655,7 +726,7 @@ def candidate_dict(c: Candidate) -> dict[str, Any]:
         "bubble_fraction": c.bubble_fraction, "step_time_s": c.step_time_s,
         "tokens_per_s": c.tokens_per_s, "mfu": c.mfu, "hfu": c.hfu, "fits": c.fits, "why_not": c.why_not,
         "bubble_time_s": c.bubble_time_s, "optimizer_time_s": c.optimizer_time_s,
-        "comm_overlapped": dict(COMM_OVERLAPPED),
+        "comm_overlapped": dict(c.comm_overlapped), "comm_hidden_s": dict(c.comm_hidden),
     }
 
 

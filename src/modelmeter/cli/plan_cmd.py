@@ -36,6 +36,10 @@ from .options import make_console, write_json
 @click.option("--dp", type=int, help="Fix data parallelism.")
 @click.option("--ep", type=int, help="Fix expert parallelism.")
 @click.option("--micro-batch", type=int, help="Fix the micro-batch size.")
+@click.option("--vp", type=int, help="Training: model chunks per pipeline rank (Megatron-LM's interleaved "
+              "schedule; needs --pp; default 1, not searched).")
+@click.option("--overlap-grad-reduce", is_flag=True, help="Training: reduce gradients during the last "
+              "backward (PyTorch DDP) instead of after it (default, Megatron-LM 2021).")
 @click.option("--efficiency", default="auto", show_default=True,
               help="Matrix-peak derating: auto (measured MAMF where known), mamf, none, or 0-1.")
 @click.option("--objective", type=click.Choice(["throughput", "latency"]), default="throughput",
@@ -44,8 +48,8 @@ from .options import make_console, write_json
 @click.option("--html", "html_path", metavar="PATH", help="Write an HTML view with charts.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
 def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global_batch, seq, checkpoint, sp,
-         master_fp32, dtype, prompt, gen, batch, weights, kv_dtype, tp, pp, dp, ep, micro_batch, efficiency,
-         objective, limit, html_path, json_path) -> None:
+         master_fp32, dtype, prompt, gen, batch, weights, kv_dtype, tp, pp, dp, ep, micro_batch, vp,
+         overlap_grad_reduce, efficiency, objective, limit, html_path, json_path) -> None:
     """Plan training or inference across devices: layouts, memory per device, communication, time."""
     from ..pipeline.plan import plan as run_plan
     from ..report.plan_render import render_plan
@@ -58,7 +62,8 @@ def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global
                       zero=zero, global_batch=global_batch, seq=seq, checkpoint=checkpoint,
                       master_fp32=master_fp32, sp=sp, dtype=dtype, prompt=prompt, gen=gen, batch=batch,
                       weights=weights, kv_dtype=kv_dtype, tp=tp, pp=pp, dp=dp, ep=ep, micro_batch=micro_batch,
-                      efficiency=efficiency, fabric=fabric, objective=objective, limit=limit).to_report()
+                      efficiency=efficiency, fabric=fabric, objective=objective, limit=limit, vp=vp,
+                      overlap_grad_reduce=overlap_grad_reduce).to_report()
     data = report.to_dict()
     console = make_console(json_to_stdout=json_path == "-")
     render_plan(console, data["plan"])

@@ -28,12 +28,15 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
          gen: int = 128, batch: int = 1, weights: str | None = None, kv_dtype: str | None = None,
          tp: int | None = None, pp: int | None = None, dp: int | None = None, ep: int | None = None,
          micro_batch: int | None = None, efficiency: float | str | None = "auto", fabric: str | None = None,
-         objective: str = "throughput", limit: int = 50, name: str | None = None) -> Sections:
+         objective: str = "throughput", limit: int = 50, name: str | None = None, vp: int | None = None,
+         overlap_grad_reduce: bool = False) -> Sections:
     """Plan `model` on `devices` devices of `hardware` over `nodes` nodes (see `analysis/plan.py`).
 
     Training (`train=True`) searches tp, pp, dp, ep, ZeRO stage, micro-batch, sequence
     parallelism and recomputation; inference searches tp, pp and dp. Any of them given
-    is fixed. `efficiency`: 'auto' derates the matrix peak by the device's measured
+    is fixed. `vp` (training, with a fixed pp): model chunks per pipeline rank, Megatron-LM's
+    interleaved schedule, never searched. `overlap_grad_reduce` (training): the data-parallel
+    gradient reduction runs under the last micro-batch's backward. `efficiency`: 'auto' derates the matrix peak by the device's measured
     max-achievable matmul fraction (MAMF) where the database has one; a number in (0, 1]
     or None (the datasheet peak) otherwise.
     """
@@ -59,7 +62,7 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
     else:
         net = get_interconnect(hw.id, fabric=fabric) if fabric else None
     fixed = Fixed(tp=tp, pp=pp, dp=dp, ep=ep, zero=zero, micro_batch=micro_batch, sp=sp,
-                  checkpoint=checkpoint)
+                  checkpoint=checkpoint, vp=vp if train else None)
     check_fixed(fixed, devices, net.devices_per_node if net else 1, None)
     if train:
         for label, value in (("--weights", weights), ("--kv-dtype", kv_dtype)):
@@ -71,12 +74,14 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
             raise UserInputError(f"--dtype {dtype}: training runs in {', '.join(TRAIN_DTYPES)}")
         eff = _efficiency(hw, dtype, efficiency)
         settings = TrainSettings(global_batch=global_batch or 8 * devices, optimizer=optimizer,
-                                 master_fp32=master_fp32, param_bytes=parse_precision(dtype).bits / 8)
+                                 master_fp32=master_fp32, param_bytes=parse_precision(dtype).bits / 8,
+                                 overlap_grad_reduce=overlap_grad_reduce)
         return _plan_training(model, example_inputs, hw, net, settings, fixed, devices=devices, nodes=nodes,
                               seq=seq, dtype=dtype, efficiency=eff, limit=limit, name=name,
                               section=plan_section)
     for label, value in (("--zero", zero), ("--global-batch", global_batch), ("--seq", seq),
-                         ("--micro-batch", micro_batch), ("--checkpoint", checkpoint)):
+                         ("--micro-batch", micro_batch), ("--checkpoint", checkpoint), ("--vp", vp),
+                         ("--overlap-grad-reduce", overlap_grad_reduce or None)):
         if value is not None:
             raise UserInputError(f"{label} applies to training; add --train")
     if master_fp32 or optimizer != "adamw":

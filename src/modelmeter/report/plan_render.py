@@ -45,8 +45,11 @@ def render_plan(console: Console, plan: dict[str, Any], shown: int = SHOWN) -> N
     best = plan.get("best")
     if best and best.get("comm_overlapped"):
         # Only the terms this layout pays (a dense model has no expert all-to-all).
-        flags = {k: v for k, v in best["comm_overlapped"].items() if best["comm_s"].get(k)}
-        hidden = [k.replace("_", "-") for k, v in flags.items() if v]
+        under = best.get("comm_hidden_s") or {}
+        flags = {k: v for k, v in best["comm_overlapped"].items() if best["comm_s"].get(k) or under.get(k)}
+        hidden = [f"{k.replace('_', '-')} ({format_seconds(under.get(k, 0.0))} of "
+                  f"{format_seconds(under.get(k, 0.0) + best['comm_s'].get(k, 0.0))} hidden)"
+                  for k, v in flags.items() if v]
         exposed = [k.replace("_", "-") for k, v in flags.items() if not v]
         console.print("communication: " + "; ".join(
             part for part in (f"overlapped with compute: {', '.join(hidden)}" if hidden else "",
@@ -64,6 +67,8 @@ def layout_label(c: dict[str, Any], train: bool) -> str:
         text += f" ep{c['ep']}"
     if train:
         text += f" zero{c['zero']} mb{c['micro_batch']}"
+        if c.get("virtual_stages", 1) > 1:
+            text += f" vp{c['virtual_stages']}"
         if c.get("sequence_parallel"):
             text += " sp"
         if c.get("checkpoint"):
