@@ -9,9 +9,18 @@ SC'21 (arXiv:2104.04473), Table 1: GPT models of 1.7 B to 1 T parameters, vocabu
 counts F = 96 B s l h^2 (1 + s/6h + V/16lh) per iteration: the recomputed forward
 included, i.e. our HFU x peak. The rows below are transcribed from that table.
 
-Each row is predicted with its layout fixed (tp, pp, dp and the global batch from the
-table; recomputation on; ZeRO off, no sequence parallelism: neither existed in that
-release); the micro-batch, which Table 1 does not list, is searched (the paper tuned it).
+What Table 1 does not print, each run's micro-batch, interleaving and data-parallel
+implementation, comes from the scripts the authors published to reproduce it:
+NVIDIA/Megatron-LM, examples/sc21/run_table_1.sh and CONFIG.sh (commit de7dc40f, 2021-08-10):
+`--micro-batch-size`, `--num-layers-per-virtual-pipeline-stage` (the 76 B to 530 B runs use
+the interleaved schedule: vp = layers per stage / that number), `--DDP-impl torch` for the
+four runs without pipeline parallelism (PyTorch DDP reduces gradients during the last
+micro-batch's backward; Megatron-LM's schedule disables the reduction for the others with
+no_sync) and `local` for the rest (after the flush), `--fp16` (the same tensor peak as bf16
+on A100), `--checkpoint-activations`.
+
+Each row is predicted with that layout fixed (tp, pp, dp, global batch, micro-batch, vp;
+recomputation on; ZeRO off, no sequence parallelism: neither existed in that release).
 
 The model traced is the GPT of that release as it ran (`MEGATRON_GPT` below): the same
 parameters and FLOPs as transformers' GPT-2 (the paper's F is matched exactly), but with
@@ -28,7 +37,8 @@ the device, the planner's default), every other op at HBM bandwidth (roofline, u
 tp all-reduces priced at the NVLink bandwidth NCCL's topology model assumes, none of the
 communication overlapped (that release ran tp collectives synchronously and the dp
 all-reduce after the pipeline flush); norms and residual adds whole on every tp rank;
-bubble (p - 1) / m with m = batch / (dp x micro-batch).
+bubble (p - 1) / (m vp) with m = batch / (dp x micro-batch); with PyTorch DDP the gradient
+all-reduce hidden under the last backward as far as it fits there.
 
     python benchmarks/bench_plan.py            # matrix peak derated by MAMF (the planner's default)
     python benchmarks/bench_plan.py 0.67       # another derating
@@ -46,17 +56,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VOCAB, SEQ, PEAK_TFLOPS = 51200, 2048, 312.0  # A100 dense fp16/bf16 tensor peak
 # (billions of parameters, heads, hidden, layers, tp, pp, GPUs, global batch, published TFLOP/s per GPU)
+# from Table 1, then (micro-batch, model chunks per pipeline rank, DDP implementation) from
+# run_table_1.sh.
 TABLE_1 = [
-    (1.7, 24, 2304, 24, 1, 1, 32, 512, 137),
-    (3.6, 32, 3072, 30, 2, 1, 64, 512, 138),
-    (7.5, 32, 4096, 36, 4, 1, 128, 512, 142),
-    (18.4, 48, 6144, 40, 8, 1, 256, 1024, 135),
-    (39.1, 64, 8192, 48, 8, 2, 512, 1536, 138),
-    (76.1, 80, 10240, 60, 8, 4, 1024, 1792, 140),
-    (145.6, 96, 12288, 80, 8, 8, 1536, 2304, 148),
-    (310.1, 128, 16384, 96, 8, 16, 1920, 2160, 155),
-    (529.6, 128, 20480, 105, 8, 35, 2520, 2520, 163),
-    (1008.0, 160, 25600, 128, 8, 64, 3072, 3072, 163),
+    (1.7, 24, 2304, 24, 1, 1, 32, 512, 137, 16, 1, "torch"),
+    (3.6, 32, 3072, 30, 2, 1, 64, 512, 138, 16, 1, "torch"),
+    (7.5, 32, 4096, 36, 4, 1, 128, 512, 142, 16, 1, "torch"),
+    (18.4, 48, 6144, 40, 8, 1, 256, 1024, 135, 8, 1, "torch"),
+    (39.1, 64, 8192, 48, 8, 2, 512, 1536, 138, 4, 1, "local"),
+    (76.1, 80, 10240, 60, 8, 4, 1024, 1792, 140, 2, 3, "local"),
+    (145.6, 96, 12288, 80, 8, 8, 1536, 2304, 148, 2, 2, "local"),
+    (310.1, 128, 16384, 96, 8, 16, 1920, 2160, 155, 1, 2, "local"),
+    (529.6, 128, 20480, 105, 8, 35, 2520, 2520, 163, 1, 3, "local"),
+    (1008.0, 160, 25600, 128, 8, 64, 3072, 3072, 163, 1, 1, "local"),
 ]
 
 
@@ -163,18 +175,19 @@ def main() -> None:
     print("Megatron-LM (Narayanan et al. 2021) Table 1 vs modelmeter plan, a100-sxm-80gb, bf16, recomputation, "
           f"matrix peak x {eff:.3f}, NVLink at {net.intra.collective_bandwidth_bytes_per_s / 1e9:.0f} GB/s "
           f"(NCCL's model), {net.inter.bandwidth_bytes_per_s / 1e9:.0f} GB/s per GPU across nodes")
-    print("step time shares: compute (without bubble), tp / pp / dp communication, bubble, optimizer; "
-          "no communication overlapped")
-    print(f"{'params':>8} {'tp':>3} {'pp':>3} {'dp':>3} {'batch':>5} {'mb':>3} "
+    print("step time shares: compute (without bubble), tp / pp / dp communication (dp: what is not hidden "
+          "under the last backward), bubble, optimizer")
+    print(f"{'params':>8} {'tp':>3} {'pp':>3} {'dp':>3} {'batch':>5} {'mb':>3} {'vp':>2} {'DDP':>5} "
           f"{'published':>9} {'predicted':>9} {'error':>7} {'MFU':>6} | {'compute':>7} {'tp':>6} {'pp':>6} "
           f"{'dp':>6} {'bubble':>6} {'optim':>6} {'memory':>8}")
     errors = []
     start = time.perf_counter()
-    for billions, heads, hidden, layers, tp, pp, gpus, batch, published in TABLE_1:
+    for billions, heads, hidden, layers, tp, pp, gpus, batch, published, mb, vp, ddp in TABLE_1:
         dp = gpus // (tp * pp)
         profile = profile_for(hidden, heads, layers, hw, eff)
-        settings = TrainSettings(global_batch=batch, optimizer="adamw", master_fp32=True, param_bytes=2)
-        fixed = Fixed(tp=tp, pp=pp, dp=dp, ep=1, zero=0, sp=False, checkpoint=True)
+        settings = TrainSettings(global_batch=batch, optimizer="adamw", master_fp32=True, param_bytes=2,
+                                 overlap_grad_reduce=ddp == "torch")
+        fixed = Fixed(tp=tp, pp=pp, dp=dp, ep=1, zero=0, sp=False, checkpoint=True, micro_batch=mb, vp=vp)
         plan = plan_training(profile, settings, devices=gpus, nodes=gpus // 8, net=net, fixed=fixed)
         best = plan.best or plan.candidates[0]
         predicted = best.hfu * PEAK_TFLOPS
@@ -187,7 +200,7 @@ def main() -> None:
         # The bubble slots hold idle compute and idle communication alike; shares add to 100 %.
         shares = [compute, comm["tensor_parallel"], comm["pipeline"], comm["data_parallel"],
                   best.bubble_time_s, best.optimizer_time_s]
-        print(f"{billions:7.1f}B {tp:>3} {pp:>3} {dp:>3} {batch:>5} {best.layout.micro_batch:>3} "
+        print(f"{billions:7.1f}B {tp:>3} {pp:>3} {dp:>3} {batch:>5} {mb:>3} {vp:>2} {ddp:>5} "
               f"{published:>9.0f} {predicted:>9.1f} {error:>+7.1%} {best.mfu:>6.1%} | "
               + " ".join(f"{x / step:>{7 if i == 0 else 6}.1%}" for i, x in enumerate(shares))
               + f" {best.memory_per_device_bytes / 1e9:>6.1f}GB{'' if best.fits else ' (does not fit)'}")
