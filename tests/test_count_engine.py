@@ -565,3 +565,4 @@ def test_torchvision_ops_are_counted_by_name(torchvision_ops):
     assert by_op["torchvision.roi_align.default"].other_flops == roi_align_flops(3 * 16 * 7 * 7, 2)
     assert by_op["torchvision._roi_align_backward.default"].other_flops == roi_align_flops(3 * 16 * 7 * 7, 2)
     assert counts.uncounted_ops == ()
+

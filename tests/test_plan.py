@@ -283,6 +283,29 @@ def test_tensor_parallelism_does_not_split_norms(tmp_path):
     assert two[True]["compute_time_s"] == pytest.approx(one["compute_time_s"] / 2, rel=1e-4)
 
 
+LLAMA = textwrap.dedent("""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+
+    def build():
+        conf = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, vocab_size=128, max_position_embeddings=64)
+        return LlamaForCausalLM(conf), {"input_ids": torch.zeros(1, 64, dtype=torch.long)}
+""")
+
+
+def test_a_llama_training_step_has_every_op_costed(tmp_path):
+    # The rotary embedding slices q and k; autograd answers with aten.slice_backward (zeros,
+    # then the gradient copied into the slice): data movement with zero FLOPs, not an op
+    # "without a formula" (the note every llama plan used to carry).
+    (tmp_path / "tinyllama_cfg.py").write_text(LLAMA)
+    data = _plan("tinyllama_cfg:build", "--hardware", "h100-sxm", "--devices", "2", "--train", "--tp", "2",
+                 "--micro-batch", "1", "--global-batch", "2", "--zero", "0", "--no-checkpoint", "--no-sp",
+                 cwd=tmp_path)
+    assert not [n for n in data["plan"]["notes"] if "without a formula" in n], data["plan"]["notes"]
+
+
 # ------------------------------------------------------------------ inference
 
 

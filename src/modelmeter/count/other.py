@@ -136,7 +136,9 @@ DATA_MOVEMENT = frozenset(
         "unsqueeze_ as_strided_ swapdims_ swapaxes_ detach_ "
         "resize_ set_ _unsafe_index_put item _local_scalar_dense fill_ ones_like "
         "empty_permuted new_empty linspace eye im2col col2im masked_scatter sym_size "
-        "_assert_async _assert_tensor_metadata _functional_assert_async"
+        "_assert_async _assert_tensor_metadata _functional_assert_async "
+        # the backward of a slice or select: zeros, then the gradient copied into place
+        "slice_backward select_backward diagonal_backward as_strided_scatter diagonal_scatter"
     ).split()
 )
 
