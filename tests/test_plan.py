@@ -10,6 +10,7 @@ import os
 import textwrap
 
 import pytest
+import torch
 
 from modelmeter.analysis.comm import (
     ALL_GATHER,
@@ -232,6 +233,32 @@ def test_recomputation_and_sequence_parallelism_lower_activations(tmp_path):
     for c in data["plan"]["candidates"]:
         label = f"tp{c['tp']} pp{c['pp']} dp{c['dp']} zero{c['zero']} mb{c['micro_batch']}"
         assert label in text
+
+
+def test_plan_from_python_is_the_cli_plan(tmp_path):
+    import modelmeter
+
+    (tmp_path / "tinygpt.py").write_text(GPT)
+    layout = ["--tp", "2", "--pp", "2", "--dp", "1", "--micro-batch", "1", "--global-batch", "8", "--vp", "2",
+              "--zero", "1", "--no-checkpoint", "--no-sp"]
+    cli = _plan("tinygpt:build", "--hardware", "a100-sxm-80gb", "--devices", "4", "--train", *layout,
+                cwd=tmp_path)["plan"]["best"]
+    namespace: dict = {}
+    exec(GPT, namespace)
+    with torch.device("meta"):  # as the CLI builds a spec (CPU kernels keep some statistics in bf16)
+        model, inputs = namespace["build"]()
+    # A module is planned as it is traced: at its own precision (the CLI builds the spec at bf16).
+    with pytest.raises(modelmeter.UserInputError, match="module's parameters are fp32"):
+        modelmeter.plan(model, inputs, hardware="a100-sxm-80gb", train=True, dtype="bf16")
+    model = model.to(torch.bfloat16)
+    report = modelmeter.plan(model, inputs, hardware="a100-sxm-80gb", devices=4, train=True, tp=2, pp=2, dp=1,
+                             micro_batch=1, global_batch=8, vp=2, zero=1, checkpoint=False, sp=False)
+    best = report.to_dict()["plan"]["best"]
+    assert best["virtual_stages"] == 2
+    assert best["step_time_s"] == pytest.approx(cli["step_time_s"], rel=1e-12)
+    assert best["memory_per_device_bytes"] == cli["memory_per_device_bytes"]
+    with pytest.raises(modelmeter.UserInputError, match="unknown option"):
+        modelmeter.plan(model, inputs, hardware="a100-sxm-80gb", train=True, tensor_parallel=2)
 
 
 NORMS = textwrap.dedent("""

@@ -7,7 +7,7 @@ Public API (everything else is private and may change)::
     report.to_dict()["totals"]["flops"]
     modelmeter.report("resnet50", hardware="h100-sxm", measure=False)   # every metric
     modelmeter.memory(...), modelmeter.roofline(...), modelmeter.bench(...),
-    modelmeter.llm(...), modelmeter.compare([...])
+    modelmeter.llm(...), modelmeter.compare([...]), modelmeter.plan(...)
 
 Exceptions::
 
@@ -24,7 +24,7 @@ Exceptions::
 # modelmeter.count import ...` still finds the subpackage in sys.modules.
 from . import count as _count_package  # noqa: F401
 from . import report as _report_package  # noqa: F401
-from .api import analyse, bench, compare, count, llm, memory, report, roofline
+from .api import analyse, bench, compare, count, llm, memory, plan, report, roofline
 from .core.errors import (
     MeasurementError,
     MissingDependencyError,
@@ -61,6 +61,7 @@ __all__ = [
     "count",
     "llm",
     "memory",
+    "plan",
     "report",
     "roofline",
 ]

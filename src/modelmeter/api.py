@@ -2,8 +2,8 @@
 
 Each validates its arguments into the pipeline's frozen options and runs the
 one path in `pipeline/run.py`: one trace, reused by every view, never a
-second pass for another number. `count`, `memory`, `roofline`, `bench` and
-`report` return a `Report`; `llm` its `LLMSection`, `compare` a `Comparison`
+second pass for another number. `count`, `memory`, `roofline`, `bench`, `plan`
+and `report` return a `Report`; `llm` its `LLMSection`, `compare` a `Comparison`
 (each with `to_dict()`). `analyse` is the lower-level entry: the loaded
 model, its trace and its counts, for your own views.
 """
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # Every public function puts torch's random state back (`pipeline.hygiene`); none changes
 # the C allocator unless asked (malloc='retain': glibc cannot be put back).
 
-__all__ = ["analyse", "bench", "compare", "count", "llm", "memory", "report", "roofline"]
+__all__ = ["analyse", "bench", "compare", "count", "llm", "memory", "plan", "report", "roofline"]
 
 
 @keeps_rng
@@ -167,6 +167,33 @@ def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
 
     return run.llm(model, LLMOptions(hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch,
                                      trust_remote_code, activations, attention, measure))
+
+
+@keeps_rng
+def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, devices: int = 1,
+         nodes: int | None = None, train: bool = False, **options: Any) -> Report:
+    """The multi-device planner: layouts of `devices` devices over `nodes` nodes, each with
+    its memory per device, communication and step time (training) or TTFT/TPOT (inference);
+    the report's `plan` section holds `candidates`, `best` and `min_devices`.
+
+    `options` are those of `modelmeter plan`, by their Python names: training `optimizer`,
+    `zero`, `global_batch`, `seq`, `checkpoint`, `master_fp32`, `sp`, `vp`,
+    `overlap_grad_reduce`; inference `prompt`, `gen`, `batch`, `weights`, `kv_dtype`,
+    `objective`; both `dtype`, `tp`, `pp`, `dp`, `ep`, `micro_batch` (fixed when given,
+    searched when not), `efficiency`, `fabric`, `limit`. An unknown option is a
+    `UserInputError`.
+    """
+    import inspect
+
+    from .core.errors import UserInputError
+    from .pipeline.plan import plan as run_plan
+
+    known = set(inspect.signature(run_plan).parameters) - {"model", "example_inputs", "name"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserInputError(f"plan() got unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return run_plan(model, example_inputs, hardware=hardware, devices=devices, nodes=nodes, train=train,
+                    **options).to_report()
 
 
 @keeps_rng

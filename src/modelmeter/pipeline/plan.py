@@ -69,7 +69,7 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
             if value is not None:
                 raise UserInputError(f"{label} applies to inference; drop --train")
         optimizer = check_optimizer(optimizer)
-        dtype = parse_precision(dtype or "bf16").name
+        dtype = _training_dtype(model, dtype)
         if dtype not in TRAIN_DTYPES:
             raise UserInputError(f"--dtype {dtype}: training runs in {', '.join(TRAIN_DTYPES)}")
         eff = _efficiency(hw, dtype, efficiency)
@@ -91,6 +91,26 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
     return _plan_inference(model, hw, net, fixed, devices=devices, nodes=nodes, dtype=dtype or "fp16",
                            prompt=prompt, gen=gen, batch=batch, weights=weights, kv_dtype=kv_dtype,
                            objective=objective, limit=limit)
+
+
+def _training_dtype(model: Any, dtype: str | None) -> str:
+    """bf16 unless given; a module is traced as it is, so its own precision, and another
+    `dtype` beside it is an error (converting it would change the caller's module)."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return parse_precision(dtype or "bf16").name
+    from ..core.precision import precision_of_torch_dtype
+
+    floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    own = precision_of_torch_dtype(str(floats[0])).name if floats else None
+    if dtype is None:
+        return own or "bf16"
+    wanted = parse_precision(dtype).name
+    if own is not None and wanted != own:
+        raise UserInputError(f"the module's parameters are {own} and a module is planned as it is traced: "
+                             f"convert it to {wanted} first, or drop dtype={dtype!r}")
+    return wanted
 
 
 def _efficiency(hw: Any, dtype: str, efficiency: float | str | None) -> float | None:
@@ -124,7 +144,7 @@ def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings:
     from ..trace import trace_model
 
     if example_inputs is not None:
-        loaded = load(ModelOptions(model, example_inputs, name=name))
+        loaded = load(ModelOptions(model, example_inputs, dtype=dtype, name=name))
     else:
         try:
             loaded = load(ModelOptions(model, batch=1, seq=seq or 2048, dtype=dtype, name=name))
