@@ -566,3 +566,24 @@ def test_torchvision_ops_are_counted_by_name(torchvision_ops):
     assert by_op["torchvision._roi_align_backward.default"].other_flops == roi_align_flops(3 * 16 * 7 * 7, 2)
     assert counts.uncounted_ops == ()
 
+
+
+def test_backward_ops_without_a_formula_are_listed_in_the_training_report():
+    # `uncounted_ops` lists the forward's; the backward of an FFT (rfft's is a c2c transform) has
+    # no formula either, and backward_flops leaves it out: the report must say so, not stay silent.
+    # (abs's backward on complex values, aten.sgn, is elementwise and counted.)
+    import modelmeter
+
+    class Spectrum(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            return torch.fft.rfft(self.fc(x)).abs()
+
+    report = modelmeter.memory(Spectrum(), (torch.randn(4, 16),), train=True).to_dict()
+    assert [r["op"] for r in report["uncounted_ops"]] == ["aten._fft_r2c.default"]
+    rows = report["totals"]["backward_uncounted_ops"]
+    assert [r["op"] for r in rows] == ["aten._fft_c2c.default"] and rows[0]["count"] == 1
+    assert rows[0]["estimated_flops"] > 0

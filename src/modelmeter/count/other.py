@@ -56,7 +56,7 @@ _PER_OUTPUT: dict[str, int] = {}
 for _names, _cost in (
     ("add sub rsub mul div neg abs reciprocal maximum minimum clamp clamp_min clamp_max "
      "eq ne lt le gt ge where logical_and logical_or logical_not logical_xor bitwise_and "
-     "bitwise_or bitwise_not bitwise_xor relu hardtanh threshold sign floor ceil round trunc "
+     "bitwise_or bitwise_not bitwise_xor relu hardtanh threshold sign sgn floor ceil round trunc "
      "remainder fmod isnan isinf masked_fill fill", 1),
     ("exp exp2 log log2 log10 log1p expm1 sqrt rsqrt sin cos tan tanh erf erfinv pow square atan", 1),
     ("addcmul addcdiv lerp leaky_relu elu prelu _prelu_kernel softplus floor_divide", 2),

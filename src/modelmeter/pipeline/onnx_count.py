@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..core.errors import UserInputError
 from ..core.precision import parse_precision
 from .options import ModelOptions
-from .sections import CountSection, _module_rows, _totals
+from .sections import CountSection, _module_rows, _totals, uncounted_rows
 
 ONNX_METHODS = {
     "params": ("counted: elements of the floating-point initializers of rank >= 1 (ONNX does "
@@ -50,14 +50,12 @@ def onnx_count_section(options: ModelOptions) -> CountSection:
                        + (f", --batch {options.batch}" if options.batch is not None else ""),
         "notes": [],
     }
-    estimates = counts.uncounted_estimates()
     return CountSection(
         model={"name": options.name or graph.name, "kind": "onnx", "source": "onnx",
                "description": f"ONNX graph, opset {graph.opset}, {len(graph.nodes)} nodes"
                               + (f", from {graph.producer}" if graph.producer else ""),
                "build": "onnx shape inference (no weights loaded)", "path": path},
         settings=settings, totals=_totals(counts), modules=_module_rows(counts),
-        uncounted_ops=tuple({"op": op, "count": n, "estimated_flops": estimates.get(op, 0)}
-                            for op, n in counts.uncounted_ops),
+        uncounted_ops=uncounted_rows(counts),
         methods=dict(ONNX_METHODS),
     )

@@ -100,14 +100,11 @@ class CountSection:
         if counts.routing is not None:  # mixture of experts: how routed experts were costed
             settings["routing"] = counts.routing
             methods["active_params"] = ACTIVE_PARAMS_METHOD
-        estimates = counts.uncounted_estimates()
         return cls(
             model={"name": loaded.name, "kind": loaded.kind, "source": loaded.source,
                    "description": loaded.description, "build": loaded.build},
             settings=settings, totals=_totals(counts), modules=_module_rows(counts),
-            uncounted_ops=tuple({"op": op, "count": n, "estimated_flops": estimates.get(op, 0)}
-                                for op, n in counts.uncounted_ops),
-            methods=methods,
+            uncounted_ops=uncounted_rows(counts), methods=methods,
         )
 
     @classmethod
@@ -168,6 +165,12 @@ def _totals(counts: Counts) -> dict[str, Any]:
     return totals
 
 
+def uncounted_rows(counts: Counts) -> tuple[dict[str, Any], ...]:
+    """Ops without a formula: how often each ran and the FLOPs estimated from its shapes."""
+    estimates = counts.uncounted_estimates()
+    return tuple({"op": op, "count": n, "estimated_flops": estimates.get(op, 0)} for op, n in counts.uncounted_ops)
+
+
 def fallback_rows(counts: Counts) -> list[dict[str, Any]]:
     """Ops counted with PyTorch's flop_registry (a fallback: we have no formula for them)."""
     return [{"op": op, "count": n, "flops": f, "source": "pytorch flop_registry"}
@@ -211,7 +214,7 @@ class MemorySection:
 
     activations: Mapping[str, Any]
     module_bytes: Mapping[str, Mapping[str, int]]  # path -> peak_share_bytes (, saved_bytes)
-    backward: Mapping[str, Any] | None = None  # backward_flops, backward_macs, backward_fallback_ops
+    backward: Mapping[str, Any] | None = None  # backward_flops, backward_macs, backward_{fallback,uncounted}_ops
     training: Mapping[str, Any] | None = None
 
     @classmethod
@@ -240,7 +243,8 @@ class MemorySection:
         backward = None
         if "backward_flops" in out and backward_counts is not None:
             backward = {"backward_flops": out["backward_flops"], "backward_macs": out["backward_macs"],
-                        "backward_fallback_ops": fallback_rows(backward_counts)}
+                        "backward_fallback_ops": fallback_rows(backward_counts),
+                        "backward_uncounted_ops": list(uncounted_rows(backward_counts))}
         return cls(activations, out["modules"], backward, out.get("training"))
 
     def totals_part(self) -> dict[str, Any]:

@@ -280,6 +280,10 @@ def summary_notes(report: Any) -> list[str]:
         n = sum(int(u.get("count", 0)) for u in r["uncounted_ops"])
         notes.append(f"{plural(len(r['uncounted_ops']), 'op kind')} ({plural(n, 'call')}) have no formula: "
                      "their arithmetic is not in the FLOP totals (listed under uncounted ops)")
+    backward = (r.get("totals") or {}).get("backward_uncounted_ops") or []
+    if backward:
+        notes.append(f"backward: {plural(len(backward), 'op kind')} without a formula, not in backward FLOPs: "
+                     + ", ".join(u["op"] for u in backward))
     rl = r.get("roofline")
     if rl:
         notes += [f"roofline: {n}" for n in rl.get("notes") or []]

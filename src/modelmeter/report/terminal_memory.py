@@ -35,7 +35,8 @@ def _figures(report: dict[str, Any]) -> Table:
             ("saved for backward", format_bytes(act["saved_for_backward_bytes"])),
             ("peak activations, training forward", format_bytes(act["peak_train_forward_bytes"])),
             ("peak during backward (incl. gradients)", format_bytes(act["peak_backward_bytes"])),
-            ("backward FLOPs (2×MACs + other)", format_count(report["totals"]["backward_flops"])),
+            ("backward FLOPs (2×MACs + other)", format_count(report["totals"]["backward_flops"])
+             + _left_out(report["totals"].get("backward_uncounted_ops"))),
             ("forward FLOPs (2×MACs + other)", format_count(report["totals"]["total_flops"])),
             (f"parameters ({training['precision']})", format_bytes(training["param_bytes"])),
             ("gradients", format_bytes(training["grad_bytes"])),
@@ -86,3 +87,10 @@ def _modules(report: dict[str, Any], depth: int) -> Table:
         modules.add_row(label, m["type"], format_bytes(m.get("peak_share_bytes", 0)),
                         format_bytes(m["saved_bytes"]) if "saved_bytes" in m else "—")
     return modules
+
+
+def _left_out(rows: list[dict[str, Any]] | None) -> str:
+    """What backward FLOPs leave out: the backward ops without a formula."""
+    if not rows:
+        return ""
+    return f" (without {', '.join(r['op'].removeprefix('aten.') for r in rows)}: no formula)"
