@@ -15,6 +15,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -155,6 +156,32 @@ def test_hand_built_graph_closed_forms_and_uncounted_ops(run_main, tmp_path: Pat
     assert by_path["fc"]["macs"] == gemm and by_path["fc"]["params"] == 20 * 48 + 20
     # --batch sets dim 0 of every input.
     assert _count_cli(run_main, str(path), "--batch", "6")["totals"]["macs"] == 2 * (conv + gemm)
+
+
+def test_quantised_conv_counts_its_weight_at_input_3(run_main, tmp_path: Path) -> None:
+    # QLinearConv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point):
+    # the weight is input 3, not 1 (a scale); MACs as a Conv of the same shapes.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def scalar(name, value, dtype):
+        return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+
+    kern = numpy_helper.from_array(np.ones((6, 3, 3, 3), dtype=np.int8), "kern")
+    graph = helper.make_graph(
+        [helper.make_node("QLinearConv", ["x", "xs", "xz", "kern", "ws", "wz", "ys", "yz"], ["y"],
+                          pads=[1, 1, 1, 1], strides=[1, 1], name="/q/QLinearConv")],
+        "q", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 3, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+        initializer=[kern, scalar("xs", 0.1, np.float32), scalar("xz", 0, np.uint8),
+                     scalar("ws", 0.1, np.float32), scalar("wz", 0, np.int8),
+                     scalar("ys", 0.1, np.float32), scalar("yz", 0, np.uint8)],
+    )
+    path = tmp_path / "qconv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    report = _count_cli(run_main, str(path))
+    assert report["totals"]["macs"] == 2 * 6 * 10 * 10 * 3 * 3 * 3  # out [2, 6, 10, 10] x C_in x 3 x 3
+    assert report["uncounted_ops"] == []
 
 
 def test_terminal_table_and_bad_files(run_main, tmp_path: Path,
