@@ -42,11 +42,13 @@ all-reduce hidden under the last backward as far as it fits there.
 
     python benchmarks/bench_plan.py            # matrix peak derated by MAMF (the planner's default)
     python benchmarks/bench_plan.py 0.67       # another derating
+    python benchmarks/bench_plan.py --implied  # also: per row, the derating that would match it
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import statistics
 import sys
@@ -142,10 +144,11 @@ def _megatron_gpt():
     return mod
 
 
-def profile_for(hidden: int, heads: int, layers: int, hw: object, eff: float) -> object:
+@functools.cache
+def _counted(hidden: int, heads: int) -> tuple:
+    """The two-block GPT traced once (forward and backward) and counted: (trace, forward, backward)."""
     import torch
 
-    from modelmeter.analysis.plan_profile import build_profile
     from modelmeter.count import count_trace
     from modelmeter.trace import trace_model
 
@@ -153,7 +156,13 @@ def profile_for(hidden: int, heads: int, layers: int, hw: object, eff: float) ->
         model = _megatron_gpt().GPT(VOCAB, SEQ, hidden, heads, 2).to(torch.bfloat16)
     ids = torch.zeros((1, SEQ), dtype=torch.long, device="meta")
     trace = trace_model(model, (), {"input_ids": ids, "labels": ids}, backward=True)
-    fwd, bwd = count_trace(trace), count_trace(trace, phase="backward")
+    return trace, count_trace(trace), count_trace(trace, phase="backward")
+
+
+def profile_for(hidden: int, heads: int, layers: int, hw: object, eff: float) -> object:
+    from modelmeter.analysis.plan_profile import build_profile
+
+    trace, fwd, bwd = _counted(hidden, heads)
     profile = build_profile(trace, fwd, bwd, hw, model=f"gpt-{layers}x{hidden}", seq=SEQ, efficiency=eff,
                             config={"hidden_size": hidden, "num_attention_heads": heads})
     block = profile.blocks[-1]
@@ -161,15 +170,43 @@ def profile_for(hidden: int, heads: int, layers: int, hw: object, eff: float) ->
     return dataclasses.replace(profile, blocks=(block,) * layers, params=params)
 
 
-def main() -> None:
+def predict(row: tuple, hw: object, net: object, eff: float) -> object:
+    """The planner's best candidate for one Table 1 row with its layout fixed as it ran."""
     from modelmeter.analysis.plan import Fixed, TrainSettings, plan_training
+
+    billions, heads, hidden, layers, tp, pp, gpus, batch, published, mb, vp, ddp = row
+    profile = profile_for(hidden, heads, layers, hw, eff)
+    settings = TrainSettings(global_batch=batch, optimizer="adamw", master_fp32=True, param_bytes=2,
+                             overlap_grad_reduce=ddp == "torch")
+    fixed = Fixed(tp=tp, pp=pp, dp=gpus // (tp * pp), ep=1, zero=0, sp=False, checkpoint=True,
+                  micro_batch=mb, vp=vp)
+    plan = plan_training(profile, settings, devices=gpus, nodes=gpus // 8, net=net, fixed=fixed)
+    return plan.best or plan.candidates[0]
+
+
+def implied_fraction(row: tuple, hw: object, net: object) -> float:
+    """The matrix-peak derating at which the prediction equals the published figure (bisection:
+    the predicted throughput grows with it); a diagnostic, never the planner's default."""
+    low, high = 0.05, 1.0
+    for _ in range(30):
+        mid = (low + high) / 2
+        if predict(row, hw, net, mid).hfu * PEAK_TFLOPS > row[8]:
+            high = mid
+        else:
+            low = mid
+    return (low + high) / 2
+
+
+def main() -> None:
     from modelmeter.hardware import get_hardware, mamf_efficiency
     from modelmeter.hardware.interconnect import get_interconnect
 
     # The planner's default: the matrix peak derated by the measured max-achievable matmul
     # fraction (MAMF, 0.869 on A100); a number on the command line replaces it.
+    args = [a for a in sys.argv[1:] if a != "--implied"]
+    implied = "--implied" in sys.argv[1:]
     mamf = mamf_efficiency()["by_precision"]["bf16"]["a100-sxm-80gb"]["fraction_of_peak"]
-    eff = float(sys.argv[1]) if len(sys.argv) > 1 else mamf
+    eff = float(args[0]) if args else mamf
     hw = get_hardware("a100-sxm-80gb")
     net = get_interconnect("a100-sxm-80gb")
     print("Megatron-LM (Narayanan et al. 2021) Table 1 vs modelmeter plan, a100-sxm-80gb, bf16, recomputation, "
@@ -179,17 +216,15 @@ def main() -> None:
           "under the last backward), bubble, optimizer")
     print(f"{'params':>8} {'tp':>3} {'pp':>3} {'dp':>3} {'batch':>5} {'mb':>3} {'vp':>2} {'DDP':>5} "
           f"{'published':>9} {'predicted':>9} {'error':>7} {'MFU':>6} | {'compute':>7} {'tp':>6} {'pp':>6} "
-          f"{'dp':>6} {'bubble':>6} {'optim':>6} {'memory':>8}")
-    errors = []
+          f"{'dp':>6} {'bubble':>6} {'optim':>6} {'memory':>8}" + (f" {'implied':>7}" if implied else ""))
+    errors, fractions = [], []
     start = time.perf_counter()
-    for billions, heads, hidden, layers, tp, pp, gpus, batch, published, mb, vp, ddp in TABLE_1:
+    for row in TABLE_1:
+        billions, heads, hidden, layers, tp, pp, gpus, batch, published, mb, vp, ddp = row
         dp = gpus // (tp * pp)
-        profile = profile_for(hidden, heads, layers, hw, eff)
-        settings = TrainSettings(global_batch=batch, optimizer="adamw", master_fp32=True, param_bytes=2,
-                                 overlap_grad_reduce=ddp == "torch")
-        fixed = Fixed(tp=tp, pp=pp, dp=dp, ep=1, zero=0, sp=False, checkpoint=True, micro_batch=mb, vp=vp)
-        plan = plan_training(profile, settings, devices=gpus, nodes=gpus // 8, net=net, fixed=fixed)
-        best = plan.best or plan.candidates[0]
+        best = predict(row, hw, net, eff)
+        if implied:
+            fractions.append(implied_fraction(row, hw, net))
         predicted = best.hfu * PEAK_TFLOPS
         error = (predicted - published) / published
         errors.append(abs(error))
@@ -203,9 +238,13 @@ def main() -> None:
         print(f"{billions:7.1f}B {tp:>3} {pp:>3} {dp:>3} {batch:>5} {mb:>3} {vp:>2} {ddp:>5} "
               f"{published:>9.0f} {predicted:>9.1f} {error:>+7.1%} {best.mfu:>6.1%} | "
               + " ".join(f"{x / step:>{7 if i == 0 else 6}.1%}" for i, x in enumerate(shares))
-              + f" {best.memory_per_device_bytes / 1e9:>6.1f}GB{'' if best.fits else ' (does not fit)'}")
+              + f" {best.memory_per_device_bytes / 1e9:>6.1f}GB{'' if best.fits else ' (does not fit)'}"
+              + (f" {fractions[-1]:>7.3f}" if implied else ""))
     print(f"median |error| {statistics.median(errors):.1%}, max {max(errors):.1%} "
           f"(goal: median within 15%); {time.perf_counter() - start:.0f} s")
+    if implied:
+        print(f"implied matrix-peak fraction per row (prediction = published): {min(fractions):.3f} to "
+              f"{max(fractions):.3f}, median {statistics.median(fractions):.3f} (the MAMF default is {mamf:.3f})")
 
 
 if __name__ == "__main__":
