@@ -682,10 +682,11 @@ def _device_counts(limit: int = 1 << 16) -> Iterator[int]:
 def _min_devices(profile: TrainingProfile, settings: TrainSettings, net: Interconnect | None,
                  capacity: float | None, fixed: Fixed, per_node: int) -> int | None:
     """Fewest devices (a power of two) with a layout that fits; the user's fixed
-    micro-batch, ZeRO stage, recomputation and SP still apply, the parallel degrees are searched."""
+    micro-batch, ZeRO stage, recomputation and SP still apply, the parallel degrees are searched
+    (and the schedule is plain 1F1B: interleaving needs pp > 1 and only adds activations)."""
     if capacity is None:
         return None
-    free = replace(fixed, tp=None, pp=None, dp=None, ep=None)
+    free = replace(fixed, tp=None, pp=None, dp=None, ep=None, vp=None)
     for n in _device_counts():
         if n > 1 and net is None:
             return None
