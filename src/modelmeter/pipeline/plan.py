@@ -36,9 +36,10 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
     parallelism and recomputation; inference searches tp, pp and dp. Any of them given
     is fixed. `vp` (training, with a fixed pp): model chunks per pipeline rank, Megatron-LM's
     interleaved schedule, never searched. `overlap_grad_reduce` (training): the data-parallel
-    gradient reduction runs under the last micro-batch's backward. `efficiency`: 'auto' derates the matrix peak by the device's measured
-    max-achievable matmul fraction (MAMF) where the database has one; a number in (0, 1]
-    or None (the datasheet peak) otherwise.
+    gradient reduction runs under the last micro-batch's backward. `efficiency`: 'auto'
+    derates the matrix peak by the device's measured max-achievable matmul fraction (MAMF)
+    where the database has one; a number in (0, 1] or None (the datasheet peak) otherwise.
+    A module (with `example_inputs`) is planned at its own precision.
     """
     from ..analysis.memory import check_optimizer
     from ..analysis.plan import Fixed, TrainSettings, check_fixed, check_positive, plan_section
