@@ -587,3 +587,16 @@ def test_backward_ops_without_a_formula_are_listed_in_the_training_report():
     rows = report["totals"]["backward_uncounted_ops"]
     assert [r["op"] for r in rows] == ["aten._fft_c2c.default"] and rows[0]["count"] == 1
     assert rows[0]["estimated_flops"] > 0
+
+
+def test_in_place_data_movement_is_not_uncounted():
+    # A router's one-hot mask (deepseek-v3's gate): zeros, then scatter_ of a value in place.
+    # The in-place twin of a data-movement op moves data as its twin does: zero FLOPs, no
+    # "without a formula" (every deepseek-v3 plan carried that note for aten.scatter_.value).
+    class OneHot(torch.nn.Module):
+        def forward(self, scores):
+            index = scores.topk(2, dim=-1).indices
+            return torch.zeros_like(scores).scatter_(1, index, 1.0)
+
+    counts = count_trace(trace_model(OneHot(), (torch.randn(8, 16),)))
+    assert counts.uncounted_ops == ()

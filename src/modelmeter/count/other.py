@@ -279,4 +279,6 @@ def _no_affine(event: OpEvent) -> bool:
 
 
 def is_data_movement(event: OpEvent) -> bool:
-    return event.packet in DATA_MOVEMENT
+    packet = event.packet
+    # The in-place twin (scatter_, index_fill_...) moves data as its twin does.
+    return packet in DATA_MOVEMENT or (packet.endswith("_") and packet[:-1] in DATA_MOVEMENT)
