@@ -259,7 +259,7 @@ def test_public_api_is_pinned():
     assert sorted(modelmeter.__all__) == [
         "MeasurementError", "MissingDependencyError", "ModelmeterError", "Report", "ShapeError",
         "UnknownHardwareError", "UnknownModelError", "UnknownPrecisionError", "UserInputError",
-        "__version__", "analyse", "bench", "compare", "count", "llm", "memory", "report", "roofline",
+        "__version__", "analyse", "bench", "compare", "count", "llm", "memory", "plan", "report", "roofline",
     ]
     assert all(hasattr(modelmeter, n) for n in modelmeter.__all__)
     from modelmeter.count import count_trace  # the subpackages are still importable by path
@@ -273,7 +273,7 @@ def test_public_api_is_pinned():
 def test_public_functions_take_explicit_keywords():
     import inspect
 
-    for name in ("analyse", "count", "memory", "roofline", "bench", "llm", "report", "compare"):
+    for name in ("analyse", "count", "memory", "roofline", "bench", "llm", "report", "compare", "plan"):
         params = inspect.signature(getattr(modelmeter, name)).parameters.values()
         assert not any(p.kind is p.VAR_KEYWORD or p.kind is p.VAR_POSITIONAL for p in params), name
 

@@ -91,7 +91,8 @@ def test_the_report_is_assembled_from_sections_and_frozen():
     assert report.totals["macs"] == 2 * (16 * 32 + 32 * 4)
     n = len(sections.count.totals)
     assert list(report.totals)[:n] == list(sections.count.totals)
-    assert list(report.totals)[n:] == ["activations", "backward_flops", "backward_macs", "backward_fallback_ops"]
+    assert list(report.totals)[n:] == ["activations", "backward_flops", "backward_macs", "backward_fallback_ops",
+                                          "backward_uncounted_ops"]
     assert report.totals["activations"] == sections.memory.activations
     assert report.training == sections.memory.training and report.methods["activations"].startswith("counted")
     # Module rows: the counted row plus that module's memory columns; sections untouched.

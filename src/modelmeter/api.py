@@ -171,29 +171,29 @@ def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
 
 @keeps_rng
 def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, devices: int = 1,
-         nodes: int | None = None, train: bool = False, **options: Any) -> Report:
-    """The multi-device planner: layouts of `devices` devices over `nodes` nodes, each with
-    its memory per device, communication and step time (training) or TTFT/TPOT (inference);
-    the report's `plan` section holds `candidates`, `best` and `min_devices`.
-
-    `options` are those of `modelmeter plan`, by their Python names: training `optimizer`,
-    `zero`, `global_batch`, `seq`, `checkpoint`, `master_fp32`, `sp`, `vp`,
-    `overlap_grad_reduce`; inference `prompt`, `gen`, `batch`, `weights`, `kv_dtype`,
-    `objective`; both `dtype`, `tp`, `pp`, `dp`, `ep`, `micro_batch` (fixed when given,
-    searched when not), `efficiency`, `fabric`, `limit`. An unknown option is a
-    `UserInputError`.
+         nodes: int | None = None, train: bool = False, optimizer: str = "adamw", zero: int | None = None,
+         global_batch: int | None = None, seq: int | None = None, checkpoint: bool | None = None,
+         master_fp32: bool = False, sp: bool | None = None, vp: int | None = None,
+         overlap_grad_reduce: bool = False, dtype: str | None = None, prompt: int = 512, gen: int = 128,
+         batch: int = 1, weights: str | None = None, kv_dtype: str | None = None, tp: int | None = None,
+         pp: int | None = None, dp: int | None = None, ep: int | None = None,
+         micro_batch: int | None = None, efficiency: float | str | None = "auto", fabric: str | None = None,
+         objective: str = "throughput", limit: int = 50, name: str | None = None) -> Report:
+    """The multi-device planner (`modelmeter plan`, same options): layouts of `devices`
+    devices over `nodes` nodes, each with its memory per device, communication and step
+    time (`train`) or TTFT/TPOT (inference); the report's `plan` section holds
+    `candidates`, `best` and `min_devices`. `tp`, `pp`, `dp`, `ep`, `micro_batch`, `zero`,
+    `sp` and `checkpoint` are fixed when given and searched when not. A module (with
+    `example_inputs`) is planned at its own precision.
     """
-    import inspect
-
-    from .core.errors import UserInputError
     from .pipeline.plan import plan as run_plan
 
-    known = set(inspect.signature(run_plan).parameters) - {"model", "example_inputs", "name"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UserInputError(f"plan() got unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return run_plan(model, example_inputs, hardware=hardware, devices=devices, nodes=nodes, train=train,
-                    **options).to_report()
+                    optimizer=optimizer, zero=zero, global_batch=global_batch, seq=seq, checkpoint=checkpoint,
+                    master_fp32=master_fp32, sp=sp, vp=vp, overlap_grad_reduce=overlap_grad_reduce, dtype=dtype,
+                    prompt=prompt, gen=gen, batch=batch, weights=weights, kv_dtype=kv_dtype, tp=tp, pp=pp,
+                    dp=dp, ep=ep, micro_batch=micro_batch, efficiency=efficiency, fabric=fabric,
+                    objective=objective, limit=limit, name=name).to_report()
 
 
 @keeps_rng
