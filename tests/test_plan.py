@@ -461,3 +461,15 @@ def test_interconnect_conventions_are_per_direction():
 ])
 def test_bad_input_is_one_line_exit_2(args, words):
     assert words in _fails(*args)
+
+
+def test_output_paths_are_checked_before_the_plan(tmp_path):
+    # A bad --json folder is refused before the trace (as every other command does), and
+    # --json and --html naming one file would have the JSON overwrite the page.
+    page = tmp_path / "plan.html"
+    err = _fails("llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train",
+                 "--json", str(tmp_path / "missing" / "x.json"), "--html", str(page))
+    assert "does not exist" in err and not page.exists()
+    err = _fails("llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train",
+                 "--json", str(page), "--html", str(page))
+    assert "same file" in err and not page.exists()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from .options import make_console, write_json
+from .options import check_outputs, make_console, write_json
 
 
 @click.command()
@@ -58,6 +58,7 @@ def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global
         from ..report.plan_html import check_html_path
 
         check_html_path(html_path)
+    check_outputs(json=json_path, html=html_path)  # before the trace, as every command does
     report = run_plan(model, hardware=hardware, devices=devices, nodes=nodes, train=train, optimizer=optimizer,
                       zero=zero, global_batch=global_batch, seq=seq, checkpoint=checkpoint,
                       master_fp32=master_fp32, sp=sp, dtype=dtype, prompt=prompt, gen=gen, batch=batch,
