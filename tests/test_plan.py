@@ -458,9 +458,43 @@ def test_interconnect_conventions_are_per_direction():
     (["llama3-8b", "--hardware", "h100-sxm", "--devices", "4", "--overlap-grad-reduce"], "add --train"),
     (["llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train", "--tp", "2", "--pp", "2", "--dp", "2",
       "--vp", "2", "--micro-batch", "1", "--global-batch", "6"], "divisible"),
+    (["llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train", "--ep", "2"], "no experts"),
 ])
 def test_bad_input_is_one_line_exit_2(args, words):
     assert words in _fails(*args)
+
+
+
+@pytest.mark.parametrize("option, value", [
+    ("pp", "4"), ("vp", True), ("micro_batch", 1.0), ("tp", 2.0), ("overlap_grad_reduce", "no"),
+    ("overlap_grad_reduce", 1), ("master_fp32", "yes"), ("checkpoint", 0), ("zero", True), ("zero", "1"),
+])
+def test_python_plan_options_are_type_checked(option, value):
+    # The CLI's click types did this; from Python a string, float or truthy stand-in used to
+    # reach the planner (a TypeError, or "virtual_stages": true in the JSON).
+    import modelmeter
+
+    extra = {"pp": 4} if option == "vp" else {}
+    with pytest.raises(modelmeter.UserInputError, match=option.replace("_", "-")):
+        modelmeter.plan("llama3-8b", hardware="h100-sxm", devices=8, train=True, **extra, **{option: value})
+
+
+def test_divisors_scale_with_the_square_root():
+    # --devices 10000000000 used to loop ten billion times before printing anything.
+    from modelmeter.analysis.plan import _divisors
+
+    for n in range(1, 400):
+        assert _divisors(n) == [d for d in range(1, n + 1) if n % d == 0]
+    assert len(_divisors(10**12)) == 13 * 13 and _divisors(10**12)[-1] == 10**12
+
+
+def test_an_explicit_nodes_1_is_one_node():
+    # --nodes 1 with more devices than the usual node: one node of that many, as asked
+    # (it was silently replaced by 2 nodes of 8).
+    data = _plan("tinyllama", "--hardware", "h100-sxm", "--devices", "16", "--nodes", "1", "--train",
+                 "--tp", "16", "--global-batch", "16", "--limit", "1")["plan"]
+    assert data["nodes"] == 1 and data["interconnect"]["devices_per_node"] == 16
+    assert data["best"]["tp"] == 16
 
 
 def test_output_paths_are_checked_before_the_plan(tmp_path):

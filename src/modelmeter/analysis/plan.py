@@ -488,7 +488,16 @@ def _why_not(memory: float, capacity: float | None, w: float, g: float, o: float
 
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of n, ascending, from the pairs (d, n / d) with d up to the square root."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
 
 
 def layouts(profile: TrainingProfile, settings: TrainSettings, devices: int, per_node: int,
@@ -551,7 +560,7 @@ def check_fixed(fixed: Fixed, devices: int, per_node: int, settings: TrainSettin
         value = getattr(fixed, name)
         if value is not None and value < 1:
             raise UserInputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    if fixed.zero is not None and fixed.zero not in ZERO_STAGES:
+    if fixed.zero is not None and (isinstance(fixed.zero, bool) or fixed.zero not in ZERO_STAGES):
         raise UserInputError(f"--zero must be one of 0, 1, 2, 3, got {fixed.zero}")
     product = 1
     for name in ("tp", "pp", "dp", "ep"):
@@ -602,6 +611,9 @@ def plan_training(profile: TrainingProfile, settings: TrainSettings, *, devices:
     if devices > 1 and net is None:
         raise UserInputError(f"no interconnect figures for {profile.hardware.id}: plan it on one device")
     check_fixed(fixed, devices, per_node, settings, len(profile.blocks))
+    if (fixed.ep or 1) > 1 and profile.expert_params == 0:
+        raise UserInputError(f"--ep {fixed.ep}: {profile.model} has no experts (no module under an 'experts' "
+                             "path); expert parallelism splits a mixture of experts")
     capacity = float(profile.hardware.memory_bytes) if profile.hardware.memory_bytes else None
     timer = _Timer()
     found = [evaluate(profile, settings, lay, net, capacity, timer)
@@ -762,8 +774,15 @@ def check_positive(value: int | None, name: str) -> None:
         raise UserInputError(f"--{name} must be a positive integer, got {value!r}")
 
 
+def check_flag(value: bool | None, name: str, optional: bool = False) -> None:
+    """A switch given from Python: True or False (or None where None means 'search')."""
+    if not (isinstance(value, bool) or (optional and value is None)):
+        raise UserInputError(f"--{name} is a switch: True or False{' or None' if optional else ''}, "
+                             f"got {value!r}")
+
+
 __all__ = [
     "FREE", "Block", "Candidate", "Fixed", "Layout", "Plan", "TrainSettings", "TrainingProfile",
-    "candidate_dict", "check_fixed", "check_positive", "evaluate", "layouts",
+    "candidate_dict", "check_fixed", "check_flag", "check_positive", "evaluate", "layouts",
     "plan_section", "plan_training", "rank", "stage_split", "zero_model_states",
 ]

@@ -42,23 +42,36 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
     A module (with `example_inputs`) is planned at its own precision.
     """
     from ..analysis.memory import check_optimizer
-    from ..analysis.plan import Fixed, TrainSettings, check_fixed, check_positive, plan_section
+    from ..analysis.plan import (
+        Fixed,
+        TrainSettings,
+        check_fixed,
+        check_flag,
+        check_positive,
+        plan_section,
+    )
     from ..hardware import get_hardware
     from ..hardware.interconnect import get_interconnect
 
     for label, value in (("devices", devices), ("nodes", nodes), ("global-batch", global_batch),
                          ("seq", seq), ("prompt", prompt), ("gen", gen), ("batch", batch),
-                         ("limit", limit)):
+                         ("limit", limit), ("tp", tp), ("pp", pp), ("dp", dp), ("ep", ep),
+                         ("micro-batch", micro_batch), ("vp", vp)):
         check_positive(value, label)
+    for label, value, optional in (("train", train, False), ("master-fp32", master_fp32, False),
+                                   ("overlap-grad-reduce", overlap_grad_reduce, False),
+                                   ("checkpoint", checkpoint, True), ("sp", sp, True)):
+        check_flag(value, label, optional)
     hw = get_hardware(hardware)
-    nodes = nodes or 1
+    given_nodes, nodes = nodes, nodes or 1
     per_node = None
     if devices % nodes:
         raise UserInputError(f"--devices {devices} does not split evenly over --nodes {nodes}")
     if nodes > 1 or devices > 1:
-        per_node = devices // nodes if nodes > 1 else None
+        # --nodes given: that many devices per node; else the device's usual node size.
+        per_node = devices // nodes if given_nodes is not None else None
         net = get_interconnect(hw.id, fabric=fabric, devices_per_node=per_node)
-        if nodes == 1 and devices > net.devices_per_node:
+        if given_nodes is None and devices > net.devices_per_node:
             nodes = math.ceil(devices / net.devices_per_node)
     else:
         net = get_interconnect(hw.id, fabric=fabric) if fabric else None
