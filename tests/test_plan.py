@@ -465,6 +465,24 @@ def test_bad_input_is_one_line_exit_2(args, words):
 
 
 
+
+def test_a_partly_hidden_reduction_says_what_still_adds_to_the_step():
+    # ZeRO-3 on one node: the gradients' reduce-scatter outlasts the backward it runs under
+    # and the weight all-gathers never overlap; "overlapped" alone read as "free".
+    args = ["llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train", "--dp", "8", "--zero", "3",
+            "--micro-batch", "1", "--no-checkpoint", "--global-batch", "64", "--overlap-grad-reduce"]
+    code, out, err = _run(*args)
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("communication:"))
+    best = _plan(*args)["plan"]["best"]
+    exposed, hidden = best["comm_s"]["data_parallel"], best["comm_hidden_s"]["data_parallel"]
+    assert exposed > 0 and hidden > 0 and best["comm_overlapped"]["data_parallel"] is True
+    from modelmeter.core.units import format_seconds
+
+    assert (f"data-parallel: {format_seconds(hidden)} of {format_seconds(hidden + exposed)} hidden, "
+            f"{format_seconds(exposed)} adds to the step") in line, line
+
+
 @pytest.mark.parametrize("option, value", [
     ("pp", "4"), ("vp", True), ("micro_batch", 1.0), ("tp", 2.0), ("overlap_grad_reduce", "no"),
     ("overlap_grad_reduce", 1), ("master_fp32", "yes"), ("checkpoint", 0), ("zero", True), ("zero", "1"),

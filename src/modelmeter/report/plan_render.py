@@ -47,18 +47,23 @@ def render_plan(console: Console, plan: dict[str, Any], shown: int = SHOWN) -> N
         # Only the terms this layout pays (a dense model has no expert all-to-all).
         under = best.get("comm_hidden_s") or {}
         flags = {k: v for k, v in best["comm_overlapped"].items() if best["comm_s"].get(k) or under.get(k)}
-        hidden = [f"{k.replace('_', '-')} ({format_seconds(under.get(k, 0.0))} of "
-                  f"{format_seconds(under.get(k, 0.0) + best['comm_s'].get(k, 0.0))} hidden)"
+        # An overlapped term says how much of it is hidden and how much still adds to the step.
+        hidden = [_overlap_part(k.replace("_", "-"), under.get(k, 0.0), best["comm_s"].get(k, 0.0))
                   for k, v in flags.items() if v]
         exposed = [k.replace("_", "-") for k, v in flags.items() if not v]
         console.print("communication: " + "; ".join(
-            part for part in (f"overlapped with compute: {', '.join(hidden)}" if hidden else "",
+            part for part in (f"overlapped with compute: {'; '.join(hidden)}" if hidden else "",
                               f"not overlapped (adds to the step): {', '.join(exposed)}" if exposed else "")
             if part) if flags else "communication: none in this layout")
     if train and st.get("efficiency") is not None:
         console.print(f"matrix peak derated to {format_percent(st['efficiency'])} (measured max-achievable matmul)")
     for note in plan["notes"]:
         console.print(f"[bold yellow]note:[/] {note}")
+
+
+def _overlap_part(name: str, hidden: float, exposed: float) -> str:
+    text = f"{name}: {format_seconds(hidden)} of {format_seconds(hidden + exposed)} hidden"
+    return text + (f", {format_seconds(exposed)} adds to the step" if exposed > 0 else "")
 
 
 def layout_label(c: dict[str, Any], train: bool) -> str:
