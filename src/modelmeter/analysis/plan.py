@@ -28,8 +28,11 @@ Memory per device (the worst pipeline stage):
   is rebuilt at a time. 1F1B (Narayanan et al. 2021, "Efficient Large-Scale
   Language Model Training on GPU Clusters Using Megatron-LM") keeps
   min(pp - s, m) micro-batches in flight on stage s, so the first stage holds pp;
-  the interleaved schedule (vp model chunks per rank) warms up
-  2 (pp - s - 1) + (vp - 1) pp chunks, each 1/vp of the stage (`in_flight`).
+  the interleaved schedule (vp model chunks per rank) is followed step by step in
+  Megatron-LM's order (`interleaved_held`): 2 (pp - s - 1) + (vp - 1) pp warm-up
+  chunk forwards, then one forward and one backward, each chunk holding 1/vp of the
+  stage's blocks, the embeddings in rank 0's first chunk and the head in the last
+  rank's last chunk.
 
 Time per step (communication not overlapped with compute, which is what
 Megatron-LM 2021 did: gradients reduced after the pipeline flush, tensor-parallel
@@ -68,6 +71,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from ..core.errors import UserInputError
@@ -299,40 +303,64 @@ def _block_activations(b: Block, layout: Layout, mb: int) -> float:
     return mb * ((b.saved_bytes - b.saved_hidden_bytes) / tp + hidden)
 
 
-def in_flight(pp: int, stage: int, m: int, vp: int = 1) -> float:
-    """Micro-batches whose activations stage `stage` holds at once, in whole-stage units.
+@lru_cache(maxsize=4096)
+def interleaved_held(pp: int, stage: int, m: int, vp: int) -> tuple[tuple[int, ...], ...]:
+    """Megatron-LM's interleaved schedule on pipeline rank `stage`, step by step: after each
+    forward, how many micro-batches each of its vp model chunks holds activations for.
 
-    1F1B: min(pp - stage, m). Interleaved (vp chunks per rank, Megatron-LM's schedules.py):
-    min(2 (pp - stage - 1) + (vp - 1) pp, m vp) chunk warm-up forwards plus the one of the
-    steady state, each chunk 1/vp of the stage; when m = pp every forward runs first.
+    The order is that of Megatron-LM's schedules.py (Narayanan et al. 2021): forward k runs
+    chunk (k mod (pp vp)) // pp, backward k the mirror chunk vp - 1 - that; the rank first
+    runs min(2 (pp - stage - 1) + (vp - 1) pp, m vp) warm-up forwards (all of them when
+    m = pp), then one forward and one backward at a time. Chunk 0 of rank 0 holds the
+    embeddings, chunk vp - 1 of the last rank the head: they hold different counts.
     """
-    if vp == 1:
-        return float(min(pp - stage, m))
-    chunks = m * vp
-    if m == pp:
-        return chunks / vp
-    return min(2 * (pp - stage - 1) + (vp - 1) * pp + 1, chunks) / vp
+    total = m * vp
+    warmup = total if m == pp else min(2 * (pp - stage - 1) + (vp - 1) * pp, total)
+
+    def chunk(k: int, forward: bool) -> int:
+        c = (k % (pp * vp)) // pp
+        return c if forward else vp - 1 - c
+
+    held = [0] * vp
+    states: list[tuple[int, ...]] = []
+    backward = 0
+    for k in range(total):
+        held[chunk(k, True)] += 1
+        states.append(tuple(held))
+        if k >= warmup:
+            held[chunk(backward, False)] -= 1
+            backward += 1
+    return tuple(dict.fromkeys(states))
 
 
 def _stage_memory(profile: TrainingProfile, settings: TrainSettings, layout: Layout,
-                  units: list[Block], in_flight: float) -> tuple[float, float, float, float]:
-    """(weights, grads, optimizer, activations) bytes on one device of a stage."""
+                  units: list[Block], stage: int, m: int) -> tuple[float, float, float, float]:
+    """(weights, grads, optimizer, activations) bytes on one device of pipeline stage `stage`."""
     w, g, k = settings.param_bytes, settings.grad_bytes, settings.optimizer_bytes
     dense = sum(u.dense_params for u in units) / layout.tp
     experts = sum(u.expert_params for u in units) / (layout.tp * layout.ep)
     dw, dg, dk = zero_model_states(dense, layout.dp * layout.ep, layout.zero, w, g, k)
     ew, eg, ek = zero_model_states(experts, layout.dp, layout.zero, w, g, k)
-    mb = layout.micro_batch
-    per_mb = 0.0
+    mb, pp, vp = layout.micro_batch, layout.pp, layout.vp
+    per_unit: list[float] = []  # bytes one micro-batch leaves in each unit until its backward
     transient = 0.0
     for u in units:
         full = _block_activations(u, layout, mb)
         if layout.checkpoint and u.tp_all_reduces:
-            per_mb += mb * u.input_bytes / (layout.tp if layout.sp else 1)
+            per_unit.append(mb * u.input_bytes / (layout.tp if layout.sp else 1))
             transient = max(transient, full)  # one block's saved set, rebuilt in its backward
         else:
-            per_mb += full
-    return dw + ew, dg + eg, dk + ek, per_mb * in_flight + transient
+            per_unit.append(full)
+    if vp == 1:  # 1F1B: stage s holds min(pp - s, m) micro-batches
+        return dw + ew, dg + eg, dk + ek, sum(per_unit) * min(pp - stage, m) + transient
+    # Interleaved: the blocks split evenly over the chunks; the embeddings ride in the first
+    # rank's chunk 0, the head in the last rank's last chunk.
+    first = per_unit[0] if units and units[0] is profile.first else 0.0
+    last = per_unit[-1] if units and units[-1] is profile.last else 0.0
+    per_chunk = (sum(per_unit) - first - last) / vp
+    act = max(sum(n * per_chunk for n in held) + held[0] * first + held[-1] * last
+              for held in interleaved_held(pp, stage, m, vp))
+    return dw + ew, dg + eg, dk + ek, act + transient
 
 
 # ------------------------------------------------------------------ time
@@ -368,7 +396,7 @@ def evaluate(profile: TrainingProfile, settings: TrainSettings, layout: Layout, 
     stage_compute, stage_tp, stage_ep, dp_time, dp_total, states_max = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     for s in range(pp):
         units = _stage_units(profile, stages, s)
-        parts = _stage_memory(profile, settings, layout, units, in_flight(pp, s, m, vp))
+        parts = _stage_memory(profile, settings, layout, units, s, m)
         total = sum(parts)
         if total > worst[0]:
             worst = (total, s, parts)
@@ -648,7 +676,8 @@ TRAIN_ASSUMPTIONS = (
     "per parameter as listed in settings.bytes_per_param",
     "activations: tensors the traced step saves for backward x micro-batch; / tp for the sharded part, "
     "hidden-size tensors whole per tp rank unless sequence parallelism; 1F1B keeps pp micro-batches "
-    "in flight on the first stage (interleaved, vp chunks per rank: (2 (pp - 1) + (vp - 1) pp + 1) / vp)",
+    "in flight on the first stage (interleaved, vp chunks per rank: per chunk as Megatron-LM's schedule "
+    "orders its forwards and backwards, the embeddings in the first chunk, the head in the last)",
     "compute: traced ops costed by the roofline (matrix peak x settings.efficiency, memory-bound ops at "
     "HBM bandwidth), scaled linearly with micro-batch",
     "communication is not overlapped with compute (comm_overlapped: Megatron-LM 2021 runs tensor-parallel "
@@ -713,7 +742,7 @@ def _memory_only(profile: TrainingProfile, settings: TrainSettings, layout: Layo
     stages = stage_split(len(profile.blocks), layout.pp)
     for s in range(layout.pp):
         units = _stage_units(profile, stages, s)
-        if sum(_stage_memory(profile, settings, layout, units, in_flight(layout.pp, s, m, layout.vp))) > capacity:
+        if sum(_stage_memory(profile, settings, layout, units, s, m)) > capacity:
             return False
     return True
 
