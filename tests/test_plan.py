@@ -231,6 +231,10 @@ def test_overlapped_gradient_reduction_hides_under_the_last_backward(tmp_path):
     # forward + backward each, the backward longer than the forward.
     per_microbatch = (plain["step_time_s"] - total - plain["optimizer_time_s"]) / 2
     assert hidden["comm_hidden_s"]["data_parallel"] < per_microbatch
+    # With nothing to reduce (dp 1) the option is said to do nothing, not silently accepted.
+    alone = _plan("tinygpt:build", "--hardware", "a100-sxm-80gb", "--devices", "1", "--train", "--global-batch",
+                  "2", "--overlap-grad-reduce", cwd=tmp_path)["plan"]
+    assert any("nothing" in n or "no gradient reduction" in n for n in alone["notes"]), alone["notes"]
 
 
 @pytest.mark.slow

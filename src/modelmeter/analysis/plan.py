@@ -667,8 +667,15 @@ def plan_training(profile: TrainingProfile, settings: TrainSettings, *, devices:
                                       "optimizer": settings.optimizer_bytes},
                   "efficiency": profile.efficiency},
         interconnect=net.to_dict() if net is not None else {},
-        assumptions=TRAIN_ASSUMPTIONS, notes=profile.notes,
+        assumptions=TRAIN_ASSUMPTIONS, notes=profile.notes + _overlap_note(settings, found),
     )
+
+
+def _overlap_note(settings: TrainSettings, found: list[Candidate]) -> tuple[str, ...]:
+    if settings.overlap_grad_reduce and all(c.layout.dp * c.layout.ep == 1 for c in found):
+        return ("--overlap-grad-reduce: no layout here has data parallelism (dp x ep = 1), so there is "
+                "no gradient reduction to overlap",)
+    return ()
 
 
 TRAIN_ASSUMPTIONS = (
