@@ -505,6 +505,19 @@ def test_a_partly_hidden_reduction_says_what_still_adds_to_the_step():
             f"{format_seconds(exposed)} adds to the step") in line, line
 
 
+
+def test_a_model_without_a_sequence_plans_in_samples(tmp_path):
+    # An image model's "sequence" is one sample: the header said "global batch 4 x seq 1" and the
+    # throughput column "tokens/s" for what are images per second.
+    page = tmp_path / "vit.html"
+    code, out, err = _run("vit-base", "--hardware", "h100-sxm", "--devices", "2", "--train", "--global-batch", "4",
+                          "--limit", "2", "--html", str(page))
+    assert code == 0, err
+    assert "x seq 1" not in out and "global batch 4 samples" in out
+    assert "samples/s" in out and "tokens/s" not in out
+    assert "samples/s" in page.read_text() and "tokens/s" not in page.read_text()
+
+
 @pytest.mark.parametrize("option, value", [
     ("pp", "4"), ("vp", True), ("micro_batch", 1.0), ("tp", 2.0), ("overlap_grad_reduce", "no"),
     ("overlap_grad_reduce", 1), ("master_fp32", "yes"), ("checkpoint", 0), ("zero", True), ("zero", "1"),

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core.errors import UserInputError
 from ..core.units import format_bytes, format_count, format_percent, format_seconds
-from .plan_render import layout_label, memory_cells, training_cells
+from .plan_render import layout_label, memory_cells, rate_unit, training_cells
 
 SHOWN = 24
 _W, _ROW, _LEFT, _PAD = 760, 22, 230, 16
@@ -44,7 +44,7 @@ def render_plan_html(report: dict[str, Any]) -> str:
     times = _bars(rows, train, (("time", time_key),), format_seconds,
                   "step time" if train else "time per output token (TPOT)", None,
                   overlay=("communication", "comm_time_s" if train else None))
-    table = _table(rows, train)
+    table = _table(rows, train, rate_unit(plan))
     notes = "".join(f"<li>{esc(n)}</li>" for n in (*plan["assumptions"], *plan["notes"]))
     md = plan["min_devices"]
     return (
@@ -98,10 +98,10 @@ def _bars(rows: list[dict[str, Any]], train: bool, parts: tuple[tuple[str, str],
     return "".join(out)
 
 
-def _table(rows: list[dict[str, Any]], train: bool) -> str:
+def _table(rows: list[dict[str, Any]], train: bool, rate: str = "tokens/s") -> str:
     esc = html.escape
     head = ["layout", "fits", "memory/device", "model states", "activations"]
-    head += ["step", "communication", "bubble", "tokens/s", "MFU", "HFU"] if train else \
+    head += ["step", "communication", "bubble", rate, "MFU", "HFU"] if train else \
         ["KV cache", "TTFT", "TPOT", "tokens/s", "max batch", "MFU"]
     out = ["<table><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr>"]
     for c in rows:

@@ -18,7 +18,9 @@ def render_plan(console: Console, plan: dict[str, Any], shown: int = SHOWN) -> N
     st = plan["settings"]
     net = plan.get("interconnect") or {}
     if train:
-        what = (f"training, global batch {st['global_batch']} x seq {st['seq']}, {st['dtype']}, "
+        batch = (f"{st['global_batch']} samples" if rate_unit(plan) == "samples/s"
+                 else f"{st['global_batch']} x seq {st['seq']}")
+        what = (f"training, global batch {batch}, {st['dtype']}, "
                 f"{st['optimizer']}{' + fp32 master' if st['master_fp32'] else ''}")
     else:
         what = (f"inference, prompt {st['prompt']}, gen {st['gen']}, batch {st['batch']} per replica, "
@@ -32,7 +34,8 @@ def render_plan(console: Console, plan: dict[str, Any], shown: int = SHOWN) -> N
     fitting = [c for c in plan["candidates"] if c["fits"]]
     rejected = [c for c in plan["candidates"] if not c["fits"]]
     if fitting:
-        console.print(_table(fitting[:shown], train, f"{len(fitting)} of {plan['searched']} layouts fit; best first"))
+        console.print(_table(fitting[:shown], train, f"{len(fitting)} of {plan['searched']} layouts fit; best first",
+                             rate_unit(plan)))
     else:
         console.print(f"[red]none of the {plan['searched']} layouts fits[/]")
     md = plan["min_devices"]
@@ -95,10 +98,16 @@ def training_cells(c: dict[str, Any]) -> list[str]:
             format_percent(c["mfu"]), format_percent(c["hfu"])]
 
 
-def _table(rows: list[dict[str, Any]], train: bool, title: str) -> Table:
+def rate_unit(plan: dict[str, Any]) -> str:
+    """What the throughput counts: tokens, or samples for a model traced without a sequence
+    (an image model: one 'token' per sample)."""
+    return "samples/s" if plan["mode"] == "train" and plan["settings"].get("seq") == 1 else "tokens/s"
+
+
+def _table(rows: list[dict[str, Any]], train: bool, title: str, rate: str = "tokens/s") -> Table:
     table = Table(title=title)
     cols = ["#", "layout", "memory/dev", "states", "activations"]
-    cols += ["step", "comm", "bubble", "tokens/s", "MFU", "HFU"] if train else \
+    cols += ["step", "comm", "bubble", rate, "MFU", "HFU"] if train else \
         ["KV cache", "TTFT", "TPOT", "comm/token", "tokens/s", "max batch", "MFU"]
     for col in cols:
         table.add_column(col, justify="left" if col == "layout" else "right")
