@@ -7,6 +7,11 @@ the target. A reader never sees half a file, a failure leaves the old file (or
 none) and no temp file behind, and two runs writing the same target cannot
 clobber each other's temp file (the name is drawn by `tempfile.mkstemp`).
 
+A symlink is written through (its target is replaced, the link stays), and a
+target that is not a regular file (a named pipe, `/dev/null`, `/dev/stdout`) is
+opened and written in place: renaming a temp file over it would replace the
+pipe or the device node itself.
+
 `check_writable` lets a command refuse a bad output path *before* minutes of
 tracing or measuring, instead of throwing the finished result away.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,8 +43,12 @@ def check_writable(target: str | os.PathLike[str], what: str = "", *, make_folde
     itself must not be a folder or an unwritable file. With `make_folders` the
     writer creates missing folders first, so the nearest existing one is tried.
     """
-    path = Path(target)
-    label = f"{what} {path}" if what else str(path)
+    label = f"{what} {target}" if what else str(target)
+    path = _resolved(target)
+    if _is_special(path):
+        if not os.access(path, os.W_OK):
+            raise UserInputError(f"cannot write {label}: permission denied")
+        return path
     folder = path.parent
     if make_folders:
         while not folder.exists() and folder != folder.parent:
@@ -75,8 +85,12 @@ def atomic_open(
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', not {mode!r}")
-    path = Path(target)
-    label = f"{what} {path}" if what else str(path)
+    label = f"{what} {target}" if what else str(target)
+    path = _resolved(target)
+    if _is_special(path):
+        with _open_in_place(path, mode, label, encoding) as fh:
+            yield fh
+        return
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
@@ -103,6 +117,34 @@ def atomic_write(target: str | os.PathLike[str], data: str | bytes, *, what: str
     with atomic_open(target, "wb" if isinstance(data, bytes) else "w", what=what) as fh:
         fh.write(data)
     return Path(target)
+
+
+def _resolved(target: str | os.PathLike[str]) -> Path:
+    """The file a path names: a symlink's target (so the link survives the rename)."""
+    path = Path(target)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _is_special(path: Path) -> bool:
+    """An existing target that is not a regular file or folder: a pipe, a device, a socket."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+@contextlib.contextmanager
+def _open_in_place(path: Path, mode: str, label: str, encoding: str) -> Iterator[IO[Any]]:
+    try:
+        fh = open(path, mode, **({} if "b" in mode else {"encoding": encoding, "newline": ""}))  # noqa: SIM115
+    except OSError as exc:
+        raise UserInputError(f"cannot write {label}: {_reason(exc)}") from None
+    try:
+        with fh:
+            yield fh
+    except OSError as exc:
+        raise UserInputError(f"cannot write {label}: {_reason(exc)}") from None
 
 
 def _remove(tmp: str) -> None:
