@@ -59,3 +59,18 @@ def test_a_fifo_output_is_written_to_not_replaced(run_main, tmp_path, tiny):
     assert code == 0, err
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still a pipe, not a regular file
     assert got and json.loads(got[0])["totals"]["macs"] == 2 * 8 * 4
+
+
+def test_one_output_at_most_on_stdout(run_main, tiny):
+    # Two outputs on '-' gave JSON followed by Markdown: neither parses.
+    code, out, err = run_main("report", tiny, "--no-measure", "--json", "-", "--md", "-")
+    assert code == 2 and err.count("\n") == 1 and "standard output" in err, err
+    code, out, err = run_main("compare", tiny, tiny, "--json", "-", "--md", "-")
+    assert code == 2 and "standard output" in err, err
+
+
+def test_markdown_on_stdout_is_markdown_alone(run_main, tiny):
+    # `--md -` printed the terminal tables first, on the same stdout, and then "wrote -".
+    code, out, err = run_main("report", tiny, "--no-measure", "--md", "-")
+    assert code == 0, err
+    assert out.lstrip().startswith("#") and "┃" not in out and "wrote -" not in out + err

@@ -69,6 +69,10 @@ def check_outputs(**targets: str | None) -> None:
     """
     from ..core.files import check_writable
 
+    to_stdout = ["--" + option.replace("_", "-") for option, target in targets.items() if target == "-"]
+    if len(to_stdout) > 1:
+        raise UserInputError(f"{' and '.join(to_stdout)} all write to standard output ('-'): one output "
+                             "there would run into the next; give the others a file")
     seen: dict[str, str] = {}
     for option, target in targets.items():
         if target is None or target == "-":

@@ -91,7 +91,7 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
                             module_depth=depth)
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype,
                                  attention=attention)
-    quiet = json_path == "-"
+    quiet = "-" in (json_path, csv_path, md_path, html_path)  # stdout holds that output alone
     console = make_console(json_to_stdout=quiet)
     from ..pipeline.calibrated import apply_threads
 
@@ -123,7 +123,8 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
         _write_text(html_path, render_html(data, depth=depth, absolute_paths=absolute_paths))
         written.append(html_path)
     for path in written:
-        console.print(f"wrote {path}", markup=False, highlight=False)
+        if path != "-":
+            console.print(f"wrote {path}", markup=False, highlight=False)
     if save:
         from ..store import RunStore
 
@@ -169,7 +170,7 @@ def compare(models, hardware, dtypes, batches, seq, inputs, measure, device, jso
             check_cpu_fit(spec, inputs=list(inputs) or None, batch=largest, seq=seq,
                           advice="leave out --measure: the comparison counts on the meta device")
     options = ReportOptions(hardware, measure, device, energy=measure, environment=False)
-    quiet = json_path == "-"
+    quiet = "-" in (json_path, md_path)  # stdout holds that output alone
     console = make_console(json_to_stdout=quiet)
     with console.status("starting") as spinner:
         reports, comparison = run.compare(list(models), dtypes=dtype_list, batches=batch_list, seq=seq,
