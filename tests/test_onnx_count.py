@@ -205,3 +205,23 @@ def test_terminal_table_and_bad_files(run_main, tmp_path: Path,
                         lambda name, *a: None if name == "onnx" else real(name, *a))
     code, _, err = run_main("count", str(path), "--batch", "1")
     assert code == 2 and 'pip install "modelmeter[onnx]"' in err and err.count("\n") == 1, err
+
+
+def test_an_input_shape_that_does_not_fit_the_graph_is_one_line(run_main, tmp_path: Path) -> None:
+    # x[N, 64] @ W[64, 32]: --input 4x65 let shape inference give up quietly, and the count read
+    # 0 MACs with MatMul "uncounted" (exit 0) -- a CI gate would have recorded zero work.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((64, 32), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[w])
+    path = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert _count_cli(run_main, str(path), "--input", "4x64")["totals"]["macs"] == 4 * 64 * 32
+    for shape in ("4x65", "4x64x2"):
+        code, out, err = run_main("count", str(path), "--input", shape)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (shape, out, err)
+        assert "MatMul" in err or "shape" in err, err

@@ -53,11 +53,16 @@ def load_onnx_graph(path: str | Path, *, inputs: list[str] | None = None,
     if not model.graph.node:
         raise UserInputError(f"{path} holds no ONNX graph (no nodes)")
     _set_input_shapes(model, inputs, batch, path)
+    # Strict: an input shape that does not fit a node (x[4, 65] into a [64, 32] MatMul) is an
+    # error, not a node left unshaped and counted as nothing. Graphs with ops from other
+    # domains (com.microsoft...) have no schema here: strict inference would refuse them all.
+    custom = any(n.domain not in ("", "ai.onnx") for n in model.graph.node)
     try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True, strict_mode=not custom)
     except Exception as exc:  # noqa: BLE001 - inference errors name the node that failed
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserInputError(f"ONNX shape inference failed on {path.name}: {first[:300]}") from None
+        given = " with the given --input shapes" if inputs or batch is not None else ""
+        raise UserInputError(f"ONNX shape inference failed on {path.name}{given}: {first[:300]}") from None
     return _read_graph(model, path)
 
 
