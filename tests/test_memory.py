@@ -266,10 +266,15 @@ def test_cli_json_keys():
     ("memory", "gpt2", "--seq", "0"),
     ("memory", "gpt2", "--batch", "-2"),
     ("memory", "gpt2", "--train", "--optimizer", "lion"),
+    # Quantised weights are not trained directly: the budget counted int4 gradients (62 MB for gpt2).
+    ("memory", "gpt2", "--seq", "16", "--train", "--dtype", "int4"),
+    ("memory", "gpt2", "--seq", "16", "--train", "--dtype", "fp8"),
+    # Options that cannot apply are errors, never ignored (--master-fp32 already was).
+    ("memory", "gpt2", "--seq", "16", "--optimizer", "adamw"),
 ])
 def test_cli_bad_input(run_main, args):
     code, _, err = run_main(*args)
-    assert code == 2
+    assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 

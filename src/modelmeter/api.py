@@ -71,7 +71,7 @@ def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = 
 
 @keeps_rng
 def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
-           train: bool = False, optimizer: str = "adamw", master_fp32: bool = False,
+           train: bool = False, optimizer: str | None = None, master_fp32: bool = False,
            checkpoint: bool = False, inputs: Sequence[str] | None = None, batch: int | None = None,
            seq: int | None = None, device: str | None = None, name: str | None = None,
            trust_remote_code: bool = False, attention: str | None = None) -> Report:

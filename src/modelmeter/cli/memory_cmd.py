@@ -10,8 +10,8 @@ from .options import attention_option, check_outputs, make_console, model_option
 @click.command()
 @model_options
 @click.option("--train", is_flag=True, help="Also trace the training step (autograd + backward).")
-@click.option("--optimizer", default="adamw", show_default=True,
-              help="sgd, sgd-momentum, adam or adamw (states kept in fp32).")
+@click.option("--optimizer", help="With --train: sgd, sgd-momentum, adam or adamw (the default; states "
+              "kept in fp32).")
 @click.option("--master-fp32", is_flag=True, help="Add fp32 master weights (mixed precision).")
 @click.option("--checkpoint", is_flag=True, help="What-if: recompute each top-level block.")
 @click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True)

@@ -157,12 +157,15 @@ class MemoryOptions:
     """Activation memory, and with `train` the training step and its budget."""
 
     train: bool = False
-    optimizer: str = "adamw"
+    optimizer: str | None = None  # None: adamw
     master_fp32: bool = False
     checkpoint: bool = False
 
     def __post_init__(self) -> None:
-        _set(self, "optimizer", check_optimizer(self.optimizer))
+        _set(self, "optimizer", check_optimizer(self.optimizer) if self.optimizer is not None else None)
+        if self.optimizer is not None and not self.train:
+            raise UserInputError("--optimizer applies to the training step; add --train (train=True)")
+        _set(self, "optimizer", self.optimizer or "adamw")
         for label, value in (("--checkpoint", self.checkpoint), ("--master-fp32", self.master_fp32)):
             if value and not self.train:
                 raise UserInputError(f"{label} applies to the training step; add --train (train=True)")

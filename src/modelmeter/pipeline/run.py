@@ -30,6 +30,7 @@ from ..analysis.roofline import check_precisions
 from ..analysis.roofline import roofline as roofline_model
 from ..core.attention import FLASH
 from ..core.errors import UserInputError
+from ..core.precision import parse_precision
 from ..core.report import Report
 from ..hardware import Hardware
 from ..hardware.precision_choice import fastest_precision
@@ -137,6 +138,11 @@ def memory_section(analysis: Analysis, options: MemoryOptions) -> MemorySection:
     """
     train_trace = backward_counts = None
     if options.train:
+        precision = parse_precision(analysis.precision or analysis.traced_dtype)
+        if precision.quantised:
+            raise UserInputError(f"--train with --dtype {precision.name}: quantised weights are not trained "
+                                 "directly (gradients and updates need fp32, bf16 or fp16); budget training at "
+                                 "one of those")
         if analysis.counts.totals.trainable_params == 0:
             raise UserInputError("the model has no trainable parameters; --train needs some")
         train_trace, backward_counts = trace_training(analysis)
@@ -410,7 +416,8 @@ def report(model: ModelOptions, options: ReportOptions, hooks: Hooks = NO_HOOKS)
     analysis = analyse(model)
     counts = CountSection.from_analysis(analysis)
     hooks.status("activation memory")
-    memory = memory_section(analysis, MemoryOptions(train=options.train, optimizer=options.optimizer))
+    memory = memory_section(analysis, MemoryOptions(train=options.train,
+                                                    optimizer=options.optimizer if options.train else None))
     rl = None
     if hw is not None:
         hooks.status(f"roofline on {hw.id}")
