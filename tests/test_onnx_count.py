@@ -225,3 +225,14 @@ def test_an_input_shape_that_does_not_fit_the_graph_is_one_line(run_main, tmp_pa
         code, out, err = run_main("count", str(path), "--input", shape)
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (shape, out, err)
         assert "MatMul" in err or "shape" in err, err
+
+
+@pytest.mark.parametrize("command", ["memory", "roofline", "report"])
+def test_other_commands_say_onnx_is_for_count(run_main, tmp_path: Path, command: str) -> None:
+    # They printed "unknown model 'hand.onnx'. Shipped presets: ..." for a file that exists.
+    path = tmp_path / "hand.onnx"
+    _hand_built(path)
+    extra = ["--hardware", "h100-sxm"] if command == "roofline" else ["--no-measure"] if command == "report" else []
+    code, _, err = run_main(command, str(path), *extra)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "only `modelmeter count`" in err and "unknown model" not in err, err

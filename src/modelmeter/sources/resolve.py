@@ -284,6 +284,11 @@ def _unknown_message(spec: str) -> str:
     close = difflib.get_close_matches(spec.lower(), names, n=1, cutoff=0.6)
     guess = f" — did you mean {close[0]}?" if close else "."
     path = Path(spec)
+    if spec.lower().endswith(".onnx"):
+        # An ONNX graph has counts but no module to trace, measure or run the other views on.
+        return (f"{spec!r} is an ONNX file: only `modelmeter count` (and modelmeter.count) reads ONNX "
+                "graphs; the other views need the PyTorch model (a preset, pkg.module:factory, a .pt2 "
+                "file, a config folder)" if path.is_file() else f"no such ONNX file: {spec}")
     if spec.endswith(".pt2") and not path.is_file():
         guess = f": no such .pt2 file{guess}"
     elif path.is_dir():
