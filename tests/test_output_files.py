@@ -74,3 +74,11 @@ def test_markdown_on_stdout_is_markdown_alone(run_main, tiny):
     code, out, err = run_main("report", tiny, "--no-measure", "--md", "-")
     assert code == 0, err
     assert out.lstrip().startswith("#") and "┃" not in out and "wrote -" not in out + err
+
+
+def test_compare_needs_two_columns(run_main, tiny):
+    # One model and no variants compared nothing: a one-column table of ratios to itself, exit 0.
+    code, out, err = run_main("compare", tiny)
+    assert code == 2 and err.count("\n") == 1 and "two or more" in err, err
+    code, out, err = run_main("compare", tiny, "--dtype", "fp32,bf16")
+    assert code == 0, err

@@ -456,6 +456,10 @@ def compare(models: Sequence[str | None], *, dtypes: Sequence[str | None] = (Non
             inputs: Sequence[str] | None = None, options: ReportOptions | None = None,
             hooks: Hooks = NO_HOOKS) -> tuple[list[Report], Comparison]:
     """A report for every (model, dtype, batch), and their comparison (ratios to the first)."""
+    columns = len(models or [None]) * len(dtypes) * len(batches)
+    if columns < 2:
+        raise UserInputError("compare needs two or more columns: give two or more models, or several "
+                             "--dtype or --batch values (one model alone: `modelmeter report`)")
     options = options or ReportOptions(measure=False, energy=False, environment=False)
     reports = [
         report(ModelOptions(spec, inputs=tuple(inputs) if inputs else None, batch=batch, seq=seq,
