@@ -166,3 +166,11 @@ def test_amx_adds_bf16_and_int8_rates(tmp_path):
     peak = isa_peak(info, threads=2)
     assert peak.flops_per_cycle["bf16"] == 1024 and peak.flops_per_cycle["int8"] == 2048
     assert "amx_wiki" in peak.sources
+
+
+@pytest.mark.parametrize("device", ["bogus", "mps"])
+def test_a_device_calibration_cannot_measure_prints_nothing_on_stdout(run_main, device, tmp_path, monkeypatch):
+    # The progress bar drew (and left) a blank line on stdout before the one-line error.
+    monkeypatch.setenv("MODELMETER_HOME", str(tmp_path))
+    code, out, err = run_main("hardware", "calibrate", "--device", device, "--no-save")
+    assert code == 2 and out == "" and err.count("\n") == 1, (out, err)

@@ -79,6 +79,9 @@ def calibrate_cmd(quick: bool, no_save: bool, device: str | None, threads: int |
     from ..hardware.local import CalibrationRefused, calibration_refusal, refine_profile
 
     check_outputs(json=json_path)  # before minutes of measuring
+    from ..hardware.calibration import calibration_device
+
+    calibration_device(device)  # a bad device is one line, before the progress bar draws anything
     if not no_save:
         from ..core.files import check_writable
         from ..hardware.profile import local_profile_path

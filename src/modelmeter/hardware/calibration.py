@@ -217,6 +217,26 @@ def _tf32(torch: Any, enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
+def calibration_device(device: str | None) -> Any:
+    """The torch device `calibrate` measures ('cpu', 'cuda', 'cuda:N'; None: CUDA when
+    available, else the CPU); a device it cannot measure is one UserInputError line."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise UserInputError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise UserInputError(f"calibration supports 'cpu' and 'cuda', not {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError("no CUDA device is visible to PyTorch; calibrate with --device cpu")
+        dev = torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
+    return dev
+
+
 def calibrate(
     device: str | None = None,
     *,
@@ -234,18 +254,7 @@ def calibrate(
     except ImportError as exc:  # pragma: no cover - torch is a core dependency
         raise MissingDependencyError("calibration needs PyTorch: pip install torch") from exc
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise UserInputError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise UserInputError(f"calibration supports 'cpu' and 'cuda', not {device!r}")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserInputError("no CUDA device is visible to PyTorch; calibrate with --device cpu")
-        dev = torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
+    dev = calibration_device(device)
     s = settings or (CalibrationSettings.quick() if quick else CalibrationSettings())
     if s.repeats < 1 or s.min_sample_s <= 0:
         raise UserInputError("calibration needs repeats >= 1 and min_sample_s > 0")
