@@ -236,3 +236,10 @@ def test_other_commands_say_onnx_is_for_count(run_main, tmp_path: Path, command:
     code, _, err = run_main(command, str(path), *extra)
     assert code == 2 and err.count("\n") == 1, err
     assert "only `modelmeter count`" in err and "unknown model" not in err, err
+
+
+def test_options_that_cannot_apply_to_an_onnx_file_are_errors(run_main, tmp_path: Path) -> None:
+    path = tmp_path / "hand.onnx"
+    _hand_built(path)
+    code, _, err = run_main("count", str(path), "--batch", "2", "--device", "cpu")
+    assert code == 2 and "--device" in err and err.count("\n") == 1, err

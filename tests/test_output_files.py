@@ -82,3 +82,10 @@ def test_compare_needs_two_columns(run_main, tiny):
     assert code == 2 and err.count("\n") == 1 and "two or more" in err, err
     code, out, err = run_main("compare", tiny, "--dtype", "fp32,bf16")
     assert code == 0, err
+
+
+def test_db_without_save_is_an_error(run_main, tiny, tmp_path):
+    # --db alone was accepted and nothing was saved.
+    code, _, err = run_main("report", tiny, "--no-measure", "--db", str(tmp_path / "runs.sqlite"))
+    assert code == 2 and "--save" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs.sqlite").exists()

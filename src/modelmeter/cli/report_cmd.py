@@ -77,6 +77,8 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
     from ..report.json_export import export_json
 
     check_outputs(json=json_path, csv=csv_path, md=md_path, html=html_path)
+    if db and not save:
+        raise UserInputError("--db names the run store --save writes to; add --save")
     if save:
         from ..store import RunStore
 

@@ -35,7 +35,9 @@ def onnx_count_section(options: ModelOptions) -> CountSection:
         if value is not None:
             raise UserInputError(f"{label} cannot apply to an ONNX file: its graph is counted in "
                                  "its own dtypes; give input shapes with --input (and --batch)")
-    # options.device is ignored on purpose: nothing is allocated, shapes come from shape inference.
+    if options.device not in (None, "meta"):
+        raise UserInputError(f"--device {options.device} cannot apply to an ONNX file: nothing is allocated, "
+                             "its shapes come from ONNX shape inference")
     path = str(options.model)
     graph = load_onnx_graph(path, inputs=list(options.inputs) if options.inputs else None,
                             batch=options.batch)
