@@ -291,3 +291,20 @@ def test_llm_keeps_an_asked_dtype_and_fp16_on_a_database_gpu(run_main, monkeypat
     assert code == 0, err
     s = json.loads(out)["llm"]["settings"]
     assert s["dtype"] == "fp16" and "dtype_reason" not in s
+
+
+@pytest.mark.parametrize("by", ["module", "op"])
+def test_count_tables_fit_80_columns_by_leaving_columns_out(run_main, monkeypatch, by):
+    # At 80 columns every number of `count resnet50` read "…" and the shape columns had no
+    # width at all: the least-needed columns now give way (said in the caption), and what is
+    # shown is whole.
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = run_main("count", *(["gpt2", "--by", "op"] if by == "op" else ["resnet50"]))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    table = [line for line in lines if line.startswith(("│", "┃"))]
+    assert table and not any("…" in line for line in table), [line for line in table if "…" in line][:3]
+    flat = " ".join(out.split())  # the caption wraps
+    assert "left out at this width" in flat and "(all in --json)" in flat
+    assert ("4.09 G" if by == "module" else "10.9 G") in out  # resnet50's MACs; gpt2's addmm MACs

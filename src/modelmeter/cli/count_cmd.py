@@ -40,7 +40,7 @@ def count(model, inputs, batch, seq, dtype, depth, group_size, device, by, json_
     from ..report.terminal import count_view
 
     console = make_console()
-    for item in count_view(report, depth, by):
+    for item in count_view(report, depth, by, width=console.width):
         console.print(item)
     if json_path:
         write_json(report, json_path)

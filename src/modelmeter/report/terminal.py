@@ -8,7 +8,7 @@ returns the renderables a command prints, in order; the CLI only prints them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import RenderableType
@@ -17,23 +17,62 @@ from rich.text import Text
 
 from ..core.units import format_bytes, format_count, format_percent, format_seconds
 
+# Columns that give way, in this order, when the terminal is too narrow for a whole table
+# (every figure stays in the JSON); FLOPs last among the numbers: it is 2 x MACs.
+MODULE_DROPPABLE = ("other FLOPs", "bytes written", "bytes read", "input shape", "output shape", "FLOPs")
+OPERATOR_DROPPABLE = ("category", "other FLOPs", "bytes written", "bytes read", "FLOPs")
 
-def module_table(report: dict[str, Any], depth: int, title: str | None = None) -> Table:
+
+def fitted(build: Any, droppable: Sequence[str], width: int | None) -> Table:
+    """`build(left_out)` with as few of `droppable` left out as fit `width` columns (None: all
+    shown); the caption names what was left out."""
+    left_out: list[str] = []
+    if width is not None:
+        for name in droppable:
+            if _needed(build(left_out)) <= width:
+                break
+            left_out.append(name)
+    table = build(left_out)
+    if left_out:
+        note = f"left out at this width: {', '.join(left_out)} (all in --json)"
+        table.caption = f"{table.caption}; {note}" if table.caption else note
+    return table
+
+
+def _needed(table: Table) -> int:
+    """Columns `table` needs when nothing in it wraps."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=10_000)
+    return Measurement.get(console, console.options, table).maximum
+
+
+def _add_columns(table: Table, columns: Sequence[tuple[str, str]], rows: list[list[str]],
+                 whole: Sequence[str] = ()) -> None:
+    """Numbers never shrink to an ellipsis (a column is at least as wide as its widest cell);
+    the `whole` text columns do not wrap (a name split over lines cannot be copied); the other
+    text columns fold onto more lines when the terminal is narrow."""
+    for i, (name, justify) in enumerate(columns):
+        widest = max([len(name), *(len(r[i]) for r in rows)])
+        if justify == "right":
+            table.add_column(name, justify="right", no_wrap=True, min_width=widest)
+        else:
+            table.add_column(name, justify="left", no_wrap=name in whole,
+                             overflow="ellipsis" if name in whole else "fold")
+
+
+def module_table(report: dict[str, Any], depth: int, title: str | None = None,
+                 width: int | None = None) -> Table:
     """Modules down to `depth` (0 = the root only) with their input and output shapes
-    (as torchinfo shows them), params, MACs, FLOPs, bytes and share."""
+    (as torchinfo shows them), params, MACs, FLOPs, bytes and share; at `width` columns the
+    least-needed columns give way (`MODULE_DROPPABLE`)."""
     total_flops = report["totals"]["flops"] or 0
     usual = _usual_dtype(report)
-    table = Table(title=title, show_lines=False, header_style="bold",
-                  caption=f"shapes: the first tensor of the first call, +N more tensors (all in the "
-                          f"JSON); dtype shown when not {usual}")
-    for name, justify in (("module", "left"), ("type", "left"), ("input shape", "left"),
-                          ("output shape", "left"), ("params", "right"),
-                          ("MACs", "right"), ("FLOPs", "right"), ("other FLOPs", "right"),
-                          ("bytes read", "right"), ("bytes written", "right"), ("FLOPs %", "right")):
-        # Names and types stay whole (a type such as 'MixtralExperts ×8 (top-2)' says how the
-        # layer was counted); a long shape folds onto a second line instead.
-        table.add_column(name, justify=justify, no_wrap=name in ("module", "type"),
-                         overflow="fold" if name.endswith("shape") else "ellipsis")
+    columns = (("module", "left"), ("type", "left"), ("input shape", "left"), ("output shape", "left"),
+               ("params", "right"), ("MACs", "right"), ("FLOPs", "right"), ("other FLOPs", "right"),
+               ("bytes read", "right"), ("bytes written", "right"), ("FLOPs %", "right"))
+    rows = []
     for m in report["modules"]:
         if m["depth"] > depth:
             continue
@@ -41,15 +80,30 @@ def module_table(report: dict[str, Any], depth: int, title: str | None = None) -
         label = m["path"].rpartition(".")[2] if m["path"] else "(model)"
         share = m["flops"] / total_flops if total_flops else None
         kind = f"{m['type']} ×{m['experts']} (top-{m['top_k']})" if m.get("experts") else m["type"]
-        table.add_row(
+        rows.append([
             indent + label, kind,
             shape_cell(m.get("input_shapes") or [], m.get("input_dtypes") or [], usual),
             shape_cell(m.get("output_shapes") or [], m.get("output_dtypes") or [], usual),
             format_count(m["params"]), format_count(m["macs"]),
             format_count(m["flops"]), format_count(m["other_flops"]),
             format_bytes(m["bytes_read"]), format_bytes(m["bytes_written"]), format_percent(share),
-        )
-    return table
+        ])
+
+    def build(left_out: Sequence[str]) -> Table:
+        keep = [i for i, (name, _) in enumerate(columns) if name not in left_out]
+        shapes = any(columns[i][0].endswith("shape") for i in keep)
+        table = Table(title=title, show_lines=False, header_style="bold",
+                      caption=(f"shapes: the first tensor of the first call, +N more tensors (all in the "
+                               f"JSON); dtype shown when not {usual}") if shapes else None)
+        kept = [[r[i] for i in keep] for r in rows]
+        # Names stay whole (a type such as 'MixtralExperts ×8 (top-2)' says how the layer was
+        # counted; it folds onto a second line rather than losing its end); shapes fold.
+        _add_columns(table, [columns[i] for i in keep], kept, whole=("module",))
+        for r in kept:
+            table.add_row(*r)
+        return table
+
+    return fitted(build, MODULE_DROPPABLE, width)
 
 
 def inputs_line(report: dict[str, Any]) -> Text:
@@ -116,7 +170,7 @@ def totals_table(report: dict[str, Any]) -> Table:
     rows += [
         ("MACs", format_count(t["macs"]), f"{t['macs']:,}"),
         ("FLOPs (= 2 × MACs)", format_count(t["flops"]), f"{t['flops']:,}"),
-        ("other FLOPs (elementwise, norms, softmax…)", format_count(t["other_flops"]),
+        ("other FLOPs (elementwise, norms, softmax, ...)", format_count(t["other_flops"]),
          f"{t['other_flops']:,}"),
         ("bytes read (unfused)", format_bytes(t["bytes_read"]), f"{t['bytes_read']:,}"),
         ("bytes written (unfused)", format_bytes(t["bytes_written"]), f"{t['bytes_written']:,}"),
@@ -127,28 +181,37 @@ def totals_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def operator_table(report: dict[str, Any], title: str | None = None) -> Table:
-    """Totals by op kind (`totals.by_operator`): calls, MACs, FLOPs, bytes, share of all FLOPs."""
-    table = Table(title=title, header_style="bold",
-                  caption="% of FLOPs: its FLOPs + other FLOPs over the model's (forward pass)")
-    for name in ("op", "category", "calls", "MACs", "FLOPs", "other FLOPs", "bytes read",
-                 "bytes written", "% of FLOPs"):
-        table.add_column(name, justify="left" if name in ("op", "category") else "right",
-                         no_wrap=name == "op")
-    for r in report["totals"].get("by_operator") or []:
-        table.add_row(Text(r["op"]), r["category"], f"{r['calls']:,}", format_count(r["macs"]),
-                      format_count(r["flops"]), format_count(r["other_flops"]),
-                      format_bytes(r["bytes_read"]), format_bytes(r["bytes_written"]),
-                      format_percent(r["share_of_total_flops"]))
-    return table
+def operator_table(report: dict[str, Any], title: str | None = None, width: int | None = None) -> Table:
+    """Totals by op kind (`totals.by_operator`): calls, MACs, FLOPs, bytes, share of all FLOPs;
+    at `width` columns the least-needed columns give way (`OPERATOR_DROPPABLE`)."""
+    columns = (("op", "left"), ("category", "left"), ("calls", "right"), ("MACs", "right"),
+               ("FLOPs", "right"), ("other FLOPs", "right"), ("bytes read", "right"),
+               ("bytes written", "right"), ("% of FLOPs", "right"))
+    rows = [[r["op"], r["category"], f"{r['calls']:,}", format_count(r["macs"]), format_count(r["flops"]),
+             format_count(r["other_flops"]), format_bytes(r["bytes_read"]), format_bytes(r["bytes_written"]),
+             format_percent(r["share_of_total_flops"])] for r in report["totals"].get("by_operator") or []]
+
+    def build(left_out: Sequence[str]) -> Table:
+        keep = [i for i, (name, _) in enumerate(columns) if name not in left_out]
+        table = Table(title=title, header_style="bold",
+                      caption="% of FLOPs: its FLOPs + other FLOPs over the model's (forward pass)")
+        kept = [[r[i] for i in keep] for r in rows]
+        # An op name folds onto a second line when it must (still whole: it can be copied).
+        _add_columns(table, [columns[i] for i in keep], kept)
+        for r in kept:
+            table.add_row(*(Text(r[0]), *r[1:]))
+        return table
+
+    return fitted(build, OPERATOR_DROPPABLE, width)
 
 
-def count_view(report: dict[str, Any], depth: int, by: str = "module") -> list[RenderableType]:
+def count_view(report: dict[str, Any], depth: int, by: str = "module",
+               width: int | None = None) -> list[RenderableType]:
     """`modelmeter count`: the inputs traced, the modules to `depth` (or, with `by='op'`,
-    the totals by op kind), the totals, the uncounted ops."""
+    the totals by op kind), the totals, the uncounted ops; tables fitted to `width` columns."""
     name = report["model"]["name"]
-    table = (operator_table(report, title=f"{name} — per operator") if by == "op"
-             else module_table(report, depth, title=f"{name} — per module"))
+    table = (operator_table(report, title=f"{name} — per operator", width=width) if by == "op"
+             else module_table(report, depth, title=f"{name} — per module", width=width))
     out: list[RenderableType] = [inputs_line(report), table, totals_table(report)]
     uncounted = uncounted_table(report)
     return out + ([uncounted] if uncounted is not None else [])
