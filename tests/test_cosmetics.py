@@ -308,3 +308,15 @@ def test_count_tables_fit_80_columns_by_leaving_columns_out(run_main, monkeypatc
     flat = " ".join(out.split())  # the caption wraps
     assert "left out at this width" in flat and "(all in --json)" in flat
     assert ("4.09 G" if by == "module" else "10.9 G") in out  # resnet50's MACs; gpt2's addmm MACs
+
+
+def test_models_at_80_columns_keeps_every_preset_name_whole(run_main, monkeypatch):
+    # A name cut to 'qwen3-30b-a…' cannot be copied into the next command.
+    from modelmeter.sources.resolve import preset_names
+
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = run_main("models")
+    assert code == 0, err
+    names = {line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")}
+    assert set(preset_names()) <= names, set(preset_names()) - names
+    assert "…" not in out

@@ -221,13 +221,16 @@ def presets_table(presets: Iterable[dict[str, Any]]) -> Table:
     """`modelmeter models`: each shipped preset's name, family, total and active parameters,
     and the inputs it is traced with unless told otherwise."""
     table = Table(title="shipped presets (architectures from configs; no download)")
-    for column, justify in (("name", "left"), ("family", "left"), ("params", "right"),
-                            ("active", "right"), ("default inputs", "left"), ("description", "left")):
-        table.add_column(column, justify=justify, style="bold" if column == "name" else None,
-                         no_wrap=column == "default inputs")
-    for r in presets:
-        table.add_row(r["name"], r["family"], format_count(r["params"]), format_count(r["active_params"]),
-                      ", ".join(r.get("inputs") or []), r["description"])
+    rows = [[r["name"], r["family"], format_count(r["params"]), format_count(r["active_params"]),
+             ", ".join(r.get("inputs") or []), r["description"]] for r in presets]
+    # The name and inputs stay whole (they are typed into the next command); the rest folds.
+    _add_columns(table, (("name", "left"), ("family", "left"), ("params", "right"), ("active", "right"),
+                         ("default inputs", "left"), ("description", "left")), rows,
+                 whole=("name", "default inputs"))
+    table.columns[0].style = "bold"
+    table.columns[0].min_width = max(len(r[0]) for r in rows) if rows else None
+    for r in rows:
+        table.add_row(*r)
     return table
 
 
