@@ -278,3 +278,9 @@ def test_history_keeps_whole_run_ids_in_a_narrow_terminal(home: Path, capsys: py
     code, out, _ = _run(["history"], capsys)
     assert code == 0 and run in out and "resnet18" in out
     assert max(len(line) for line in out.splitlines()) <= 80
+    # The hardware id (a100-sxm4-80gb) folds onto at most two lines: it was squeezed to three
+    # characters over five lines, which read as blank rows.
+    lines = out.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith(run))
+    start = lines[row].index("a100")
+    assert (lines[row][start:] + lines[row + 1][start:]).replace(" ", "") == "a100-sxm4-80gb", lines[row:row + 2]

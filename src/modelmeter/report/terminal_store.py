@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..core.units import format_count
 from ..store import StoredRun
 from .diff import GateResult, MetricChange, format_change, format_value, metric_value
 
@@ -32,9 +33,11 @@ def history_table(runs: Sequence[StoredRun], path: object) -> Table:
     table.add_column("id", no_wrap=True, min_width=max((len(run.id) for run in runs), default=2))
     table.add_column("date", no_wrap=True, min_width=16)
     table.add_column("model", min_width=min(24, max((len(run.model or "") for run in runs), default=5)))
-    for column in ("params", "flops", "latency p50"):
+    # The FLOP unit in the header and two header lines for the latency: room for the hardware,
+    # which folds onto two lines at 80 columns (it was squeezed to three characters a line).
+    for column in ("params", "FLOPs", "latency\np50"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("hardware", overflow="fold")
+    table.add_column("hardware", overflow="fold", min_width=8)
     if with_labels:
         table.add_column("label", overflow="fold")
     for run in runs:
@@ -48,7 +51,7 @@ def history_table(runs: Sequence[StoredRun], path: object) -> Table:
             run.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
             run.model or "—",
             format_value("params", metric_value(run.report, "params")),
-            format_value("flops", metric_value(run.report, "flops")),
+            format_count(metric_value(run.report, "flops")),
             format_value("latency_p50", metric_value(run.report, "latency_p50")),
             run_hardware(run),
         ]
