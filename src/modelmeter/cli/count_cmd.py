@@ -11,7 +11,7 @@ from .options import attention_option, check_outputs, make_console, model_option
 @model_options
 @click.option("--depth", type=click.IntRange(min=0), default=2, show_default=True,
               help="Module levels to show.")
-@click.option("--group-size", type=int, help="Quantisation group size (int4/nf4 scales).")
+@click.option("--group-size", type=int, help="Quantisation group size of int8, int4, nf4 and fp8 weight scales.")
 @click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True,
               help="meta: no weights allocated; cpu: real tensors.")
 @click.option("--by", type=click.Choice(["module", "op"]), default="module", show_default=True,
