@@ -488,6 +488,7 @@ def test_bad_input_is_one_line_exit_2(args, words):
 
 
 
+@pytest.mark.slow
 def test_a_partly_hidden_reduction_says_what_still_adds_to_the_step():
     # ZeRO-3 on one node: the gradients' reduce-scatter outlasts the backward it runs under
     # and the weight all-gathers never overlap; "overlapped" alone read as "free".
@@ -550,6 +551,7 @@ def test_an_explicit_nodes_1_is_one_node():
     assert data["best"]["tp"] == 16
 
 
+@pytest.mark.slow
 def test_output_paths_are_checked_before_the_plan(tmp_path):
     # A bad --json folder is refused before the trace (as every other command does), and
     # --json and --html naming one file would have the JSON overwrite the page.
