@@ -29,7 +29,7 @@ def fitted(build: Any, droppable: Sequence[str], width: int | None) -> Table:
     left_out: list[str] = []
     if width is not None:
         for name in droppable:
-            if _needed(build(left_out)) <= width:
+            if needed_width(build(left_out)) <= width:
                 break
             left_out.append(name)
     table = build(left_out)
@@ -39,7 +39,7 @@ def fitted(build: Any, droppable: Sequence[str], width: int | None) -> Table:
     return table
 
 
-def _needed(table: Table) -> int:
+def needed_width(table: Table) -> int:
     """Columns `table` needs when nothing in it wraps."""
     from rich.console import Console
     from rich.measure import Measurement

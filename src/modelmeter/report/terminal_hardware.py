@@ -13,6 +13,7 @@ from rich.text import Text
 from ..core.units import format_bytes, format_count, format_percent, plural
 from ..hardware import Hardware
 from ..hardware.specs import PRECISION_KEYS
+from .terminal import needed_width
 
 LIST_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
 
@@ -43,7 +44,7 @@ def hardware_table(devices: Sequence[Hardware], width: int | None = None) -> Tab
     if width is None:
         return _table(devices, full, name=True)
     choices = [[c for c in full if c not in DROPPABLE[:k]] for k in range(len(DROPPABLE) + 1)]
-    needed = [_measure(_table(devices, cols, name=False)) for cols in choices]
+    needed = [needed_width(_table(devices, cols, name=False)) for cols in choices]
     for cols, need in zip(choices, needed, strict=True):
         if need + NAME_MIN_WIDTH <= width:
             return _table(devices, cols, name=True)
@@ -79,15 +80,6 @@ def _number(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:.0f}" if abs(value) >= 100 else format_count(value)
-
-
-def _measure(table: Table) -> int:
-    """Columns `table` needs when nothing in it wraps."""
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    console = Console(width=10_000)
-    return Measurement.get(console, console.options, table).maximum
 
 
 def hardware_view(hw: Hardware) -> list[RenderableType]:
