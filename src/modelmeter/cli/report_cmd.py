@@ -108,24 +108,20 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
             console.print(item)
     if json_path is not None:
         write_json(export_json(rep), json_path)
-    written = [p for p in (json_path,) if p not in (None, "-")]
     if csv_path:
         from ..report.csv_export import render_csv
 
         _write_text(csv_path, render_csv(data))
-        written.append(csv_path)
     if md_path:
         from ..report.markdown import render_markdown
 
         _write_text(md_path, render_markdown(data, depth=min(depth, 1), absolute_paths=absolute_paths))
-        written.append(md_path)
     if html_path:
         from ..report.html import render_html
 
         _write_text(html_path, render_html(data, depth=depth, absolute_paths=absolute_paths))
-        written.append(html_path)
-    for path in written:
-        if path != "-":
+    for path in (json_path, csv_path, md_path, html_path):
+        if path not in (None, "-"):
             console.print(f"wrote {path}", markup=False, highlight=False)
     if save:
         from ..store import RunStore

@@ -162,9 +162,10 @@ class MemoryOptions:
     checkpoint: bool = False
 
     def __post_init__(self) -> None:
-        _set(self, "optimizer", check_optimizer(self.optimizer) if self.optimizer is not None else None)
-        if self.optimizer is not None and not self.train:
-            raise UserInputError("--optimizer applies to the training step; add --train (train=True)")
+        if self.optimizer is not None:
+            _set(self, "optimizer", check_optimizer(self.optimizer))  # an unknown name first
+            if not self.train:
+                raise UserInputError("--optimizer applies to the training step; add --train (train=True)")
         _set(self, "optimizer", self.optimizer or "adamw")
         for label, value in (("--checkpoint", self.checkpoint), ("--master-fp32", self.master_fp32)):
             if value and not self.train:
