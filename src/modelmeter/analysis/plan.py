@@ -581,8 +581,7 @@ def _variants(settings: TrainSettings, fixed: Fixed, tp: int, pp: int, dp: int, 
                     yield Layout(tp, pp, dp, ep, zero, mb, sp, ck, vp)
 
 
-def check_fixed(fixed: Fixed, devices: int, per_node: int, settings: TrainSettings | None,
-                blocks: int | None = None) -> None:
+def check_fixed(fixed: Fixed, devices: int, per_node: int, blocks: int | None = None) -> None:
     """A fixed layout that cannot run on `devices` devices: one clear line."""
     for name in ("tp", "pp", "dp", "ep", "micro_batch", "vp"):
         value = getattr(fixed, name)
@@ -638,7 +637,7 @@ def plan_training(profile: TrainingProfile, settings: TrainSettings, *, devices:
     per_node = net.devices_per_node if net is not None else 1
     if devices > 1 and net is None:
         raise UserInputError(f"no interconnect figures for {profile.hardware.id}: plan it on one device")
-    check_fixed(fixed, devices, per_node, settings, len(profile.blocks))
+    check_fixed(fixed, devices, per_node, len(profile.blocks))
     if (fixed.ep or 1) > 1 and profile.expert_params == 0:
         raise UserInputError(f"--ep {fixed.ep}: {profile.model} has no experts (no module under an 'experts' "
                              "path); expert parallelism splits a mixture of experts")

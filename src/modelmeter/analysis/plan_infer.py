@@ -185,7 +185,7 @@ def plan_inference(costs: LLMCosts, hw: Hardware, *, devices: int, nodes: int, n
     if devices > 1 and net is None:
         raise UserInputError(f"no interconnect figures for {hw.id}: plan it on one device")
     per_node = net.devices_per_node if net is not None else 1
-    check_fixed(fixed, devices, per_node, None, decoder_dims(costs.config).layers)
+    check_fixed(fixed, devices, per_node, decoder_dims(costs.config).layers)
     found = [evaluate_inference(costs, hw, lay, net, batch=batch, weights=weights, kv_dtype=kv_dtype)
              for lay in inference_layouts(costs, devices, per_node, fixed)]
     if not found:

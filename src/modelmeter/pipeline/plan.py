@@ -77,7 +77,7 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
         net = get_interconnect(hw.id, fabric=fabric) if fabric else None
     fixed = Fixed(tp=tp, pp=pp, dp=dp, ep=ep, zero=zero, micro_batch=micro_batch, sp=sp,
                   checkpoint=checkpoint, vp=vp if train else None)
-    check_fixed(fixed, devices, net.devices_per_node if net else 1, None)
+    check_fixed(fixed, devices, net.devices_per_node if net else 1)
     if train:
         for label, value in (("--weights", weights), ("--kv-dtype", kv_dtype)):
             if value is not None:
