@@ -85,7 +85,7 @@ def build_profile(trace: Trace, forward: Counts, backward: Counts, hw: Hardware,
 
     units = [FIRST, *blocks, LAST]
     events = {e.index: e for e in trace.events}
-    tokens, hidden_dim = _hidden_shape(trace, records, blocks) or (seq, _first_int(config or {}, _HIDDEN_KEYS))
+    tokens, hidden_dim = _hidden_shape(events, records, blocks) or (seq, _first_int(config or {}, _HIDDEN_KEYS))
 
     def replicated(o: OpTime) -> bool:
         e = events.get(o.index)
@@ -157,16 +157,12 @@ def _cost(o: OpTime, bw: float, replicated: bool) -> OpCost:
     return (o.t_compute_s, o.param_bytes / bw, (o.bytes - o.param_bytes) / bw, replicated)
 
 
-def _hidden_shape(trace: Trace, records: dict[str, Any], blocks: list[str]) -> tuple[int, int] | None:
+def _hidden_shape(events: dict[int, Any], records: dict[str, Any], blocks: list[str]) -> tuple[int, int] | None:
     """(tokens, hidden) of the residual stream: the first block's first floating input."""
-    if not blocks:
-        return None
-    first = records[blocks[0]].first_event
-    for e in trace.events:
-        if e.index == first:
-            for t in e.inputs:
-                if t.shape and t.dtype.startswith(("float", "bfloat", "half")):
-                    return t.numel // t.shape[-1], int(t.shape[-1])
+    first = events.get(records[blocks[0]].first_event) if blocks else None
+    for t in first.inputs if first is not None else ():
+        if t.shape and t.dtype.startswith(("float", "bfloat", "half")):
+            return t.numel // t.shape[-1], int(t.shape[-1])
     return None
 
 
