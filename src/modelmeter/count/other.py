@@ -119,23 +119,23 @@ _BACKWARD: dict[str, int] = {
 _POOL = {"aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d", "aten.max_pool2d_with_indices",
          "aten.max_pool3d_with_indices", "aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d"}
 
-# Ops that only move, copy, create or reinterpret data: zero FLOPs by nature.
+# Ops that only move, copy, create or reinterpret data: zero FLOPs by nature (an in-place
+# twin, copy_ or scatter_, counts as its twin: `is_data_movement`).
 DATA_MOVEMENT = frozenset(
     f"aten.{n}" for n in (
         "view _unsafe_view reshape _reshape_alias expand expand_as permute transpose t contiguous "
-        "clone copy copy_ _to_copy to slice select index index_select gather scatter scatter_add "
+        "clone copy _to_copy to slice select index index_select gather scatter scatter_add "
         "cat stack split split_with_sizes chunk unbind squeeze unsqueeze flatten unflatten alias "
         "detach narrow as_strided empty empty_like empty_strided new_empty new_empty_strided "
         "zeros zeros_like ones ones_like full full_like new_zeros new_ones new_full arange "
         "embedding lift_fresh lift_fresh_copy scalar_tensor constant_pad_nd pad repeat "
-        "repeat_interleave roll flip tril triu index_put index_put_ slice_scatter select_scatter "
+        "repeat_interleave roll flip tril triu index_put slice_scatter select_scatter "
         "diagonal unfold upsample_nearest1d upsample_nearest2d upsample_nearest3d "
         "_upsample_nearest_exact2d pixel_shuffle pixel_unshuffle channel_shuffle _unsafe_index "
-        "zero_ bernoulli bernoulli_ rand rand_like randn randn_like uniform_ normal_ randint "
-        "view_as_real view_as_complex masked_select nonzero sort topk t_ transpose_ squeeze_ "
-        "unsqueeze_ as_strided_ swapdims_ swapaxes_ detach_ "
-        "resize_ set_ _unsafe_index_put item _local_scalar_dense fill_ ones_like "
-        "empty_permuted new_empty linspace eye im2col col2im masked_scatter sym_size "
+        "zero_ bernoulli rand rand_like randn randn_like uniform_ normal_ randint "
+        "view_as_real view_as_complex masked_select nonzero sort topk swapdims_ swapaxes_ "
+        "resize_ set_ _unsafe_index_put item _local_scalar_dense fill_ "
+        "empty_permuted linspace eye im2col col2im masked_scatter sym_size "
         "_assert_async _assert_tensor_metadata _functional_assert_async "
         # the backward of a slice or select: zeros, then the gradient copied into place
         "slice_backward select_backward diagonal_backward as_strided_scatter diagonal_scatter"
