@@ -139,7 +139,8 @@ def test_flatten_with_no_work_is_not_called_compute_bound(run_main):
     code, out, err = run_main("roofline", "resnet50", "--hardware", "h100-sxm", "--depth", "3")
     assert code == 0, err
     (row,) = [cells for cells in _rows(out, "│     0 ") if cells[1] == "0"]
-    assert row[-1] == "no work", row
+    # The bound column (then the bound's time and the GPU model's, both 0 s for no work).
+    assert row[6] == "no work" and row[-2:] == ["0 s", "0 s"], row
 
 
 # ------------------------------------------------------------------ 6. diff of two different models

@@ -71,7 +71,7 @@ def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = 
 
 @keeps_rng
 def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None = None,
-           train: bool = False, optimizer: str | None = None, master_fp32: bool = False,
+           train: bool = False, optimizer: str | None = None, master_fp32: bool | None = None,
            checkpoint: bool = False, inputs: Sequence[str] | None = None, batch: int | None = None,
            seq: int | None = None, device: str | None = None, name: str | None = None,
            trust_remote_code: bool = False, attention: str | None = None) -> Report:
@@ -173,7 +173,7 @@ def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
 def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, devices: int = 1,
          nodes: int | None = None, train: bool = False, optimizer: str = "adamw", zero: int | None = None,
          global_batch: int | None = None, seq: int | None = None, checkpoint: bool | None = None,
-         master_fp32: bool = False, sp: bool | None = None, vp: int | None = None,
+         master_fp32: bool | None = None, sp: bool | None = None, vp: int | None = None,
          overlap_grad_reduce: bool = False, dtype: str | None = None, prompt: int = 512, gen: int = 128,
          batch: int = 1, weights: str | None = None, kv_dtype: str | None = None, tp: int | None = None,
          pp: int | None = None, dp: int | None = None, ep: int | None = None,

@@ -43,6 +43,7 @@ from ..core.events import ACTIVATION, BUFFER, PARAMETER, ExpertGroup, OpEvent, T
 from ..core.precision import WeightTensor
 from ..count.engine import count_op
 from ..count.quantization import weight_tensors
+from ..count.shapes import gemm_shape
 from ..sources import LoadedModel, resolve_model
 from ..trace.moe import MetaExperts, find_expert_groups
 from ..trace.run import trace_model
@@ -70,6 +71,9 @@ class OpInfo:
     # Not a matrix product, and its largest output is one hidden-size tensor (tokens x hidden):
     # norms, residual adds. Tensor parallelism does not split it (every rank runs it whole).
     replicated: bool = False
+    # A layer's weight GEMM: its (N, K) (M is the step's tokens), for the GPU model's tile and
+    # K ramps; None for every other op.
+    gemm_nk: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -269,12 +273,18 @@ def step_costs(trace: Trace, *, batch: int, new_tokens: int, past: int,
         info[key] = OpInfo(e.op, e.module, c.dtype, c.category in ("data", "uncounted"),
                            experts=group.experts if group else 0, top_k=group.top_k if group else 0,
                            layer=layer_index(e.module),
-                           replicated=replicated_under_tp(e, c.category, batch * new_tokens, hidden))
+                           replicated=replicated_under_tp(e, c.category, batch * new_tokens, hidden),
+                           gemm_nk=_weight_gemm(e) if c.category == "contraction" else None)
     return StepCosts(
         batch=batch, new_tokens=new_tokens, past=past, ops=ops, info=info,
         kv_elems_written=written, kv_written_by_layer=dict(by_layer), kv_itemsize=itemsize, peak_activation_bytes=peak,
         uncounted=tuple(sorted(uncounted)), events=len(trace.events),
     )
+
+
+def _weight_gemm(e: Any) -> tuple[int, int] | None:
+    g = gemm_shape(e)
+    return (g.n, g.k) if g is not None and g.weight and g.batch == 1 else None
 
 
 def _group_of(module: str, groups: dict[str, ExpertGroup]) -> ExpertGroup | None:

@@ -76,6 +76,7 @@ from typing import Any
 
 from ..core.errors import UserInputError
 from ..hardware import Hardware
+from ..hardware.gpumodel import GpuModel
 from ..hardware.interconnect import Interconnect
 from .comm import (
     ALL_GATHER,
@@ -87,6 +88,7 @@ from .comm import (
     make_group,
 )
 from .memory import OPTIMIZER_STATES, STATE_BYTES
+from .plan_gpu import GpuOp
 
 ZERO_STAGES = (0, 1, 2, 3)
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -94,7 +96,9 @@ MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 # `replicated`: an op on the hidden-size tensors outside the sharded matmuls (norms, residual
 # adds, dropout of the block output) that every tensor-parallel rank runs whole, unless
 # sequence parallelism splits it along the sequence (Korthikanti et al. 2022, section 4.2.2).
-OpCost = tuple[float, float, float, bool]
+# The fifth element: the op's shape for the GPU performance model (`plan_gpu.py`), None when
+# the profile is priced by the roofline alone.
+OpCost = tuple[float, float, float, bool, "GpuOp | None"]
 
 
 # ------------------------------------------------------------------ profile
@@ -142,6 +146,8 @@ class TrainingProfile:
     experts: int | None = None  # ep must divide it when known
     top_k: int = 1  # experts per token (all-to-all volume)
     notes: tuple[str, ...] = ()
+    # The GPU performance model the ops are priced with (None: the roofline, linear in b / tp).
+    gpu: GpuModel | None = None
 
     @property
     def fwd_flops(self) -> float:
@@ -161,6 +167,9 @@ class TrainSettings:
     # Gradients reduced bucket by bucket during the last micro-batch's backward (PyTorch DDP,
     # Megatron-LM's --overlap-grad-reduce) instead of after it (Megatron-LM 2021's local DDP).
     overlap_grad_reduce: bool = False
+    # Tensor-parallel collectives overlapped with the GEMMs they feed (Megatron-Core's
+    # --tp-comm-overlap with Transformer Engine): only what outlasts a stage's compute stays.
+    overlap_tp_comm: bool = False
 
     @property
     def grad_bytes(self) -> float:
@@ -367,25 +376,31 @@ def _stage_memory(profile: TrainingProfile, settings: TrainSettings, layout: Lay
 
 
 class _Timer:
-    """Block times per (kind, phase, micro-batch, tp, sp), computed once."""
+    """Block times per (kind, phase, micro-batch, tp, sp), computed once: by the GPU performance
+    model when the profile has one (each op re-shaped to the layout), else by the roofline."""
 
-    def __init__(self) -> None:
+    def __init__(self, gpu: GpuModel | None = None) -> None:
+        self.gpu = gpu
         self.cache: dict[tuple[int, str, int, int, bool], float] = {}
 
     def __call__(self, b: Block, phase: str, mb: int, tp: int, sp: bool = False) -> float:
         key = (b.kind, phase, mb, tp, sp)
         if key not in self.cache:
             ops = b.fwd_ops if phase == "fwd" else b.bwd_ops
-            sharded = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta, rep in ops if not rep)
-            whole = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta, rep in ops if rep)
-            self.cache[key] = sharded / tp + whole / (tp if sp else 1)
+            if self.gpu is not None and all(op[4] is not None for op in ops):
+                gpu = self.gpu
+                self.cache[key] = sum(op[4].seconds(gpu, mb, tp, op[3], sp) for op in ops)  # type: ignore[union-attr]
+            else:
+                sharded = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta, rep, _ in ops if not rep)
+                whole = sum(max(tc * mb, tw + ta * mb) for tc, tw, ta, rep, _ in ops if rep)
+                self.cache[key] = sharded / tp + whole / (tp if sp else 1)
         return self.cache[key]
 
 
 def evaluate(profile: TrainingProfile, settings: TrainSettings, layout: Layout, net: Interconnect | None,
              capacity: float | None, timer: _Timer | None = None) -> Candidate:
     """Memory, communication and time of one layout (see the module docstring)."""
-    timer = timer or _Timer()
+    timer = timer or _Timer(profile.gpu)
     tp, pp, dp, ep, mb, vp = layout.tp, layout.pp, layout.dp, layout.ep, layout.micro_batch, layout.vp
     replicas = dp * ep
     m = settings.global_batch // (replicas * mb)
@@ -422,16 +437,20 @@ def evaluate(profile: TrainingProfile, settings: TrainSettings, layout: Layout, 
         p2p = 2 * vp * collective_time(P2P, profile.blocks[0].output_bytes * mb / tp, groups["pp"])
     idle = (pp - 1) / vp  # the bubble, in slots (Narayanan et al. 2021: (p - 1) / (m v) of the step)
     slots = m + idle
-    per_slot = stage_compute + stage_tp + stage_ep + p2p
-    comm["tensor_parallel"] = slots * stage_tp
+    tp_exposed = max(0.0, stage_tp - stage_compute) if settings.overlap_tp_comm else stage_tp
+    per_slot = stage_compute + tp_exposed + stage_ep + p2p
+    comm["tensor_parallel"] = slots * tp_exposed
     comm["expert_parallel"] = slots * stage_ep
     comm["pipeline"] = slots * p2p
     comm["data_parallel"] = dp_time
     hidden = dict.fromkeys(COMM_KINDS, 0.0)
     hidden["data_parallel"] = dp_total - dp_time
+    hidden["tensor_parallel"] = slots * (stage_tp - tp_exposed)
     overlapped = dict.fromkeys(COMM_KINDS, False)
     overlapped["data_parallel"] = settings.overlap_grad_reduce and dp_total > 0
-    optimizer = 2 * states_max / profile.hardware.memory_bandwidth_bytes_per_s
+    overlapped["tensor_parallel"] = settings.overlap_tp_comm and stage_tp > 0
+    optimizer = (profile.gpu.memory_s(2 * states_max) if profile.gpu is not None
+                 else 2 * states_max / profile.hardware.memory_bandwidth_bytes_per_s)
     step = slots * per_slot + dp_time + optimizer
     samples = settings.global_batch
     devices = layout.devices
@@ -642,7 +661,7 @@ def plan_training(profile: TrainingProfile, settings: TrainSettings, *, devices:
         raise UserInputError(f"--ep {fixed.ep}: {profile.model} has no experts (no module under an 'experts' "
                              "path); expert parallelism splits a mixture of experts")
     capacity = float(profile.hardware.memory_bytes) if profile.hardware.memory_bytes else None
-    timer = _Timer()
+    timer = _Timer(profile.gpu)
     found = [evaluate(profile, settings, lay, net, capacity, timer)
              for lay in layouts(profile, settings, devices, per_node, fixed)]
     if not found:
@@ -664,9 +683,11 @@ def plan_training(profile: TrainingProfile, settings: TrainSettings, *, devices:
                   "overlap_grad_reduce": settings.overlap_grad_reduce,
                   "bytes_per_param": {"weights": settings.param_bytes, "gradients": settings.grad_bytes,
                                       "optimizer": settings.optimizer_bytes},
-                  "efficiency": profile.efficiency},
+                  "efficiency": profile.efficiency,
+                  "prediction": "gpu-shape-model/1" if profile.gpu is not None else "roofline",
+                  **({"gpu_model": profile.gpu.describe()} if profile.gpu is not None else {})},
         interconnect=net.to_dict() if net is not None else {},
-        assumptions=TRAIN_ASSUMPTIONS, notes=profile.notes + _overlap_note(settings, found),
+        assumptions=_assumptions(profile), notes=profile.notes + _overlap_note(settings, found),
     )
 
 
@@ -676,6 +697,19 @@ def _overlap_note(settings: TrainSettings, found: list[Candidate]) -> tuple[str,
                 "no gradient reduction to overlap",)
     return ()
 
+
+def _assumptions(profile: TrainingProfile) -> tuple[str, ...]:
+    """The planner's assumptions, its compute line replaced by the GPU model's when it priced the ops."""
+    if profile.gpu is None:
+        return TRAIN_ASSUMPTIONS
+    return tuple(GPU_ASSUMPTION if a.startswith("compute:") else a for a in TRAIN_ASSUMPTIONS)
+
+
+GPU_ASSUMPTION = (
+    "compute: every traced op re-shaped to the layout's micro-batch and tp and priced by the GPU "
+    "performance model (GEMMs by M, N, K: tile and wave quantisation on the device's SMs at its "
+    "measured best-shape matmul rate, K ramp; fused attention at FlashAttention's published rate; "
+    "other ops at the measured achievable bandwidth; a kernel launch at least), one op after another")
 
 TRAIN_ASSUMPTIONS = (
     "model states per ZeRO stage (Rajbhandari et al. 2020): weights, gradients and optimizer bytes "

@@ -32,8 +32,10 @@ from ..core.events import Trace
 from ..core.results import Counts
 from ..count.engine import ancestors
 from ..hardware import Hardware
+from ..hardware.gpumodel import GpuModel
 from .memory import checkpoint_blocks
 from .plan import Block, OpCost, TrainingProfile
+from .plan_gpu import GpuOp, gpu_op
 from .roofline import OpTime, roofline
 from .tp_replicated import replicated_under_tp
 
@@ -49,8 +51,12 @@ def is_expert_path(path: str) -> bool:
 
 
 def build_profile(trace: Trace, forward: Counts, backward: Counts, hw: Hardware, *, model: str, seq: int,
-                  efficiency: float | None = None, config: dict[str, Any] | None = None) -> TrainingProfile:
-    """The per-block profile of a training step traced with `backward=True` at micro-batch 1."""
+                  efficiency: float | None = None, config: dict[str, Any] | None = None,
+                  gpu: GpuModel | None = None) -> TrainingProfile:
+    """The per-block profile of a training step traced with `backward=True` at micro-batch 1.
+
+    With `gpu` (a GPU performance model), every op also keeps its shape, and the planner prices
+    each layout with that model instead of scaling the roofline (`plan_gpu.py`)."""
     blocks = checkpoint_blocks(trace)
     block_set = set(blocks)
     records = {m.path: m for m in trace.modules}
@@ -98,7 +104,8 @@ def build_profile(trace: Trace, forward: Counts, backward: Counts, hw: Hardware,
             if o.category == "view":
                 continue
             u = unit_of(o.module, o.index if phase == "fwd" else None)
-            ops[u][phase].append(_cost(o, bw, replicated(o)))
+            shaped = gpu_op(o, events.get(o.index), tokens, hidden_dim) if gpu is not None else None
+            ops[u][phase].append(_cost(o, bw, replicated(o), shaped))
             flops[u][phase] += o.flops
 
     params: dict[str, int] = defaultdict(int)
@@ -149,12 +156,12 @@ def build_profile(trace: Trace, forward: Counts, backward: Counts, hw: Hardware,
         params=sum(p.numel for p in trace.parameters), first=made[0], blocks=tuple(made[1:-1]),
         last=made[-1], peak_flops=hw.peak_flops_for(fwd.precision, "matmul"), efficiency=fwd.efficiency,
         heads=_first_int(config, _HEAD_KEYS), experts=_first_int(config, _EXPERT_KEYS),
-        top_k=_first_int(config, _TOPK_KEYS) or 1, notes=tuple(notes),
+        top_k=_first_int(config, _TOPK_KEYS) or 1, notes=tuple(notes), gpu=gpu,
     )
 
 
-def _cost(o: OpTime, bw: float, replicated: bool) -> OpCost:
-    return (o.t_compute_s, o.param_bytes / bw, (o.bytes - o.param_bytes) / bw, replicated)
+def _cost(o: OpTime, bw: float, replicated: bool, shaped: GpuOp | None) -> OpCost:
+    return (o.t_compute_s, o.param_bytes / bw, (o.bytes - o.param_bytes) / bw, replicated, shaped)
 
 
 def _hidden_shape(events: dict[int, Any], records: dict[str, Any], blocks: list[str]) -> tuple[int, int] | None:

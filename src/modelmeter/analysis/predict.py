@@ -30,7 +30,7 @@ from ..count.engine import ancestors
 from ..hardware.perfmodel import PerfModel, op_class
 from .roofline import RooflineResult
 
-__all__ = ["OpPrediction", "PredictionResult", "predict", "prediction_section"]
+__all__ = ["OpPrediction", "PredictionResult", "aggregate", "predict", "prediction_section"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,19 @@ class PredictionResult:
     notes: tuple[str, ...] = ()
 
 
+def aggregate(ops: list[OpPrediction]) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(predicted per module, bound per module, predicted per op class): modules inclusive."""
+    modules: dict[str, float] = defaultdict(float)
+    module_roof: dict[str, float] = defaultdict(float)
+    by_class: dict[str, float] = defaultdict(float)
+    for p in ops:
+        by_class[p.op_class] += p.predicted_latency_s
+        for anc in ancestors(p.module):
+            modules[anc] += p.predicted_latency_s
+            module_roof[anc] += p.roofline_latency_s
+    return modules, module_roof, by_class
+
+
 def predict(counts: Counts, roof: RooflineResult, model: PerfModel) -> PredictionResult | None:
     """The calibrated prediction of the ops `roof` costed; None when the precisions differ."""
     if roof.precision != model.precision:
@@ -66,14 +79,7 @@ def predict(counts: Counts, roof: RooflineResult, model: PerfModel) -> Predictio
         cls = op_class(o.op, o.category)
         t = model.op_seconds(cls, o.flops, o.other_flops, o.bytes)
         ops.append(OpPrediction(o.index, o.op, o.module, cls, o.latency_s, t))
-    modules: dict[str, float] = defaultdict(float)
-    module_roof: dict[str, float] = defaultdict(float)
-    by_class: dict[str, float] = defaultdict(float)
-    for p in ops:
-        by_class[p.op_class] += p.predicted_latency_s
-        for anc in ancestors(p.module):
-            modules[anc] += p.predicted_latency_s
-            module_roof[anc] += p.roofline_latency_s
+    modules, module_roof, by_class = aggregate(ops)
     # Each call of a module runs nn.Module.__call__ once: charge it to the module and its ancestors.
     calls = 0
     for m in counts.modules:

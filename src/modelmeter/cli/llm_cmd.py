@@ -33,9 +33,17 @@ from .options import attention_option, check_outputs, check_sizes, make_console,
 @click.option("--activations", metavar="int8|fp8",
               help="What-if: quantised activations (W8A8; W4A8 with --weights int4; fp8): matrix "
                    "products at the device's int8/fp8 peak; weights and KV default to it.")
+@click.option("--runtime", type=click.Choice(["eager", "graphs", "fused"]), default="eager", show_default=True,
+              help="GPU devices: how the GPU model runs the kernels: one host launch per op (PyTorch eager), "
+                   "a CUDA graph replay, or graphs with elementwise runs fused (TensorRT-LLM, vLLM).")
+@click.option("--rate", type=float, metavar="REQ/S",
+              help="GPU devices: serve requests arriving at this rate (in-flight batching): steady "
+                   "concurrency, TTFT and inter-token latency.")
+@click.option("--ttft-target", type=float, metavar="MS", help="GPU devices: largest batch whose TTFT meets this.")
+@click.option("--tpot-target", type=float, metavar="MS", help="GPU devices: largest batch whose TPOT meets this.")
 @attention_option
 def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch, trust_remote_code,
-        plot_path, measure, json_path, activations, attention) -> None:
+        plot_path, measure, json_path, activations, runtime, rate, ttft_target, tpot_target, attention) -> None:
     """LLM inference: TTFT, TPOT, tokens/s, KV cache and memory fit per batch size (estimated)."""
     from ..core.lists import parse_batch_sizes
     from ..pipeline import run
@@ -56,7 +64,9 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
         check_plot_path(plot_path)
     check_outputs(json=json_path)
     options = LLMOptions(hw, prompt, gen, batch_sizes, dtype, weights, kv_dtype, max_batch, trust_remote_code,
-                         activations=activations, attention=attention, measure=measure)
+                         activations=activations, attention=attention, measure=measure, runtime=runtime,
+                         rate=rate, ttft_target_s=None if ttft_target is None else ttft_target / 1e3,
+                         tpot_target_s=None if tpot_target is None else tpot_target / 1e3)
     section = run.llm(model, options).to_dict()
     if plot_path:
         from ..report.llm_plots import plot_llm

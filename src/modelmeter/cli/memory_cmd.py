@@ -12,7 +12,9 @@ from .options import attention_option, check_outputs, make_console, model_option
 @click.option("--train", is_flag=True, help="Also trace the training step (autograd + backward).")
 @click.option("--optimizer", help="With --train: sgd, sgd-momentum, adam or adamw (the default; states "
               "kept in fp32).")
-@click.option("--master-fp32", is_flag=True, help="Add fp32 master weights (mixed precision).")
+@click.option("--master-fp32/--no-master-fp32", default=None,
+              help="With --train at fp16/bf16: keep fp32 master weights (the default, as mixed-precision "
+                   "frameworks do: 16 B/param with Adam) or not (pure 16-bit training, 12 B/param).")
 @click.option("--checkpoint", is_flag=True, help="What-if: recompute each top-level block.")
 @click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True)
 @click.option("--depth", type=click.IntRange(min=0), default=2, show_default=True)

@@ -24,7 +24,9 @@ from .options import check_outputs, make_console, write_json
 @click.option("--seq", type=int, help="Training sequence length (default 2048).")
 @click.option("--checkpoint/--no-checkpoint", default=None, help="Recompute every block (default: searched).")
 @click.option("--sp/--no-sp", "sp", default=None, help="Sequence parallelism with tp (default: searched).")
-@click.option("--master-fp32", is_flag=True, help="Keep fp32 master weights (mixed precision: 16 B/param).")
+@click.option("--master-fp32/--no-master-fp32", default=None,
+              help="Training: keep fp32 master weights (the default: mixed precision, 16 B/param with "
+                   "Adam) or not (pure 16-bit training).")
 @click.option("--dtype", help="Compute precision (training default bf16, inference fp16).")
 @click.option("--prompt", type=int, default=512, show_default=True, help="Inference: prompt tokens.")
 @click.option("--gen", type=int, default=128, show_default=True, help="Inference: generated tokens.")

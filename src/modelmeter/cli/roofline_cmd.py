@@ -27,9 +27,12 @@ from .options import attention_option, check_outputs, make_console, model_option
 @click.option("--activations", metavar="int8|fp8",
               help="What-if: quantised activations (W8A8, W4A8 with --weights int4, fp8): matrix "
                    "products at the device's int8/fp8 peak, activation bytes at that width.")
+@click.option("--runtime", type=click.Choice(["eager", "graphs"]), default="eager", show_default=True,
+              help="GPU devices: how the GPU model launches kernels (one host launch per op, or a CUDA "
+                   "graph replay).")
 @attention_option
 def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficiency, plot_path, top,
-             json_path, activations, attention) -> None:
+             json_path, activations, runtime, attention) -> None:
     """Predicted latency on a device: compute vs memory time per layer (roofline estimate)."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions, RooflineOptions
@@ -39,7 +42,7 @@ def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficie
 
         check_plot_path(plot_path)  # before the trace, so a typo costs no waiting
     check_outputs(json=json_path, plot=plot_path)
-    options = RooflineOptions(hardware, weights, efficiency, depth, activations)
+    options = RooflineOptions(hardware, weights, efficiency, depth, activations, runtime=runtime)
     from ..pipeline.calibrated import apply_threads
 
     # The thread count report and bench default to: the calibrated profile is keyed by it.

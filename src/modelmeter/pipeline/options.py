@@ -16,6 +16,7 @@ the model (does the shape fit?) is checked by the pipeline before the trace.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,7 +159,9 @@ class MemoryOptions:
 
     train: bool = False
     optimizer: str | None = None  # None: adamw
-    master_fp32: bool = False
+    # None: fp32 master weights with a 16-bit training precision (what Megatron-LM, DeepSpeed
+    # and FSDP mixed precision keep: 16 B/param with Adam); False: pure 16-bit training.
+    master_fp32: bool | None = None
     checkpoint: bool = False
 
     def __post_init__(self) -> None:
@@ -167,8 +170,8 @@ class MemoryOptions:
             if not self.train:
                 raise UserInputError("--optimizer applies to the training step; add --train (train=True)")
         _set(self, "optimizer", self.optimizer or "adamw")
-        for label, value in (("--checkpoint", self.checkpoint), ("--master-fp32", self.master_fp32)):
-            if value and not self.train:
+        for label, value in (("--checkpoint", self.checkpoint or None), ("--master-fp32", self.master_fp32)):
+            if value is not None and not self.train:
                 raise UserInputError(f"{label} applies to the training step; add --train (train=True)")
 
 
@@ -187,6 +190,9 @@ class RooflineOptions:
     efficiency: float | str | None = None
     depth: int | None = None
     activations: str | None = None
+    # How the GPU performance model launches kernels: 'eager' (one host launch per traced op)
+    # or 'graphs' (a CUDA graph replay); used on GPU devices only.
+    runtime: str = "eager"
 
     def __post_init__(self) -> None:
         _set(self, "weights", _precision(self.weights))
@@ -194,6 +200,13 @@ class RooflineOptions:
         _set(self, "efficiency", parse_efficiency(self.efficiency))
         if self.depth is not None and self.depth < 0:
             raise UserInputError(f"--depth must be >= 0, got {self.depth}")
+        check_runtime(self.runtime, ("eager", "graphs"))
+
+
+def check_runtime(runtime: Any, allowed: tuple[str, ...]) -> None:
+    """A GPU runtime name (`hardware.gpumodel`): one of `allowed`, else one line."""
+    if runtime not in allowed:
+        raise UserInputError(f"runtime {runtime!r}: expected one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -294,9 +307,23 @@ class LLMOptions:
     attention: str | None = None
     # Also run prefill and decode here (random weights, first batch) beside the predictions.
     measure: bool = False
+    # GPU devices (the GPU performance model): how kernels launch ('eager', 'graphs', or
+    # 'fused': graphs with elementwise runs fused, as serving engines run), a request rate to
+    # serve (requests/s, None: not served), and TTFT / TPOT targets in seconds for a max batch.
+    runtime: str = "eager"
+    rate: float | None = None
+    ttft_target_s: float | None = None
+    tpot_target_s: float | None = None
 
     def __post_init__(self) -> None:
         from ..analysis.llm import parse_batches  # lazy: the LLM analysis imports torch
+
+        check_runtime(self.runtime, ("eager", "graphs", "fused"))
+        for label, value in (("rate", self.rate), ("ttft target", self.ttft_target_s),
+                             ("tpot target", self.tpot_target_s)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
+                raise UserInputError(f"the {label} must be a positive number, got {value!r}")
 
         _set(self, "batches", parse_batches(self.batches))
         for label, value in (("prompt", self.prompt), ("gen", self.gen)):

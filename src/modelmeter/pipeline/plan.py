@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.errors import UserInputError
 from ..core.precision import parse_precision
+from ..hardware.gpumodel import gpu_model, has_gpu_model
 from .model import Analysis, load
 from .options import ModelOptions
 from .sections import CountSection, PlanSection, Sections
@@ -24,7 +25,7 @@ TRAIN_DTYPES = ("fp32", "fp16", "bf16")
 def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, devices: int = 1,
          nodes: int | None = None, train: bool = False, optimizer: str = "adamw", zero: int | None = None,
          global_batch: int | None = None, seq: int | None = None, checkpoint: bool | None = None,
-         master_fp32: bool = False, sp: bool | None = None, dtype: str | None = None, prompt: int = 512,
+         master_fp32: bool | None = None, sp: bool | None = None, dtype: str | None = None, prompt: int = 512,
          gen: int = 128, batch: int = 1, weights: str | None = None, kv_dtype: str | None = None,
          tp: int | None = None, pp: int | None = None, dp: int | None = None, ep: int | None = None,
          micro_batch: int | None = None, efficiency: float | str | None = "auto", fabric: str | None = None,
@@ -58,7 +59,7 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
                          ("limit", limit), ("tp", tp), ("pp", pp), ("dp", dp), ("ep", ep),
                          ("micro-batch", micro_batch), ("vp", vp)):
         check_positive(value, label)
-    for label, value, optional in (("train", train, False), ("master-fp32", master_fp32, False),
+    for label, value, optional in (("train", train, False), ("master-fp32", master_fp32, True),
                                    ("overlap-grad-reduce", overlap_grad_reduce, False),
                                    ("checkpoint", checkpoint, True), ("sp", sp, True)):
         check_flag(value, label, optional)
@@ -86,19 +87,21 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
         dtype = _training_dtype(model, dtype)
         if dtype not in TRAIN_DTYPES:
             raise UserInputError(f"--dtype {dtype}: training runs in {', '.join(TRAIN_DTYPES)}")
-        eff = _efficiency(hw, dtype, efficiency)
+        # The GPU performance model prices GPU layouts unless a derating is asked for.
+        gpu = gpu_model(hw) if efficiency == "auto" and has_gpu_model(hw) else None
+        eff = None if gpu is not None else _efficiency(hw, dtype, efficiency)
         settings = TrainSettings(global_batch=global_batch or 8 * devices, optimizer=optimizer,
-                                 master_fp32=master_fp32, param_bytes=parse_precision(dtype).bits / 8,
+                                 master_fp32=master_fp32 is not False, param_bytes=parse_precision(dtype).bits / 8,
                                  overlap_grad_reduce=overlap_grad_reduce)
         return _plan_training(model, example_inputs, hw, net, settings, fixed, devices=devices, nodes=nodes,
                               seq=seq, dtype=dtype, efficiency=eff, limit=limit, name=name,
-                              section=plan_section)
+                              section=plan_section, gpu=gpu)
     for label, value in (("--zero", zero), ("--global-batch", global_batch), ("--seq", seq),
                          ("--micro-batch", micro_batch), ("--checkpoint", checkpoint), ("--vp", vp),
                          ("--overlap-grad-reduce", overlap_grad_reduce or None)):
         if value is not None:
             raise UserInputError(f"{label} applies to training; add --train")
-    if master_fp32 or optimizer != "adamw":
+    if master_fp32 is not None or optimizer != "adamw":
         raise UserInputError("--optimizer and --master-fp32 apply to training; add --train")
     if example_inputs is not None:
         raise UserInputError("inference planning traces its own prefill and decode inputs: drop example_inputs")
@@ -151,7 +154,7 @@ def _efficiency(hw: Any, dtype: str, efficiency: float | str | None) -> float | 
 
 def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings: Any, fixed: Any, *,
                    devices: int, nodes: int, seq: int | None, dtype: str, efficiency: float | None,
-                   limit: int, name: str | None, section: Any) -> Sections:
+                   limit: int, name: str | None, section: Any, gpu: Any = None) -> Sections:
     from ..analysis.plan import plan_training
     from ..analysis.plan_profile import build_profile
     from ..count import count_trace
@@ -174,7 +177,7 @@ def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings:
         raise UserInputError("the model has no trainable parameters; --train needs some")
     backward = count_trace(trace, phase="backward")
     profile = build_profile(trace, forward, backward, hw, model=loaded.name, seq=seq_used,
-                            efficiency=efficiency, config=loaded.config)
+                            efficiency=efficiency, config=loaded.config, gpu=gpu)
     result = plan_training(profile, settings, devices=devices, nodes=nodes, net=net, fixed=fixed, limit=limit)
     analysis = Analysis(loaded, dtype, dtype, None, trace, forward, 1, seq_used)
     return Sections(CountSection.from_analysis(analysis), plan=PlanSection(section(result)))

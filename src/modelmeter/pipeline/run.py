@@ -23,7 +23,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..analysis.compare import Comparison, compare_reports
+from ..analysis.gpu_predict import gpu_predict
 from ..analysis.llm import analyze_llm
+from ..analysis.llm_gpu import predicted_view
 from ..analysis.llm_measure import local_steps
 from ..analysis.quant_activations import check_activations, default_weights
 from ..analysis.roofline import check_precisions
@@ -33,6 +35,7 @@ from ..core.errors import UserInputError
 from ..core.precision import parse_precision
 from ..core.report import Report
 from ..hardware import Hardware
+from ..hardware.gpumodel import gpu_model, has_gpu_model
 from ..hardware.precision_choice import fastest_precision
 from ..hardware.specs import LOCAL_ID
 from ..measure.backends import backends_section, run_backends
@@ -147,7 +150,7 @@ def memory_section(analysis: Analysis, options: MemoryOptions) -> MemorySection:
             raise UserInputError("the model has no trainable parameters; --train needs some")
         train_trace, backward_counts = trace_training(analysis)
     return MemorySection.from_traces(analysis, train_trace, backward_counts, optimizer=options.optimizer,
-                                     master_fp32=options.master_fp32, checkpoint=options.checkpoint,
+                                     master_fp32=options.master_fp32 is not False, checkpoint=options.checkpoint,
                                      other_attention=other_attention_traces(analysis, options.train))
 
 
@@ -161,16 +164,21 @@ def roofline_section(analysis: Analysis, hw: Hardware, *, weights: str | None = 
                      efficiency: float | str | None = None, depth: int | None = None,
                      module_keys: tuple[str, ...] = ROOFLINE_MODULE_KEYS,
                      activations: str | None = None,
-                     calibrated_on: str | None = None) -> RooflineSection:
+                     calibrated_on: str | None = None, runtime: str = "eager") -> RooflineSection:
     """The roofline bound; with `calibrated_on` (a device), also this machine's calibrated
-    prediction when `hw` is its cached 'local' profile."""
+    prediction when `hw` is its cached 'local' profile; on a GPU entry, the shape-aware GPU
+    performance model's prediction beside the bound (`runtime`: how kernels are launched)."""
     result = roofline_model(analysis.counts, hw, dtype=analysis.precision, weights=weights,
                             efficiency=efficiency, input_bytes=analysis.input_bytes,
                             activations=activations)
     calibrated = None
     if calibrated_on is not None:
         calibrated = calibrated_prediction(analysis.counts, result, local_perf_model(hw, calibrated_on))
-    return RooflineSection(result, depth, module_keys, calibrated)
+    predicted = None
+    if has_gpu_model(hw):
+        events = {e.index: e for e in analysis.trace.events}
+        predicted = gpu_predict(events, analysis.counts, result, gpu_model(hw, runtime))
+    return RooflineSection(result, depth, module_keys, calibrated, predicted)
 
 
 def roofline(model: ModelOptions, options: RooflineOptions) -> Sections:
@@ -191,7 +199,8 @@ def roofline(model: ModelOptions, options: RooflineOptions) -> Sections:
     return Sections(CountSection.from_analysis(analysis),
                     roofline=roofline_section(analysis, hw, weights=weights,
                                               efficiency=options.efficiency, depth=options.depth,
-                                              activations=options.activations, calibrated_on="cpu"))
+                                              activations=options.activations, calibrated_on="cpu",
+                                              runtime=options.runtime))
 
 
 # ------------------------------------------------------------------ measurement
@@ -313,7 +322,18 @@ def llm(model: Any, options: LLMOptions) -> LLMSection:
     if hw.id == "local" or options.measure:
         local = local_steps(model, prompt=options.prompt, gen=options.gen, batch=options.batches[0], hw=hw,
                             dtype=dtype, measure=options.measure)
-    return LLMSection(result, local, dtype_reason)
+    predicted = None
+    if has_gpu_model(hw):
+        predicted = predicted_view(
+            result.costs, hw, gpu_model(hw, "eager" if options.runtime == "eager" else "graphs"),
+            weights=result.weights, kv_dtype=result.kv_dtype, activations=options.activations,
+            batches=tuple(b.batch for b in result.batches), max_batch=result.max_batch,
+            runtime=options.runtime, rate=options.rate, ttft_target_s=options.ttft_target_s,
+            tpot_target_s=options.tpot_target_s)
+    elif options.rate is not None or options.ttft_target_s is not None or options.tpot_target_s is not None:
+        raise UserInputError(f"a request rate and TTFT/TPOT targets use the GPU performance model; {hw.id} "
+                             "is not a GPU with peaks in the database")
+    return LLMSection(result, local, dtype_reason, predicted)
 
 
 def llm_dtype(hw: Hardware, dtype: str | None) -> tuple[str, str | None]:

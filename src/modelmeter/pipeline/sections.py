@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from ..analysis.gpu_predict import METHOD as GPU_METHOD
 from ..analysis.llm import LLMResult, llm_section
 from ..analysis.memory import attention_figures, memory_sections
 from ..analysis.predict import PredictionResult, prediction_section
@@ -271,16 +272,31 @@ class RooflineSection:
     depth: int | None = None
     module_keys: tuple[str, ...] = ()
     calibrated: PredictionResult | None = None
+    # The GPU performance model's prediction beside the bound (GPU devices only).
+    predicted: PredictionResult | None = None
 
     @cached_property
     def _dict(self) -> dict[str, Any]:
         out = roofline_section(self.result, self.depth)
+        if self.predicted is not None:
+            # Added keys: `latency_s` keeps its meaning (the bound); these sit beside it.
+            out["predicted"] = {**prediction_section(self.predicted), "method": GPU_METHOD}
+            out["predicted_latency_s"] = self.predicted.predicted_latency_s
+            out["roofline_latency_s"] = self.result.latency_s
+            out["prediction"] = self.predicted.conditions.get("prediction")
         if self.calibrated is not None:
             # Added keys: `latency_s` keeps its meaning (the bound); these sit beside it.
             out["calibrated"] = prediction_section(self.calibrated)
             out["predicted_latency_s"] = self.calibrated.predicted_latency_s
             out["roofline_latency_s"] = self.result.latency_s
         return out
+
+    @property
+    def predicted_latency_s(self) -> float | None:
+        """The GPU model's figure, else the calibrated one, else None."""
+        if self.predicted is not None:
+            return self.predicted.predicted_latency_s
+        return self.calibrated_latency_s
 
     @property
     def calibrated_latency_s(self) -> float | None:
@@ -292,10 +308,10 @@ class RooflineSection:
 
     def module_columns(self) -> dict[str, dict[str, Any]]:
         columns = {m["path"]: {k: m[k] for k in self.module_keys} for m in self._dict["modules"]}
-        if self.calibrated is not None and self.module_keys:
-            # Beside each module's bound (`latency_s`, older): the calibrated figure, and the
-            # bound again under the name the totals use.
-            cal = self.calibrated
+        cal = self.predicted or self.calibrated
+        if cal is not None and self.module_keys:
+            # Beside each module's bound (`latency_s`, older): the GPU model's or calibrated
+            # figure, and the bound again under the name the totals use.
             for path, row in columns.items():
                 if path in cal.modules:
                     row["predicted_latency_s"] = cal.modules[path]
@@ -356,6 +372,8 @@ class LLMSection:
     result: LLMResult
     local: Mapping[str, Any] | None = None  # `analysis.llm_measure.local_steps`: this machine
     dtype_reason: str | None = None  # why this precision, when the device chose it (no --dtype)
+    # GPU devices: the GPU performance model's figures (`analysis.llm_gpu.predicted_view`).
+    predicted: Mapping[str, Any] | None = None
 
     def __repr__(self) -> str:
         """A few lines: the device, settings and each batch's TTFT, TPOT, tokens/s and memory."""
@@ -387,6 +405,10 @@ class LLMSection:
             out["settings"]["dtype_reason"] = self.dtype_reason
         if self.local is not None:
             out["local"] = _copy(self.local)
+        if self.predicted is not None:
+            # Added keys: ttft_s / tpot_s keep their meaning (the bound); these sit beside them.
+            out["predicted"] = _copy(self.predicted)
+            out["settings"]["prediction"] = self.predicted["prediction"]
         return out
 
 

@@ -225,7 +225,8 @@ def _modules(r: dict[str, Any], e: _Esc, depth: int, fmt_c: Any, fmt_b: Any, fmt
     cols = ["#", "module", "type", "params", "MACs", "FLOPs", "other FLOPs", "bytes moved", "FLOPs %"]
     cols += ["live at peak"] * has_act + ["saved for bwd"] * has_saved
     cols += ["t_compute", "t_memory", "predicted", "bound"] * has_time
-    cols += ["calibrated"] * has_cal + ["measured (hooks)"] * has_meas
+    gpu = (r.get("roofline") or {}).get("prediction", "").startswith("gpu")
+    cols += ["GPU model" if gpu else "calibrated"] * has_cal + ["measured (hooks)"] * has_meas
     out = ["<h2>Modules</h2>",
            f'<p class="muted">Inclusive of sub-modules. Click a column to sort; # restores tree order. '
            f'Depth: <select class="mm-depth">{options}</select></p>',

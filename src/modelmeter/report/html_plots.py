@@ -154,8 +154,10 @@ def measured_modules_svg(report: dict[str, Any], top: int = 20) -> str | None:
     bound_ok = measured.get("prediction_hardware") is not None
     rows = measured_module_rows(report, top)
     series = [("measured (hooks)", "measured_latency_s", "#444444")]
-    if any(m.get("predicted_latency_s") is not None for m in rows):
-        series.append(("predicted, calibrated", "predicted_latency_s", "#2ca02c"))
+    # A prediction only beside a measurement on the kind of device it predicts.
+    if bound_ok and any(m.get("predicted_latency_s") is not None for m in rows):
+        gpu = (report.get("roofline") or {}).get("prediction", "").startswith("gpu")
+        series.append(("predicted, GPU model" if gpu else "predicted, calibrated", "predicted_latency_s", "#2ca02c"))
     if bound_ok and any(m.get("latency_s") for m in rows):
         series.append(("roofline bound", "latency_s", "#9ecae1"))
     if plt is None or not rows or len(series) == 1:

@@ -43,8 +43,44 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
         f"{format_bytes(hw['memory_bytes'], binary=True)} · max batch "
         f"{'unknown' if limit is None else limit} · decode fit error "
         f"{s['fit']['decode_max_rel_error']:.1e}"))
+    if s.get("predicted"):
+        out.extend(predicted_view(s["predicted"]))
     if s.get("local"):
         out.extend(local_view(s["local"]))
+    return out
+
+
+def predicted_view(p: dict[str, Any]) -> list[RenderableType]:
+    """`llm.predicted`: the GPU performance model's TTFT, TPOT and tokens/s beside the bound."""
+    m = p["model"]
+    table = Table(title=f"predicted by the GPU shape model ({p['runtime']} runtime; estimated)")
+    for col in ("batch", "time to 1st token", "time per token", "end to end", "tokens/s", "kernels / step"):
+        table.add_column(col, justify="right")
+    for b in p["batches"]:
+        table.add_row(str(b["batch"]), format_seconds(b["ttft_s"]), format_seconds(b["tpot_s"]),
+                      format_seconds(b["e2e_s"]), format_count(b["tokens_per_s"]), str(b["kernels_decode"]))
+    out: list[RenderableType] = [table, Text(
+        f"GEMMs by their shape on {m.get('sms') or '?'} SMs at the measured best-shape matmul rate, memory at "
+        f"{m['bandwidth_fraction']:.0%} of the datasheet bandwidth (measured) x {m['sustained_bandwidth (fitted)']:.2f} "
+        f"sustained (fitted), each kernel at least {format_seconds(m['launch_s'])} to launch")]
+    served = p.get("served")
+    if served:
+        if served["saturated"]:
+            out.append(Text(f"served at {served['rate_per_s']:g} requests/s: beyond what the device serves "
+                            "(no steady state: the queue grows)", style="yellow"))
+        else:
+            out.append(Text.assemble(
+                f"served at {served['rate_per_s']:g} requests/s (in-flight batching): ",
+                ("TTFT " + format_seconds(served["ttft_s"]), "bold"), ", ",
+                ("inter-token " + format_seconds(served["itl_s"]), "bold"),
+                f", {served['concurrency']:.1f} requests in flight, "
+                f"{format_count(served['output_tokens_per_s'])} output tokens/s"))
+    target = p.get("target")
+    if target:
+        wants = " and ".join(f"{k.split('_')[0].upper()} <= {format_seconds(v)}"
+                             for k, v in target.items() if k.endswith("_target_s") and v is not None)
+        out.append(Text(f"largest batch with {wants}: {target['max_batch']}"
+                        + (f" (memory allows {target['memory_max_batch']})" if target["memory_max_batch"] else "")))
     return out
 
 

@@ -27,12 +27,14 @@ def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top:
         f"at {rl['precision']}{eff}, vector {format_count(detail['vector_flops'], 'FLOP/s')}, "
         f"bandwidth {format_bytes(hw.memory_bandwidth_bytes_per_s)}/s, ridge point {rl['ridge_point']:.3g} "
         f"FLOP/byte; weights {rl['weights']}{_layout_note(rl)}, activations {rl['activations']}")]
-    cal = rl.get("calibrated")
-    # Calibrated per-module figures (this machine's 'local' profile only), beside the bound.
+    gpu = rl.get("predicted")
+    cal = gpu or rl.get("calibrated")
+    # Per-module predictions beside the bound: the GPU model's on a GPU, the calibrated one on
+    # this machine's 'local' profile.
     cal_modules = {m["path"]: m["predicted_latency_s"] for m in cal["modules"]} if cal else {}
     table = Table(title=f"{data['model']['name']} — roofline per module (estimated, unfused)")
     cols = ("module", "FLOPs", "bytes", "FLOP/B", "t_compute", "t_memory", "bound")
-    cols += ("bound time", "predicted (calibrated)") if cal else ()
+    cols += ("bound time", "predicted (GPU model)" if gpu else "predicted (calibrated)") if cal else ()
     for col in cols:
         table.add_column(col, justify="left" if col in ("module", "bound") else "right")
     for m in rl["modules"]:
@@ -51,7 +53,15 @@ def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top:
         f" per op, unfused ({rl['bound']}-bound: compute {format_seconds(rl['t_compute_s'])}, "
         f"memory {format_seconds(rl['t_memory_s'])}); {format_seconds(rl['latency_module_s'])} "
         f"module-level (seed); {format_seconds(rl['latency_fused_s'])} fully fused (lower bound)"))
-    if cal:
+    if gpu:
+        c = gpu.get("conditions") or {}
+        out.append(Text.assemble(
+            "predicted (GPU shape model, estimated): ", (format_seconds(gpu["predicted_latency_s"]), "bold"),
+            f" beside the bound {format_seconds(rl['latency_s'])}: {c.get('kernels', '?')} kernels, "
+            f"{c.get('runtime')} launches; GEMMs by M, N, K on {c.get('sms') or '?'} SMs at the measured "
+            f"best-shape matmul rate; other ops at {c.get('bandwidth_fraction', 0):.0%} of the datasheet "
+            "bandwidth (measured), with a size ramp"))
+    elif cal:
         c = cal.get("conditions") or {}
         out.append(Text.assemble(
             "calibrated prediction (this machine): ", (format_seconds(cal["predicted_latency_s"]), "bold"),
