@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "compare": "modelmeter.cli.report_cmd:compare",
     "history": "modelmeter.cli.store_cmd:history",
     "diff": "modelmeter.cli.store_cmd:diff",
+    "validate": "modelmeter.cli.validate_cmd:validate",
 }
 
 
