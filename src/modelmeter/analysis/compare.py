@@ -40,6 +40,8 @@ COMPARE_METRICS: tuple[tuple[str, str, str, str, Callable[[dict[str, Any]], floa
      _get("totals", "activations", "peak_inference_bytes")),
     ("latency_predicted", "predicted latency (roofline)", "s", "estimated", _get("roofline", "latency_s")),
     ("latency_fused", "predicted latency, fused bound", "s", "estimated", _get("roofline", "latency_fused_s")),
+    ("latency_gpu_model", "predicted latency (GPU shape model)", "s", "estimated",
+     _get("roofline", "predicted", "predicted_latency_s")),
     ("latency_measured", "measured latency (p50)", "s", "measured", _get("measured", "latency_s", "p50")),
     ("throughput", "measured throughput (items/s)", "1/s", "measured", _get("measured", "throughput_per_s")),
     ("energy", "energy per inference", "J", "measured or estimated",

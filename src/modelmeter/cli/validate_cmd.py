@@ -18,7 +18,7 @@ from .options import check_outputs, make_console, write_json
               help="Validate against your own measured rows (CSV or JSON) instead of the shipped ones.")
 @click.option("--only", "only", multiple=True, metavar="TABLE",
               help="Shipped rows of this table only (repeatable): megatron-2021, korthikanti-2022, "
-                   "megatron-core-h100, tensorrt-llm-h100.")
+                   "korthikanti-2022-memory, megatron-core-h100, tensorrt-llm-h100.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the validation as JSON ('-' = stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def validate(table_path, only, json_path, quiet) -> None:

@@ -312,6 +312,10 @@ def llm(model: Any, options: LLMOptions) -> LLMSection:
     """
     hw = local_for_these_threads(resolve_hardware(options.hardware))
     check_activations(hw, options.activations)  # before minutes of tracing
+    serving = options.rate is not None or options.ttft_target_s is not None or options.tpot_target_s is not None
+    if serving and not has_gpu_model(hw):
+        raise UserInputError(f"a request rate and TTFT/TPOT targets use the GPU performance model; {hw.id} "
+                             "is not a GPU with peaks in the database")
     dtype, dtype_reason = llm_dtype(hw, options.dtype)
     result = analyze_llm(
         model, hardware=hw, prompt=options.prompt, gen=options.gen, batches=options.batches,
@@ -330,9 +334,6 @@ def llm(model: Any, options: LLMOptions) -> LLMSection:
             batches=tuple(b.batch for b in result.batches), max_batch=result.max_batch,
             runtime=options.runtime, rate=options.rate, ttft_target_s=options.ttft_target_s,
             tpot_target_s=options.tpot_target_s)
-    elif options.rate is not None or options.ttft_target_s is not None or options.tpot_target_s is not None:
-        raise UserInputError(f"a request rate and TTFT/TPOT targets use the GPU performance model; {hw.id} "
-                             "is not a GPU with peaks in the database")
     return LLMSection(result, local, dtype_reason, predicted)
 
 

@@ -38,8 +38,9 @@ from ..core.errors import UserInputError
 __all__ = ["ROW_METRICS", "RowResult", "TableSummary", "Validation", "load_rows", "shipped_rows", "validate"]
 
 SCHEMA = "modelmeter.validation/1"
-ROW_METRICS = ("step_time_s", "tflops_per_gpu_hfu", "tflops_per_gpu_mfu", "ttft_s", "itl_s", "tpot_s")
-_TRAIN_METRICS = ("step_time_s", "tflops_per_gpu_hfu", "tflops_per_gpu_mfu")
+ROW_METRICS = ("step_time_s", "tflops_per_gpu_hfu", "tflops_per_gpu_mfu", "activation_bytes", "model_states_bytes",
+               "ttft_s", "itl_s", "tpot_s")
+_TRAIN_METRICS = ("step_time_s", "tflops_per_gpu_hfu", "tflops_per_gpu_mfu", "activation_bytes", "model_states_bytes")
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,9 @@ def _predict_train(row: dict[str, Any], hw: Any, gpu: Any, net: Any) -> tuple[fl
         raise UserInputError(f"{row['label']}: no layout matches")
     peak = hw.peak_flops_for(row["precision"], "matmul")
     value = {"step_time_s": best.step_time_s, "tflops_per_gpu_hfu": best.hfu * peak / 1e12,
-             "tflops_per_gpu_mfu": best.mfu * peak / 1e12}[row["metric"]]
+             "tflops_per_gpu_mfu": best.mfu * peak / 1e12,
+             "activation_bytes": best.activation_bytes_per_device,
+             "model_states_bytes": best.model_states_bytes_per_device}[row["metric"]]
     note = f"micro-batch {best.layout.micro_batch}" + ("" if best.fits else ", does not fit memory")
     return value, note
 

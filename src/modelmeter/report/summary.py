@@ -192,6 +192,13 @@ def _roofline_rows(rl: dict[str, Any] | None) -> list[SummaryRow]:
         _row("latency_predicted", "predicted latency (unfused, per op)", rl["latency_s"], "s",
              f"{format_seconds(rl['latency_s'])} ({rl.get('bound', '?')}-bound)", how, "latency"),
     ]
+    gpu = rl.get("predicted") or {}
+    if gpu.get("predicted_latency_s") is not None:
+        c = gpu.get("conditions") or {}
+        rows.append(_row("latency_gpu_model", "predicted latency, GPU shape model", gpu["predicted_latency_s"], "s",
+                         format_seconds(gpu["predicted_latency_s"]),
+                         f"estimated (GPU model, {hw}: {c.get('kernels', '?')} kernels, {c.get('runtime', '?')})",
+                         "latency"))
     cal = rl.get("calibrated") or {}
     if cal.get("predicted_latency_s") is not None:
         c = cal.get("conditions") or {}

@@ -310,7 +310,8 @@ def breakdown_table(report: dict[str, Any], depth: int) -> Table:
     has_act = any("peak_share_bytes" in m for m in mods)
     has_saved = any("saved_bytes" in m for m in mods)
     has_time = any("t_compute_s" in m for m in mods)
-    extra = [(key, head) for key, head in (("predicted_latency_s", "calibrated"),
+    gpu = (report.get("roofline") or {}).get("prediction", "").startswith("gpu")
+    extra = [(key, head) for key, head in (("predicted_latency_s", "GPU model" if gpu else "calibrated"),
                                            ("measured_latency_s", "measured (hooks)"))
              if any(key in m for m in mods)]
     table = Table(title="per module (inclusive)", header_style="bold")

@@ -9,7 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 _UNITS = {"step_time_s": ("s", 1.0), "ttft_s": ("ms", 1e3), "itl_s": ("ms", 1e3), "tpot_s": ("ms", 1e3),
-          "tflops_per_gpu_hfu": ("TFLOP/s/GPU", 1.0), "tflops_per_gpu_mfu": ("TFLOP/s/GPU", 1.0)}
+          "tflops_per_gpu_hfu": ("TFLOP/s/GPU", 1.0), "tflops_per_gpu_mfu": ("TFLOP/s/GPU", 1.0),
+          "activation_bytes": ("GiB", 2.0**-30), "model_states_bytes": ("GiB", 2.0**-30)}
 
 
 def _layout(row: dict[str, Any]) -> str:
@@ -35,7 +36,7 @@ def validate_view(data: dict[str, Any]) -> list[RenderableType]:
             unit, scale = _UNITS[r["metric"]]
             err = r["error"]
             style = "red" if err is not None and abs(err) > 0.25 else ""
-            table.add_row(r["label"], _layout(r), f"{r['metric'].removesuffix('_s')} ({unit})",
+            table.add_row(r["label"], _layout(r), f"{r['metric'].removesuffix('_s').removesuffix('_bytes')} ({unit})",
                           f"{r['published'] * scale:.4g}",
                           "—" if r["predicted"] is None else f"{r['predicted'] * scale:.4g}",
                           Text("—" if err is None else f"{err:+.1%}", style=style))
