@@ -34,9 +34,11 @@ from ..core.errors import UserInputError
 from ..core.precision import parse_precision
 from ..formulas import decoder_dims
 from ..hardware import Hardware
+from ..hardware.gpumodel import GpuModel
 from ..hardware.interconnect import Interconnect
 from .comm import ALL_REDUCE, P2P, collective_time, make_group
-from .llm import LLMCosts, llm_estimate
+from .llm import LLMCosts, _Coster, llm_estimate
+from .llm_gpu import gpu_llm_figures
 from .llm_trace import KV_READ, KV_WRITE
 from .plan import FREE, Fixed, Plan, check_fixed
 
@@ -103,11 +105,17 @@ def shard_costs(costs: LLMCosts, tp: int, pp: int, kv_heads: int | None) -> LLMC
 
 
 def evaluate_inference(costs: LLMCosts, hw: Hardware, layout: InferLayout, net: Interconnect | None, *,
-                       batch: int, weights: str | None, kv_dtype: str | None) -> InferCandidate:
+                       batch: int, weights: str | None, kv_dtype: str | None,
+                       gpu: GpuModel | None = None) -> InferCandidate:
     dims = decoder_dims(costs.config)
-    result = llm_estimate(shard_costs(costs, layout.tp, layout.pp, dims.kv_heads), hw, batches=(batch,),
-                          weights=weights, kv_dtype=kv_dtype, max_batch=True)
+    sharded = shard_costs(costs, layout.tp, layout.pp, dims.kv_heads)
+    result = llm_estimate(sharded, hw, batches=(batch,), weights=weights, kv_dtype=kv_dtype, max_batch=True)
     fig = result.batches[0]
+    prefill_s, step_s = fig.ttft_s, fig.tpot_s
+    if gpu is not None:  # the GPU performance model prices the sharded steps (llm_gpu.py)
+        coster = _Coster(sharded, hw, result.weights, result.kv_dtype)
+        g = gpu_llm_figures(sharded, coster, gpu, batch, tp=layout.tp)
+        prefill_s, step_s = g.prefill_s, g.tpot_s
     act_bytes = parse_precision(costs.dtype).bits / 8
     prefill_msg = batch * costs.prompt * dims.d_model * act_bytes
     decode_msg = batch * dims.d_model * act_bytes
@@ -120,8 +128,8 @@ def evaluate_inference(costs: LLMCosts, hw: Hardware, layout: InferLayout, net: 
                   + hops * collective_time(P2P, prefill_msg, pp_link) * (hops > 0))
         comm_d = (2 * dims.layers * collective_time(ALL_REDUCE, decode_msg, tp_group)
                   + hops * collective_time(P2P, decode_msg, pp_link) * (hops > 0))
-    ttft = fig.ttft_s + comm_p
-    tpot = fig.tpot_s + comm_d
+    ttft = prefill_s + comm_p
+    tpot = step_s + comm_d
     steps = costs.gen - 1
     e2e = ttft + steps * tpot
     replica = layout.tp * layout.pp
@@ -174,7 +182,8 @@ def _rank_key(objective: str) -> Any:
 
 def plan_inference(costs: LLMCosts, hw: Hardware, *, devices: int, nodes: int, net: Interconnect | None,
                    batch: int = 1, weights: str | None = None, kv_dtype: str | None = None,
-                   fixed: Fixed = FREE, objective: str = "throughput", limit: int = 50) -> Plan:
+                   fixed: Fixed = FREE, objective: str = "throughput", limit: int = 50,
+                   gpu: GpuModel | None = None) -> Plan:
     if objective not in OBJECTIVES:
         raise UserInputError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     if fixed.ep not in (None, 1):
@@ -186,7 +195,7 @@ def plan_inference(costs: LLMCosts, hw: Hardware, *, devices: int, nodes: int, n
         raise UserInputError(f"no interconnect figures for {hw.id}: plan it on one device")
     per_node = net.devices_per_node if net is not None else 1
     check_fixed(fixed, devices, per_node, decoder_dims(costs.config).layers)
-    found = [evaluate_inference(costs, hw, lay, net, batch=batch, weights=weights, kv_dtype=kv_dtype)
+    found = [evaluate_inference(costs, hw, lay, net, batch=batch, weights=weights, kv_dtype=kv_dtype, gpu=gpu)
              for lay in inference_layouts(costs, devices, per_node, fixed)]
     if not found:
         raise UserInputError(f"no tp x pp x dp layout of {devices} devices matches (tp within a node of "
@@ -202,9 +211,11 @@ def plan_inference(costs: LLMCosts, hw: Hardware, *, devices: int, nodes: int, n
         searched=len(found),
         settings={"prompt": costs.prompt, "gen": costs.gen, "batch": batch, "dtype": costs.dtype,
                   "weights": weights or costs.dtype, "kv_dtype": kv_dtype or costs.dtype,
-                  "objective": objective, "capacity_bytes": first.capacity_bytes},
+                  "objective": objective, "capacity_bytes": first.capacity_bytes,
+                  "prediction": "gpu-shape-model/1" if gpu is not None else "roofline",
+                  **({"gpu_model": gpu.describe()} if gpu is not None else {})},
         interconnect=net.to_dict() if net is not None else {},
-        assumptions=INFER_ASSUMPTIONS, notes=costs.notes,
+        assumptions=INFER_ASSUMPTIONS + ((INFER_GPU,) if gpu is not None else ()), notes=costs.notes,
     )
 
 
@@ -216,6 +227,10 @@ INFER_ASSUMPTIONS = (
     "2 all-reduces of the hidden states per layer per forward over the tp group, not overlapped",
     "batch = concurrent sequences per replica; dp replicas serve independent requests",
 )
+
+
+INFER_GPU = ("TTFT and TPOT: each replica's sharded prefill and decode steps priced by the GPU "
+             "performance model (eager kernel launches), plus the tp all-reduces")
 
 
 def _min_devices(costs: LLMCosts, hw: Hardware, net: Interconnect | None, per_node: int, batch: int,

@@ -211,7 +211,8 @@ def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, 
     hw.peak_flops_for(parse_precision(dtype).name, "matmul")
     costs = measure_llm_costs(model, prompt=prompt, gen=gen, dtype=dtype)
     result = plan_inference(costs, hw, devices=devices, nodes=nodes, net=net, batch=batch, weights=weights,
-                            kv_dtype=kv_dtype, fixed=fixed, objective=objective, limit=limit)
+                            kv_dtype=kv_dtype, fixed=fixed, objective=objective, limit=limit,
+                            gpu=gpu_model(hw) if has_gpu_model(hw) else None)
     # No module breakdown: the LLM view's traces are costed per step, not per module.
     counts = CountSection(
         model={"name": costs.model, "kind": "decoder", "source": "", "description": ""},
