@@ -34,8 +34,8 @@ from ..count.engine import ancestors
 from ..hardware import Hardware
 from ..hardware.gpumodel import GpuModel
 from .memory import checkpoint_blocks
-from .plan import Block, OpCost, TrainingProfile
 from .plan_gpu import GpuOp, gpu_op
+from .plan_layout import Block, OpCost, TrainingProfile
 from .roofline import OpTime, roofline
 from .tp_replicated import replicated_under_tp
 
