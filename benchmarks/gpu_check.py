@@ -9,7 +9,10 @@
    single-token step (one token, no KV cache: the weight-bound part of a
    decode step), each counted on meta, bounded by the roofline, predicted by
    the calibrated model and timed with `measure.timer.measure_latency`.
-3. One table: bound, prediction, measurement, predicted/measured.
+3. One table: bound, prediction, measurement, predicted/measured; with ``--hardware ID``
+   (the database id of the card, e.g. ``h100-sxm``) also the shape-aware GPU performance
+   model's prediction from its sourced constants (`hardware/gpumodel.py`), per case and,
+   per op class, the largest misses, so a run on a lent GPU checks that model too.
 
 ``--dry`` runs the same logic with tiny models and a minimal calibration, so
 that the script is tested on a CPU (``--device cpu --dry``) in seconds.
@@ -28,9 +31,12 @@ from typing import Any
 import torch
 
 from modelmeter import api
+from modelmeter.analysis.gpu_predict import gpu_predict
 from modelmeter.analysis.predict import predict
 from modelmeter.analysis.roofline import roofline
+from modelmeter.hardware import get_hardware
 from modelmeter.hardware.calibration import CalibrationSettings
+from modelmeter.hardware.gpumodel import gpu_model
 from modelmeter.hardware.local import short_calibration
 from modelmeter.measure.timer import measure_latency
 
@@ -72,10 +78,14 @@ def cases(dry: bool) -> Iterator[tuple[str, Any]]:
         yield label, api.analyse(name, device="cpu", **extra)
 
 
-def run_case(analysis: Any, device: str, hw: Any, model: Any, dry: bool) -> dict[str, float]:
+def run_case(analysis: Any, device: str, hw: Any, model: Any, dry: bool, gpu_hw: Any = None) -> dict[str, float]:
     counts = analysis.counts
     bound = roofline(counts, hw)
     pred = predict(counts, bound, model)
+    shape = math.nan
+    if gpu_hw is not None:
+        events = {e.index: e for e in analysis.trace.events}
+        shape = gpu_predict(events, counts, roofline(counts, gpu_hw), gpu_model(gpu_hw)).predicted_latency_s
     module = analysis.loaded.module.eval().to(device)
     args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in analysis.loaded.args)
     kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in analysis.loaded.kwargs.items()}
@@ -88,25 +98,29 @@ def run_case(analysis: Any, device: str, hw: Any, model: Any, dry: bool) -> dict
     lat = measure_latency(call, device=device, **timing)
     predicted = pred.predicted_latency_s if pred is not None else math.nan
     return {"bound_s": bound.latency_s, "predicted_s": predicted, "measured_s": lat.p50_s,
-            "ratio": predicted / lat.p50_s}
+            "ratio": predicted / lat.p50_s, "gpu_model_s": shape, "gpu_model_ratio": shape / lat.p50_s}
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dry", action="store_true", help="tiny models and a minimal calibration (tests)")
+    ap.add_argument("--hardware", help="database id of this GPU: also the GPU shape model's prediction")
     opts = ap.parse_args(argv)
+    gpu_hw = get_hardware(opts.hardware) if opts.hardware else None
     hw, model = calibrate(opts.device, opts.dry)
     print(f"{opts.device}: {hw.name}; matmul fp32 {hw.peak_flops['fp32'] / 1e12:.3g} TFLOP/s, bandwidth "
           f"{hw.memory_bandwidth_bytes_per_s / 1e9:.4g} GB/s, launch overhead "
           f"{model.classes['elementwise'].overhead_s * 1e6:.1f} us")
-    print(f"{'case':<24}{'bound ms':>10}{'pred ms':>10}{'meas ms':>10}{'pred/meas':>10}")
+    print(f"{'case':<24}{'bound ms':>10}{'pred ms':>10}{'meas ms':>10}{'pred/meas':>10}"
+          + (f"{'shape ms':>10}{'shape/meas':>11}" if gpu_hw else ""))
     rows = []
     for label, analysis in cases(opts.dry):
-        r = run_case(analysis, opts.device, hw, model, opts.dry)
+        r = run_case(analysis, opts.device, hw, model, opts.dry, gpu_hw)
         rows.append({"case": label, **r})
         print(f"{label:<24}{r['bound_s'] * 1e3:>10.3f}{r['predicted_s'] * 1e3:>10.3f}"
-              f"{r['measured_s'] * 1e3:>10.3f}{r['ratio']:>10.2f}", flush=True)
+              f"{r['measured_s'] * 1e3:>10.3f}{r['ratio']:>10.2f}"
+              + (f"{r['gpu_model_s'] * 1e3:>10.3f}{r['gpu_model_ratio']:>11.2f}" if gpu_hw else ""), flush=True)
     errors = sorted(abs(r["ratio"] - 1) for r in rows)
     print(f"median |predicted/measured - 1| = {errors[len(errors) // 2]:.2f}, worst {errors[-1]:.2f}")
     return rows
