@@ -186,14 +186,16 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
     `sp` and `checkpoint` are fixed when given and searched when not. A module (with
     `example_inputs`) is planned at its own precision.
     """
+    from .pipeline.options import PlanOptions
     from .pipeline.plan import plan as run_plan
 
-    return run_plan(model, example_inputs, hardware=hardware, devices=devices, nodes=nodes, train=train,
-                    optimizer=optimizer, zero=zero, global_batch=global_batch, seq=seq, checkpoint=checkpoint,
-                    master_fp32=master_fp32, sp=sp, vp=vp, overlap_grad_reduce=overlap_grad_reduce, dtype=dtype,
-                    prompt=prompt, gen=gen, batch=batch, weights=weights, kv_dtype=kv_dtype, tp=tp, pp=pp,
-                    dp=dp, ep=ep, micro_batch=micro_batch, efficiency=efficiency, fabric=fabric,
-                    objective=objective, limit=limit, name=name).to_report()
+    options = PlanOptions(hardware=hardware, devices=devices, nodes=nodes, train=train, optimizer=optimizer,
+                          zero=zero, global_batch=global_batch, seq=seq, checkpoint=checkpoint,
+                          master_fp32=master_fp32, sp=sp, vp=vp, overlap_grad_reduce=overlap_grad_reduce,
+                          dtype=dtype, prompt=prompt, gen=gen, batch=batch, weights=weights, kv_dtype=kv_dtype,
+                          tp=tp, pp=pp, dp=dp, ep=ep, micro_batch=micro_batch, efficiency=efficiency,
+                          fabric=fabric, objective=objective, limit=limit, name=name)
+    return run_plan(model, example_inputs, options).to_report()
 
 
 @keeps_rng

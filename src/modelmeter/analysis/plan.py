@@ -101,7 +101,7 @@ from .plan_layout import (
 
 __all__ = [
     "COMM_KINDS", "FREE", "Block", "Candidate", "Fixed", "Layout", "OpCost", "Plan", "TrainSettings",
-    "TrainingProfile", "candidate_dict", "check_fixed", "check_flag", "check_positive", "evaluate",
+    "TrainingProfile", "candidate_dict", "check_fixed", "evaluate",
     "interleaved_held", "layouts", "plan_section", "plan_training", "rank", "stage_split",
     "zero_model_states",
 ]
@@ -402,22 +402,3 @@ def plan_section(plan: Plan, candidate_to_dict: Any = None) -> dict[str, Any]:
                    "training step (or the LLM view's prefill/decode traces); times from the roofline and "
                    "NCCL-style collective models over sourced link bandwidths"),
     }
-
-
-def check_positive(value: int | None, name: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise UserInputError(f"--{name} must be a positive integer, got {value!r}")
-
-
-def check_flag(value: bool | None, name: str, optional: bool = False) -> None:
-    """A switch given from Python: True or False (or None where None means 'search')."""
-    if not (isinstance(value, bool) or (optional and value is None)):
-        raise UserInputError(f"--{name} is a switch: True or False{' or None' if optional else ''}, "
-                             f"got {value!r}")
-
-
-__all__ = [
-    "FREE", "Block", "Candidate", "Fixed", "Layout", "Plan", "TrainSettings", "TrainingProfile",
-    "candidate_dict", "check_fixed", "check_flag", "check_positive", "evaluate", "layouts",
-    "plan_section", "plan_training", "rank", "stage_split", "zero_model_states",
-]

@@ -53,6 +53,7 @@ def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global
          master_fp32, dtype, prompt, gen, batch, weights, kv_dtype, tp, pp, dp, ep, micro_batch, vp,
          overlap_grad_reduce, efficiency, objective, limit, html_path, json_path) -> None:
     """Plan training or inference across devices: layouts, memory per device, communication, time."""
+    from ..pipeline.options import PlanOptions
     from ..pipeline.plan import plan as run_plan
     from ..report.plan_render import render_plan
 
@@ -61,12 +62,13 @@ def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global
 
         check_html_path(html_path)
     check_outputs(json=json_path, html=html_path)  # before the trace, as every command does
-    report = run_plan(model, hardware=hardware, devices=devices, nodes=nodes, train=train, optimizer=optimizer,
-                      zero=zero, global_batch=global_batch, seq=seq, checkpoint=checkpoint,
-                      master_fp32=master_fp32, sp=sp, dtype=dtype, prompt=prompt, gen=gen, batch=batch,
-                      weights=weights, kv_dtype=kv_dtype, tp=tp, pp=pp, dp=dp, ep=ep, micro_batch=micro_batch,
-                      efficiency=efficiency, fabric=fabric, objective=objective, limit=limit, vp=vp,
-                      overlap_grad_reduce=overlap_grad_reduce).to_report()
+    options = PlanOptions(hardware=hardware, devices=devices, nodes=nodes, train=train, optimizer=optimizer,
+                          zero=zero, global_batch=global_batch, seq=seq, checkpoint=checkpoint,
+                          master_fp32=master_fp32, sp=sp, dtype=dtype, prompt=prompt, gen=gen, batch=batch,
+                          weights=weights, kv_dtype=kv_dtype, tp=tp, pp=pp, dp=dp, ep=ep, micro_batch=micro_batch,
+                          efficiency=efficiency, fabric=fabric, objective=objective, limit=limit, vp=vp,
+                          overlap_grad_reduce=overlap_grad_reduce or False)
+    report = run_plan(model, None, options).to_report()
     data = report.to_dict()
     console = make_console(json_to_stdout=json_path == "-")
     render_plan(console, data["plan"])

@@ -34,6 +34,7 @@ from ..measure.timer import check_timing, parse_device
 from ..sources.resolve import DEVICES as TRACE_DEVICES
 
 __all__ = [
+    "PlanOptions",
     "BenchOptions",
     "LLMOptions",
     "MemoryOptions",
@@ -357,3 +358,99 @@ class ReportOptions:
         _set(self, "optimizer", check_optimizer(self.optimizer))
         if self.module_depth is not None and self.module_depth < 0:
             raise UserInputError(f"module depth must be >= 0, got {self.module_depth}")
+
+
+# ------------------------------------------------------------------ plan
+
+
+def check_positive(value: Any, name: str) -> None:
+    """A count given from Python or the CLI: a positive whole number, or None (not given)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UserInputError(f"--{name} must be a positive whole number, got {value!r}")
+
+
+def check_flag(value: Any, name: str, optional: bool = False) -> None:
+    """A switch given from Python: True or False (or None where None means 'search' / 'default')."""
+    if not (isinstance(value, bool) or (optional and value is None)):
+        raise UserInputError(f"--{name} is a switch: True or False{' or None' if optional else ''}, "
+                             f"got {value!r}")
+
+
+PLAN_OBJECTIVES = ("throughput", "latency")
+_TRAIN_ONLY = ("zero", "global_batch", "seq", "micro_batch", "checkpoint", "vp")
+_INFER_ONLY = ("weights", "kv_dtype")
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The multi-device planner (`modelmeter plan`), every option checked when built.
+
+    Training (`train=True`) searches tp, pp, dp, ep, ZeRO stage, micro-batch, sequence
+    parallelism and recomputation; inference tp, pp and dp. Any of them given is fixed.
+    `vp` (training, with a fixed pp): model chunks per pipeline rank (Megatron-LM's
+    interleaved schedule), never searched; `overlap_grad_reduce`: the data-parallel gradient
+    reduction runs under the last micro-batch's backward. `master_fp32`: None keeps fp32
+    master weights with a 16-bit training precision (16 B/param with Adam), False is pure
+    16-bit training. `efficiency`: 'auto' prices a GPU with the shape-aware GPU model (other
+    devices: the roofline at the measured MAMF fraction where known); 'mamf', 'none' or a
+    number in (0, 1] prices with the roofline at that derated peak. Checks that need the
+    device or the model (the layout against its node size, its heads) are the pipeline's.
+    """
+
+    hardware: str
+    devices: int = 1
+    nodes: int | None = None
+    train: bool = False
+    optimizer: str = "adamw"
+    zero: int | None = None
+    global_batch: int | None = None
+    seq: int | None = None
+    checkpoint: bool | None = None
+    master_fp32: bool | None = None
+    sp: bool | None = None
+    dtype: str | None = None
+    prompt: int = 512
+    gen: int = 128
+    batch: int = 1
+    weights: str | None = None
+    kv_dtype: str | None = None
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    ep: int | None = None
+    micro_batch: int | None = None
+    efficiency: float | str | None = "auto"
+    fabric: str | None = None
+    objective: str = "throughput"
+    limit: int = 50
+    name: str | None = None
+    vp: int | None = None
+    overlap_grad_reduce: bool = False
+
+    def __post_init__(self) -> None:
+        for label, value in (("devices", self.devices), ("nodes", self.nodes), ("global-batch", self.global_batch),
+                             ("seq", self.seq), ("prompt", self.prompt), ("gen", self.gen), ("batch", self.batch),
+                             ("limit", self.limit), ("tp", self.tp), ("pp", self.pp), ("dp", self.dp),
+                             ("ep", self.ep), ("micro-batch", self.micro_batch), ("vp", self.vp)):
+            check_positive(value, label)
+        for label, value, optional in (("train", self.train, False), ("master-fp32", self.master_fp32, True),
+                                       ("overlap-grad-reduce", self.overlap_grad_reduce, False),
+                                       ("checkpoint", self.checkpoint, True), ("sp", self.sp, True)):
+            check_flag(value, label, optional)
+        if self.objective not in PLAN_OBJECTIVES:
+            raise UserInputError(f"--objective {self.objective!r}: expected one of {', '.join(PLAN_OBJECTIVES)}")
+        for precision in (self.dtype, self.weights, self.kv_dtype):
+            if precision is not None:
+                parse_precision(precision)  # a typo fails before the trace
+        if self.train:
+            for key in _INFER_ONLY:
+                if getattr(self, key) is not None:
+                    raise UserInputError(f"--{key.replace('_', '-')} applies to inference; drop --train")
+            _set(self, "optimizer", check_optimizer(self.optimizer))
+            return
+        for key in (*_TRAIN_ONLY, "overlap_grad_reduce"):
+            value = getattr(self, key)
+            if value is not None and value is not False:
+                raise UserInputError(f"--{key.replace('_', '-')} applies to training; add --train")
+        if self.master_fp32 is not None or self.optimizer != "adamw":
+            raise UserInputError("--optimizer and --master-fp32 apply to training; add --train")

@@ -16,98 +16,55 @@ from ..core.errors import UserInputError
 from ..core.precision import parse_precision
 from ..hardware.gpumodel import gpu_model, has_gpu_model
 from .model import Analysis, load
-from .options import ModelOptions
+from .options import ModelOptions, PlanOptions
 from .sections import CountSection, PlanSection, Sections
 
 TRAIN_DTYPES = ("fp32", "fp16", "bf16")
 
 
-def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, devices: int = 1,
-         nodes: int | None = None, train: bool = False, optimizer: str = "adamw", zero: int | None = None,
-         global_batch: int | None = None, seq: int | None = None, checkpoint: bool | None = None,
-         master_fp32: bool | None = None, sp: bool | None = None, dtype: str | None = None, prompt: int = 512,
-         gen: int = 128, batch: int = 1, weights: str | None = None, kv_dtype: str | None = None,
-         tp: int | None = None, pp: int | None = None, dp: int | None = None, ep: int | None = None,
-         micro_batch: int | None = None, efficiency: float | str | None = "auto", fabric: str | None = None,
-         objective: str = "throughput", limit: int = 50, name: str | None = None, vp: int | None = None,
-         overlap_grad_reduce: bool = False) -> Sections:
-    """Plan `model` on `devices` devices of `hardware` over `nodes` nodes (see `analysis/plan.py`).
+def plan(model: Any, example_inputs: Any, options: PlanOptions) -> Sections:
+    """Plan `model` with `options` (`PlanOptions`, checked when built; see `analysis/plan.py`).
 
-    Training (`train=True`) searches tp, pp, dp, ep, ZeRO stage, micro-batch, sequence
-    parallelism and recomputation; inference searches tp, pp and dp. Any of them given
-    is fixed. `vp` (training, with a fixed pp): model chunks per pipeline rank, Megatron-LM's
-    interleaved schedule, never searched. `overlap_grad_reduce` (training): the data-parallel
-    gradient reduction runs under the last micro-batch's backward. `efficiency`: 'auto'
-    derates the matrix peak by the device's measured max-achievable matmul fraction (MAMF)
-    where the database has one; a number in (0, 1] or None (the datasheet peak) otherwise.
     A module (with `example_inputs`) is planned at its own precision.
     """
-    from ..analysis.memory import check_optimizer
-    from ..analysis.plan import (
-        Fixed,
-        TrainSettings,
-        check_fixed,
-        check_flag,
-        check_positive,
-        plan_section,
-    )
+    from ..analysis.plan import Fixed, TrainSettings, check_fixed, plan_section
     from ..hardware import get_hardware
     from ..hardware.interconnect import get_interconnect
 
-    for label, value in (("devices", devices), ("nodes", nodes), ("global-batch", global_batch),
-                         ("seq", seq), ("prompt", prompt), ("gen", gen), ("batch", batch),
-                         ("limit", limit), ("tp", tp), ("pp", pp), ("dp", dp), ("ep", ep),
-                         ("micro-batch", micro_batch), ("vp", vp)):
-        check_positive(value, label)
-    for label, value, optional in (("train", train, False), ("master-fp32", master_fp32, True),
-                                   ("overlap-grad-reduce", overlap_grad_reduce, False),
-                                   ("checkpoint", checkpoint, True), ("sp", sp, True)):
-        check_flag(value, label, optional)
-    hw = get_hardware(hardware)
-    given_nodes, nodes = nodes, nodes or 1
-    per_node = None
-    if devices % nodes:
-        raise UserInputError(f"--devices {devices} does not split evenly over --nodes {nodes}")
-    if nodes > 1 or devices > 1:
+    o = options
+    hw = get_hardware(o.hardware)
+    nodes = o.nodes or 1
+    if o.devices % nodes:
+        raise UserInputError(f"--devices {o.devices} does not split evenly over --nodes {nodes}")
+    if nodes > 1 or o.devices > 1:
         # --nodes given: that many devices per node; else the device's usual node size.
-        per_node = devices // nodes if given_nodes is not None else None
-        net = get_interconnect(hw.id, fabric=fabric, devices_per_node=per_node)
-        if given_nodes is None and devices > net.devices_per_node:
-            nodes = math.ceil(devices / net.devices_per_node)
+        per_node = o.devices // nodes if o.nodes is not None else None
+        net = get_interconnect(hw.id, fabric=o.fabric, devices_per_node=per_node)
+        if o.nodes is None and o.devices > net.devices_per_node:
+            nodes = math.ceil(o.devices / net.devices_per_node)
     else:
-        net = get_interconnect(hw.id, fabric=fabric) if fabric else None
-    fixed = Fixed(tp=tp, pp=pp, dp=dp, ep=ep, zero=zero, micro_batch=micro_batch, sp=sp,
-                  checkpoint=checkpoint, vp=vp if train else None)
-    check_fixed(fixed, devices, net.devices_per_node if net else 1)
-    if train:
-        for label, value in (("--weights", weights), ("--kv-dtype", kv_dtype)):
-            if value is not None:
-                raise UserInputError(f"{label} applies to inference; drop --train")
-        optimizer = check_optimizer(optimizer)
-        dtype = _training_dtype(model, dtype)
+        net = get_interconnect(hw.id, fabric=o.fabric) if o.fabric else None
+    fixed = Fixed(tp=o.tp, pp=o.pp, dp=o.dp, ep=o.ep, zero=o.zero, micro_batch=o.micro_batch, sp=o.sp,
+                  checkpoint=o.checkpoint, vp=o.vp if o.train else None)
+    check_fixed(fixed, o.devices, net.devices_per_node if net else 1)
+    if o.train:
+        dtype = _training_dtype(model, o.dtype)
         if dtype not in TRAIN_DTYPES:
             raise UserInputError(f"--dtype {dtype}: training runs in {', '.join(TRAIN_DTYPES)}")
         # The GPU performance model prices GPU layouts unless a derating is asked for.
-        gpu = gpu_model(hw) if efficiency == "auto" and has_gpu_model(hw) else None
-        eff = None if gpu is not None else _efficiency(hw, dtype, efficiency)
-        settings = TrainSettings(global_batch=global_batch or 8 * devices, optimizer=optimizer,
-                                 master_fp32=master_fp32 is not False, param_bytes=parse_precision(dtype).bits / 8,
-                                 overlap_grad_reduce=overlap_grad_reduce)
-        return _plan_training(model, example_inputs, hw, net, settings, fixed, devices=devices, nodes=nodes,
-                              seq=seq, dtype=dtype, efficiency=eff, limit=limit, name=name,
+        gpu = gpu_model(hw) if o.efficiency == "auto" and has_gpu_model(hw) else None
+        eff = None if gpu is not None else _efficiency(hw, dtype, o.efficiency)
+        settings = TrainSettings(global_batch=o.global_batch or 8 * o.devices, optimizer=o.optimizer,
+                                 master_fp32=o.master_fp32 is not False, param_bytes=parse_precision(dtype).bits / 8,
+                                 overlap_grad_reduce=o.overlap_grad_reduce)
+        return _plan_training(model, example_inputs, hw, net, settings, fixed, devices=o.devices, nodes=nodes,
+                              seq=o.seq, dtype=dtype, efficiency=eff, limit=o.limit, name=o.name,
                               section=plan_section, gpu=gpu)
-    for label, value in (("--zero", zero), ("--global-batch", global_batch), ("--seq", seq),
-                         ("--micro-batch", micro_batch), ("--checkpoint", checkpoint), ("--vp", vp),
-                         ("--overlap-grad-reduce", overlap_grad_reduce or None)):
-        if value is not None:
-            raise UserInputError(f"{label} applies to training; add --train")
-    if master_fp32 is not None or optimizer != "adamw":
-        raise UserInputError("--optimizer and --master-fp32 apply to training; add --train")
     if example_inputs is not None:
         raise UserInputError("inference planning traces its own prefill and decode inputs: drop example_inputs")
-    return _plan_inference(model, hw, net, fixed, devices=devices, nodes=nodes, dtype=dtype or "fp16",
-                           prompt=prompt, gen=gen, batch=batch, weights=weights, kv_dtype=kv_dtype,
-                           objective=objective, limit=limit)
+    return _plan_inference(model, hw, net, fixed, devices=o.devices, nodes=nodes, dtype=o.dtype or "fp16",
+                           prompt=o.prompt, gen=o.gen, batch=o.batch, weights=o.weights, kv_dtype=o.kv_dtype,
+                           objective=o.objective, limit=o.limit)
 
 
 def _training_dtype(model: Any, dtype: str | None) -> str:
