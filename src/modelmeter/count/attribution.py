@@ -6,9 +6,12 @@ child's weights without calling the child: `nn.MultiheadAttention` hands
 the output projection's product runs under the attention module and `out_proj`
 (never called) showed zero work. The product is the work of the module whose
 weight it multiplies, so an op that reads a parameter of a module nested inside
-the one it ran under is counted there. A weight owned elsewhere (a tied LM head
-reading the embedding's table) keeps the op where it ran: the embedding did no
-product.
+the one it ran under is counted there, when that module is never called itself
+(its weights are only ever used by its parent). A module that is called keeps
+only its own calls' ops (a root reusing a tied embedding table as its LM head
+leaves that product at the root, where pipeline planning expects the head), and
+a weight owned elsewhere (a tied `lm_head` reading the embedding's table) keeps
+the op where it ran.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ __all__ = ["parameter_owners", "work_module"]
 
 
 def parameter_owners(trace: Trace) -> dict[int, str]:
-    """Storage id of each parameter -> the module that owns it."""
-    return {p.storage: p.module for p in trace.parameters}
+    """Storage id of each parameter -> the module that owns it, for modules never called."""
+    uncalled = {m.path for m in trace.modules if m.calls == 0}
+    return {p.storage: p.module for p in trace.parameters if p.module in uncalled}
 
 
 def work_module(event: OpEvent, owners: dict[int, str]) -> str:
