@@ -121,3 +121,30 @@ def test_shape_that_does_not_fit_names_the_layer(tmp_path):
     assert proc.returncode == 2
     assert "'2'" in proc.stderr and "Linear" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+MHA = """
+import torch
+
+def build():
+    torch.manual_seed(0)
+    x = torch.randn(10, 2, 64)  # (L, N, E): batch_first=False, PyTorch's default
+    return torch.nn.MultiheadAttention(64, 4), (x, x, x)
+"""
+
+
+def test_multihead_attention_out_proj_gets_the_work_on_its_weight(run_main, tmp_path, monkeypatch):
+    """nn.MultiheadAttention never calls out_proj: it hands out_proj.weight to F.linear. The
+    product is out_proj's work all the same (closed forms, L=10, N=2, E=64, 4 heads)."""
+    (tmp_path / "mm_mha.py").write_text(MHA)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, err = run_main("count", "mm_mha:build", "--json", "-")
+    assert code == 0, err
+    data = json.loads(out)
+    modules = {m["path"]: m for m in data["modules"]}
+    L, N, E = 10, 2, 64
+    in_proj, scores, values, out_proj = 3 * L * N * E * E, N * L * L * E, N * L * L * E, L * N * E * E
+    assert modules["out_proj"]["macs"] == out_proj
+    assert modules[""]["macs"] == data["totals"]["macs"] == in_proj + scores + values + out_proj
+    # Its bias add is in the same addmm; the weight's bytes are read there too.
+    assert modules["out_proj"]["bytes_read"] >= (E * E + E) * 4

@@ -284,3 +284,92 @@ def test_history_keeps_whole_run_ids_in_a_narrow_terminal(home: Path, capsys: py
     row = next(i for i, line in enumerate(lines) if line.startswith(run))
     start = lines[row].index("a100")
     assert (lines[row][start:] + lines[row + 1][start:]).replace(" ", "") == "a100-sxm4-80gb", lines[row:row + 2]
+
+
+# --- settings: a gate compares like with like -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2_two_settings(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """Two real gpt2 reports at different batch, sequence length and precision."""
+    folder = tmp_path_factory.mktemp("settings")
+    a, b = str(folder / "a.json"), str(folder / "b.json")
+    for args in (["--seq", "16", "--json", a], ["--seq", "32", "--batch", "2", "--dtype", "bf16", "--json", b]):
+        try:
+            main(["count", "gpt2", *args])
+        except SystemExit as exc:
+            assert not exc.code, exc
+    return a, b
+
+
+def test_diff_names_the_settings_that_differ(run_main, gpt2_two_settings, home: Path) -> None:
+    a, b = gpt2_two_settings
+    code, out, err = run_main("diff", a, b)
+    assert code == 0, err
+    # The 4x MACs are 2x batch times 2x tokens (the attention core grows 8x), not a
+    # regression: the terminal says so before the table.
+    assert "settings differ" in out
+    for words in ("seq 16 vs 32", "dtype fp32 vs bf16", "inputs input_ids[1, 16] int64 vs input_ids[2, 32] int64"):
+        assert words in out, (words, out)
+    code, out, err = run_main("diff", a, b, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["schema"] == "modelmeter.diff/1"
+    assert doc["same_settings"] is False
+    changed = {row["setting"]: (row["a"], row["b"]) for row in doc["settings_changed"]}
+    assert set(changed) == {"inputs", "seq", "dtype"}  # batch is unset (preset default) in A
+    assert changed["seq"] == (16, 32) and changed["dtype"] == ("fp32", "bf16")
+    assert any("settings differ" in note for note in doc["notes"])
+    # A run against itself: same settings, no note.
+    code, out, err = run_main("diff", a, a, "--json")
+    doc = json.loads(out)
+    assert doc["same_settings"] is True and doc["settings_changed"] == [] and doc["notes"] == []
+
+
+def test_a_gate_refuses_runs_with_different_settings(run_main, gpt2_two_settings, home: Path) -> None:
+    a, b = gpt2_two_settings
+    for extra in ([], ["--json"]):
+        code, out, err = run_main("diff", a, b, "--fail-on", "macs>+5%", *extra)
+        assert code == 2, (out, err)
+        assert err.count("\n") == 1 and "Traceback" not in err and out == ""
+        assert "different settings" in err and "seq 16 vs 32" in err and "--allow-settings-change" in err
+    # Asked for: the gate runs and fails on the 4x MACs, the note stays.
+    code, out, err = run_main("diff", a, b, "--fail-on", "macs>+5%", "--allow-settings-change")
+    assert code == 1, err
+    assert "settings differ" in out and "FAIL" in out and "+301.0%" in out
+    code, out, err = run_main("diff", a, b, "--fail-on", "params>0%", "--allow-settings-change", "--json")
+    assert code == 0, err
+    assert json.loads(out)["passed"] is True
+
+
+@pytest.mark.parametrize(
+    "where, value, setting",
+    [
+        (("measured", "device"), "cuda", "device"),
+        (("roofline", "hardware"), "h100-sxm", "hardware"),
+        (("measured", "conditions", "threads"), 8, "threads"),
+        (("environment", "torch"), "2.14.1", "torch"),
+    ],
+)
+def test_every_setting_of_the_issue_is_compared(run_main, home: Path, where, value, setting) -> None:
+    base = _report()
+    base["measured"]["device"] = "cpu"
+    base["roofline"]["hardware"] = "local"
+    base["measured"]["conditions"] = {"threads": 2}
+    base["environment"] = {"torch": "2.13.0+cpu"}
+    other = copy.deepcopy(base)
+    node = other
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    a, b = _write(home / "a.json", base), _write(home / "b.json", other)
+    code, out, err = run_main("diff", a, b, "--json")
+    assert code == 0, err
+    assert [row["setting"] for row in json.loads(out)["settings_changed"]] == [setting]
+    code, _, err = run_main("diff", a, b, "--fail-on", "flops>0%")
+    assert code == 2 and setting in err
+    # Present on one side only (B not measured, say): unknown, not a change.
+    del other[where[0]]
+    b = _write(home / "b.json", other)
+    code, out, err = run_main("diff", a, b, "--json")
+    assert setting not in [row["setting"] for row in json.loads(out)["settings_changed"]]

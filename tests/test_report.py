@@ -81,7 +81,7 @@ def test_summary_says_how_each_figure_was_obtained(full):
 
 def test_csv_has_one_row_per_module(full):
     rows = list(csv.DictReader(io.StringIO(render_csv(full))))
-    assert [r["path"] for r in rows] == [m["path"] for m in full.modules]
+    assert [r["path"] for r in rows] == [m["path"] or "(model)" for m in full.modules]
     assert int(rows[0]["macs"]) == full.totals["macs"]
     assert {"t_compute_s", "t_memory_s", "latency_s", "bound", "peak_share_bytes"} <= set(rows[0])
 
@@ -276,3 +276,31 @@ def test_default_hardware_is_the_local_profile(factory):
     assert report.roofline["hardware"] == "local"
     # A CPU profile and a CPU measurement: the roofline efficiency is reported.
     assert report.measured["sweep"][0]["roofline_efficiency"] is not None
+
+
+CSV_TINY = """
+import torch
+
+def build():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 8)), (torch.randn(2, 32),)
+"""
+
+
+def test_report_csv_names_the_root_and_writes_plain_cells(run_main, tmp_path, monkeypatch):
+    """A spreadsheet reads every cell: the root row is named, shapes and dtypes are plain text."""
+    (tmp_path / "mm_csv_tiny.py").write_text(CSV_TINY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run_main("report", "mm_csv_tiny:build", "--no-measure", "--hardware", "h100-sxm",
+                            "--csv", str(tmp_path / "r.csv"))
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
+    root = rows[0]
+    assert root["path"] == "(model)" and root["type"] == "Sequential" and root["depth"] == "0"
+    assert [r["path"] for r in rows[1:]] == ["0", "1", "2"]
+    assert int(root["macs"]) == 2 * 32 * 64 + 2 * 64 * 8  # batch 2 through both Linear layers
+    assert root["input_shapes"] == "2x32" and root["input_dtypes"] == "float32"
+    assert rows[3]["output_shapes"] == "2x8"
+    for row in rows:
+        for column, value in row.items():
+            assert not value.startswith(("[", "(")) or column == "path", (column, value)

@@ -200,6 +200,31 @@ def test_compare_json(run_main, tiny: Path) -> None:
     validate(data, "compare_document")
 
 
+def test_diff_json(run_main, tiny: Path) -> None:
+    """The document a CI gate reads: two real reports, with and without a settings change."""
+    a, b, c = (str(tiny / name) for name in ("a.json", "b.json", "c.json"))
+    for path, extra in ((a, ()), (b, ()), (c, ("--dtype", "bf16"))):
+        code, _, err = run_main("roofline", "tinyschema:build", "--hardware", "h100-sxm", *extra,
+                                "--json", path)
+        assert code == 0, err
+
+    def diff_json(*args: str) -> Any:
+        code, out, err = run_main("diff", *args, "--json")  # a flag here: diff writes to stdout
+        assert code in (0, 1), err
+        return json.loads(out)
+
+    same = diff_json(a, b, "--fail-on", "flops>0%,latency_p50>+5%")
+    assert same["schema"] == "modelmeter.diff/1" and same["same_settings"] is True
+    assert [gate["status"] for gate in same["gates"]] == ["pass", "missing"]
+    validate(same, "diff_document")
+    changed = diff_json(a, c, "--fail-on", "flops>0%", "--allow-settings-change")
+    # The float input follows the precision: [2, 32] float32 vs bfloat16.
+    assert [row["setting"] for row in changed["settings_changed"]] == ["inputs", "dtype"]
+    assert changed["settings_changed"][1] == {"setting": "dtype", "a": "fp32", "b": "bf16"}
+    assert changed["allow_settings_change"] is True and changed["notes"]
+    validate(changed, "diff_document")
+
+
 @pytest.mark.slow  # the LLM traces plus a traced training step
 def test_plan_json_inference_and_training(run_main) -> None:
     infer = run_json(run_main, "plan", "tinyllama", "--hardware", "h100-sxm", "--devices", "2",

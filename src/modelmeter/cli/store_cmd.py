@@ -2,7 +2,10 @@
 
 `diff` compares two reports, each a stored run id (or unique prefix) or a path
 to a JSON report, and with ``--fail-on`` works as a CI gate: exit 1 when a gate
-fails (or its metric is missing), 2 on bad input, 0 otherwise.
+fails (or its metric is missing), 2 on bad input, 0 otherwise. A gate on two
+runs whose settings differ (batch, precision, hardware, torch …) is bad input
+unless ``--allow-settings-change`` says the change is meant: "-94 % MACs" from a
+smaller batch is no regression and no improvement.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ from ..report.diff import (
     METRICS,
     GateResult,
     MetricChange,
+    SettingChange,
+    describe_settings,
     diff_reports,
     evaluate_gates,
     model_name,
     models_note,
     parse_gates,
+    settings_changes,
+    settings_note,
 )
 from ..store import RunStore, StoredRun
 from .options import make_console
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 _REPORT_SCHEMA_PREFIX = "modelmeter.report/"
+DIFF_SCHEMA = "modelmeter.diff/1"
 _DB_OPTION = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -75,6 +83,12 @@ def history(model: str | None, limit: int, db: Path | None, as_json: bool) -> No
     help="Comma-separated gates, e.g. 'latency_p50>+5%,flops>0%,throughput<-10%'; "
     "exit 1 when one holds or its metric is missing. Metrics: " + ", ".join(METRICS) + ".",
 )
+@click.option(
+    "--allow-settings-change",
+    is_flag=True,
+    help="Gate even when the runs' settings differ (inputs, batch, seq, dtype, device, "
+    "hardware, threads, torch); without it such a gate is refused (exit 2).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the changes and gate results as JSON.")
 @click.pass_context
 def diff(
@@ -83,6 +97,7 @@ def diff(
     run_b: str,
     db: Path | None,
     fail_on: str | None,
+    allow_settings_change: bool,
     as_json: bool,
 ) -> None:
     """Compare two reports: RUN_A and RUN_B are stored run ids or JSON report files."""
@@ -91,15 +106,24 @@ def diff(
     with RunStore(db) as store:
         source_a, report_a = _load(run_a, store)
         source_b, report_b = _load(run_b, store)
+    setting_changes = settings_changes(report_a, report_b)
+    if gates and setting_changes and not allow_settings_change:
+        raise UserInputError(
+            f"A and B ran with different settings ({describe_settings(setting_changes)}): a gate compares "
+            "like with like; rerun one with the other's settings, or pass "
+            "--allow-settings-change if the change is meant"
+        )
     changes = diff_reports(report_a, report_b)
     results = evaluate_gates(changes, gates)
     failed = [result for result in results if result.failed]
     note = models_note(report_a, report_b)
+    notes = [text for text in (note, settings_note(setting_changes)) if text]
 
     if as_json:
         click.echo(
             json.dumps(
                 {
+                    "schema": DIFF_SCHEMA,
                     "a": source_a,
                     "b": source_b,
                     "changes": [_change_json(change) for change in changes],
@@ -107,7 +131,10 @@ def diff(
                     "passed": not failed,
                     "models": {"a": model_name(report_a), "b": model_name(report_b)},
                     "same_model": note is None,
-                    "notes": [note] if note else [],
+                    "same_settings": not setting_changes,
+                    "settings_changed": [_setting_json(change) for change in setting_changes],
+                    "allow_settings_change": allow_settings_change,
+                    "notes": notes,
                 },
                 indent=2,
             )
@@ -117,7 +144,7 @@ def diff(
 
         console = _console()
         for item in diff_view(_describe(source_a), _describe(source_b), changes, results,
-                              notes=[note] if note else []):
+                              notes=notes):
             console.print(item)
     if failed:
         # stderr too, so the CI log says why the step failed even if stdout is captured.
@@ -191,6 +218,10 @@ def _change_json(change: MetricChange) -> dict[str, Any]:
         "delta": change.delta,
         "relative": change.relative,
     }
+
+
+def _setting_json(change: SettingChange) -> dict[str, Any]:
+    return {"setting": change.setting, "a": change.a, "b": change.b}
 
 
 def _gate_json(result: GateResult) -> dict[str, Any]:

@@ -21,10 +21,12 @@ output once (the upper bound a compiler's fusion lowers).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import replace
 
 from ..core.events import BUFFER, PARAMETER, OpEvent, Trace
 from ..core.results import SOURCE_OURS, SOURCE_PYTORCH, Counts, CountTotals, ModuleCounts, OpCount
 from . import contractions  # noqa: F401 - registers the formulas
+from .attribution import parameter_owners, work_module
 from .moe import active_params, lookup_only_params, routing_mode, scale_expert_reads
 from .other import INPLACE_VIEWS, estimated_flops, is_data_movement, other_flops
 from .quantization import parameter_sizes
@@ -73,6 +75,10 @@ def count_op(event: OpEvent) -> OpCount:
     )
 
 
+def _with_module(op: OpCount, module: str) -> OpCount:
+    return op if op.module == module else replace(op, module=module)
+
+
 def _aliases_input(event: OpEvent) -> bool:
     if event.packet in INPLACE_VIEWS:  # restride their input in place: metadata only
         return True
@@ -114,7 +120,10 @@ def count_trace(
     `precision` sets the bytes per parameter (e.g. 'int4'); None keeps the
     traced dtypes' real sizes.
     """
-    ops = scale_expert_reads(tuple(count_op(e) for e in trace.events if e.phase == phase), trace)
+    # Work on a nested module's weight is that module's (attribution.py: MultiheadAttention's out_proj).
+    owners = parameter_owners(trace)
+    ops = scale_expert_reads(tuple(_with_module(count_op(e), work_module(e, owners))
+                                   for e in trace.events if e.phase == phase), trace)
     uncounted = Counter(o.op for o in ops if o.category == "uncounted")
 
     own: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])

@@ -88,10 +88,12 @@ class Hardware:
         if key == "tf32" and "fp32" in table:
             # Documented fallback: without TF32 units, allow_tf32 runs plain fp32.
             return table["fp32"]
-        have = ", ".join(p for p in PRECISION_KEYS if p in table) or "none"
+        have = ", ".join(p for p in PRECISION_KEYS if p in table)
+        # An entry with no sourced peak at all (Apple's GPUs) serves no roofline at any precision.
+        hint = have or "none (no published figure to source), so it serves no roofline; pick another device from `modelmeter hardware list`"
         raise UserInputError(
             f"{self.id} has no {op_class} peak for {precision} in the database; "
-            f"it has: {have}"
+            f"it has: {hint}"
         )
 
     def ridge_point(self, precision: str) -> float:

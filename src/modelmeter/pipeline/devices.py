@@ -8,6 +8,7 @@ how to get one), and whether the CUDA device asked for exists.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..analysis.roofline import check_precisions
@@ -37,6 +38,22 @@ def check_device(device: str) -> str:
     if index is not None and index >= count:
         raise UserInputError(f"--device {device}: only {count} CUDA device(s), cuda:0..cuda:{count - 1}")
     return f"cuda:{index}" if index is not None else "cuda"
+
+
+def precision_check(hw: Hardware, dtype: str | None, weights: str | None = None, *,
+                    weights_option: bool = True) -> Callable[[str], None]:
+    """The check `analyse(check=...)` runs between building the model and tracing it: `hw`
+    must have a matrix peak at the precision the trace will count. Without a `dtype` that is
+    the model's own precision, known only once it is built; the message says so."""
+    def check(precision: str) -> None:
+        try:
+            check_precisions(hw, precision, weights, weights_option=weights_option)
+        except UserInputError as exc:
+            if dtype is not None or not hw.peak_flops:  # asked for, or no precision would do
+                raise
+            raise UserInputError(f"{exc} ({precision} is the model's own precision: pass --dtype "
+                                 f"with one {hw.id} has)") from exc
+    return check
 
 
 def resolve_hardware(hardware: Any) -> Hardware:

@@ -149,9 +149,38 @@ def analyse_loaded(loaded: LoadedModel, options: ModelOptions, *, backward: bool
                     options.attention)
 
 
-def analyse(options: ModelOptions, *, backward: bool = False) -> Analysis:
-    """Load, trace once, count. `backward=True` also traces the training step."""
-    return analyse_loaded(load(options), options, backward=backward)
+def loaded_precision(loaded: LoadedModel, dtype: str | None) -> str:
+    """The compute precision a trace of `loaded` will count: `dtype` when given, else the
+    one `traced_dtype` will find (floating parameters, else floating inputs, else fp32)."""
+    if dtype is not None:
+        return dtype
+    tensors = [*loaded.module.parameters(), *_tensors((loaded.args, loaded.kwargs))]
+    for t in tensors:
+        if t.is_floating_point():
+            return parse_precision(str(t.dtype).replace("torch.", "")).name
+    return "fp32"
+
+
+def _tensors(value: Any) -> list[Any]:
+    """Every tensor in a nested structure, in order."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    return [leaf for leaf in tree_leaves(value) if isinstance(leaf, torch.Tensor)]
+
+
+def analyse(options: ModelOptions, *, backward: bool = False,
+            check: Callable[[str], None] | None = None) -> Analysis:
+    """Load, trace once, count. `backward=True` also traces the training step.
+
+    `check`, when given, sees the precision the trace will count (`loaded_precision`)
+    after the model is built and before it is traced: a device that cannot serve it
+    is refused before any tracing.
+    """
+    loaded = load(options)
+    if check is not None:
+        check(loaded_precision(loaded, options.dtype))
+    return analyse_loaded(loaded, options, backward=backward)
 
 
 def trace_training(analysis: Analysis) -> tuple[Trace, Counts]:
@@ -313,6 +342,10 @@ class BatchModels:
     def module(self) -> Any:
         """The real model on the device (None until the first `make_call`)."""
         return self._module
+
+    def precision(self) -> str:
+        """The precision the prediction will count (`loaded_precision` of the meta model)."""
+        return loaded_precision(self._resolve(None, "meta"), self.options.dtype)
 
     def default_batch(self) -> int:
         """The model's own example batch (leading dim of its first tensor input), else 1."""

@@ -49,7 +49,14 @@ from .calibrated import (
     local_for_these_threads,
     local_perf_model,
 )
-from .devices import check_device, prediction_hardware, report_hardware, resolve_hardware, same_kind
+from .devices import (
+    check_device,
+    precision_check,
+    prediction_hardware,
+    report_hardware,
+    resolve_hardware,
+    same_kind,
+)
 from .model import (
     Analysis,
     BatchModels,
@@ -193,7 +200,7 @@ def roofline(model: ModelOptions, options: RooflineOptions) -> Sections:
         model = replace(model, dtype=model.dtype or "fp16")
         weights = default_weights(act, weights)
     check_precisions(hw, model.dtype, weights)
-    analysis = analyse(model)
+    analysis = analyse(model, check=precision_check(hw, model.dtype, weights))
     # On this machine's 'local' profile, the calibrated prediction sits beside the bound
     # (when one is cached for the current threads and torch; never calibrated here).
     return Sections(CountSection.from_analysis(analysis),
@@ -240,8 +247,10 @@ def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -
         raise UserInputError("bench takes a model spec string (a preset, folder, pkg.module:factory…)")
     device = check_device(options.device)
     meter = select_meter(options.meter, device) if options.energy else None
-    hw, hw_note = prediction_hardware(options.hardware, device, model.dtype, hooks.calibration())
     models = BatchModels(model, device)
+    # The precision the predictions will count, known before anything is timed: a device
+    # named that lacks it is refused here, not in every row after the measurement.
+    hw, hw_note = prediction_hardware(options.hardware, device, models.precision(), hooks.calibration())
     batches = list(options.batches) if options.batches else [models.default_batch()]
     first: list[tuple[Analysis, RooflineSection | None]] = []  # the first batch predicted
     current = {"batch": batches[0]}
@@ -433,8 +442,11 @@ def report(model: ModelOptions, options: ReportOptions, hooks: Hooks = NO_HOOKS)
         notes.append(note)
 
     hooks.status("tracing and counting")
-    # A spec is built on meta; batch, seq and inputs that cannot apply are refused there.
-    analysis = analyse(model)
+    # A spec is built on meta; batch, seq and inputs that cannot apply are refused there, and a
+    # device named by id that lacks the model's precision before the trace.
+    named = hw if options.hardware is not None else None
+    analysis = analyse(model, check=precision_check(named, model.dtype, weights_option=False)
+                       if named is not None else None)
     counts = CountSection.from_analysis(analysis)
     hooks.status("activation memory")
     memory = memory_section(analysis, MemoryOptions(train=options.train,
@@ -482,6 +494,10 @@ def compare(models: Sequence[str | None], *, dtypes: Sequence[str | None] = (Non
         raise UserInputError("compare needs two or more columns: give two or more models, or several "
                              "--dtype or --batch values (one model alone: `modelmeter report`)")
     options = options or ReportOptions(measure=False, energy=False, environment=False)
+    if options.hardware is not None:
+        for dtype in dtypes:  # every column's precision on the device, before the first trace
+            if dtype is not None:
+                report_hardware(options.hardware, dtype)
     reports = [
         report(ModelOptions(spec, inputs=tuple(inputs) if inputs else None, batch=batch, seq=seq,
                             dtype=dtype), options, hooks).to_report()

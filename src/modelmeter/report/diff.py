@@ -16,6 +16,11 @@ A gate on a metric missing from either report **fails** (status
 ``"missing"``): a CI gate that silently passes because the number was never
 measured is worse than one that asks for it. A relative gate where A is 0 uses
 ±infinity for any change from 0 (so ``flops>+5%`` fails when flops appear).
+
+Two runs are compared like with like: `settings_changes` lists the settings in
+`SETTINGS` (inputs, batch, precision, device, hardware, threads, torch …) whose
+values differ where both reports state one, and the CLI refuses to gate on a
+diff that has any unless the user says the change is meant.
 """
 
 from __future__ import annotations
@@ -30,18 +35,24 @@ from ..core.units import format_bytes, format_count, format_seconds
 
 __all__ = [
     "METRICS",
+    "SETTINGS",
     "Gate",
     "GateResult",
     "Metric",
     "MetricChange",
+    "SettingChange",
+    "describe_settings",
     "diff_reports",
     "evaluate_gates",
     "format_change",
+    "format_setting",
     "format_value",
     "metric_value",
     "model_name",
     "models_note",
     "parse_gates",
+    "settings_changes",
+    "settings_note",
 ]
 
 
@@ -153,6 +164,83 @@ def diff_reports(a: dict[str, Any], b: dict[str, Any]) -> list[MetricChange]:
         relative = delta / va if delta is not None and va else None
         changes.append(MetricChange(name, va, vb, delta, relative))
     return changes
+
+
+# The settings a metric depends on, each with the report paths that state it (the first one a
+# report has wins): the measured device and threads live beside the measurement, the torch
+# version in the environment or the measurement's conditions.
+SETTINGS: dict[str, tuple[str, ...]] = {
+    "inputs": ("settings.inputs",),
+    "batch": ("settings.batch", "measured.batch"),
+    "seq": ("settings.seq",),
+    "prompt": ("settings.prompt",),
+    "gen": ("settings.gen",),
+    "dtype": ("settings.dtype",),
+    "group_size": ("settings.group_size",),
+    "attention": ("settings.attention.implementation",),
+    "device": ("measured.device", "settings.measure.device"),
+    "hardware": ("roofline.hardware", "environment.hardware", "measured.prediction_hardware"),
+    "threads": ("measured.conditions.threads", "roofline.calibrated.conditions.threads"),
+    "torch": ("environment.torch", "measured.conditions.torch_version"),
+}
+
+
+@dataclass(frozen=True)
+class SettingChange:
+    """A setting both reports state, with different values (JSON values as written)."""
+
+    setting: str
+    a: Any
+    b: Any
+
+
+def setting_value(report: dict[str, Any], name: str) -> Any:
+    """The setting's value in `report`: the first of its paths present; None when none is."""
+    for path in SETTINGS[name]:
+        node: Any = report
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            return node
+    return None
+
+
+def settings_changes(a: dict[str, Any], b: dict[str, Any]) -> list[SettingChange]:
+    """The settings whose values differ, in `SETTINGS` order.
+
+    A setting one report does not state (B was not measured, so has no measured
+    device; a preset's default batch is null) is unknown there, not a change: the
+    shapes that follow from it are compared under `inputs`.
+    """
+    changes = []
+    for name in SETTINGS:
+        va, vb = setting_value(a, name), setting_value(b, name)
+        if va is not None and vb is not None and va != vb:
+            changes.append(SettingChange(name, va, vb))
+    return changes
+
+
+def settings_note(changes: list[SettingChange]) -> str | None:
+    """One line naming each changed setting with both values, None when there is none."""
+    if not changes:
+        return None
+    return (f"settings differ ({describe_settings(changes)}): the changes compare two "
+            "set-ups, not two runs of one")
+
+
+def describe_settings(changes: list[SettingChange]) -> str:
+    """'seq 16 vs 32, dtype fp32 vs bf16'."""
+    return ", ".join(f"{c.setting} {format_setting(c.a)} vs {format_setting(c.b)}" for c in changes)
+
+
+def format_setting(value: Any) -> str:
+    """A setting as text: input rows as 'name[shape] dtype', lists joined, else str()."""
+    if isinstance(value, list):
+        return "; ".join(format_setting(item) for item in value)
+    if isinstance(value, dict) and "shape" in value:
+        name = value.get("name") or "input"
+        return f"{name}{list(value['shape'])} {value.get('dtype', '')}".rstrip()
+    return str(value)
 
 
 def model_name(report: dict[str, Any]) -> str | None:

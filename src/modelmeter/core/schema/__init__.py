@@ -5,7 +5,7 @@ tools in any language can read it; `load_schema()` hands it to Python callers.
 Its root describes a report (what `count`, `memory`, `roofline`, `bench`,
 `report` and `plan` write with `--json`); its `$defs` also describe the other
 documents the CLI writes (`llm --json`, `compare --json`, `history --json`,
-`validate --json`),
+`diff --json`, `validate --json`),
 which `load_schema(document)` roots at that definition.
 
 Every object with fixed keys sets `additionalProperties: false`: a section
@@ -23,7 +23,8 @@ from importlib import resources
 from typing import Any
 
 SCHEMA_FILE = "report-1.schema.json"
-DOCUMENTS = ("report", "llm_document", "compare_document", "history_document", "validation_document")
+DOCUMENTS = ("report", "llm_document", "compare_document", "history_document", "diff_document",
+             "validation_document")
 
 
 @functools.cache
@@ -36,7 +37,7 @@ def load_schema(document: str = "report") -> dict[str, Any]:
     """The schema as a dict (a fresh copy: callers may change it).
 
     `document` picks the root: 'report' (the file as shipped), 'llm_document',
-    'compare_document', 'history_document' or 'validation_document'.
+    'compare_document', 'history_document', 'diff_document' or 'validation_document'.
     """
     if document not in DOCUMENTS:
         raise ValueError(f"unknown document {document!r}; use one of {', '.join(DOCUMENTS)}")
