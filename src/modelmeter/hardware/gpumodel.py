@@ -1,4 +1,4 @@
-"""The shape-aware GPU performance model: what one kernel takes on a GPU (layer 2, stdlib only).
+"""The shape-aware GPU performance model: what one kernel takes on a GPU (layer 2, stdlib + core).
 
 The roofline bound prices every op at the datasheet peaks. Real GPU kernels
 fall short of them in ways that depend on the op's shape, and this module
@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
+
+from ..core.errors import UserInputError
 
 __all__ = [
     "EAGER",
@@ -247,7 +249,7 @@ def _value(entry: Any) -> Any:
 def gpu_model(hw: Any, runtime: str = EAGER) -> GpuModel:
     """The model of a `Hardware` GPU entry; a device the data lacks gets the stated defaults."""
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        raise UserInputError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     d = _data()
     dev = hw.id
     mamf = d["mamf"]["by_device"].get(dev, {})

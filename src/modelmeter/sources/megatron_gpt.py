@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..core.errors import UserInputError
+
 __all__ = ["MegatronGPT", "VARIANTS"]
 
 VARIANTS = ("2021", "core")
@@ -65,7 +67,7 @@ class MegatronGPT(nn.Module):
     def __init__(self, vocab: int, seq: int, hidden: int, heads: int, layers: int, variant: str = "2021") -> None:
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(f"variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+            raise UserInputError(f"variant {variant!r}: expected one of {', '.join(VARIANTS)}")
         self.variant = variant
         self.word_embeddings = nn.Embedding(vocab, hidden)
         self.position_embeddings = nn.Embedding(seq, hidden)
