@@ -647,6 +647,31 @@ def test_bench_json_into_a_read_only_folder_is_refused_before_measuring(
 
 
 
+@pytest.mark.slow
+def test_a_save_past_the_file_size_limit_says_so_and_writes_no_row(tmp_path: Path) -> None:
+    """A real limit, not a mock: the child may write no file past 4 KiB (RLIMIT_FSIZE, with SIGXFSZ
+    ignored so the write fails with EFBIG instead of killing it), the disk-full case as sqlite sees it."""
+    import resource
+    import signal
+
+    _tiny(tmp_path)
+    ids = _store(tmp_path, runs=3)  # 32 KiB already: the store's write-ahead log cannot take a page
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "report", "mm_bad_tiny:build",
+                           "--no-measure", "--save", "--db", str(tmp_path / "runs.sqlite")], cwd=tmp_path,
+                          env={**os.environ, **_env(tmp_path)}, capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "file-size limit of 4096 bytes" in lines[0] and "no run was written" in lines[0], lines[0]
+    assert "rollback" not in lines[0]
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        assert sorted(run.id for run in store.list_runs()) == sorted(ids)
+
 # ------------------------------------------------------------------ exports do not run what they show
 
 EVIL = '''
