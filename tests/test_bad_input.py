@@ -298,6 +298,11 @@ CASES = [
          needle="takes at most 1 unnamed --input"),
     case("bad-device", "count", "gpt2", "--device", "tpu", needle="--device"),
     case("bad-depth", "count", "gpt2", "--depth", "-1", needle="--depth"),
+    # --- an empty model spec is its own line, on every command that takes a model, before any other check
+    *[case(f"empty-spec-{cmd}", cmd, spec, *extra, needle="empty model spec", absent="has no config.json", before_work=True)
+      for cmd, extra in (("count", ()), ("memory", ()), ("roofline", ()), ("bench", ()), ("report", ()),
+                         ("llm", ()), ("plan", ("--hardware", "h100-sxm")), ("compare", ("gpt2",)))
+      for spec in ("", "  ")],
     # --- integer overflow: a sane upper bound, named
     case("input-overflow", "count", "--input", "99999999999999999999x3", needle="at most 2147483647"),
     case("batch-overflow", "count", "--batch", BIG, needle="at most 2147483647"),

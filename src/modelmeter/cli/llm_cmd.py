@@ -10,11 +10,18 @@ import warnings
 
 import click
 
-from .options import attention_option, check_outputs, check_sizes, make_console, write_json
+from .options import (
+    attention_option,
+    check_outputs,
+    check_sizes,
+    make_console,
+    model_spec,
+    write_json,
+)
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", callback=model_spec)
 @click.option("--hardware", metavar="ID",
               help="Device id (`modelmeter hardware list`); default: the calibrated 'local' profile.")
 @click.option("--prompt", type=int, default=512, show_default=True, help="Prompt tokens per sequence.")
