@@ -204,6 +204,59 @@ def _cuda_present() -> bool:
     return torch.cuda.is_available()
 
 
+
+# ------------------------------------------------------------------ crafted calibration profiles
+
+def _profile_text(**overrides: str) -> str:
+    """A 'local' profile as `hardware calibrate` writes it, with raw JSON text for some fields.
+
+    The plausible figures of a small CPU (50 GFLOP/s fp32 matmul, 5 GFLOP/s elementwise,
+    10 GB/s): valid on any machine the tests run on. An override is the field's JSON text
+    as a file on disk would hold it ('1e999', 'NaN', '-8e9'), which json.dumps cannot write.
+    """
+    hw = {"id": "local", "name": "crafted CPU (1 thread)", "vendor": "Intel", "kind": "cpu",
+          "memory_bytes": "@memory_bytes@", "memory_bandwidth_bytes_per_s": "@bandwidth@",
+          "peak_flops": {"fp32": "@peak@"}, "vector_flops": {"fp32": "@vector@"}, "tdp_w": None,
+          "year": None, "source": "calibrated", "sources": {"calibration": "crafted in a test"}, "notes": []}
+    text = json.dumps({"schema": "modelmeter.hardware-profile/1", "hardware": hw, "calibration": None}, indent=1)
+    values = {"memory_bytes": str(8 * 2**30), "bandwidth": "10e9", "peak": "50e9", "vector": "5e9", **overrides}
+    for key, raw in values.items():
+        text = text.replace(f'"@{key}@"', raw)
+    return text
+
+
+def _local_profile(**overrides: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        folder = tmp / "home" / "hardware"
+        folder.mkdir(parents=True)
+        (folder / "local.json").write_text(_profile_text(**overrides))
+    return setup
+
+
+def _cached_profile(**overrides: str) -> Callable[[Path], None]:
+    """The per-thread-count cache the automatic calibration reads, for every thread count a run may pick."""
+    def setup(tmp: Path) -> None:
+        import torch
+
+        from modelmeter.hardware.detect import cpu_name, read_cpu_info
+        from modelmeter.hardware.local import CACHE_SCHEMA, cache_key
+        from modelmeter.hardware.perfmodel import Peaks, fit
+
+        folder = tmp / "home" / "hardware" / "profiles"
+        folder.mkdir(parents=True)
+        model = fit([], Peaks(50e9, 5e9, 10e9), view_s=1e-6, module_call_s=2e-6).to_dict()
+        hw = json.loads(_profile_text())["hardware"]
+        for threads in range(1, max(read_cpu_info().physical_cores, torch.get_num_threads(), os.cpu_count() or 1) + 1):
+            key = cache_key(cpu_name(), threads, torch.__version__)
+            text = json.dumps({"schema": CACHE_SCHEMA, "key": key, "hardware": hw, "model": model,
+                               "calibration": None}, indent=1)
+            for field, raw in overrides.items():
+                text = text.replace(f'"{field}": {{\n   "fp32": 5000000000.0', f'"{field}": {{\n   "fp32": {raw}')
+            assert raw in text
+            (folder / f"{key}.json").write_text(text)
+    return setup
+
+
 # ------------------------------------------------------------------ the table
 
 
@@ -218,6 +271,8 @@ class Case:
     absent: str | None = None  # must not be in the line
     isolated: bool = False  # child process under an address-space limit
     skip: Callable[[], bool] | None = None
+    code: int = 2  # 0: the command goes on, and the one line is a warning
+    set_aside: str | None = None  # a file (under {tmp}) renamed beside itself, bytes kept, never deleted
 
 
 def case(id: str, *args: str, needle: str, **kw) -> Case:
@@ -243,6 +298,11 @@ CASES = [
          needle="takes at most 1 unnamed --input"),
     case("bad-device", "count", "gpt2", "--device", "tpu", needle="--device"),
     case("bad-depth", "count", "gpt2", "--depth", "-1", needle="--depth"),
+    # --- an empty model spec is its own line, on every command that takes a model, before any other check
+    *[case(f"empty-spec-{cmd}", cmd, spec, *extra, needle="empty model spec", absent="has no config.json", before_work=True)
+      for cmd, extra in (("count", ()), ("memory", ()), ("roofline", ()), ("bench", ()), ("report", ()),
+                         ("llm", ()), ("plan", ("--hardware", "h100-sxm")), ("compare", ("gpt2",)))
+      for spec in ("", "  ")],
     # --- integer overflow: a sane upper bound, named
     case("input-overflow", "count", "--input", "99999999999999999999x3", needle="at most 2147483647"),
     case("batch-overflow", "count", "--batch", BIG, needle="at most 2147483647"),
@@ -318,6 +378,34 @@ CASES = [
          needle="unknown hardware"),
     case("compare-bad-batch-list", "compare", "gpt2", "--batch", "1,x", needle="--batch"),
     case("hardware-show-unknown", "hardware", "show", "nope", needle="unknown hardware 'nope'"),
+    # --- calibration profiles: an invalid one is named, set aside (renamed, kept) and never used
+    case("profile-memory-overflow-list", "hardware", "list", needle="memory_bytes = inf", code=0,
+         setup=_local_profile(memory_bytes="1e999"), set_aside="home/hardware/local.json"),
+    case("profile-memory-overflow-show", "hardware", "show", "local", needle="memory_bytes = inf",
+         setup=_local_profile(memory_bytes="1e999"), set_aside="home/hardware/local.json"),
+    case("profile-nan-bandwidth-roofline", "roofline", "gpt2", "--seq", "8", "--hardware", "local",
+         needle="memory_bandwidth_bytes_per_s = nan", setup=_local_profile(bandwidth="NaN"),
+         set_aside="home/hardware/local.json"),
+    case("profile-zero-peak-show", "hardware", "show", "local", needle="peak_flops.fp32 = 0",
+         setup=_local_profile(peak="0"), set_aside="home/hardware/local.json"),
+    case("profile-negative-peak-roofline", "roofline", "gpt2", "--seq", "8", "--hardware", "local",
+         needle="peak_flops.fp32 = -8.18e+09", setup=_local_profile(peak="-8178368512"),
+         set_aside="home/hardware/local.json"),
+    case("profile-negative-vector-llm", "llm", "gpt2", "--hardware", "local", "--prompt", "8", "--gen", "2",
+         needle="vector_flops.fp32 = -5e+09", setup=_local_profile(vector="-5e9"),
+         set_aside="home/hardware/local.json"),
+    case("profile-nan-vector-llm", "llm", "gpt2", "--hardware", "local", "--prompt", "8", "--gen", "2",
+         needle="vector_flops.fp32 = nan", setup=_local_profile(vector="NaN"), set_aside="home/hardware/local.json"),
+    case("profile-text-rate", "hardware", "show", "local", needle="peak_flops.fp32 = 'fast'",
+         setup=_local_profile(peak='"fast"'), set_aside="home/hardware/local.json"),
+    # The busy-machine calibration: 16.5 MFLOP/s elementwise beside a 50 GFLOP/s matmul.
+    case("profile-starved-vector-roofline", "roofline", "resnet50", "--hardware", "local",
+         needle="vector_flops.fp32 = 1.65e+07", setup=_local_profile(vector="16.5e6"),
+         set_aside="home/hardware/local.json"),
+    case("profile-starved-vector-default", "roofline", "gpt2", "--seq", "8", needle="vector_flops.fp32 = 1.65e+07",
+         setup=_local_profile(vector="16.5e6"), set_aside="home/hardware/local.json"),
+    case("profile-starved-cache-report", "report", "gpt2", "--seq", "8", "--no-measure",
+         needle="vector_flops.fp32 = 1.65e+07", code=0, setup=_cached_profile(vector_flops="16.5e6")),
     # --- output paths: refused before the work, on every command that writes one
     case("count-json-no-folder", "count", "gpt2", "--json", "{tmp}/nodir/o.json", needle="does not exist",
          before_work=True),
@@ -442,6 +530,7 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(row: Case, tmp_path: Pat
     if row.setup is not None:
         row.setup(tmp_path)
     before = {name: _digest(tmp_path / name) for name in row.keep}
+    profile = _digest(tmp_path / row.set_aside) if row.set_aside is not None else None
     args = [a.replace("{tmp}", str(tmp_path)) for a in row.args]
     if row.isolated:
         code, out, err = run_isolated(args, tmp_path)
@@ -450,8 +539,9 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(row: Case, tmp_path: Pat
 
     assert "Traceback" not in err, err
     lines = err.strip().splitlines()
-    assert code == 2, (code, out[-2000:], err[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("modelmeter: error: "), err
+    assert code == row.code, (code, out[-2000:], err[-2000:])
+    kind = "error" if row.code == 2 else "warning"
+    assert len(lines) == 1 and lines[0].startswith(f"modelmeter: {kind}: "), err
     assert row.needle in lines[0], lines[0]
     if row.absent is not None:
         assert row.absent not in lines[0], lines[0]
@@ -460,6 +550,12 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(row: Case, tmp_path: Pat
     for name, digest in before.items():
         assert _digest(tmp_path / name) == digest, f"{name} was changed"
     assert _leftovers(tmp_path) == []
+    if row.set_aside is not None:
+        original = tmp_path / row.set_aside
+        kept = sorted(original.parent.glob(f"{original.name}.invalid-*"))
+        assert not original.exists() and len(kept) == 1, sorted(original.parent.iterdir())
+        assert kept[0].name in lines[0], lines[0]  # the line says where it went
+        assert _digest(kept[0]) == profile  # renamed as it was: the user can look at it
 
 
 # ------------------------------------------------------------------ bad data that must not fail everything
@@ -554,6 +650,32 @@ def test_bench_json_into_a_read_only_folder_is_refused_before_measuring(
     assert code == 2 and out.strip() == "", out
     assert len(err.strip().splitlines()) == 1 and "cannot write" in err
 
+
+
+@pytest.mark.slow
+def test_a_save_past_the_file_size_limit_says_so_and_writes_no_row(tmp_path: Path) -> None:
+    """A real limit, not a mock: the child may write no file past 4 KiB (RLIMIT_FSIZE, with SIGXFSZ
+    ignored so the write fails with EFBIG instead of killing it), the disk-full case as sqlite sees it."""
+    import resource
+    import signal
+
+    _tiny(tmp_path)
+    ids = _store(tmp_path, runs=3)  # 32 KiB already: the store's write-ahead log cannot take a page
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", "report", "mm_bad_tiny:build",
+                           "--no-measure", "--save", "--db", str(tmp_path / "runs.sqlite")], cwd=tmp_path,
+                          env={**os.environ, **_env(tmp_path)}, capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "file-size limit of 4096 bytes" in lines[0] and "no run was written" in lines[0], lines[0]
+    assert "rollback" not in lines[0]
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        assert sorted(run.id for run in store.list_runs()) == sorted(ids)
 
 # ------------------------------------------------------------------ exports do not run what they show
 

@@ -90,7 +90,8 @@ def test_cli_calibrate_saves_local(tmp_path, monkeypatch):
     monkeypatch.setattr(CalibrationSettings, "quick", classmethod(lambda cls: TINY))
     # Saving is what is tested here; the refusal under load (tests/test_predict.py) is not.
     monkeypatch.setattr("modelmeter.hardware.local.calibration_refusal", lambda _result: None)
-    result = CliRunner().invoke(cli, ["hardware", "calibrate", "--quick", "--device", "cpu"],
+    # One thread: two on two busy cores can collapse the elementwise rate, which is then refused.
+    result = CliRunner().invoke(cli, ["hardware", "calibrate", "--quick", "--device", "cpu", "--threads", "1"],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "triad" in result.output and "saved as hardware id 'local'" in result.output

@@ -30,6 +30,7 @@ from modelmeter.hardware.local import (
     save_cached,
 )
 from modelmeter.hardware.perfmodel import TINY, Peaks, PerfModel, Point, fit, op_class
+from modelmeter.hardware.plausible import InvalidProfile
 from modelmeter.hardware.profile import local_profile_path
 from modelmeter.measure.bench import Prediction, measured_section, run_bench
 from modelmeter.measure.timer import load_conditions
@@ -215,8 +216,12 @@ def test_cached_profile_is_reused_for_its_key_only(tmp_path, monkeypatch) -> Non
     # Another thread count is another machine: it is not served this profile.
     with pytest.raises(CalibrationRefused):
         local_profile(threads=torch.get_num_threads() + 1, loadavg=lambda: 1000.0)
-    # A damaged cache file is ignored (recalibrated), never trusted.
-    profile_cache_path(key).write_text("{not json")
+    # A damaged cache file is never trusted: it is set aside (kept, renamed) and named.
+    path = profile_cache_path(key)
+    path.write_text("{not json")
+    with pytest.raises(InvalidProfile, match="unreadable.*set aside"):
+        load_cached(key)
+    assert not path.exists() and [p.read_text() for p in path.parent.glob(f"{path.name}.invalid-*")] == ["{not json"]
     assert load_cached(key) is None
 
 

@@ -162,7 +162,7 @@ class RunStore:
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         return run_id
 
@@ -451,7 +451,7 @@ class RunStore:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     @contextlib.contextmanager
@@ -465,6 +465,13 @@ class RunStore:
                     f"{self.path} stayed locked by another process for {BUSY_TIMEOUT_S:.0f} s; "
                     "try again, or use --db to pick another file"
                 ) from exc
+            cause = _no_room(exc, self.path)
+            if cause is not None:
+                why, fix = cause
+                raise UserInputError(
+                    f"cannot write run store {self.path}: {why} ({exc}); no run was written and the "
+                    f"stored runs are as they were; {fix}"
+                ) from exc
             raise UserInputError(f"cannot use run store {self.path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             raise UserInputError(
@@ -474,6 +481,47 @@ class RunStore:
 
 
 _COLUMNS = "id, created_at, model, report_json, fingerprint_json, label"
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Undo the open transaction, if sqlite has not already: on SQLITE_FULL it rolls back
+    by itself, and a second ROLLBACK ('no transaction is active') would hide the cause."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the first error is the one to report
+            conn.execute("ROLLBACK")
+
+
+DISK_FULL = ("the disk is full", "free some space, or use --db to pick a file on another disk")
+
+
+def _no_room(exc: sqlite3.Error, path: Path) -> tuple[str, str] | None:
+    """(why, what to do) when a write failed for want of room (disk full, file-size limit), else None.
+
+    sqlite says SQLITE_FULL when the disk has no space left; a write past the process's
+    file-size limit (RLIMIT_FSIZE, `ulimit -f`) fails with EFBIG, which it reports only as
+    a 'disk I/O error' (SQLITE_IOERR), so the limit and the free space are looked at here.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(exc):
+        return DISK_FULL
+    if code is not None and code & 0xFF != sqlite3.SQLITE_IOERR and "disk I/O error" not in str(exc):
+        return None
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            return (f"the file-size limit of {limit} bytes (ulimit -f) was hit",
+                    "raise the limit (`ulimit -f unlimited`) and run again")
+    except (ImportError, OSError, ValueError):  # not a Unix: no such limit
+        pass
+    try:
+        vfs = os.statvfs(path.parent)
+        if vfs.f_bavail * vfs.f_frsize < 16 * 2**20:  # less room than one more report may take
+            return DISK_FULL
+    except (AttributeError, OSError):
+        pass
+    return None
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

@@ -143,10 +143,15 @@ def local_steps(spec: Any, *, prompt: int, gen: int, batch: int, hw: Any, dtype:
     import torch
 
     from ..hardware.local import local_profile
+    from ..hardware.plausible import InvalidProfile, warn_set_aside
 
     model = None
     if getattr(hw, "id", None) == "local":
-        prof = local_profile(auto_calibrate=False)
+        try:
+            prof = local_profile(auto_calibrate=False)
+        except InvalidProfile as exc:  # set aside: no calibrated prediction, said once
+            warn_set_aside(exc)
+            prof = None
         model = prof.model if prof is not None else None
     pred = predict_steps(spec, prompt=prompt, gen=gen, batch=batch, hw=hw, model=model, dtype=dtype)
     notes = []

@@ -16,13 +16,13 @@ import sys
 
 import click
 
-from .options import check_outputs, check_sizes, make_console, write_json
+from .options import check_outputs, check_sizes, make_console, model_spec, write_json
 
 EXIT_INTERRUPTED = 130
 
 
 @click.command()
-@click.argument("model", required=False)
+@click.argument("model", required=False, callback=model_spec)
 @click.option("--input", "inputs", multiple=True, metavar="SHAPE[:DTYPE]",
               help="Input shape such as 1x3x224x224 (repeat for several inputs); --batch sets dim 0.")
 @click.option("--batch", "batch_text", metavar="LIST",

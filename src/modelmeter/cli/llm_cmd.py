@@ -6,13 +6,22 @@ Parses, runs `pipeline.run.llm`, renders a table per batch size
 
 from __future__ import annotations
 
+import warnings
+
 import click
 
-from .options import attention_option, check_outputs, check_sizes, make_console, write_json
+from .options import (
+    attention_option,
+    check_outputs,
+    check_sizes,
+    make_console,
+    model_spec,
+    write_json,
+)
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", callback=model_spec)
 @click.option("--hardware", metavar="ID",
               help="Device id (`modelmeter hardware list`); default: the calibrated 'local' profile.")
 @click.option("--prompt", type=int, default=512, show_default=True, help="Prompt tokens per sequence.")
@@ -92,9 +101,16 @@ def _calibrate_local() -> None:
     import sys
 
     from ..hardware.local import stderr_progress
+    from ..hardware.plausible import InvalidProfile, ProfileSetAside
     from ..pipeline.calibrated import NO_LOCAL_PROFILE, apply_threads, local_hardware
 
     apply_threads(None, "cpu")
-    _hw, why = local_hardware(stderr_progress())
+    with warnings.catch_warnings(record=True) as set_aside:
+        warnings.simplefilter("always", ProfileSetAside)
+        hw, why = local_hardware(stderr_progress())
+    if hw is None and set_aside:  # the profile this command needs was invalid: that is its one line
+        raise InvalidProfile(str(set_aside[0].message))
+    for w in set_aside:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if why and why != NO_LOCAL_PROFILE:
         print(f"warning: {why}", file=sys.stderr)

@@ -6,9 +6,13 @@ Subcommands live one module each and are imported only when used, so
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     debug = "--debug" in args or bool(os.environ.get("MODELMETER_DEBUG"))
     try:
-        rc = cli.main(args=argv, prog_name="modelmeter", standalone_mode=False)
+        with _warning_lines():
+            rc = cli.main(args=argv, prog_name="modelmeter", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("modelmeter: interrupted", err=True)
         sys.exit(130)
@@ -87,6 +92,25 @@ def main(argv: list[str] | None = None) -> None:
     # With standalone_mode=False click returns ctx.exit()'s code instead of exiting.
     if isinstance(rc, int) and rc != 0:
         sys.exit(rc)
+
+
+@contextlib.contextmanager
+def _warning_lines() -> Iterator[None]:
+    """modelmeter's own warnings (a profile set aside) as one 'modelmeter: warning:' line each."""
+    from ..hardware.plausible import ProfileSetAside
+
+    with warnings.catch_warnings():  # restores the filters and showwarning on the way out
+        warnings.simplefilter("always", ProfileSetAside)
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+            if issubclass(category, ProfileSetAside):
+                click.echo(f"modelmeter: warning: {_one_line(str(message))}", err=True)
+            else:
+                shown(message, category, *rest, **kw)
+
+        warnings.showwarning = show
+        yield
 
 
 def invoked_command(args: list[str]) -> click.Command | None:

@@ -14,10 +14,19 @@ from rich.console import Console
 from ..core.errors import UserInputError
 
 
+def model_spec(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    """Click callback of every MODEL argument: an empty spec ('') is refused before any other check."""
+    from ..sources.resolve import check_model_spec
+
+    for spec in value if isinstance(value, tuple) else (value,):
+        check_model_spec(spec)
+    return value
+
+
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """MODEL argument plus --input/--batch/--seq/--dtype, shared by count, memory, roofline…"""
     decorators = [
-        click.argument("model", required=False),
+        click.argument("model", required=False, callback=model_spec),
         click.option("--input", "inputs", multiple=True, metavar="[NAME=]SHAPE[:DTYPE]",
                      help="Input shape such as 1x3x224x224 (repeat for several inputs); "
                           "NAME= passes it as that keyword, e.g. input_features=1x80x3000."),

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import click
 
-from .options import check_outputs, make_console, write_json
+from .options import check_outputs, make_console, model_spec, write_json
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", callback=model_spec)
 @click.option("--hardware", metavar="ID", required=True, help="Device id (`modelmeter hardware list`).")
 @click.option("--devices", type=int, default=1, show_default=True, help="Devices in all.")
 @click.option("--nodes", type=int, help="Nodes the devices are spread over (default: as many as the "

@@ -25,6 +25,7 @@ from .options import (
     check_outputs,
     check_sizes,
     make_console,
+    model_spec,
     split_list,
     write_json,
 )
@@ -42,7 +43,7 @@ def _write_text(target: str, text: str) -> None:
 
 
 @click.command()
-@click.argument("model", required=False)
+@click.argument("model", required=False, callback=model_spec)
 @click.option("--input", "inputs", multiple=True, metavar="SHAPE[:DTYPE]",
               help="Input shape such as 1x3x224x224 (repeat for several inputs).")
 @click.option("--batch", type=int, help="Batch size (text and vision presets).")
@@ -132,7 +133,7 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
 
 
 @click.command()
-@click.argument("models", nargs=-1)
+@click.argument("models", nargs=-1, callback=model_spec)
 @click.option("--hardware", metavar="ID", help="Device for the predicted latency (default: 'local' profile).")
 @click.option("--dtype", "dtypes", metavar="LIST", help="Precisions to compare, e.g. fp32,bf16.")
 @click.option("--batch", "batches", metavar="LIST", help="Batch sizes to compare, e.g. 1,8.")

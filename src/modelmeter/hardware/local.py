@@ -14,9 +14,14 @@ as timings go), and when there is none it runs the **short calibration**
 
 A calibration is **refused** (nothing saved, `CalibrationRefused` says why and
 what to do) when the 1-minute load average exceeded the CPU count at its start
-or end (other programs had the cores, so the rates would describe them), or
+or end (other programs had the cores, so the rates would describe them),
 when the matmul rate lands under 3 % of the ISA peak (a figure that low means
-the run was starved, not that the chip is slow).
+the run was starved, not that the chip is slow), or when any figure is outside
+the plausible range `plausible` derives from this CPU's ISA and the matmul just
+measured (an elementwise rate a thousand times under the matmul's). A cached
+profile that fails those checks when read is set aside (renamed, kept) and,
+with automatic calibration on, measured again; with it off the caller is told
+and goes on without it.
 
 `hardware calibrate` (the full calibration) refines both: it measures the
 roofline's peaks with larger sizes and more repeats, then reruns the
@@ -41,14 +46,22 @@ from typing import Any
 from ..core.errors import UserInputError
 from ..core.files import atomic_write
 from .perfmodel import Peaks, PerfModel, fit
-from .profile import data_home, load_local_profile, local_profile_path, save_local_profile
+from .plausible import InvalidProfile, check_hardware, set_aside, warn_set_aside
+from .profile import (
+    check_saveable,
+    data_home,
+    load_local_profile,
+    local_profile_path,
+    read_profile,
+    save_local_profile,
+)
 from .specs import Hardware
 
 __all__ = [
     "CalibrationRefused", "LocalProfile", "cache_key", "default_threads", "load_warning",
     "local_profile", "profile_cache_path", "refine_profile", "refusal_reason", "short_calibration",
     "stderr_progress",
-    "system_load",
+    "system_load", "implausible_reason",
     "calibration_refusal", "choose_threads",
 ]
 
@@ -108,6 +121,16 @@ def refusal_reason(load: float | None, cpus: int, matmul_flops: float | None,
     return None
 
 
+def implausible_reason(hw: Hardware, threads: int) -> str | None:
+    """Why a measured profile must not be saved because a figure is implausible (`plausible`); None when fine."""
+    try:
+        check_hardware(hw, threads)
+    except InvalidProfile as exc:
+        return (f"calibration not saved: {exc}. Run the command again when the machine is quiet "
+                "(or stop the other jobs)")
+    return None
+
+
 def choose_threads(loadavg: Callable[[], float | None] | None = None) -> int:
     """`default_threads` for this machine now."""
     from .detect import read_cpu_info
@@ -124,7 +147,10 @@ def calibration_refusal(result: Any) -> str | None:
     now = system_load()
     load = max((x for x in (result.load_average, now) if x is not None), default=None)
     isa = result.isa_peak.peak_flops.get("fp32") if result.isa_peak is not None else None
-    return refusal_reason(load, os.cpu_count() or 1, result.rate("matmul.fp32"), isa)
+    from .calibration import to_hardware
+
+    return (refusal_reason(load, os.cpu_count() or 1, result.rate("matmul.fp32"), isa)
+            or implausible_reason(to_hardware(result), int(result.threads)))
 
 
 def cache_key(cpu_model: str, threads: int, torch_version: str, device: str = "cpu") -> str:
@@ -141,7 +167,12 @@ def profile_cache_path(key: str) -> Path:
 # ------------------------------------------------------------------ the cache
 
 
+MEASURED_AGAIN = "it is measured again by the next automatic calibration or `modelmeter hardware calibrate`"
+
+
 def save_cached(key: str, hw: Hardware, model: PerfModel, calibration: dict[str, Any] | None) -> Path:
+    """Write the cached profile for `key`; InvalidProfile (nothing written) when `hw` is implausible."""
+    check_saveable(hw, calibration)
     path = profile_cache_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"schema": CACHE_SCHEMA, "key": key, "hardware": hw.to_dict(),
@@ -151,15 +182,20 @@ def save_cached(key: str, hw: Hardware, model: PerfModel, calibration: dict[str,
 
 
 def load_cached(key: str) -> tuple[Hardware, PerfModel] | None:
-    """The cached (hardware, model) for `key`; None when absent or unreadable (it is recalibrated)."""
+    """The cached (hardware, model) for `key`; None when absent.
+
+    An unreadable or implausible file is set aside and raises InvalidProfile (it is never used).
+    """
     path = profile_cache_path(key)
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        if payload.get("schema") != CACHE_SCHEMA or payload.get("key") != key:
-            return None
-        return Hardware.from_dict(payload["hardware"]), PerfModel.from_dict(payload["model"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, UserInputError):
+    found = read_profile(path, CACHE_SCHEMA, then=MEASURED_AGAIN, key=key)
+    if found is None:
         return None
+    try:
+        return found[1], PerfModel.from_dict(found[0]["model"])
+    except (ValueError, KeyError, TypeError, AttributeError, UserInputError) as exc:
+        kept = set_aside(path)
+        raise InvalidProfile(f"the hardware profile {path} is invalid: its prediction model is unreadable ({exc}); "
+                             f"set aside as {kept}, not used; {MEASURED_AGAIN}") from exc
 
 
 # ------------------------------------------------------------------ calibration
@@ -220,7 +256,7 @@ def short_calibration(
     load = max((x for x in (load_start, load_end) if x is not None), default=None)
     isa = result.isa_peak.peak_flops.get("fp32") if result.isa_peak is not None else None
     if refuse and device == "cpu":
-        reason = refusal_reason(load, cpus, hw.peak_flops.get("fp32"), isa)
+        reason = refusal_reason(load, cpus, hw.peak_flops.get("fp32"), isa) or implausible_reason(hw, nthreads)
         if reason is not None:
             raise CalibrationRefused(reason)
     return hw, _fit_model(device, nthreads, hw, result, bench, load, cpus), result.to_dict()
@@ -313,10 +349,17 @@ def local_profile(
     nthreads = threads if threads is not None else torch.get_num_threads()
     key = cache_key(_device_name(device), nthreads, str(torch.__version__), device.split(":")[0])
     path = profile_cache_path(key)
-    cached = load_cached(key)
+    auto = auto_calibrate and os.environ.get(AUTO_ENV, "1") != "0"
+    try:
+        cached = load_cached(key)
+    except InvalidProfile as exc:
+        if not auto:
+            raise
+        warn_set_aside(exc, "; calibrating now")
+        cached = None
     if cached is not None:
         return LocalProfile(_refined(cached[0], cached[1]), cached[1], key, path)
-    if not auto_calibrate or os.environ.get(AUTO_ENV, "1") == "0":
+    if not auto:
         return None
     hw, model, calibration = short_calibration(device, threads=nthreads, progress=progress,
                                                loadavg=loadavg, refuse=refuse)
@@ -349,6 +392,9 @@ def _refined(hw: Hardware, model: PerfModel) -> Hardware:
     """The full `hardware calibrate` profile when it was measured under the same conditions."""
     try:
         full = load_local_profile()
+    except InvalidProfile as exc:
+        warn_set_aside(exc)
+        return hw
     except UserInputError:
         return hw
     if full is None or full == hw:

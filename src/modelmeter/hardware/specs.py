@@ -140,7 +140,7 @@ class Hardware:
                 notes=tuple(str(n) for n in data.get("notes", ())),
                 aliases=tuple(str(a) for a in data.get("aliases", ())),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise UserInputError(f"malformed hardware record ({exc!r}); expected Hardware.to_dict() output") from exc
 
 

@@ -15,8 +15,9 @@ from ..analysis.predict import PredictionResult, predict
 from ..analysis.roofline import RooflineResult
 from ..core.results import Counts
 from ..hardware import Hardware, load_local_profile
-from ..hardware.local import CalibrationRefused, choose_threads, local_profile
+from ..hardware.local import CalibrationRefused, LocalProfile, choose_threads, local_profile
 from ..hardware.perfmodel import PerfModel
+from ..hardware.plausible import InvalidProfile, warn_set_aside
 from ..hardware.specs import LOCAL_ID
 
 # progress(description, steps_done, steps_total), as `hardware.local` reports it
@@ -43,23 +44,47 @@ def apply_threads(threads: int | None, device: str) -> int | None:
 
 
 def local_hardware(progress: Progress | None = None) -> tuple[Hardware | None, str | None]:
-    """This machine's profile, calibrated on first use; (None, why) when there is none."""
+    """This machine's profile, calibrated on first use; (None, why) when there is none.
+
+    An invalid profile is set aside by the reader; here the run goes on as if there were none,
+    with a `ProfileSetAside` warning that says so.
+    """
     try:
         prof = local_profile(progress=progress)
     except CalibrationRefused as exc:
-        saved = load_local_profile()  # a profile saved earlier still gives the bound
+        saved = _saved_local()  # a profile saved earlier still gives the bound
         return (saved, None) if saved is not None else (None, f"no roofline prediction: {exc}")
+    except InvalidProfile as exc:  # automatic calibration off
+        warn_set_aside(exc)
+        prof = None
     if prof is not None:
         return prof.hardware, None
-    hw = load_local_profile()  # automatic calibration off: a saved profile still serves the bound
+    hw = _saved_local()  # automatic calibration off: a saved profile still serves the bound
     return (hw, None) if hw is not None else (None, NO_LOCAL_PROFILE)
+
+
+def _saved_local() -> Hardware | None:
+    try:
+        return load_local_profile()
+    except InvalidProfile as exc:
+        warn_set_aside(exc)
+        return None
+
+
+def _cached_only() -> LocalProfile | None:
+    """The cached profile for these threads, never calibrating; None (said) when it was invalid."""
+    try:
+        return local_profile(auto_calibrate=False)
+    except InvalidProfile as exc:
+        warn_set_aside(exc)
+        return None
 
 
 def local_perf_model(hw: Hardware | None, device: str) -> PerfModel | None:
     """The calibrated prediction model when `hw` is this machine's profile (never calibrates)."""
     if hw is None or hw.id != LOCAL_ID or device != "cpu":
         return None
-    prof = local_profile(auto_calibrate=False)
+    prof = _cached_only()
     return prof.model if prof is not None else None
 
 
@@ -73,7 +98,7 @@ def local_for_these_threads(hw: Hardware) -> Hardware:
     """
     if hw.id != LOCAL_ID:
         return hw
-    prof = local_profile(auto_calibrate=False)
+    prof = _cached_only()
     return prof.hardware if prof is not None else hw
 
 

@@ -43,6 +43,17 @@ DEVICES = ("meta", "cpu")
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
+EMPTY_SPEC = ("empty model spec: name a preset (`modelmeter models` lists them), a folder with config.json, "
+              "a .pt2 file, torchvision:NAME or timm:NAME, or package.module:factory")
+
+
+def check_model_spec(spec: str | None) -> str | None:
+    """`spec` as given (None: the default model); an empty or blank one is its own one-line error."""
+    if spec is not None and not spec.strip():
+        raise UnknownModelError(EMPTY_SPEC)
+    return spec
+
+
 def list_presets() -> list[tuple[str, str]]:
     """(name, one-line description) of every shipped preset, sorted by name."""
     return [(name, load_preset(name)["description"]) for name in preset_names()]
@@ -69,9 +80,7 @@ def resolve_model(
     check_positive(batch, "batch")
     check_positive(seq, "seq")
     torch_dtype = _torch_dtype(dtype)
-    spec = DEFAULT_MODEL if spec is None else spec.strip()
-    if not spec:
-        raise UnknownModelError(_unknown_message(spec))
+    spec = DEFAULT_MODEL if spec is None else check_model_spec(spec).strip()  # type: ignore[union-attr]
 
     if spec in preset_names():
         loaded = _from_preset(spec, inputs, batch, seq, device)
