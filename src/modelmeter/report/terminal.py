@@ -162,6 +162,11 @@ def totals_table(report: dict[str, Any]) -> Table:
         rows.append(("  of which quantisation scales", format_bytes(t["param_scale_bytes"]),
                      f"group size {group}"))
     if q:
+        # The layout is an assumption the figure rests on: say it, and say when no scales are in it.
+        rows.append(("  layout assumed", q["layout"], "linear/conv weights quantised, the rest kept"))
+        if not q.get("group_size"):
+            rows.append(("  quantisation scales", "none counted",
+                         "no --group-size given: pass one (e.g. 128) to add one scale per group"))
         kept = ", ".join(k["kind"] for k in q["kept"]) or "nothing"
         rows.append((f"  of which kept {q['kept_precision']}: {kept}", format_bytes(q["kept_bytes"]),
                      f"{q['kept_params']:,} params"))
