@@ -18,3 +18,40 @@ def test_count_int4_without_group_size_says_no_scales_and_the_layout(run_main) -
     assert code == 0, err
     assert "none counted" not in out
     assert "of which quantisation scales" in out
+
+
+# ------------------------------------------------------------------ torchvision segmentation defaults
+
+# torchvision's segmentation builders and what their DEFAULT weights publish: images resized to 520
+# (SemanticSegmentation(resize_size=520)), the aux head on for FCN and DeepLabV3 (aux_loss=True).
+_SEGMENTATION = [
+    ("fcn_resnet50", True), ("fcn_resnet101", True), ("deeplabv3_resnet50", True),
+    ("deeplabv3_resnet101", True), ("deeplabv3_mobilenet_v3_large", True),
+    ("lraspp_mobilenet_v3_large", False),
+]
+
+
+@pytest.mark.parametrize(("name", "aux"), _SEGMENTATION)
+def test_segmentation_defaults_table_is_torchvisions_published_520_with_aux(name: str, aux: bool) -> None:
+    from modelmeter.sources.vision_defaults import torchvision_defaults
+
+    d = torchvision_defaults(name)
+    assert d is not None and d.image_size == 520
+    assert d.build_kwargs.get("aux_loss", False) is aux
+    assert "520" in d.source
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vit_b_16", "fasterrcnn_resnet50_fpn", "mobilenet_v3_large"])
+def test_classification_models_are_not_in_the_segmentation_table(name: str) -> None:
+    from modelmeter.sources.vision_defaults import torchvision_defaults
+
+    assert torchvision_defaults(name) is None  # their weights publish a crop size themselves
+
+
+def test_fcn_resnet50_is_traced_at_520_with_its_aux_head(run_main) -> None:
+    pytest.importorskip("torchvision", reason="torchvision is optional and not installed here")
+    code, out, err = run_main("count", "torchvision:fcn_resnet50", "--json", "-")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["totals"]["params"] == 35_322_218  # torchvision's published num_params (aux head included)
+    assert "520" in json.dumps(data["model"])
