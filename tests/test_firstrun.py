@@ -55,3 +55,31 @@ def test_fcn_resnet50_is_traced_at_520_with_its_aux_head(run_main) -> None:
     data = json.loads(out)
     assert data["totals"]["params"] == 35_322_218  # torchvision's published num_params (aux head included)
     assert "520" in json.dumps(data["model"])
+
+
+# ------------------------------------------------------------------ jargon said in words
+
+
+def test_llm_footer_says_the_fit_in_words(run_main) -> None:
+    code, out, err = run_main("llm", "gpt2", "--hardware", "h100-sxm", "--prompt", "16", "--gen", "4")
+    assert code == 0, err
+    assert "fit error" not in out and "e+00" not in out
+    assert "traced steps" in out and "misses by at most" in out
+
+
+def test_roofline_says_the_per_module_figure_in_words(run_main) -> None:
+    code, out, err = run_main("roofline", "gpt2", "--hardware", "h100-sxm", "--seq", "8", "--depth", "0")
+    assert code == 0, err
+    assert "(seed)" not in out
+    assert "each reads its weights and input, writes its output once" in out
+
+
+def test_memory_train_shows_saved_for_backward_as_part_of_the_forward_peak(run_main) -> None:
+    code, out, err = run_main("memory", "gpt2", "--train", "--seq", "16", "--depth", "0", "--json", "-")
+    assert code == 0, err
+    act = json.loads(out)["totals"]["activations"]
+    assert act["saved_for_backward_bytes"] <= act["peak_train_forward_bytes"]  # what "of which" claims
+    code, out, err = run_main("memory", "gpt2", "--train", "--seq", "16", "--depth", "0")
+    assert code == 0, err
+    peak, saved = out.index("peak activations, training forward"), out.index("of which kept for the backward pass")
+    assert peak < saved

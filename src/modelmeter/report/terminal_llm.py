@@ -41,11 +41,17 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
         f"{format_bytes(s['kv_cache_bytes_per_token'])}"
         f"/token (closed form {format_bytes(s['kv_cache_bytes_per_token_closed_form'])}) · device memory "
         f"{format_bytes(hw['memory_bytes'], binary=True)} · max batch "
-        f"{'unknown' if limit is None else limit} · decode fit error "
-        f"{s['fit']['decode_max_rel_error']:.1e}"))
+        f"{'unknown' if limit is None else limit}"))
+    out.append(Text(fit_note(s["fit"])))
     if s.get("local"):
         out.extend(local_view(s["local"]))
     return out
+
+
+def fit_note(fit: dict[str, Any]) -> str:
+    """How the batch sizes and lengths not traced were obtained, and how far the check trace was off."""
+    return (f"every batch size and cache length is fitted from {fit['traces']} traced steps, one of "
+            f"them a check the fit misses by at most {fit['decode_max_rel_error']:.2%}")
 
 
 def local_view(s: dict[str, Any]) -> list[RenderableType]:
