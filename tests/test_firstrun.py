@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -83,3 +84,38 @@ def test_memory_train_shows_saved_for_backward_as_part_of_the_forward_peak(run_m
     assert code == 0, err
     peak, saved = out.index("peak activations, training forward"), out.index("of which kept for the backward pass")
     assert peak < saved
+
+
+# ------------------------------------------------------------------ one thread default, said in the header
+
+
+@pytest.fixture()
+def torch_threads():
+    """The CLI sets torch's threads for its process; put them back for the next test."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch
+    torch.set_num_threads(before)
+
+
+def test_thread_default_does_not_follow_the_load_and_is_in_the_header(run_main, monkeypatch,
+                                                                      torch_threads) -> None:
+    from modelmeter.hardware import local
+    from modelmeter.hardware.detect import read_cpu_info
+
+    cpu = read_cpu_info()
+    physical = cpu.physical_cores or cpu.logical_cpus
+    for load in (0.0, 50.0):  # a quiet machine, then every core busy: the same default
+        monkeypatch.setattr(local, "system_load", lambda load=load: load)
+        code, out, err = run_main("report", "mobilenet-v2", "--no-measure", "--depth", "0")
+        assert code == 0, err
+        assert torch_threads.get_num_threads() == physical
+        assert re.search(rf"threads +{physical} \(default: this CPU's physical cores", out)
+
+
+def test_threads_option_sets_the_count_and_says_so(run_main, torch_threads) -> None:
+    code, out, err = run_main("report", "mobilenet-v2", "--no-measure", "--depth", "0", "--threads", "1")
+    assert code == 0, err
+    assert torch_threads.get_num_threads() == 1
+    assert "1 (--threads)" in out

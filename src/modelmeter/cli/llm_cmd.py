@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import click
 
-from .options import attention_option, check_outputs, check_sizes, make_console, write_json
+from .options import (
+    attention_option,
+    check_outputs,
+    check_sizes,
+    make_console,
+    threads_option,
+    write_json,
+)
 
 
 @click.command()
@@ -34,8 +41,9 @@ from .options import attention_option, check_outputs, check_sizes, make_console,
               help="What-if: quantised activations (W8A8; W4A8 with --weights int4; fp8): matrix "
                    "products at the device's int8/fp8 peak; weights and KV default to it.")
 @attention_option
+@threads_option
 def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch, trust_remote_code,
-        plot_path, measure, json_path, activations, attention) -> None:
+        plot_path, measure, json_path, activations, attention, threads) -> None:
     """LLM inference: TTFT, TPOT, tokens/s, KV cache and memory fit per batch size (estimated)."""
     from ..core.lists import parse_batch_sizes
     from ..pipeline import run
@@ -47,7 +55,12 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     check_sizes(gen, "--gen")
     batch_sizes = parse_batch_sizes(batches)
     check_sizes(list(batch_sizes), "--batch")
-    if hardware is None or hardware.strip().lower() == "local":
+    local = hardware is None or hardware.strip().lower() == "local"
+    from ..pipeline.calibrated import apply_threads
+
+    # Before the profile is looked up: the calibrated profile is keyed by the thread count.
+    used = apply_threads(threads, "cpu")
+    if local:
         _calibrate_local()
     hw = resolve_hardware(hardware)
     if plot_path:
@@ -68,6 +81,10 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     from ..report.terminal_llm import llm_view
 
     console = make_console()
+    if local or measure:  # figures measured here depend on the count
+        from ..report.threads_text import threads_text
+
+        console.print(f"threads {threads_text(used, threads is not None)}", markup=False, highlight=False)
     for item in llm_view(section):
         console.print(item)
     if plot_path:
@@ -78,13 +95,12 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
 
 
 def _calibrate_local() -> None:
-    """This machine's profile on first use (threads as the command runs); a refusal is shown, not fatal."""
+    """This machine's profile on first use (at the threads already set); a refusal is shown, not fatal."""
     import sys
 
     from ..hardware.local import stderr_progress
-    from ..pipeline.calibrated import NO_LOCAL_PROFILE, apply_threads, local_hardware
+    from ..pipeline.calibrated import NO_LOCAL_PROFILE, local_hardware
 
-    apply_threads(None, "cpu")
     _hw, why = local_hardware(stderr_progress())
     if why and why != NO_LOCAL_PROFILE:
         print(f"warning: {why}", file=sys.stderr)

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import click
 
-from .options import attention_option, check_outputs, make_console, model_options, write_json
+from .options import (
+    attention_option,
+    check_outputs,
+    make_console,
+    model_options,
+    threads_option,
+    write_json,
+)
 
 
 @click.command()
@@ -28,8 +35,9 @@ from .options import attention_option, check_outputs, make_console, model_option
               help="What-if: quantised activations (W8A8, W4A8 with --weights int4, fp8): matrix "
                    "products at the device's int8/fp8 peak, activation bytes at that width.")
 @attention_option
+@threads_option
 def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficiency, plot_path, top,
-             json_path, activations, attention) -> None:
+             json_path, activations, attention, threads) -> None:
     """Predicted latency on a device: compute vs memory time per layer (roofline estimate)."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions, RooflineOptions
@@ -43,7 +51,7 @@ def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficie
     from ..pipeline.calibrated import apply_threads
 
     # The thread count report and bench default to: the calibrated profile is keyed by it.
-    apply_threads(None, "cpu")
+    used = apply_threads(threads, "cpu")
     sections = run.roofline(ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq,
                                          dtype=dtype, attention=attention), options)
     data = sections.to_report().to_dict()
@@ -58,6 +66,10 @@ def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficie
     from ..report.terminal_roofline import roofline_view
 
     console = make_console()
+    if data["roofline"].get("hardware") == "local":  # this machine's rates depend on the count
+        from ..report.threads_text import threads_text
+
+        console.print(f"threads {threads_text(used, threads is not None)}", markup=False, highlight=False)
     for item in roofline_view(data, result, depth, top):
         console.print(item)
     if plot_path:
