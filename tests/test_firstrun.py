@@ -119,3 +119,51 @@ def test_threads_option_sets_the_count_and_says_so(run_main, torch_threads) -> N
     assert code == 0, err
     assert torch_threads.get_num_threads() == 1
     assert "1 (--threads)" in out
+
+
+# ------------------------------------------------------------------ one unit of memory, and the runtime's headroom
+
+# The headroom rule, from its sources: vLLM's default --gpu-memory-utilization 0.9 (10% left to the
+# runtime), and a CUDA context of up to ~800 MB measured by PyTorch users (800 MiB floor).
+_RESERVE, _CONTEXT = 0.10, 800 * 2**20
+
+
+def _usable(device_bytes: float) -> float:
+    return device_bytes - max(_RESERVE * device_bytes, _CONTEXT)
+
+
+def test_llm_max_batch_fits_the_usable_memory_and_prints_one_unit(run_main) -> None:
+    args = ("llm", "mistral-7b", "--hardware", "rtx-4090", "--max-batch", "--prompt", "128", "--gen", "16")
+    code, out, err = run_main(*args, "--json", "-")
+    assert code == 0, err
+    s = json.loads(out)["llm"]
+    device = s["hardware_detail"]["memory_bytes"]
+    budget = s["memory_budget"]
+    assert budget["device_bytes"] == device
+    assert budget["usable_bytes"] == pytest.approx(_usable(device))
+    assert budget["headroom_bytes"] == pytest.approx(device - _usable(device))
+    assert all(b["memory_bytes"] <= budget["usable_bytes"] for b in s["batches"] if b["fits"])
+    top = next(b for b in s["batches"] if b["batch"] == s["max_batch"])
+    assert top["memory_bytes"] <= _usable(device)
+    code, out, err = run_main(*args)
+    assert code == 0, err
+    footer = out[out.index("weights "):]
+    assert "GiB" not in footer  # capacity and use in one unit
+    assert f"{device / 1e9:.1f} GB" in footer and "usable" in footer and "CUDA context" in footer
+
+
+def test_plan_train_fits_only_what_the_usable_memory_holds(run_main) -> None:
+    code, out, err = run_main("plan", "llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train",
+                              "--json", "-")
+    assert code == 0, err
+    plan = json.loads(out)["plan"]
+    budget = plan["memory_budget"]
+    usable = _usable(budget["device_bytes"])
+    assert budget["usable_bytes"] == pytest.approx(usable)
+    fitting = [c for c in plan["candidates"] if c["fits"]]
+    assert fitting and all(c["memory_per_device_bytes"] <= usable for c in fitting)
+    assert all(c["memory_per_device_bytes"] > usable for c in plan["candidates"] if not c["fits"])
+    code, out, err = run_main("plan", "llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train")
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("memory per device"))
+    assert f"{usable / 1e9:.1f} GB usable" in line and "GiB" not in line

@@ -76,6 +76,7 @@ from typing import Any
 
 from ..core.errors import UserInputError
 from ..hardware import Hardware
+from ..hardware.headroom import usable_memory_bytes
 from ..hardware.interconnect import Interconnect
 from .comm import (
     ALL_GATHER,
@@ -507,7 +508,7 @@ def _why_not(memory: float, capacity: float | None, w: float, g: float, o: float
     biggest = max(terms, key=lambda k: terms[k])
     over = memory - (capacity or 0)
     return (f"needs {memory / 1e9:.1f} GB per device on stage {stage}, {over / 1e9:.1f} GB over "
-            f"{(capacity or 0) / 1e9:.0f} GB; largest term: {biggest} {terms[biggest] / 1e9:.1f} GB "
+            f"{(capacity or 0) / 1e9:.1f} GB usable; largest term: {biggest} {terms[biggest] / 1e9:.1f} GB "
             f"(weights {w / 1e9:.1f} + gradients {g / 1e9:.1f} + optimizer {o / 1e9:.1f} "
             f"+ activations {act / 1e9:.1f} GB)")
 
@@ -641,7 +642,7 @@ def plan_training(profile: TrainingProfile, settings: TrainSettings, *, devices:
     if (fixed.ep or 1) > 1 and profile.expert_params == 0:
         raise UserInputError(f"--ep {fixed.ep}: {profile.model} has no experts (no module under an 'experts' "
                              "path); expert parallelism splits a mixture of experts")
-    capacity = float(profile.hardware.memory_bytes) if profile.hardware.memory_bytes else None
+    capacity = usable_memory_bytes(profile.hardware)  # less the runtime's headroom
     timer = _Timer()
     found = [evaluate(profile, settings, lay, net, capacity, timer)
              for lay in layouts(profile, settings, devices, per_node, fixed)]

@@ -177,7 +177,7 @@ def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings:
                             efficiency=efficiency, config=loaded.config)
     result = plan_training(profile, settings, devices=devices, nodes=nodes, net=net, fixed=fixed, limit=limit)
     analysis = Analysis(loaded, dtype, dtype, None, trace, forward, 1, seq_used)
-    return Sections(CountSection.from_analysis(analysis), plan=PlanSection(section(result)))
+    return Sections(CountSection.from_analysis(analysis), plan=PlanSection(_with_budget(section(result), hw)))
 
 
 def _tokens_per_sample(loaded: Any) -> int:
@@ -214,4 +214,12 @@ def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, 
         model={"name": costs.model, "kind": "decoder", "source": "", "description": ""},
         settings={"dtype": costs.dtype, "prompt": prompt, "gen": gen, "batch": batch, "notes": []},
         totals={"params": costs.params}, modules=(), uncounted_ops=(), methods={})
-    return Sections(counts, plan=PlanSection(plan_section(result, infer_candidate_dict)))
+    return Sections(counts, plan=PlanSection(_with_budget(plan_section(result, infer_candidate_dict), hw)))
+
+
+def _with_budget(section: dict[str, Any], hw: Any) -> dict[str, Any]:
+    """The plan section with `memory_budget`: the device memory, headroom and usable figure fits used."""
+    from ..hardware.headroom import memory_budget
+
+    budget = memory_budget(hw)
+    return {**section, "memory_budget": budget.to_dict()} if budget is not None else section
