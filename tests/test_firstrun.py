@@ -167,3 +167,30 @@ def test_plan_train_fits_only_what_the_usable_memory_holds(run_main) -> None:
     assert code == 0, err
     line = next(x for x in out.splitlines() if x.startswith("memory per device"))
     assert f"{usable / 1e9:.1f} GB usable" in line and "GiB" not in line
+
+
+# ------------------------------------------------------------------ progress on stderr for long work
+
+
+def _stderr_is_a_terminal(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+
+
+def test_plan_shows_its_steps_on_a_terminal_stderr_and_not_with_quiet(run_main, monkeypatch) -> None:
+    args = ("plan", "llama3-8b", "--hardware", "h100-sxm", "--devices", "8", "--train")
+    _stderr_is_a_terminal(monkeypatch)
+    code, out, err = run_main(*args)
+    assert code == 0, err
+    assert "tracing forward and backward" in err or "planning the layouts of 8 devices" in err
+    assert "planning" not in out and "tracing" not in out  # stdout keeps the plan alone
+    code, out, err = run_main(*args, "--quiet")
+    assert code == 0, err
+    assert "tracing" not in err and "planning" not in err
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(run_main) -> None:
+    code, out, err = run_main("llm", "gpt2", "--hardware", "h100-sxm", "--prompt", "16", "--gen", "4")
+    assert code == 0, err
+    assert "tracing" not in err  # a log or a pipe gets the figures, no spinner frames

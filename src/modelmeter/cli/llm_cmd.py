@@ -16,6 +16,7 @@ from .options import (
     threads_option,
     write_json,
 )
+from .progress import quiet_option, step_progress
 
 
 @click.command()
@@ -42,8 +43,9 @@ from .options import (
                    "products at the device's int8/fp8 peak; weights and KV default to it.")
 @attention_option
 @threads_option
+@quiet_option
 def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch, trust_remote_code,
-        plot_path, measure, json_path, activations, attention, threads) -> None:
+        plot_path, measure, json_path, activations, attention, threads, no_progress) -> None:
     """LLM inference: TTFT, TPOT, tokens/s, KV cache and memory fit per batch size (estimated)."""
     from ..core.lists import parse_batch_sizes
     from ..pipeline import run
@@ -70,7 +72,8 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     check_outputs(json=json_path)
     options = LLMOptions(hw, prompt, gen, batch_sizes, dtype, weights, kv_dtype, max_batch, trust_remote_code,
                          activations=activations, attention=attention, measure=measure)
-    section = run.llm(model, options).to_dict()
+    with step_progress(no_progress) as on_status:
+        section = run.llm(model, options, run.Hooks(on_status=on_status)).to_dict()
     if plot_path:
         from ..report.llm_plots import plot_llm
 

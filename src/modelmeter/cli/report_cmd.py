@@ -29,6 +29,7 @@ from .options import (
     threads_option,
     write_json,
 )
+from .progress import quiet_option, step_progress
 
 
 def _write_text(target: str, text: str) -> None:
@@ -71,8 +72,9 @@ def _write_text(target: str, text: str) -> None:
               help="Keep absolute file paths in Markdown/HTML (default: shown as their last part).")
 @attention_option
 @threads_option
+@quiet_option
 def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, depth, top, json_path,
-           csv_path, md_path, html_path, save, db, absolute_paths, attention, threads) -> None:
+           csv_path, md_path, html_path, save, db, absolute_paths, attention, threads, no_progress) -> None:
     """Every efficiency metric of a model in one view: counts, memory, roofline, measurement."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions, ReportOptions, report_timing
@@ -100,8 +102,8 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
     from ..pipeline.calibrated import apply_threads
 
     used = apply_threads(threads, options.device)  # the cpu default: the physical cores
-    with console.status("starting") as spinner:
-        rep = run.report(model_options, options, run.Hooks(on_status=spinner.update)).to_report()
+    with step_progress(no_progress) as on_status:
+        rep = run.report(model_options, options, run.Hooks(on_status=on_status)).to_report()
     data = rep.to_dict()
     if not quiet:  # shown first: should a write still fail (disk full), the numbers were seen
         from ..report.terminal import report_view

@@ -15,6 +15,7 @@ from .options import (
     threads_option,
     write_json,
 )
+from .progress import quiet_option, step_progress
 
 
 @click.command()
@@ -36,8 +37,9 @@ from .options import (
                    "products at the device's int8/fp8 peak, activation bytes at that width.")
 @attention_option
 @threads_option
+@quiet_option
 def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficiency, plot_path, top,
-             json_path, activations, attention, threads) -> None:
+             json_path, activations, attention, threads, no_progress) -> None:
     """Predicted latency on a device: compute vs memory time per layer (roofline estimate)."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions, RooflineOptions
@@ -52,8 +54,10 @@ def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficie
 
     # The thread count report and bench default to: the calibrated profile is keyed by it.
     used = apply_threads(threads, "cpu")
-    sections = run.roofline(ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq,
-                                         dtype=dtype, attention=attention), options)
+    with step_progress(no_progress) as on_status:
+        sections = run.roofline(ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq,
+                                             dtype=dtype, attention=attention), options,
+                                run.Hooks(on_status=on_status))
     data = sections.to_report().to_dict()
     result = sections.roofline.result
     if plot_path is not None:

@@ -10,6 +10,7 @@ It returns `Sections` (counts + `PlanSection`); `to_report()` is the report.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import UserInputError
@@ -29,7 +30,7 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
          tp: int | None = None, pp: int | None = None, dp: int | None = None, ep: int | None = None,
          micro_batch: int | None = None, efficiency: float | str | None = "auto", fabric: str | None = None,
          objective: str = "throughput", limit: int = 50, name: str | None = None, vp: int | None = None,
-         overlap_grad_reduce: bool = False) -> Sections:
+         overlap_grad_reduce: bool = False, on_status: Callable[[str], None] | None = None) -> Sections:
     """Plan `model` on `devices` devices of `hardware` over `nodes` nodes (see `analysis/plan.py`).
 
     Training (`train=True`) searches tp, pp, dp, ep, ZeRO stage, micro-batch, sequence
@@ -92,7 +93,7 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
                                  overlap_grad_reduce=overlap_grad_reduce)
         return _plan_training(model, example_inputs, hw, net, settings, fixed, devices=devices, nodes=nodes,
                               seq=seq, dtype=dtype, efficiency=eff, limit=limit, name=name,
-                              section=plan_section)
+                              section=plan_section, status=on_status or _silent)
     for label, value in (("--zero", zero), ("--global-batch", global_batch), ("--seq", seq),
                          ("--micro-batch", micro_batch), ("--checkpoint", checkpoint), ("--vp", vp),
                          ("--overlap-grad-reduce", overlap_grad_reduce or None)):
@@ -104,7 +105,11 @@ def plan(model: Any = None, example_inputs: Any = None, *, hardware: str, device
         raise UserInputError("inference planning traces its own prefill and decode inputs: drop example_inputs")
     return _plan_inference(model, hw, net, fixed, devices=devices, nodes=nodes, dtype=dtype or "fp16",
                            prompt=prompt, gen=gen, batch=batch, weights=weights, kv_dtype=kv_dtype,
-                           objective=objective, limit=limit)
+                           objective=objective, limit=limit, status=on_status or _silent)
+
+
+def _silent(_text: str) -> None:
+    """No progress wanted (the library never prints; `on_status` is the caller's)."""
 
 
 def _training_dtype(model: Any, dtype: str | None) -> str:
@@ -151,12 +156,13 @@ def _efficiency(hw: Any, dtype: str, efficiency: float | str | None) -> float | 
 
 def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings: Any, fixed: Any, *,
                    devices: int, nodes: int, seq: int | None, dtype: str, efficiency: float | None,
-                   limit: int, name: str | None, section: Any) -> Sections:
+                   limit: int, name: str | None, section: Any, status: Callable[[str], None]) -> Sections:
     from ..analysis.plan import plan_training
     from ..analysis.plan_profile import build_profile
     from ..count import count_trace
     from ..trace import trace_model
 
+    status("building the model")
     if example_inputs is not None:
         loaded = load(ModelOptions(model, example_inputs, dtype=dtype, name=name))
     else:
@@ -167,14 +173,17 @@ def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings:
                 raise
             loaded = load(ModelOptions(model, batch=1, dtype=dtype, name=name))  # not a text preset
     seq_used = _tokens_per_sample(loaded)
+    status("tracing forward and backward")
     # Fused attention, as training kernels run it (flash): no L x L scores saved for backward.
     trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True, attention="flash")
     forward = count_trace(trace)
     if forward.totals.trainable_params == 0:
         raise UserInputError("the model has no trainable parameters; --train needs some")
     backward = count_trace(trace, phase="backward")
+    status("profiling the blocks")
     profile = build_profile(trace, forward, backward, hw, model=loaded.name, seq=seq_used,
                             efficiency=efficiency, config=loaded.config)
+    status(f"planning the layouts of {devices} devices")
     result = plan_training(profile, settings, devices=devices, nodes=nodes, net=net, fixed=fixed, limit=limit)
     analysis = Analysis(loaded, dtype, dtype, None, trace, forward, 1, seq_used)
     return Sections(CountSection.from_analysis(analysis), plan=PlanSection(_with_budget(section(result), hw)))
@@ -195,7 +204,7 @@ def _tokens_per_sample(loaded: Any) -> int:
 
 def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, nodes: int, dtype: str,
                     prompt: int, gen: int, batch: int, weights: str | None, kv_dtype: str | None,
-                    objective: str, limit: int) -> Sections:
+                    objective: str, limit: int, status: Callable[[str], None]) -> Sections:
     from ..analysis.llm import measure_llm_costs
     from ..analysis.plan import plan_section
     from ..analysis.plan_infer import infer_candidate_dict, plan_inference
@@ -206,7 +215,9 @@ def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, 
         if precision:
             parse_precision(precision)
     hw.peak_flops_for(parse_precision(dtype).name, "matmul")
+    status("tracing prefill and decode")
     costs = measure_llm_costs(model, prompt=prompt, gen=gen, dtype=dtype)
+    status(f"planning the layouts of {devices} devices")
     result = plan_inference(costs, hw, devices=devices, nodes=nodes, net=net, batch=batch, weights=weights,
                             kv_dtype=kv_dtype, fixed=fixed, objective=objective, limit=limit)
     # No module breakdown: the LLM view's traces are costed per step, not per module.
