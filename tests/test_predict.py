@@ -127,15 +127,14 @@ def test_op_classes(op: str, category: str, cls: str) -> None:
 # ------------------------------------------------------------------ threads, load, refusal
 
 
-@pytest.mark.parametrize(("physical", "logical", "load", "want"), [
-    (4, 8, 0.0, 4),  # physical cores, not hyper-threads
-    (2, 2, 0.2, 2),
-    (2, 2, 1.2, 1),  # one core busy: one thread
-    (2, 2, 5.0, 1),  # never below one
-    (8, 8, None, 8),  # no load average on this platform
+@pytest.mark.parametrize(("physical", "logical", "want"), [
+    (4, 8, 4),  # physical cores, not hyper-threads
+    (2, 2, 2),  # whatever the load: one default every run (the load warning says a busy machine)
+    (None, 8, 8),  # physical count unknown: the logical CPUs
+    (0, 0, 1),  # never below one
 ])
-def test_default_threads(physical: int, logical: int, load: float | None, want: int) -> None:
-    assert default_threads(physical, logical, load) == want
+def test_default_threads(physical: int | None, logical: int, want: int) -> None:
+    assert default_threads(physical, logical) == want
 
 
 def test_load_above_the_cores_is_flagged_in_words() -> None:
@@ -538,6 +537,10 @@ def test_first_use_calibration_reports_progress_through_the_pipeline_hooks(tmp_p
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr("modelmeter.hardware.local.system_load", lambda: 0.0)
     monkeypatch.setattr("modelmeter.hardware.local.refusal_reason", lambda *a: None)  # tiny sizes are slow
+    # ... and their rates may read as implausible for this CPU at its default threads: the test is
+    # about progress, so the profile checks (tested in test_plausible.py) let these tiny ones pass.
+    monkeypatch.setattr("modelmeter.hardware.local.implausible_reason", lambda *a: None)
+    monkeypatch.setattr("modelmeter.hardware.profile.check_hardware", lambda hw, threads: hw)
     tiny = CalibrationSettings(repeats=1, min_sample_s=0.0005, matmul_sizes=(64,), matmul_target_s=0.0,
                                stream_bytes_per_array=2**20, budget_s=1.0, precisions=("fp32",))
     real_cal, real_bench = calibration.calibrate, microbench.run_microbench

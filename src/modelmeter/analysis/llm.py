@@ -63,6 +63,7 @@ from ..core.precision import (
 from ..count.moe import BALANCED, expected_touched
 from ..formulas import decoder_dims, decoder_flops_per_token, kv_cache_bytes
 from ..hardware import Hardware, get_hardware
+from ..hardware.headroom import usable_memory_bytes
 from .llm_trace import (
     ACT,
     EXPERT,
@@ -586,7 +587,7 @@ def llm_estimate(
     weight_bytes = layout.total_bytes if layout else param_size(costs.params, weights).total_bytes
     kv_per_token = costs.kv_elems_per_token * coster.kv_b
     closed = kv_cache_bytes(costs.config, 1, coster.kv_b)
-    memory = float(hw.memory_bytes) if hw.memory_bytes else None
+    memory = usable_memory_bytes(hw)  # less the runtime's headroom (hardware/headroom.py)
     notes = list(costs.notes)
     limit: int | None = None
     if memory is None:
@@ -596,8 +597,8 @@ def llm_estimate(
                            costs.kv_elems_per_sequence(costs.prompt + costs.gen) * coster.kv_b)
         if weight_bytes > memory:
             notes.append(
-                f"the weights alone ({weight_bytes / 1e9:.1f} GB at {weights}) exceed {hw.id}'s "
-                f"{memory / 2**30:.0f} GiB of memory: nothing fits on one device; figures assume it did"
+                f"the weights alone ({weight_bytes / 1e9:.1f} GB at {weights}) exceed the "
+                f"{memory / 1e9:.1f} GB usable on {hw.id}: nothing fits on one device; figures assume it did"
             )
         elif limit == 0:
             notes.append(f"not even batch 1 fits {hw.id}'s memory with its KV cache and activations")

@@ -77,6 +77,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..core.errors import UserInputError
+from ..hardware.headroom import usable_memory_bytes
 from ..hardware.interconnect import Interconnect
 from .plan_layout import (
     COMM_KINDS,
@@ -236,7 +237,7 @@ def plan_training(profile: TrainingProfile, settings: TrainSettings, *, devices:
     if (fixed.ep or 1) > 1 and profile.expert_params == 0:
         raise UserInputError(f"--ep {fixed.ep}: {profile.model} has no experts (no module under an 'experts' "
                              "path); expert parallelism splits a mixture of experts")
-    capacity = float(profile.hardware.memory_bytes) if profile.hardware.memory_bytes else None
+    capacity = usable_memory_bytes(profile.hardware)  # less the runtime's headroom
     timer = _Timer(profile.gpu)
     found = [evaluate(profile, settings, lay, net, capacity, timer)
              for lay in layouts(profile, settings, devices, per_node, fixed)]

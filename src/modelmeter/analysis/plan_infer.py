@@ -35,6 +35,7 @@ from ..core.precision import parse_precision
 from ..formulas import decoder_dims
 from ..hardware import Hardware
 from ..hardware.gpumodel import GpuModel
+from ..hardware.headroom import usable_memory_bytes
 from ..hardware.interconnect import Interconnect
 from .comm import ALL_REDUCE, P2P, collective_time, make_group
 from .llm import LLMCosts, _Coster, llm_estimate
@@ -135,7 +136,7 @@ def evaluate_inference(costs: LLMCosts, hw: Hardware, layout: InferLayout, net: 
     replica = layout.tp * layout.pp
     flops = (fig.prefill.flops + steps * fig.decode.flops) * layout.tp  # one replica's request FLOPs
     peak = hw.peak_flops_for(costs.dtype, "matmul")
-    capacity = float(hw.memory_bytes) if hw.memory_bytes else None
+    capacity = usable_memory_bytes(hw)  # as llm_estimate's fit: less the runtime's headroom
     fits = bool(fig.fits) if fig.fits is not None else True
     why = None
     if not fits:
@@ -143,7 +144,7 @@ def evaluate_inference(costs: LLMCosts, hw: Hardware, layout: InferLayout, net: 
                  "activations": fig.activation_bytes}
         big = max(terms, key=lambda k: terms[k])
         why = (f"needs {fig.memory_bytes / 1e9:.1f} GB per device, {(fig.memory_bytes - (capacity or 0)) / 1e9:.1f}"
-               f" GB over {(capacity or 0) / 1e9:.0f} GB; largest term: {big} {terms[big] / 1e9:.1f} GB "
+               f" GB over {(capacity or 0) / 1e9:.1f} GB usable; largest term: {big} {terms[big] / 1e9:.1f} GB "
                f"(weights {result.weight_bytes / 1e9:.1f} + KV cache {fig.kv_cache_bytes / 1e9:.1f} + "
                f"activations {fig.activation_bytes / 1e9:.1f} GB)")
     return InferCandidate(

@@ -463,7 +463,7 @@ def _why_not(memory: float, capacity: float | None, w: float, g: float, o: float
     biggest = max(terms, key=lambda k: terms[k])
     over = memory - (capacity or 0)
     return (f"needs {memory / 1e9:.1f} GB per device on stage {stage}, {over / 1e9:.1f} GB over "
-            f"{(capacity or 0) / 1e9:.0f} GB; largest term: {biggest} {terms[biggest] / 1e9:.1f} GB "
+            f"{(capacity or 0) / 1e9:.1f} GB usable; largest term: {biggest} {terms[biggest] / 1e9:.1f} GB "
             f"(weights {w / 1e9:.1f} + gradients {g / 1e9:.1f} + optimizer {o / 1e9:.1f} "
             f"+ activations {act / 1e9:.1f} GB)")
 

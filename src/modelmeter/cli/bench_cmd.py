@@ -85,11 +85,15 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
         # The largest batch is the one that must fit (the sweep's OOM rule handles activations).
         check_cpu_fit(model, inputs=list(inputs) or None, batch=max(batches) if batches else None,
                       seq=seq, advice="`modelmeter roofline` predicts its latency without running it")
-    # Threads first (on cpu, by default the physical cores the load leaves free): the
+    # Threads first (on cpu, by default the physical cores): the
     # calibrated profile is keyed by the thread count the bench runs with.
-    apply_threads(threads, options.device)
+    used = apply_threads(threads, options.device)
 
     console = make_console(json_to_stdout=json_path == "-")
+    if used is not None:
+        from ..report.threads_text import threads_text
+
+        console.print(f"threads {threads_text(used, threads is not None)}", markup=False, highlight=False)
     with live_progress(console) as (on_progress, on_row):
         hooks = run.Hooks(on_status=lambda text: console.print(f"{text}…", markup=False, highlight=False),
                           on_progress=on_progress, on_row=on_row, on_calibration=stderr_progress())

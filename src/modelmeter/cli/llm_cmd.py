@@ -16,8 +16,10 @@ from .options import (
     check_sizes,
     make_console,
     model_spec,
+    threads_option,
     write_json,
 )
+from .progress import quiet_option, step_progress
 
 
 @click.command()
@@ -51,8 +53,11 @@ from .options import (
 @click.option("--ttft-target", type=float, metavar="MS", help="GPU devices: largest batch whose TTFT meets this.")
 @click.option("--tpot-target", type=float, metavar="MS", help="GPU devices: largest batch whose TPOT meets this.")
 @attention_option
+@threads_option
+@quiet_option
 def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch, trust_remote_code,
-        plot_path, measure, json_path, activations, runtime, rate, ttft_target, tpot_target, attention) -> None:
+        plot_path, measure, json_path, activations, runtime, rate, ttft_target, tpot_target, attention, threads,
+        no_progress) -> None:
     """LLM inference: TTFT, TPOT, tokens/s, KV cache and memory fit per batch size (estimated)."""
     from ..core.lists import parse_batch_sizes
     from ..pipeline import run
@@ -64,7 +69,12 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     check_sizes(gen, "--gen")
     batch_sizes = parse_batch_sizes(batches)
     check_sizes(list(batch_sizes), "--batch")
-    if hardware is None or hardware.strip().lower() == "local":
+    local = hardware is None or hardware.strip().lower() == "local"
+    from ..pipeline.calibrated import apply_threads
+
+    # Before the profile is looked up: the calibrated profile is keyed by the thread count.
+    used = apply_threads(threads, "cpu")
+    if local:
         _calibrate_local()
     hw = resolve_hardware(hardware)
     if plot_path:
@@ -76,7 +86,8 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
                          activations=activations, attention=attention, measure=measure, runtime=runtime,
                          rate=rate, ttft_target_s=None if ttft_target is None else ttft_target / 1e3,
                          tpot_target_s=None if tpot_target is None else tpot_target / 1e3)
-    section = run.llm(model, options).to_dict()
+    with step_progress(no_progress) as on_status:
+        section = run.llm(model, options, run.Hooks(on_status=on_status)).to_dict()
     if plot_path:
         from ..report.llm_plots import plot_llm
 
@@ -87,6 +98,10 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     from ..report.terminal_llm import llm_view
 
     console = make_console()
+    if local or measure:  # figures measured here depend on the count
+        from ..report.threads_text import threads_text
+
+        console.print(f"threads {threads_text(used, threads is not None)}", markup=False, highlight=False)
     for item in llm_view(section):
         console.print(item)
     if plot_path:
@@ -97,14 +112,13 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
 
 
 def _calibrate_local() -> None:
-    """This machine's profile on first use (threads as the command runs); a refusal is shown, not fatal."""
+    """This machine's profile on first use (at the threads already set); a refusal is shown, not fatal."""
     import sys
 
     from ..hardware.local import stderr_progress
     from ..hardware.plausible import InvalidProfile, ProfileSetAside
-    from ..pipeline.calibrated import NO_LOCAL_PROFILE, apply_threads, local_hardware
+    from ..pipeline.calibrated import NO_LOCAL_PROFILE, local_hardware
 
-    apply_threads(None, "cpu")
     with warnings.catch_warnings(record=True) as set_aside:
         warnings.simplefilter("always", ProfileSetAside)
         hw, why = local_hardware(stderr_progress())

@@ -47,6 +47,14 @@ def attention_option(fn: Callable[..., Any]) -> Callable[..., Any]:
              "L x S scores are never stored) or math (unfused: scores materialised).")(fn)
 
 
+def threads_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--threads: torch's intra-op threads on CPU; default the physical cores, the same every run."""
+    return click.option(
+        "--threads", type=click.IntRange(min=1), default=None,
+        help="torch intra-op threads on CPU (default: this CPU's physical cores, the same every "
+             "run whatever the load).")(fn)
+
+
 def check_sizes(values: Any, flag: str) -> None:
     """Each --batch/--seq style integer positive and within the sane bound (one line, exit 2)."""
     from ..sources.inputs import check_positive

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from .options import check_outputs, make_console, model_spec, write_json
+from .progress import quiet_option, step_progress
 
 
 @click.command()
@@ -49,9 +50,10 @@ from .options import check_outputs, make_console, model_spec, write_json
 @click.option("--limit", type=int, default=50, show_default=True, help="Candidates kept in the JSON.")
 @click.option("--html", "html_path", metavar="PATH", help="Write an HTML view with charts.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
+@quiet_option
 def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global_batch, seq, checkpoint, sp,
          master_fp32, dtype, prompt, gen, batch, weights, kv_dtype, tp, pp, dp, ep, micro_batch, vp,
-         overlap_grad_reduce, efficiency, objective, limit, html_path, json_path) -> None:
+         overlap_grad_reduce, efficiency, objective, limit, html_path, json_path, no_progress) -> None:
     """Plan training or inference across devices: layouts, memory per device, communication, time."""
     from ..pipeline.options import PlanOptions
     from ..pipeline.plan import plan as run_plan
@@ -68,7 +70,9 @@ def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global
                           weights=weights, kv_dtype=kv_dtype, tp=tp, pp=pp, dp=dp, ep=ep, micro_batch=micro_batch,
                           efficiency=efficiency, fabric=fabric, objective=objective, limit=limit, vp=vp,
                           overlap_grad_reduce=overlap_grad_reduce or False)
-    report = run_plan(model, None, options).to_report()
+    with step_progress(no_progress) as on_status:
+        sections = run_plan(model, None, options, on_status=on_status)
+    report = sections.to_report()
     data = report.to_dict()
     console = make_console(json_to_stdout=json_path == "-")
     render_plan(console, data["plan"])

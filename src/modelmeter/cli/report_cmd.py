@@ -27,8 +27,10 @@ from .options import (
     make_console,
     model_spec,
     split_list,
+    threads_option,
     write_json,
 )
+from .progress import quiet_option, step_progress
 
 
 def _write_text(target: str, text: str) -> None:
@@ -70,8 +72,10 @@ def _write_text(target: str, text: str) -> None:
 @click.option("--absolute-paths", is_flag=True,
               help="Keep absolute file paths in Markdown/HTML (default: shown as their last part).")
 @attention_option
+@threads_option
+@quiet_option
 def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, depth, top, json_path,
-           csv_path, md_path, html_path, save, db, absolute_paths, attention) -> None:
+           csv_path, md_path, html_path, save, db, absolute_paths, attention, threads, no_progress) -> None:
     """Every efficiency metric of a model in one view: counts, memory, roofline, measurement."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions, ReportOptions, report_timing
@@ -98,14 +102,16 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
     console = make_console(json_to_stdout=quiet)
     from ..pipeline.calibrated import apply_threads
 
-    apply_threads(None, options.device)  # the cpu default: physical cores the load leaves free
-    with console.status("starting") as spinner:
-        rep = run.report(model_options, options, run.Hooks(on_status=spinner.update)).to_report()
+    used = apply_threads(threads, options.device)  # the cpu default: the physical cores
+    with step_progress(no_progress) as on_status:
+        rep = run.report(model_options, options, run.Hooks(on_status=on_status)).to_report()
     data = rep.to_dict()
     if not quiet:  # shown first: should a write still fail (disk full), the numbers were seen
         from ..report.terminal import report_view
+        from ..report.threads_text import threads_text
 
-        for item in report_view(data, depth, top):
+        extra = (("threads", threads_text(used, threads is not None)),) if used is not None else ()
+        for item in report_view(data, depth, top, extra_facts=extra):
             console.print(item)
     if json_path is not None:
         write_json(export_json(rep), json_path)

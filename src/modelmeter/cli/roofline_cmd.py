@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import click
 
-from .options import attention_option, check_outputs, make_console, model_options, write_json
+from .options import (
+    attention_option,
+    check_outputs,
+    make_console,
+    model_options,
+    threads_option,
+    write_json,
+)
+from .progress import quiet_option, step_progress
 
 
 @click.command()
@@ -31,8 +39,10 @@ from .options import attention_option, check_outputs, make_console, model_option
               help="GPU devices: how the GPU model launches kernels (one host launch per op, or a CUDA "
                    "graph replay).")
 @attention_option
+@threads_option
+@quiet_option
 def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficiency, plot_path, top,
-             json_path, activations, runtime, attention) -> None:
+             json_path, activations, runtime, attention, threads, no_progress) -> None:
     """Predicted latency on a device: compute vs memory time per layer (roofline estimate)."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions, RooflineOptions
@@ -46,9 +56,11 @@ def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficie
     from ..pipeline.calibrated import apply_threads
 
     # The thread count report and bench default to: the calibrated profile is keyed by it.
-    apply_threads(None, "cpu")
-    sections = run.roofline(ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq,
-                                         dtype=dtype, attention=attention), options)
+    used = apply_threads(threads, "cpu")
+    with step_progress(no_progress) as on_status:
+        sections = run.roofline(ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq,
+                                             dtype=dtype, attention=attention), options,
+                                run.Hooks(on_status=on_status))
     data = sections.to_report().to_dict()
     result = sections.roofline.result
     if plot_path is not None:
@@ -61,6 +73,10 @@ def roofline(model, inputs, batch, seq, dtype, hardware, weights, depth, efficie
     from ..report.terminal_roofline import roofline_view
 
     console = make_console()
+    if data["roofline"].get("hardware") == "local":  # this machine's rates depend on the count
+        from ..report.threads_text import threads_text
+
+        console.print(f"threads {threads_text(used, threads is not None)}", markup=False, highlight=False)
     for item in roofline_view(data, result, depth, top):
         console.print(item)
     if plot_path:

@@ -28,9 +28,10 @@ roofline's peaks with larger sizes and more repeats, then reruns the
 microbenchmarks with a larger time budget (`refine_profile`) and replaces the
 cached model for its key with one fitted against those peaks.
 
-Threads: `default_threads()` is the physical core count, but never more than
-the cores the load average leaves free (two threads on two busy cores wait on
-each other at every parallel op: measured here, 6x slower than one).
+Threads: `default_threads()` is the physical core count, whatever the load: a
+count that followed the load average gave 1 thread in one run and 2 in the next,
+so the same command measured two configurations. Under load the calibration is
+refused and measurements carry the load warning; `--threads N` sets another count.
 """
 
 from __future__ import annotations
@@ -91,10 +92,14 @@ class LocalProfile:
 # ------------------------------------------------------------------ pure rules
 
 
-def default_threads(physical_cores: int, logical_cpus: int, load: float | None) -> int:
-    """Physical cores, but no more than the CPUs the load average leaves free (at least 1)."""
-    free = logical_cpus - round(load) if load is not None else logical_cpus
-    return max(1, min(physical_cores, free))
+def default_threads(physical_cores: int | None, logical_cpus: int) -> int:
+    """The physical cores (the logical CPUs when that count is unknown), at least 1.
+
+    Not the cores the load leaves free: that count moved with other programs (1 thread in
+    one run, 2 in the next), so two runs of one command measured different things. A busy
+    machine is said by the load warning instead, and `--threads` picks another count.
+    """
+    return max(1, physical_cores or logical_cpus)
 
 
 def load_warning(load: float | None, cpus: int) -> str | None:
@@ -131,13 +136,12 @@ def implausible_reason(hw: Hardware, threads: int) -> str | None:
     return None
 
 
-def choose_threads(loadavg: Callable[[], float | None] | None = None) -> int:
-    """`default_threads` for this machine now."""
+def choose_threads() -> int:
+    """`default_threads` for this machine."""
     from .detect import read_cpu_info
 
     cpu = read_cpu_info()
-    return default_threads(cpu.physical_cores or cpu.logical_cpus, cpu.logical_cpus,
-                           (loadavg or system_load)())
+    return default_threads(cpu.physical_cores, cpu.logical_cpus)
 
 
 def calibration_refusal(result: Any) -> str | None:

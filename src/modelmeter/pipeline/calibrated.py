@@ -28,7 +28,7 @@ NO_LOCAL_PROFILE = ("no roofline prediction: no calibrated 'local' profile; run 
 
 
 def apply_threads(threads: int | None, device: str) -> int | None:
-    """Set torch's intra-op threads: `threads`, else on cpu the physical cores the load leaves free.
+    """Set torch's intra-op threads: `threads`, else on cpu the physical cores (`choose_threads`).
 
     For the CLI, whose process ends with the command (a library call leaves its caller's
     threads alone). Returns the count set, None when left as it was. Called before the

@@ -10,6 +10,7 @@ It returns `Sections` (counts + `PlanSection`); `to_report()` is the report.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import UserInputError
@@ -22,8 +23,10 @@ from .sections import CountSection, PlanSection, Sections
 TRAIN_DTYPES = ("fp32", "fp16", "bf16")
 
 
-def plan(model: Any, example_inputs: Any, options: PlanOptions) -> Sections:
-    """Plan `model` with `options` (`PlanOptions`, checked when built; see `analysis/plan.py`).
+def plan(model: Any, example_inputs: Any, options: PlanOptions,
+         on_status: Callable[[str], None] | None = None) -> Sections:
+    """Plan `model` with `options` (`PlanOptions`, checked when built; see `analysis/plan.py`);
+    `on_status(text)` hears each step as it starts (the library never prints).
 
     A module (with `example_inputs`) is planned at its own precision.
     """
@@ -59,12 +62,16 @@ def plan(model: Any, example_inputs: Any, options: PlanOptions) -> Sections:
                                  overlap_grad_reduce=o.overlap_grad_reduce)
         return _plan_training(model, example_inputs, hw, net, settings, fixed, devices=o.devices, nodes=nodes,
                               seq=o.seq, dtype=dtype, efficiency=eff, limit=o.limit, name=o.name,
-                              section=plan_section, gpu=gpu)
+                              section=plan_section, gpu=gpu, status=on_status or _silent)
     if example_inputs is not None:
         raise UserInputError("inference planning traces its own prefill and decode inputs: drop example_inputs")
     return _plan_inference(model, hw, net, fixed, devices=o.devices, nodes=nodes, dtype=o.dtype or "fp16",
                            prompt=o.prompt, gen=o.gen, batch=o.batch, weights=o.weights, kv_dtype=o.kv_dtype,
-                           objective=o.objective, limit=o.limit)
+                           objective=o.objective, limit=o.limit, status=on_status or _silent)
+
+
+def _silent(_text: str) -> None:
+    """No progress wanted (the library never prints; `on_status` is the caller's)."""
 
 
 def _training_dtype(model: Any, dtype: str | None) -> str:
@@ -111,12 +118,14 @@ def _efficiency(hw: Any, dtype: str, efficiency: float | str | None) -> float | 
 
 def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings: Any, fixed: Any, *,
                    devices: int, nodes: int, seq: int | None, dtype: str, efficiency: float | None,
-                   limit: int, name: str | None, section: Any, gpu: Any = None) -> Sections:
+                   limit: int, name: str | None, section: Any, status: Callable[[str], None],
+                   gpu: Any = None) -> Sections:
     from ..analysis.plan import plan_training
     from ..analysis.plan_profile import build_profile
     from ..count import count_trace
     from ..trace import trace_model
 
+    status("building the model")
     if example_inputs is not None:
         loaded = load(ModelOptions(model, example_inputs, dtype=dtype, name=name))
     else:
@@ -127,17 +136,20 @@ def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings:
                 raise
             loaded = load(ModelOptions(model, batch=1, dtype=dtype, name=name))  # not a text preset
     seq_used = _tokens_per_sample(loaded)
+    status("tracing forward and backward")
     # Fused attention, as training kernels run it (flash): no L x L scores saved for backward.
     trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True, attention="flash")
     forward = count_trace(trace)
     if forward.totals.trainable_params == 0:
         raise UserInputError("the model has no trainable parameters; --train needs some")
     backward = count_trace(trace, phase="backward")
+    status("profiling the blocks")
     profile = build_profile(trace, forward, backward, hw, model=loaded.name, seq=seq_used,
                             efficiency=efficiency, config=loaded.config, gpu=gpu)
+    status(f"planning the layouts of {devices} devices")
     result = plan_training(profile, settings, devices=devices, nodes=nodes, net=net, fixed=fixed, limit=limit)
     analysis = Analysis(loaded, dtype, dtype, None, trace, forward, 1, seq_used)
-    return Sections(CountSection.from_analysis(analysis), plan=PlanSection(section(result)))
+    return Sections(CountSection.from_analysis(analysis), plan=PlanSection(_with_budget(section(result), hw)))
 
 
 def _tokens_per_sample(loaded: Any) -> int:
@@ -155,7 +167,7 @@ def _tokens_per_sample(loaded: Any) -> int:
 
 def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, nodes: int, dtype: str,
                     prompt: int, gen: int, batch: int, weights: str | None, kv_dtype: str | None,
-                    objective: str, limit: int) -> Sections:
+                    objective: str, limit: int, status: Callable[[str], None]) -> Sections:
     from ..analysis.llm import measure_llm_costs
     from ..analysis.plan import plan_section
     from ..analysis.plan_infer import infer_candidate_dict, plan_inference
@@ -166,7 +178,9 @@ def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, 
         if precision:
             parse_precision(precision)
     hw.peak_flops_for(parse_precision(dtype).name, "matmul")
+    status("tracing prefill and decode")
     costs = measure_llm_costs(model, prompt=prompt, gen=gen, dtype=dtype)
+    status(f"planning the layouts of {devices} devices")
     result = plan_inference(costs, hw, devices=devices, nodes=nodes, net=net, batch=batch, weights=weights,
                             kv_dtype=kv_dtype, fixed=fixed, objective=objective, limit=limit,
                             gpu=gpu_model(hw) if has_gpu_model(hw) else None)
@@ -175,4 +189,12 @@ def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, 
         model={"name": costs.model, "kind": "decoder", "source": "", "description": ""},
         settings={"dtype": costs.dtype, "prompt": prompt, "gen": gen, "batch": batch, "notes": []},
         totals={"params": costs.params}, modules=(), uncounted_ops=(), methods={})
-    return Sections(counts, plan=PlanSection(plan_section(result, infer_candidate_dict)))
+    return Sections(counts, plan=PlanSection(_with_budget(plan_section(result, infer_candidate_dict), hw)))
+
+
+def _with_budget(section: dict[str, Any], hw: Any) -> dict[str, Any]:
+    """The plan section with `memory_budget`: the device memory, headroom and usable figure fits used."""
+    from ..hardware.headroom import memory_budget
+
+    budget = memory_budget(hw)
+    return {**section, "memory_budget": budget.to_dict()} if budget is not None else section

@@ -188,7 +188,7 @@ def roofline_section(analysis: Analysis, hw: Hardware, *, weights: str | None = 
     return RooflineSection(result, depth, module_keys, calibrated, predicted)
 
 
-def roofline(model: ModelOptions, options: RooflineOptions) -> Sections:
+def roofline(model: ModelOptions, options: RooflineOptions, hooks: Hooks = NO_HOOKS) -> Sections:
     """Counts plus the predicted latency on a device (and, on 'local', the calibrated
     prediction). The device and precisions are checked before the trace, so a typo fails at once."""
     hw = resolve_hardware(options.hardware)
@@ -200,7 +200,9 @@ def roofline(model: ModelOptions, options: RooflineOptions) -> Sections:
         model = replace(model, dtype=model.dtype or "fp16")
         weights = default_weights(act, weights)
     check_precisions(hw, model.dtype, weights)
+    hooks.status("tracing and counting")
     analysis = analyse(model, check=precision_check(hw, model.dtype, weights))
+    hooks.status(f"roofline on {hw.id}")
     # On this machine's 'local' profile, the calibrated prediction sits beside the bound
     # (when one is cached for the current threads and torch; never calibrated here).
     return Sections(CountSection.from_analysis(analysis),
@@ -312,7 +314,7 @@ def bench(model: ModelOptions, options: BenchOptions, hooks: Hooks = NO_HOOKS) -
 LLM_DEFAULT_DTYPE = "fp16"
 
 
-def llm(model: Any, options: LLMOptions) -> LLMSection:
+def llm(model: Any, options: LLMOptions, hooks: Hooks = NO_HOOKS) -> LLMSection:
     """Prefill, decode, KV cache and memory fit per batch for a decoder (estimated).
 
     On this machine's 'local' profile (or with `measure`), `local` adds the first batch's
@@ -326,6 +328,7 @@ def llm(model: Any, options: LLMOptions) -> LLMSection:
         raise UserInputError(f"a request rate and TTFT/TPOT targets use the GPU performance model; {hw.id} "
                              "is not a GPU with peaks in the database")
     dtype, dtype_reason = llm_dtype(hw, options.dtype)
+    hooks.status("tracing prefill and decode, costing each batch")
     result = analyze_llm(
         model, hardware=hw, prompt=options.prompt, gen=options.gen, batches=options.batches,
         dtype=dtype, weights=options.weights, kv_dtype=options.kv_dtype,
@@ -333,6 +336,7 @@ def llm(model: Any, options: LLMOptions) -> LLMSection:
         activations=options.activations, attention=options.attention or FLASH)
     local = None
     if hw.id == "local" or options.measure:
+        hooks.status("measuring prefill and decode here" if options.measure else "calibrated prediction")
         local = local_steps(model, prompt=options.prompt, gen=options.gen, batch=options.batches[0], hw=hw,
                             dtype=dtype, measure=options.measure)
     predicted = None

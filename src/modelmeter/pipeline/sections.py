@@ -32,6 +32,7 @@ from ..core.attention import attention_setting
 from ..core.events import Trace
 from ..core.report import Report
 from ..core.results import Counts
+from ..hardware.headroom import memory_budget
 from ..measure.bench import BenchResult, measured_section
 from ..measure.module_times import ModuleTimes, module_times_section
 from .model import Analysis
@@ -401,6 +402,9 @@ class LLMSection:
 
     def to_dict(self) -> dict[str, Any]:
         out = llm_section(self.result)
+        budget = memory_budget(self.result.hardware)
+        if budget is not None:  # what the fits were tested against
+            out["memory_budget"] = budget.to_dict()
         if self.dtype_reason is not None:
             out["settings"]["dtype_reason"] = self.dtype_reason
         if self.local is not None:

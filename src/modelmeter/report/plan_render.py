@@ -31,6 +31,10 @@ def render_plan(console: Console, plan: dict[str, Any], shown: int = SHOWN) -> N
         console.print(f"links: {net['intra_node']['name']} {format_bytes(net['intra_node']['bandwidth_bytes_per_s'])}/s"
                       f" · {net['inter_node']['name']} {format_bytes(net['inter_node']['bandwidth_bytes_per_s'])}/s "
                       "per device (per direction)")
+    if plan.get("memory_budget"):
+        from .memory_budget_text import budget_text
+
+        console.print(f"memory per device: {budget_text(plan['memory_budget'])}", markup=False, highlight=False)
     fitting = [c for c in plan["candidates"] if c["fits"]]
     rejected = [c for c in plan["candidates"] if not c["fits"]]
     if fitting:

@@ -162,6 +162,11 @@ def totals_table(report: dict[str, Any]) -> Table:
         rows.append(("  of which quantisation scales", format_bytes(t["param_scale_bytes"]),
                      f"group size {group}"))
     if q:
+        # The layout is an assumption the figure rests on: say it, and say when no scales are in it.
+        rows.append(("  layout assumed", q["layout"], "linear/conv weights quantised, the rest kept"))
+        if not q.get("group_size"):
+            rows.append(("  quantisation scales", "none counted",
+                         "no --group-size given: pass one (e.g. 128) to add one scale per group"))
         kept = ", ".join(k["kind"] for k in q["kept"]) or "nothing"
         rows.append((f"  of which kept {q['kept_precision']}: {kept}", format_bytes(q["kept_bytes"]),
                      f"{q['kept_params']:,} params"))
@@ -248,9 +253,13 @@ def uncounted_table(report: dict[str, Any]) -> Table | None:
 # ------------------------------------------------------------------ the efficiency report
 
 
-def report_view(report: dict[str, Any], depth: int, top: int) -> list[RenderableType]:
-    """`modelmeter report`: what was analysed, the summary, notes, modules, bound layers, uncounted ops."""
-    out: list[RenderableType] = [report_header(report), summary_table(report)]
+def report_view(report: dict[str, Any], depth: int, top: int,
+                extra_facts: Iterable[tuple[str, str]] = ()) -> list[RenderableType]:
+    """`modelmeter report`: what was analysed, the summary, notes, modules, bound layers, uncounted ops.
+
+    `extra_facts`: header rows the caller knows and the report does not (the thread count).
+    """
+    out: list[RenderableType] = [report_header(report, extra_facts), summary_table(report)]
     out += [Text(f"note: {note}") for note in report_notes(report)]
     out.append(breakdown_table(report, depth))
     out += [Text(line) for line in module_timing_lines(report)]
@@ -264,14 +273,14 @@ def comparison_view(comparison: dict[str, Any], notes: Iterable[str]) -> list[Re
     return [comparison_table(comparison), *(Text(f"note: {note}") for note in sorted(set(notes)))]
 
 
-def report_header(report: dict[str, Any]) -> Table:
+def report_header(report: dict[str, Any], extra_facts: Iterable[tuple[str, str]] = ()) -> Table:
     """What was analysed: model, precision, inputs, roofline device, where it was measured."""
     from .summary import header_facts
 
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("fact", style="bold")
     table.add_column("value")
-    for label, value in header_facts(report):
+    for label, value in (*header_facts(report), *extra_facts):
         table.add_row(label, Text(value))
     return table
 

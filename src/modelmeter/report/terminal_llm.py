@@ -39,15 +39,30 @@ def llm_view(s: dict[str, Any]) -> list[RenderableType]:
     out.append(Text(
         f"weights {format_bytes(s['weight_bytes'])}{_layout_note(s)} · KV cache "
         f"{format_bytes(s['kv_cache_bytes_per_token'])}"
-        f"/token (closed form {format_bytes(s['kv_cache_bytes_per_token_closed_form'])}) · device memory "
-        f"{format_bytes(hw['memory_bytes'], binary=True)} · max batch "
-        f"{'unknown' if limit is None else limit} · decode fit error "
-        f"{s['fit']['decode_max_rel_error']:.1e}"))
+        f"/token (closed form {format_bytes(s['kv_cache_bytes_per_token_closed_form'])}) · "
+        f"{_memory(s, hw)} · max batch "
+        f"{'unknown' if limit is None else limit}"))
+    out.append(Text(fit_note(s["fit"])))
     if s.get("predicted"):
         out.extend(predicted_view(s["predicted"]))
     if s.get("local"):
         out.extend(local_view(s["local"]))
     return out
+
+
+def _memory(s: dict[str, Any], hw: dict[str, Any]) -> str:
+    # In GB, as the memory column: a capacity in GiB beside uses in GB misread as a fit
+    from .memory_budget_text import budget_text
+
+    if s.get("memory_budget"):
+        return budget_text(s["memory_budget"])
+    return f"device memory {format_bytes(hw['memory_bytes'])}" if hw.get("memory_bytes") else "device memory unknown"
+
+
+def fit_note(fit: dict[str, Any]) -> str:
+    """How the batch sizes and lengths not traced were obtained, and how far the check trace was off."""
+    return (f"every batch size and cache length is fitted from {fit['traces']} traced steps, one of "
+            f"them a check the fit misses by at most {fit['decode_max_rel_error']:.2%}")
 
 
 def predicted_view(p: dict[str, Any]) -> list[RenderableType]:

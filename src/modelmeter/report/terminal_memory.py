@@ -32,8 +32,12 @@ def _figures(report: dict[str, Any]) -> Table:
     ]
     if training:
         rows += [
-            ("saved for backward", format_bytes(act["saved_for_backward_bytes"])),
+            # The peak first, then the part of it the backward pass needs (kept to the forward's end):
+            # printed the other way round, the smaller figure read as a second, separate cost.
             ("peak activations, training forward", format_bytes(act["peak_train_forward_bytes"])),
+            (("  of which kept for the backward pass" if act["saved_for_backward_bytes"]
+              <= act["peak_train_forward_bytes"] else "  kept for the backward pass (at the forward's end)"),
+             format_bytes(act["saved_for_backward_bytes"])),
             ("peak during backward (incl. gradients)", format_bytes(act["peak_backward_bytes"])),
             ("backward FLOPs (2×MACs + other)", format_count(report["totals"]["backward_flops"])
              + _left_out(report["totals"].get("backward_uncounted_ops"))),

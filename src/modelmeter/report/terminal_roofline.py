@@ -52,7 +52,8 @@ def roofline_view(data: dict[str, Any], result: RooflineResult, depth: int, top:
         "predicted latency: ", (format_seconds(rl["latency_s"]), "bold"),
         f" per op, unfused ({rl['bound']}-bound: compute {format_seconds(rl['t_compute_s'])}, "
         f"memory {format_seconds(rl['t_memory_s'])}); {format_seconds(rl['latency_module_s'])} "
-        f"module-level (seed); {format_seconds(rl['latency_fused_s'])} fully fused (lower bound)"))
+        f"per module (each reads its weights and input, writes its output once); "
+        f"{format_seconds(rl['latency_fused_s'])} fully fused (lower bound)"))
     if gpu:
         c = gpu.get("conditions") or {}
         out.append(Text.assemble(

@@ -19,6 +19,7 @@ from typing import Any
 from ..core.errors import MissingDependencyError, UnknownModelError, UserInputError
 from .build import construct
 from .inputs import make_tensor, parse_named_input, with_batch
+from .vision_defaults import torchvision_defaults
 
 _DEFAULT_SIZE = 224  # image size when neither --input nor the library gives one
 
@@ -93,9 +94,15 @@ def _build_torchvision(lib: Any, name: str, device: str, image_size: int | None)
             f"torchvision has no model {name!r}; some it has: {', '.join(known[:12])}, ..."
         ) from exc
     published = weights_image_size(_default_weights(lib, name))
-    size, source = _choose_size(image_size, published, "the image size torchvision publishes for "
-                                "its default weights")
+    source_text = "the image size torchvision publishes for its default weights"
+    table = torchvision_defaults(name)
+    if published is None and table is not None:  # segmentation weights publish a resize, no crop
+        published, source_text = table.image_size, table.source
+    size, source = _choose_size(image_size, published, source_text)
     kwargs = no_weights_kwargs(builder)
+    if table is not None:  # the head the published figures include (aux_loss), when the builder takes it
+        accepted = _parameters(builder)
+        kwargs.update({k: v for k, v in table.build_kwargs.items() if accepted is None or k in accepted})
     what = f"torchvision:{name}"
     module, how = construct(lambda: builder(**kwargs), device, what)
     fixed = getattr(module, "image_size", None)
@@ -105,6 +112,13 @@ def _build_torchvision(lib: Any, name: str, device: str, image_size: int | None)
         kwargs["image_size"] = size
         module, how = construct(lambda: builder(**kwargs), device, what)
     return LibraryModel(module.eval(), how, size, source)
+
+
+def _parameters(builder: Any) -> set[str] | None:
+    try:
+        return set(inspect.signature(builder).parameters)
+    except (TypeError, ValueError):
+        return None
 
 
 def no_weights_kwargs(builder: Any) -> dict[str, Any]:

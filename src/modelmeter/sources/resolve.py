@@ -256,8 +256,15 @@ def _from_library(spec: str, inputs: list[str] | None, batch: int | None, device
         name=spec, module=built.module, args=args, kwargs=kwargs, kind="vision",
         description=f"{library} {name}, random init, {fed}{_built_note(built.build)}",
         source=library, build=built.build,
-        inputs_from=inputs_origin(f"published image size ({built.size_source})", inputs, batch),
+        inputs_from=inputs_origin(_size_origin(built.size_source), inputs, batch),
     )
+
+
+def _size_origin(size_source: str) -> str:
+    # "published" only when the library published it: the 224 fallback is ours
+    if size_source == "default":
+        return "default image size (the library publishes none for this model)"
+    return f"published image size ({size_source})"
 
 
 def _built_note(how: str | None) -> str:
