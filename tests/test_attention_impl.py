@@ -72,12 +72,13 @@ def test_model_without_sdpa_says_so(run_main, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_cli_memory_shows_both(run_main):
-    code, out, err = run_main("memory", "gpt2", "--seq", "128", "--train", "--json", "-")
+    # Dropout off: with it, torch's CPU rules send every attention call to the math form.
+    code, out, err = run_main("memory", "gpt2", "--seq", "128", "--train", "--no-dropout", "--json", "-")
     assert code == 0, err
     report = json.loads(out)
     by = report["totals"]["activations"]["activations_by_attention"]
     assert by["flash"]["assumed"] and not by["math"]["assumed"]
-    assert by["flash"]["saved_for_backward_bytes"] < by["math"]["saved_for_backward_bytes"]
+    assert by["flash"]["peak_train_forward_bytes"] < by["math"]["peak_train_forward_bytes"]
     assert report["training"]["activation_bytes"] == by["flash"]["peak_train_forward_bytes"]
     code, out, _ = run_main("memory", "gpt2", "--seq", "128", "--attention", "math")
     assert code == 0 and "attention assumed" in out and "math" in out
