@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from ..core.report import LLM_SCHEMA
 from .options import attention_option, check_outputs, check_sizes, make_console, write_json
 
 
@@ -63,7 +64,7 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
 
         plot_llm(section, plot_path)
     if json_path == "-":
-        write_json({"llm": section}, "-")
+        write_json({"schema": LLM_SCHEMA, "llm": section}, "-")
         return
     from ..report.terminal_llm import llm_view
 
@@ -73,7 +74,7 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     if plot_path:
         console.print(f"wrote {plot_path}")
     if json_path:
-        write_json({"llm": section}, json_path)
+        write_json({"schema": LLM_SCHEMA, "llm": section}, json_path)
         console.print(f"wrote {json_path}")
 
 
