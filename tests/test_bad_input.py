@@ -583,7 +583,7 @@ def test_history_lists_the_readable_runs_beside_an_unreadable_one(tmp_path: Path
 
     listed = _history(tmp_path, "--json")
     assert listed.returncode == 0, listed.stderr
-    runs = {run["id"]: run for run in json.loads(listed.stdout)}
+    runs = {run["id"]: run for run in json.loads(listed.stdout)["runs"]}
     assert set(runs) == set(ids)
     assert "unreadable" in runs[ids[1]] and "report" not in runs[ids[1]]
     assert runs[ids[0]]["report"]["totals"]["macs"] == 1000

@@ -188,7 +188,7 @@ def test_history_lists_runs(home: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert out.index(second) < out.index(first)  # newest first
 
     code, out, _ = _run(["history", "--model", "vit", "--json"], capsys)
-    runs = json.loads(out)
+    runs = json.loads(out)["runs"]
     assert [r["id"] for r in runs] == [second]
     assert runs[0]["report"]["measured"]["latency_s"]["p50"] == 0.02
 

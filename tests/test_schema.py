@@ -171,7 +171,8 @@ def test_llm_json_activation_quantisation_and_attention(run_main) -> None:
 def test_llm_json_dense_quantised_and_moe(run_main, tiny_mixtral: Path) -> None:
     dense = run_json(run_main, "llm", "tinyllama", "--hardware", "h100-sxm", "--prompt", "64",
                      "--gen", "8", "--batch", "1,4", "--weights", "int4", "--max-batch")
-    assert set(dense) == {"llm"} and "quantization" in dense["llm"]
+    assert set(dense) == {"schema", "llm"} and "quantization" in dense["llm"]
+    assert dense["schema"] == "modelmeter.llm/1"
     validate(dense, "llm_document")
     moe = run_json(run_main, "llm", str(tiny_mixtral), "--hardware", "h100-sxm", "--prompt", "16",
                    "--gen", "4")
@@ -188,9 +189,10 @@ def test_report_json_with_measurement_environment_summary_and_history(run_main, 
     validate(data)
     code, out, err = run_main("history", "--db", str(db), "--json")
     assert code == 0, err
-    runs = json.loads(out)
-    assert len(runs) == 1
-    validate(runs, "history_document")
+    document = json.loads(out)
+    assert document["schema"] == "modelmeter.history/1" and len(document["runs"]) == 1
+    assert document["runs"][0]["report"]["schema"] == "modelmeter.report/1"
+    validate(document, "history_document")
 
 
 def test_compare_json(run_main, tiny: Path) -> None:
@@ -276,3 +278,24 @@ def test_the_readme_example_runs() -> None:
     section = readme.split("## JSON contract", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code, "README.md (JSON contract)", "exec"), {})
+
+
+def test_llm_json_carries_its_schema_id(run_main, tmp_path: Path) -> None:
+    # `llm --json` used to write {"llm": ...} with no id: nothing said which contract it follows.
+    target = tmp_path / "llm.json"
+    code, _, err = run_main("llm", "gpt2", "--hardware", "h100-sxm", "--prompt", "8", "--gen", "2",
+                            "--json", str(target))
+    assert code == 0, err
+    data = json.loads(target.read_text())
+    assert data["schema"] == "modelmeter.llm/1"
+    validate(data, "llm_document")
+
+
+def test_documents_without_their_id_are_refused() -> None:
+    # A history is an object now: the bare array of 0.1.x, or a document without its id, is not one.
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate([], load_schema("history_document"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"runs": []}, load_schema("history_document"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"llm": {}}, load_schema("llm_document"))

@@ -74,9 +74,13 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
            train: bool = False, optimizer: str | None = None, master_fp32: bool | None = None,
            checkpoint: bool = False, inputs: Sequence[str] | None = None, batch: int | None = None,
            seq: int | None = None, device: str | None = None, name: str | None = None,
-           trust_remote_code: bool = False, attention: str | None = None) -> Report:
+           trust_remote_code: bool = False, attention: str | None = None,
+           dropout: bool = True) -> Report:
     """Peak activation memory (inference; with `train`, saved-for-backward, the backward
     peak, backward FLOPs and the params + grads + optimizer + activations budget).
+
+    The training step is traced in train mode, dropout active (its masks are saved:
+    `training.dropout` says how many); `dropout=False` traces it with dropout off.
 
     `attention`: the SDPA kernel assumed, 'flash' (default) or 'math'; the other one is
     traced too and reported beside it (`totals.activations.activations_by_attention`).
@@ -84,7 +88,7 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
     from .pipeline import run
     from .pipeline.options import MemoryOptions, ModelOptions
 
-    options = MemoryOptions(train, optimizer, master_fp32, checkpoint)
+    options = MemoryOptions(train, optimizer, master_fp32, checkpoint, dropout=dropout)
     model_options = ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype, device,
                                  trust_remote_code=trust_remote_code, name=name, attention=attention)
     return run.memory(model_options, options).to_report()

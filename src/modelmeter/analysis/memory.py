@@ -19,6 +19,7 @@ from ..core.errors import UserInputError
 from ..core.events import Trace
 from ..core.precision import parse_precision
 from ..core.results import Counts
+from ..count.contractions import BACKWARD_ATTENTION_CONVENTION, attention_recompute
 from ..count.liveness import inclusive, live_peak, saved_for_backward
 
 OPTIMIZER_STATES = {"sgd": 0, "sgd-momentum": 1, "adam": 2, "adamw": 2}
@@ -129,8 +130,11 @@ def attention_figures(inference: Trace, train: Trace | None) -> dict[str, int]:
 def memory_sections(inference: Trace, train: Trace | None, *, precision: str, optimizer: str,
                     master_fp32: bool, params: int, trainable: int,
                     backward_counts: Counts | None = None, forward_counts: Counts | None = None,
-                    checkpoint: bool = False, param_bytes: float | None = None) -> dict[str, Any]:
-    """`activations` (for totals), per-module bytes, and the `training` section."""
+                    checkpoint: bool = False, param_bytes: float | None = None,
+                    dropout: bool = True) -> dict[str, Any]:
+    """`activations` (for totals), per-module bytes, and the `training` section.
+
+    `dropout`: whether the training trace ran with dropout on (False: traced off)."""
     peak = live_peak(inference)
     activations: dict[str, Any] = {
         "peak_inference_bytes": peak.peak_bytes,
@@ -139,9 +143,11 @@ def memory_sections(inference: Trace, train: Trace | None, *, precision: str, op
         "peak_inference_at": {"index": peak.index, "op": peak.op, "module": peak.module},
     }
     # SDPA's math decomposition is the one caller of _safe_softmax.
-    if inference.mode == "meta" and any(e.packet == "aten._safe_softmax" for e in inference.events):
+    if (inference.mode == "meta" and inference.attention != "flash"
+            and any(e.packet == "aten._safe_softmax" for e in inference.events)):
         # Meta tensors make scaled_dot_product_attention take its math path; a fused
-        # kernel (flash, memory-efficient) never materialises the L x S scores.
+        # kernel (flash, memory-efficient) never materialises the L x S scores. Under
+        # 'flash' the calls took what a CPU takes, and settings.attention.kernels says which.
         activations["attention_path"] = ("meta: SDPA traced as its math form (L x S scores and "
                                          "probabilities materialised, saved in training); fused "
                                          "kernels keep O(L) instead (--attention flash)")
@@ -175,10 +181,15 @@ def memory_sections(inference: Trace, train: Trace | None, *, precision: str, op
         "method": ("counted: params + grads + fp32 optimizer state (+ fp32 master weights) + peak "
                    "live activations of the traced training forward"),
     }
+    training["dropout"] = dropout_setting(train, dropout)
     if backward_counts is not None:
         t = backward_counts.totals
         out["backward_flops"] = t.flops + t.other_flops
         out["backward_macs"] = t.macs
+        calls, recompute = attention_recompute(train.events)
+        if calls:
+            out["backward_attention"] = {"convention": BACKWARD_ATTENTION_CONVENTION,
+                                         "fused_calls": calls, "recompute_macs": recompute}
     if checkpoint and forward_counts is not None:
         what_if = checkpoint_what_if(train, forward_counts)
         # The forward's activation peak is the saved tensors plus transients, so
@@ -187,3 +198,24 @@ def memory_sections(inference: Trace, train: Trace | None, *, precision: str, op
         training["checkpoint"] = what_if
     out["training"] = training
     return out
+
+
+# The forward ops that draw a dropout mask: nn.Dropout / F.dropout, and math attention's.
+_DROPOUT_OPS = ("aten.native_dropout", "aten.bernoulli_", "aten.bernoulli")
+
+
+def dropout_setting(train: Trace, traced_on: bool) -> dict[str, Any]:
+    """`training.dropout`: whether the training trace drew dropout masks, and how many.
+
+    A training trace runs the model in train mode, so its dropout is active and each
+    mask is kept for backward (it adds to saved bytes and the forward peak)."""
+    masks = sum(1 for e in train.events if e.phase == "forward" and e.packet in _DROPOUT_OPS)
+    if not traced_on:
+        why = "traced with dropout off (every dropout the identity, SDPA dropout_p = 0)"
+    elif masks:
+        why = (f"traced with dropout active (train mode): {masks} ops draw a mask, kept for "
+               "backward; an SDPA call with dropout takes the math form on a CPU; "
+               "trace without it: --no-dropout (dropout=False)")
+    else:
+        why = "the model draws no dropout mask in train mode"
+    return {"active": traced_on and masks > 0, "mask_ops": masks, "why": why}

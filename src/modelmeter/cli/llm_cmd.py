@@ -10,6 +10,7 @@ import warnings
 
 import click
 
+from ..core.report import LLM_SCHEMA
 from .options import (
     attention_option,
     check_outputs,
@@ -93,7 +94,7 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
 
         plot_llm(section, plot_path)
     if json_path == "-":
-        write_json({"llm": section}, "-")
+        write_json({"schema": LLM_SCHEMA, "llm": section}, "-")
         return
     from ..report.terminal_llm import llm_view
 
@@ -107,7 +108,7 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
     if plot_path:
         console.print(f"wrote {plot_path}")
     if json_path:
-        write_json({"llm": section}, json_path)
+        write_json({"schema": LLM_SCHEMA, "llm": section}, json_path)
         console.print(f"wrote {json_path}")
 
 

@@ -16,12 +16,14 @@ from .options import attention_option, check_outputs, make_console, model_option
               help="With --train at fp16/bf16: keep fp32 master weights (the default, as mixed-precision "
                    "frameworks do: 16 B/param with Adam) or not (pure 16-bit training, 12 B/param).")
 @click.option("--checkpoint", is_flag=True, help="What-if: recompute each top-level block.")
+@click.option("--no-dropout", "no_dropout", is_flag=True,
+              help="With --train: trace the training step with dropout off (no masks saved).")
 @click.option("--device", type=click.Choice(["meta", "cpu"]), default="meta", show_default=True)
 @click.option("--depth", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
 @attention_option
-def memory(model, inputs, batch, seq, dtype, train, optimizer, master_fp32, checkpoint, device,
-           depth, json_path, attention) -> None:
+def memory(model, inputs, batch, seq, dtype, train, optimizer, master_fp32, checkpoint, no_dropout,
+           device, depth, json_path, attention) -> None:
     """Peak activation memory for inference and training, and the training budget."""
     from ..pipeline import run
     from ..pipeline.options import MemoryOptions, ModelOptions
@@ -33,7 +35,7 @@ def memory(model, inputs, batch, seq, dtype, train, optimizer, master_fp32, chec
         check_cpu_fit(model, inputs=list(inputs) or None, batch=batch, seq=seq,
                       advice="trace it on the meta device instead (--device meta, the default: "
                              "nothing is allocated)")
-    options = MemoryOptions(train, optimizer, master_fp32, checkpoint)
+    options = MemoryOptions(train, optimizer, master_fp32, checkpoint, dropout=not no_dropout)
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, batch=batch, seq=seq, dtype=dtype,
                                  device=device, attention=attention)
     report = run.memory(model_options, options).to_report().to_dict()

@@ -114,9 +114,12 @@ def write_json(data: dict[str, Any], target: str) -> None:
 
 
 def _jsonable(value: Any) -> Any:
+    # A typed section serialises itself; anything else is a bug upstream, refused here:
+    # its str() (a dtype, a Path, a repr) would pass for data and break the contract.
     if hasattr(value, "to_dict"):
         return value.to_dict()
-    return str(value)
+    raise TypeError(f"cannot write a {type(value).__module__}.{type(value).__qualname__} as JSON "
+                    f"({value!r:.60}): convert it to a JSON type (or give it to_dict) where it is built")
 
 
 def split_list(text: str | None, label: str, cast: Callable[[str], Any]) -> list[Any]:

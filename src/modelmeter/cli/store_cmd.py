@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..core.errors import UserInputError
+from ..core.report import HISTORY_SCHEMA
 from ..report.diff import (
     METRICS,
     GateResult,
@@ -59,7 +60,8 @@ def history(model: str | None, limit: int, db: Path | None, as_json: bool) -> No
         runs = store.list_runs(model=model, limit=limit)
         path = store.path
     if as_json:
-        click.echo(json.dumps([_run_json(run) for run in runs], indent=2))
+        click.echo(json.dumps({"schema": HISTORY_SCHEMA, "runs": [_run_json(run) for run in runs]},
+                              indent=2))
         return
     if not runs:
         click.echo(f"no runs stored in {path}" + (f" for model {model!r}" if model else ""))

@@ -6,10 +6,16 @@ the names and the report's wording, so the upper layers need no torch.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .errors import UserInputError
 
 FLASH, MATH = "flash", "math"
 IMPLEMENTATIONS = (MATH, FLASH)
+# Which rules pick each call's kernel under 'flash', on the meta device as on a CPU.
+CPU_RULES = ("torch's CPU rules (select_sdp_backend_cpp): flash unless dropout > 0, tensors not 4-D, "
+             "q/k/v head dims differ, the mask's shape or requires_grad, a last stride != 1 or the "
+             "dtype rule it out; then math")
 
 
 def check_attention(name: str | None) -> str | None:
@@ -23,19 +29,31 @@ def check_attention(name: str | None) -> str | None:
     return key
 
 
-def attention_setting(requested: str | None, traced: str | None) -> dict[str, str]:
+def attention_setting(requested: str | None, traced: str | None,
+                      kernels: tuple[tuple[str, int], ...] = ()) -> dict[str, Any]:
     """The report's `settings.attention`: the implementation assumed and why.
 
     `requested`: the caller's choice (None: the default, flash); `traced`: what
-    the trace recorded (None: the model made no SDPA call).
+    the trace recorded (None: the model made no SDPA call); `kernels`: how many
+    calls took each kernel (`Trace.attention_kernels`), reported with the rules
+    that picked them.
     """
+    setting = _setting(requested, traced)
+    if traced is not None and kernels:
+        setting["kernels"] = dict(kernels)
+        setting["kernel_rules"] = CPU_RULES if traced == FLASH else "--attention math: every call"
+    return setting
+
+
+def _setting(requested: str | None, traced: str | None) -> dict[str, Any]:
     if traced is None:
         return {"implementation": "as written",
                 "why": "the model makes no scaled_dot_product_attention call (its own attention "
                        "code, or none): traced as written; --attention does not apply"}
     if requested is None:
         return {"implementation": traced,
-                "why": "default: the fused kernel the device runs (flash / memory-efficient on GPUs, "
-                       "_scaled_dot_product_flash_attention_for_cpu on CPUs), which never "
-                       "materialises the L x S scores; --attention math for unfused attention"}
+                "why": "default: the kernel the device runs for each call (on CPU and meta, "
+                       "_scaled_dot_product_flash_attention_for_cpu, which never materialises the "
+                       "L x S scores, where torch's CPU rules allow it, else the math form); "
+                       "--attention math for unfused attention everywhere"}
     return {"implementation": traced, "why": f"--attention {requested} (what-if)"}

@@ -140,3 +140,6 @@ class Trace:
     # The attention implementation SDPA calls were routed to ('flash'/'math'); None when
     # the trace chose none, or the model made no SDPA call (trace/attention.py).
     attention: str | None = None
+    # How many SDPA calls took each kernel: (('flash', 2), ('math', 1)); 'device' for calls
+    # a GPU dispatched itself. Under 'flash' each call takes the kernel torch's CPU rules pick.
+    attention_kernels: tuple[tuple[str, int], ...] = ()

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA = "modelmeter.report/1"
+# The ids of the other documents the CLI writes (`llm --json`, `history --json`).
+LLM_SCHEMA = "modelmeter.llm/1"
+HISTORY_SCHEMA = "modelmeter.history/1"
 OPTIONAL_SECTIONS = ("training", "roofline", "measured", "llm", "environment", "plan")
 
 _html_renderer: list[Callable[[Report], str]] = []

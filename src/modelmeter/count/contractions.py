@@ -17,6 +17,7 @@ kernel may skip the masked half, but the count describes the operation.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from math import prod
 
 from ..core.events import OpEvent, TensorMeta
@@ -170,15 +171,44 @@ def _sdpa(e: OpEvent) -> int:
     return attention_macs(_t(e, 0).shape, _t(e, 1).shape, _t(e, 2).shape)
 
 
-@register_macs(
+_SDPA_BACKWARDS = (
     "aten._scaled_dot_product_flash_attention_for_cpu_backward",
     "aten._scaled_dot_product_flash_attention_backward",
     "aten._scaled_dot_product_efficient_attention_backward",
     "aten._scaled_dot_product_cudnn_attention_backward",
 )
+
+
+@register_macs(*_SDPA_BACKWARDS)
 def _sdpa_backward(e: OpEvent) -> int:
-    # (grad_out, query, key, value, ...)
-    return attention_backward_macs(_t(e, 1).shape, _t(e, 2).shape, _t(e, 3).shape)
+    return attention_backward_macs(*_fused_backward_qkv(e))
+
+
+def _fused_backward_qkv(e: OpEvent) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """q, k, v as [B, H, L, E] of a fused attention backward."""
+    if e.packet in _SDPA_BACKWARDS:
+        return _t(e, 1).shape, _t(e, 2).shape, _t(e, 3).shape  # (grad_out, query, key, value, ...)
+    # (grad_out, query, key, value, out|bias, ..., cum_seq_q, cum_seq_k, max_q, max_k, ...)
+    return _kernel_layout(e, 1, 6, 8, 9)
+
+
+FUSED_ATTENTION_BACKWARDS = (*_SDPA_BACKWARDS, "aten._flash_attention_backward",
+                             "aten._efficient_attention_backward")
+BACKWARD_ATTENTION_CONVENTION = (
+    "a fused attention backward (flash / memory-efficient kernels) keeps no scores, so it "
+    "recomputes Q·Kᵀ before dV, dP, dQ and dK: five L x S products per head, 2.5x the forward's "
+    "two (torch's own formula); the math form's backward reuses the saved scores: four, 2x")
+
+
+def attention_recompute(events: Iterable[OpEvent]) -> tuple[int, int]:
+    """(fused attention backward calls, MACs of their Q·Kᵀ recompute) among `events`."""
+    calls = macs = 0
+    for e in events:
+        if e.packet in FUSED_ATTENTION_BACKWARDS:
+            (*batch_heads, length, dim), k, _ = _fused_backward_qkv(e)
+            calls += 1
+            macs += prod(batch_heads) * length * k[-2] * dim
+    return calls, macs
 
 
 def _kernel_layout(e: OpEvent, q: int, cum_seq_q: int, max_q: int, max_k: int
@@ -209,16 +239,9 @@ def _efficient_kernel(e: OpEvent) -> int:
     return attention_macs(*_kernel_layout(e, 0, 4, 6, 7))
 
 
-@register_macs("aten._flash_attention_backward")
-def _flash_kernel_backward(e: OpEvent) -> int:
-    # (grad_out, query, key, value, out, logsumexp, cum_seq_q, cum_seq_k, max_q, max_k, ...)
-    return attention_backward_macs(*_kernel_layout(e, 1, 6, 8, 9))
-
-
-@register_macs("aten._efficient_attention_backward")
-def _efficient_kernel_backward(e: OpEvent) -> int:
-    # (grad_out, query, key, value, bias, out, cu_seqlens_q, cu_seqlens_k, max_q, max_k, ...)
-    return attention_backward_macs(*_kernel_layout(e, 1, 6, 8, 9))
+@register_macs("aten._flash_attention_backward", "aten._efficient_attention_backward")
+def _kernel_backward(e: OpEvent) -> int:
+    return attention_backward_macs(*_fused_backward_qkv(e))
 
 
 @register_macs("aten._native_multi_head_attention")

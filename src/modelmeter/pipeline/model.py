@@ -183,15 +183,17 @@ def analyse(options: ModelOptions, *, backward: bool = False,
     return analyse_loaded(loaded, options, backward=backward)
 
 
-def trace_training(analysis: Analysis) -> tuple[Trace, Counts]:
-    """The training step (forward with autograd + backward of a scalar loss) and its backward counts."""
+def trace_training(analysis: Analysis, *, dropout: bool = True) -> tuple[Trace, Counts]:
+    """The training step (forward with autograd + backward of a scalar loss) and its backward
+    counts; `dropout=False` traces it with dropout off."""
     loaded = analysis.loaded
     trace = trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True,
-                        attention=analysis.attention or FLASH)
+                        attention=analysis.attention or FLASH, dropout=dropout)
     return trace, count_trace(trace, phase="backward")
 
 
-def other_attention_traces(analysis: Analysis, train: bool) -> dict[str, tuple[Trace, Trace | None]]:
+def other_attention_traces(analysis: Analysis, train: bool, *, dropout: bool = True
+                           ) -> dict[str, tuple[Trace, Trace | None]]:
     """The model traced with each attention kernel it was not: {kernel: (inference, training)}.
 
     Empty when the model makes no scaled_dot_product_attention call (the kernel
@@ -205,8 +207,8 @@ def other_attention_traces(analysis: Analysis, train: bool) -> dict[str, tuple[T
     for other in IMPLEMENTATIONS:
         if other != traced:
             inference = trace_model(loaded.module, loaded.args, loaded.kwargs, attention=other)
-            training = (trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True, attention=other)
-                        if train else None)
+            training = (trace_model(loaded.module, loaded.args, loaded.kwargs, backward=True,
+                                    attention=other, dropout=dropout) if train else None)
             out[other] = (inference, training)
     return out
 

@@ -164,8 +164,12 @@ class MemoryOptions:
     # and FSDP mixed precision keep: 16 B/param with Adam); False: pure 16-bit training.
     master_fp32: bool | None = None
     checkpoint: bool = False
+    dropout: bool = True  # False: trace the training step with every dropout off
 
     def __post_init__(self) -> None:
+        if not self.dropout and not self.train:
+            raise UserInputError("dropout off applies to the training step (inference traces none); "
+                                 "add --train (train=True)")
         if self.optimizer is not None:
             _set(self, "optimizer", check_optimizer(self.optimizer))  # an unknown name first
             if not self.train:

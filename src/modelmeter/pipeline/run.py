@@ -155,10 +155,12 @@ def memory_section(analysis: Analysis, options: MemoryOptions) -> MemorySection:
                                  "one of those")
         if analysis.counts.totals.trainable_params == 0:
             raise UserInputError("the model has no trainable parameters; --train needs some")
-        train_trace, backward_counts = trace_training(analysis)
+        train_trace, backward_counts = trace_training(analysis, dropout=options.dropout)
     return MemorySection.from_traces(analysis, train_trace, backward_counts, optimizer=options.optimizer,
                                      master_fp32=options.master_fp32 is not False, checkpoint=options.checkpoint,
-                                     other_attention=other_attention_traces(analysis, options.train))
+                                     other_attention=other_attention_traces(analysis, options.train,
+                                                                            dropout=options.dropout),
+                                     dropout=options.dropout)
 
 
 def memory(model: ModelOptions, options: MemoryOptions) -> Sections:

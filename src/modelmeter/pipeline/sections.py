@@ -96,7 +96,8 @@ class CountSection:
             "inputs": _input_rows(analysis),
             "inputs_from": loaded.inputs_from,
             "notes": list(analysis.notes),
-            "attention": attention_setting(analysis.attention, analysis.trace.attention),
+            "attention": attention_setting(analysis.attention, analysis.trace.attention,
+                                           analysis.trace.attention_kernels),
         }
         methods = dict(COUNT_METHODS)
         if counts.routing is not None:  # mixture of experts: how routed experts were costed
@@ -222,7 +223,8 @@ class MemorySection:
     @classmethod
     def from_traces(cls, analysis: Analysis, train_trace: Trace | None, backward_counts: Counts | None,
                     *, optimizer: str, master_fp32: bool = False, checkpoint: bool = False,
-                    other_attention: Mapping[str, tuple[Trace, Trace | None]] | None = None) -> MemorySection:
+                    other_attention: Mapping[str, tuple[Trace, Trace | None]] | None = None,
+                    dropout: bool = True) -> MemorySection:
         """`other_attention`: {kernel: (inference, training trace)} of the attention kernels
         not assumed (`model.other_attention_traces`); with them, `activations_by_attention`
         holds each kernel's figures, the assumed one marked."""
@@ -231,7 +233,7 @@ class MemorySection:
             analysis.trace, train_trace, precision=analysis.precision or analysis.traced_dtype,
             optimizer=optimizer, master_fp32=master_fp32, params=totals.params,
             trainable=totals.trainable_params, backward_counts=backward_counts,
-            forward_counts=analysis.counts, checkpoint=checkpoint,
+            forward_counts=analysis.counts, checkpoint=checkpoint, dropout=dropout,
             # A quantised precision stores the weights in the weight-only layout the count used.
             param_bytes=totals.param_bytes if analysis.counts.quantization is not None else None,
         )
@@ -246,7 +248,9 @@ class MemorySection:
         if "backward_flops" in out and backward_counts is not None:
             backward = {"backward_flops": out["backward_flops"], "backward_macs": out["backward_macs"],
                         "backward_fallback_ops": fallback_rows(backward_counts),
-                        "backward_uncounted_ops": list(uncounted_rows(backward_counts))}
+                        "backward_uncounted_ops": list(uncounted_rows(backward_counts)),
+                        **({"backward_attention": out["backward_attention"]}
+                           if "backward_attention" in out else {})}
         return cls(activations, out["modules"], backward, out.get("training"))
 
     def totals_part(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ def _figures(report: dict[str, Any]) -> Table:
     ]
     if training:
         rows += [
+            ("dropout in the training trace", _dropout(training.get("dropout"))),
             # The peak first, then the part of it the backward pass needs (kept to the forward's end):
             # printed the other way round, the smaller figure read as a second, separate cost.
             ("peak activations, training forward", format_bytes(act["peak_train_forward_bytes"])),
@@ -64,14 +65,24 @@ def _figures(report: dict[str, Any]) -> Table:
     return table
 
 
+def _dropout(dropout: dict[str, Any] | None) -> str:
+    if dropout is None:
+        return "?"
+    if dropout["active"]:
+        return f"active: {dropout['mask_ops']} masks saved (--no-dropout to trace without)"
+    return "none drawn" if dropout["mask_ops"] == 0 and "off" not in dropout["why"] else "off (--no-dropout)"
+
+
 def _attention_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     """Which attention kernel was assumed, and each kernel's activation figures."""
     by = report["totals"]["activations"].get("activations_by_attention")
     assumed = (report["settings"].get("attention") or {}).get("implementation", "")
     if not by:
         return [("attention", assumed)] if assumed else []
+    kernels = (report["settings"].get("attention") or {}).get("kernels")
+    calls = f"; calls: {', '.join(f'{k} {n}' for k, n in kernels.items())}" if kernels else ""
     rows = [("attention assumed", f"{assumed} (--attention {'math' if assumed == 'flash' else 'flash'} "
-                                  "for the other)")]
+                                  f"for the other{calls})")]
     for impl, figures in by.items():
         text = f"inference peak {format_bytes(figures['peak_inference_bytes'])}"
         if "peak_train_forward_bytes" in figures:

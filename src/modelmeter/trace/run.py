@@ -32,6 +32,7 @@ from ..core.events import (
 from ..core.failures import failing_op, first_line, is_out_of_memory, meta_limit
 from .attention import AttentionMode
 from .dispatch import TraceMode
+from .dropout import NoDropoutMode
 from .modules import ModuleStack, iter_tensors
 from .moe import RoutingRecorder, sparse_llama4
 from .storages import StorageTable
@@ -44,9 +45,12 @@ def trace_model(
     *,
     backward: bool = False,
     attention: str | None = None,
+    dropout: bool = True,
 ) -> Trace:
     """`attention`: 'flash' or 'math' routes every SDPA call to that kernel
-    (`trace/attention.py`); None leaves SDPA to pick its kernel for the device."""
+    (`trace/attention.py`); None leaves SDPA to pick its kernel for the device.
+    `dropout=False` traces every dropout as the identity (`trace/dropout.py`): a
+    training step run with dropout off."""
     kwargs = kwargs or {}
     storages = StorageTable()
     params = _param_records(module, storages)
@@ -84,6 +88,8 @@ def trace_model(
                 ctx.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
             if attn is not None:
                 ctx.enter_context(attn)
+            if not dropout:  # entered last: it sees SDPA before the attention mode does
+                ctx.enter_context(NoDropoutMode())
             ctx.enter_context(mode)
             try:
                 out = module(*args, **kwargs)
@@ -121,6 +127,7 @@ def trace_model(
         expert_groups=tuple(group for _, group in routing.groups),
         routing=tuple(routing.records),
         attention=attn.implementation if attn is not None and attn.calls else None,
+        attention_kernels=tuple(sorted(attn.kernels.items())) if attn is not None else (),
     )
 
 
