@@ -94,7 +94,8 @@ def percent_beyond(value: float, limit: float, decimals: int = 0) -> tuple[str, 
 
 
 def format_value(value: float | None, unit: str) -> str:
-    """A base-unit number for people, by its unit ('', 'B', 's', 'J', '1/s')."""
+    """A base-unit number for people, by its unit ('', 'B', 's', 'J', '1/s', or any other unit
+    with a decimal prefix: 'FLOP' -> '3.4 GFLOP'). The one formatter every view uses."""
     if value is None:
         return "—"
     if unit == "B":
@@ -105,4 +106,4 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.3g} J"
     if unit == "1/s":
         return f"{format_count(value)}/s"
-    return format_count(value)
+    return format_count(value, unit)  # '' (a count) or a unit of its own: 'FLOP', 'FLOP/s'...

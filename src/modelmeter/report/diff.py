@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from ..core.errors import UserInputError
-from ..core.units import format_bytes, format_count, format_seconds
+from ..core.units import format_value
 
 __all__ = [
+    "metric_text",
     "METRICS",
     "SETTINGS",
     "Gate",
@@ -46,7 +47,6 @@ __all__ = [
     "evaluate_gates",
     "format_change",
     "format_setting",
-    "format_value",
     "metric_value",
     "model_name",
     "models_note",
@@ -326,7 +326,7 @@ def evaluate_gates(changes: list[MetricChange], gates: list[Gate]) -> list[GateR
         )
         reason = (
             f"{gate.metric} changed by {observed} "
-            f"({format_value(gate.metric, change.a)} -> {format_value(gate.metric, change.b)}); "
+            f"({metric_text(gate.metric, change.a)} -> {metric_text(gate.metric, change.b)}); "
             f"fails {_OP_WORDS[gate.op]} {limit}"
         )
         results.append(GateResult(gate, "fail" if failed else "pass", reason, change))
@@ -355,14 +355,9 @@ def _missing_where(change: MetricChange | None) -> str:
 # --- formatting (report/ is where numbers become text) ------------------------
 
 
-def format_value(name: str, value: float | None) -> str:
-    """A metric's value with the prefix that suits its unit: '12.3 ms', '1.2 GB', '3.4 GFLOP'."""
-    unit = METRICS[name].unit
-    if unit == "s":
-        return format_seconds(value)
-    if unit == "B":
-        return format_bytes(value)
-    return format_count(value, unit)
+def metric_text(name: str, value: float | None) -> str:
+    """A metric's value with the prefix that suits its unit (`core.units.format_value`)."""
+    return format_value(value, METRICS[name].unit)
 
 
 def format_change(change: MetricChange) -> str:
@@ -383,5 +378,5 @@ def format_change(change: MetricChange) -> str:
 def _signed(name: str, value: float | None) -> str:
     if value is None:
         return "—"
-    text = format_value(name, abs(value))
+    text = metric_text(name, abs(value))
     return ("-" if value < 0 else "+") + text

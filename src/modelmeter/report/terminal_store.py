@@ -12,7 +12,7 @@ from rich.text import Text
 
 from ..core.units import format_count
 from ..store import StoredRun
-from .diff import GateResult, MetricChange, format_change, format_value, metric_value
+from .diff import GateResult, MetricChange, format_change, metric_text, metric_value
 
 
 def history_view(runs: Sequence[StoredRun], path: object) -> list[RenderableType]:
@@ -50,9 +50,9 @@ def history_table(runs: Sequence[StoredRun], path: object) -> Table:
             run.id,
             run.created_at.astimezone().strftime("%Y-%m-%d %H:%M"),
             run.model or "—",
-            format_value("params", metric_value(run.report, "params")),
+            metric_text("params", metric_value(run.report, "params")),
             format_count(metric_value(run.report, "flops")),
-            format_value("latency_p50", metric_value(run.report, "latency_p50")),
+            metric_text("latency_p50", metric_value(run.report, "latency_p50")),
             run_hardware(run),
         ]
         table.add_row(*row, *([run.label or ""] if with_labels else []))
@@ -91,8 +91,8 @@ def diff_view(a: str, b: str, changes: Sequence[MetricChange],
             text = format_change(change)
             table.add_row(
                 change.name,
-                format_value(change.name, change.a),
-                format_value(change.name, change.b),
+                metric_text(change.name, change.a),
+                metric_text(change.name, change.b),
                 f"[{style}]{text}[/{style}]" if style else text,
             )
         out.append(table)
