@@ -85,7 +85,7 @@ def test_options_are_frozen_and_normalised():
 
 def test_the_report_is_assembled_from_sections_and_frozen():
     model, x = mlp()
-    sections = run.memory(ModelOptions(model, x), MemoryOptions(train=True))
+    sections = run.memory(ModelOptions(model, example_inputs=x), MemoryOptions(train=True))
     report = sections.to_report()
     # Totals: the counts' own, then the memory section's; closed form of the MACs.
     assert report.totals["macs"] == 2 * (16 * 32 + 32 * 4)

@@ -46,8 +46,9 @@ def analyse(model: Any = None, example_inputs: Any = None, *, dtype: str | None 
     from .pipeline.model import analyse as _analyse
     from .pipeline.options import ModelOptions
 
-    return _analyse(ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype, device,
-                                 group_size, trust_remote_code, name, attention), backward=backward)
+    return _analyse(ModelOptions(model, example_inputs=example_inputs, inputs=_tuple(inputs), batch=batch, seq=seq,
+                                 dtype=dtype, device=device, group_size=group_size,
+                                 trust_remote_code=trust_remote_code, name=name, attention=attention), backward=backward)
 
 
 @keeps_rng
@@ -65,8 +66,9 @@ def count(model: Any = None, example_inputs: Any = None, *, dtype: str | None = 
     from .pipeline import run
     from .pipeline.options import ModelOptions
 
-    return run.count(ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype, device,
-                                  group_size, trust_remote_code, name, attention)).to_report()
+    return run.count(ModelOptions(model, example_inputs=example_inputs, inputs=_tuple(inputs), batch=batch, seq=seq,
+                                  dtype=dtype, device=device, group_size=group_size,
+                                  trust_remote_code=trust_remote_code, name=name, attention=attention)).to_report()
 
 
 @keeps_rng
@@ -89,8 +91,8 @@ def memory(model: Any = None, example_inputs: Any = None, *, dtype: str | None =
     from .pipeline.options import MemoryOptions, ModelOptions
 
     options = MemoryOptions(train, optimizer, master_fp32, checkpoint, dropout=dropout)
-    model_options = ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype, device,
-                                 trust_remote_code=trust_remote_code, name=name, attention=attention)
+    model_options = ModelOptions(model, example_inputs=example_inputs, inputs=_tuple(inputs), batch=batch, seq=seq,
+                                 dtype=dtype, device=device, trust_remote_code=trust_remote_code, name=name, attention=attention)
     return run.memory(model_options, options).to_report()
 
 
@@ -113,8 +115,8 @@ def roofline(model: Any = None, example_inputs: Any = None, *, hardware: Any = N
     from .pipeline.options import ModelOptions, RooflineOptions
 
     options = RooflineOptions(hardware, weights, efficiency, depth, activations)
-    model_options = ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype,
-                                 trust_remote_code=trust_remote_code, name=name, attention=attention)
+    model_options = ModelOptions(model, example_inputs=example_inputs, inputs=_tuple(inputs), batch=batch, seq=seq,
+                                 dtype=dtype, trust_remote_code=trust_remote_code, name=name, attention=attention)
     return run.roofline(model_options, options).to_report()
 
 
@@ -224,8 +226,8 @@ def report(model: Any = None, example_inputs: Any = None, *, hardware: str | Non
 
     options = ReportOptions(hardware, measure, device, train, optimizer, energy, environment,
                             report_timing(timing))
-    model_options = ModelOptions(model, example_inputs, _tuple(inputs), batch, seq, dtype,
-                                 attention=attention)
+    model_options = ModelOptions(model, example_inputs=example_inputs, inputs=_tuple(inputs), batch=batch, seq=seq,
+                                 dtype=dtype, attention=attention)
     return run.report(model_options, options, run.Hooks(on_status=on_status)).to_report()
 
 

@@ -103,6 +103,8 @@ class ModelOptions:
     """
 
     model: Any = None
+    # Everything after the model by keyword: ten optional fields in a row are too easy to shift.
+    _: dataclasses.KW_ONLY
     example_inputs: Any = None
     inputs: tuple[str, ...] | None = None
     batch: int | None = None

@@ -127,7 +127,7 @@ def _plan_training(model: Any, example_inputs: Any, hw: Any, net: Any, settings:
 
     status("building the model")
     if example_inputs is not None:
-        loaded = load(ModelOptions(model, example_inputs, dtype=dtype, name=name))
+        loaded = load(ModelOptions(model, example_inputs=example_inputs, dtype=dtype, name=name))
     else:
         try:
             loaded = load(ModelOptions(model, batch=1, seq=seq or 2048, dtype=dtype, name=name))
