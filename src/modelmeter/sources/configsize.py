@@ -95,7 +95,7 @@ def _check_fields(conf: Any, what: str) -> None:
         if value > MAX_DIM:
             shown = value if isinstance(value, int) else f"{value:.6g}"
             raise UserInputError(f"{what}: {name} {shown} is too large: at most {MAX_DIM} (2**31 - 1)")
-        if value < 0 or (value == 0 and name in (*_LAYERS[:1], *_WIDTH[:1], *_VOCAB)):
+        if value < 0 or (value == 0 and name in (*_LAYERS[:1], *_WIDTH[:1], *_FFN[:1], *_VOCAB)):
             raise UserInputError(f"{what}: {name} must be positive, got {value!r}")
 
 
