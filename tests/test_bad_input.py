@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from modelmeter.cli.main import main
 from modelmeter.store import RunStore
@@ -131,6 +134,75 @@ def _custom_code(tmp: Path) -> None:
               "auto_map": {"AutoConfig": "configuration_mmtiny.MmTinyConfig",
                            "AutoModelForCausalLM": "modeling_mmtiny.MmTinyForCausalLM"}}
     (folder / "config.json").write_text(json.dumps(config))
+
+
+def _config(name: str, **sizes: object) -> Callable[[Path], None]:
+    """A folder holding a tiny llama config.json with `sizes` written over it."""
+    def setup(tmp: Path) -> None:
+        (tmp / name).mkdir()
+        (tmp / name / "config.json").write_text(json.dumps({**TINY_LLAMA_CONFIG, **sizes}))
+    return setup
+
+
+def onnx_matmul(path: Path, extra_dims: list[int], input_dims: list[int] | None = None) -> None:
+    """x[1, 4] @ w[4, 2], and a weight `extra` fed to an Identity, whose dims are written as
+    given (no data): what a damaged or hand-edited file holds."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(torch.ones(4, 2).numpy(), "w")
+    extra = TensorProto(name="extra", data_type=TensorProto.FLOAT, dims=extra_dims)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Identity", ["extra"], ["e"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims or [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("e", TensorProto.FLOAT, None)], [weight, extra])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def _onnx(weight_dims: list[int], input_dims: list[int] | None = None) -> Callable[[Path], None]:
+    return lambda tmp: onnx_matmul(tmp / "m.onnx", weight_dims, input_dims)
+
+
+def export_double(path: Path) -> None:
+    """A genuine archive with a symbolic batch: `x * 2` exported with a dynamic dim 0."""
+    import torch
+
+    class Double(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+    program = torch.export.export(Double(), (torch.randn(4, 3),),
+                                  dynamic_shapes=({0: torch.export.Dim("b")},))
+    torch.export.save(program, str(path))
+
+
+def rewrite_member(src: Path, dst: Path, suffix: str, edit: Callable[[bytes], bytes]) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename.endswith(suffix):
+                data = edit(data)
+                info.compress_type = zipfile.ZIP_DEFLATED
+            zout.writestr(info, data)
+
+
+def _pt2_symbolic(prefix: str) -> Callable[[Path], None]:
+    """The genuine archive with `prefix` put before each symbolic size (an edited file)."""
+    def setup(tmp: Path) -> None:
+        export_double(tmp / "genuine.pt2")
+        rewrite_member(tmp / "genuine.pt2", tmp / "m.pt2", "models/model.json",
+                       lambda data: data.replace(b'"expr_str": "Symbol(', f'"expr_str": "{prefix}Symbol('.encode()))
+    return setup
+
+
+def _pt2_bomb(tmp: Path) -> None:
+    # Valid JSON that inflates 1000x: 64 MiB of spaces after the graph, deflated to about 64 KiB.
+    export_double(tmp / "genuine.pt2")
+    rewrite_member(tmp / "genuine.pt2", tmp / "m.pt2", "models/model.json",
+                   lambda data: data + b" " * (64 << 20))
 
 
 def _report_doc(name: str = "resnet18", macs: int = 1_000) -> dict:
@@ -273,6 +345,7 @@ class Case:
     skip: Callable[[], bool] | None = None
     code: int = 2  # 0: the command goes on, and the one line is a warning
     set_aside: str | None = None  # a file (under {tmp}) renamed beside itself, bytes kept, never deleted
+    timeout_s: float | None = None  # a hang before its fix: fail after this long, not hang the suite
 
 
 def case(id: str, *args: str, needle: str, **kw) -> Case:
@@ -345,6 +418,44 @@ CASES = [
          absent="--trust-remote-code", setup=_custom_code),
     case("custom-code-hint-names-the-flag-on-llm", "llm", "{tmp}/custom", *HW, needle="--trust-remote-code",
          setup=_custom_code),
+    # --- hostile sizes in a config.json: refused before the build
+    case("config-hidden-1e12", "count", "{tmp}/c", needle=f"hidden_size {10**12} is too large",
+         setup=_config("c", hidden_size=10**12)),
+    case("config-hidden-a-float", "count", "{tmp}/c", needle="expected int, got float",
+         setup=_config("c", hidden_size=1e12)),
+    case("config-vocab-2**62", "count", "{tmp}/c", needle=f"vocab_size {2**62} is too large",
+         setup=_config("c", vocab_size=2**62)),
+    case("config-width-negative", "count", "{tmp}/c", needle="intermediate_size must be positive",
+         setup=_config("c", intermediate_size=-64)),
+    case("config-layers-1e5", "count", "{tmp}/c", needle="100,000 layers", timeout_s=30,
+         setup=_config("c", num_hidden_layers=10**5)),
+    case("config-layers-1e9", "memory", "{tmp}/c", needle="at most 200,000 are traced", timeout_s=30,
+         setup=_config("c", num_hidden_layers=10**9)),
+    case("config-params-past-the-limit", "count", "{tmp}/c", needle="at most 1e+14",
+         setup=_config("c", hidden_size=2**20, intermediate_size=2**21, num_attention_heads=2**10,
+                       num_key_value_heads=2**10, num_hidden_layers=100)),
+    case("config-rope-type", "count", "{tmp}/c", needle="unknown rope type '<script>'",
+         setup=_config("c", rope_scaling={"rope_type": "<script>", "factor": 2.0})),
+    # --- ONNX dims: negative or absurd is a damaged file, never a count
+    case("onnx-initialiser-negative", "count", "{tmp}/m.onnx", needle=f"dimension {-2**62}",
+         setup=_onnx([4, -2**62])),
+    case("onnx-initialiser-absurd", "count", "{tmp}/m.onnx", needle=f"dimension {2**40} is too large",
+         setup=_onnx([2**40, 2**40])),
+    case("onnx-initialisers-past-the-limit", "count", "{tmp}/m.onnx", needle="at most 1e+14",
+         setup=_onnx([4, 2**31 - 1, 2**31 - 1])),
+    case("onnx-input-negative", "count", "{tmp}/m.onnx", needle="negative dimension (-7)",
+         setup=_onnx([2], [-7, 4])),
+    case("onnx-input-absurd", "count", "{tmp}/m.onnx", needle="at most 2147483647",
+         setup=_onnx([2], [2**40, 4])),
+    # --- archive sizes: what a .pt2 member may inflate to, and its symbolic sizes' magnitude
+    case("pt2-zip-bomb", "count", "{tmp}/m.pt2", needle="inflates", setup=_pt2_bomb,
+         keep=("m.pt2",)),
+    case("pt2-symbolic-power-hangs", "count", "{tmp}/m.pt2", needle="exceed 2**256",
+         setup=_pt2_symbolic("9**9**9**9+"), isolated=True, timeout_s=60),
+    case("pt2-symbolic-constant-too-large", "count", "{tmp}/m.pt2", needle="exceed 2**256",
+         setup=_pt2_symbolic("9**9**2+")),
+    case("pt2-symbolic-shift", "count", "{tmp}/m.pt2", needle="exceed 2**256",
+         setup=_pt2_symbolic("LShift(1, 10**12)+")),
     # --- roofline (test_roofline)
     case("unknown-hardware", "roofline", "gpt2", "--seq", "8", "--hardware", "h100-nope",
          needle="unknown hardware"),
@@ -507,16 +618,45 @@ def run_in_process(args: list[str], tmp: Path, monkeypatch: pytest.MonkeyPatch,
 ISOLATED_ADDRESS_SPACE = 8 * 2**30
 
 
-def run_isolated(args: list[str], tmp: Path) -> tuple[int, str, str]:
+def run_isolated(args: list[str], tmp: Path, timeout_s: float | None = None) -> tuple[int, str, str]:
     import resource
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (ISOLATED_ADDRESS_SPACE, ISOLATED_ADDRESS_SPACE))
 
     env = {**os.environ, **_env(tmp)}
-    proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", *args], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "modelmeter.cli.main", *args], cwd=tmp, env=env,
+                              capture_output=True, text=True, timeout=timeout_s or 300, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"modelmeter {' '.join(args)} still ran after {timeout_s} s: a hang, not a refusal")
     return proc.returncode, proc.stdout, proc.stderr
+
+
+class _Hung(BaseException):
+    """Raised by the alarm in a row that hangs: a BaseException, so no handler in the CLI takes it."""
+
+
+def run_with_deadline(run: Callable[[], tuple[int, str, str]], timeout_s: float | None,
+                      what: str) -> tuple[int, str, str]:
+    """`run()`, failed (not waited for) past `timeout_s` seconds: a hang in Python code."""
+    import signal
+
+    if timeout_s is None:
+        return run()
+
+    def hung(signum: int, frame: object) -> None:
+        raise _Hung
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        return run()
+    except _Hung:
+        pytest.fail(f"{what} still ran after {timeout_s} s: a hang, not a refusal")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # The cases run in a child process under a memory limit are the slow ones (a fresh interpreter each).
@@ -533,9 +673,10 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(row: Case, tmp_path: Pat
     profile = _digest(tmp_path / row.set_aside) if row.set_aside is not None else None
     args = [a.replace("{tmp}", str(tmp_path)) for a in row.args]
     if row.isolated:
-        code, out, err = run_isolated(args, tmp_path)
+        code, out, err = run_isolated(args, tmp_path, row.timeout_s)
     else:
-        code, out, err = run_in_process(args, tmp_path, monkeypatch, capsys)
+        code, out, err = run_with_deadline(lambda: run_in_process(args, tmp_path, monkeypatch, capsys),
+                                           row.timeout_s, f"modelmeter {' '.join(args)}")
 
     assert "Traceback" not in err, err
     lines = err.strip().splitlines()
@@ -556,6 +697,144 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(row: Case, tmp_path: Pat
         assert not original.exists() and len(kept) == 1, sorted(original.parent.iterdir())
         assert kept[0].name in lines[0], lines[0]  # the line says where it went
         assert _digest(kept[0]) == profile  # renamed as it was: the user can look at it
+
+
+# ------------------------------------------------------------------ hostile sizes, drawn
+
+# Sizes a config or an ONNX file may hold: small and real, with some replaced by ones no model has.
+BAD_SIZES = st.sampled_from([-8, 0, 2**31, 10**12, 2**62, 10**30])
+REAL_CONFIG = st.fixed_dictionaries({
+    "hidden_size": st.sampled_from([8, 16, 32]), "intermediate_size": st.sampled_from([4, 64]),
+    "vocab_size": st.sampled_from([2, 100]), "num_hidden_layers": st.integers(1, 3)})
+BAD_CONFIG = st.one_of(
+    st.dictionaries(st.sampled_from(["hidden_size", "intermediate_size", "vocab_size", "num_hidden_layers"]),
+                    BAD_SIZES, max_size=2),
+    st.sampled_from([{"num_hidden_layers": 10**5}, {"num_hidden_layers": 10**9}]))
+
+
+def _llama_params(hidden: int, inter: int, vocab: int, layers: int) -> int:
+    """TINY_LLAMA_CONFIG's closed form: 4 heads, 2 KV heads, untied head."""
+    kv = hidden // 4 * 2
+    per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inter + 2 * hidden
+    return 2 * vocab * hidden + layers * per_layer + hidden
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(real=REAL_CONFIG, bad=BAD_CONFIG)
+@example(real={"hidden_size": 16, "intermediate_size": 64, "vocab_size": 100, "num_hidden_layers": 2}, bad={})
+def test_any_config_size_is_counted_exactly_or_refused_in_one_line(
+        real: dict[str, int], bad: dict[str, int], tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp = tmp_path_factory.mktemp("cfg")
+    sizes = {**real, **bad}
+    _config("c", **sizes)(tmp)
+    code, out, err = run_with_deadline(
+        lambda: run_in_process(["count", str(tmp / "c"), "--seq", "4", "--json", "-"], tmp, monkeypatch, capsys),
+        30, f"count of {sizes}")
+    if not bad:
+        assert code == 0, err
+        assert json.loads(out)["totals"]["params"] == _llama_params(
+            sizes["hidden_size"], sizes["intermediate_size"], sizes["vocab_size"], sizes["num_hidden_layers"])
+        return
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    # The line names the field, or the total it breaks (parameters, or the trace's layers).
+    assert any(k in lines[0] for k in bad) or "at most 1e+14" in lines[0] or (
+        "num_hidden_layers" in bad and "layers" in lines[0]), lines[0]
+
+
+ONNX_BAD_DIMS = st.sampled_from([-1, -7, -2**62, 2**31, 2**40])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dims=st.lists(st.integers(1, 64), min_size=3, max_size=3),
+       bad=st.dictionaries(st.integers(0, 2), ONNX_BAD_DIMS, max_size=2))
+@example(dims=[3, 5, 2], bad={})
+def test_any_onnx_dims_are_counted_exactly_or_refused_in_one_line(
+        dims: list[int], bad: dict[int, int], tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("onnx")
+    tmp = tmp_path_factory.mktemp("onnx")
+    rows, cols, batch = (bad.get(i, d) for i, d in enumerate(dims))
+    onnx_matmul(tmp / "m.onnx", [rows, cols], [batch, 4])
+    code, out, err = run_in_process(["count", str(tmp / "m.onnx"), "--json", "-"], tmp, monkeypatch, capsys)
+    if not bad:
+        assert code == 0, err
+        totals = json.loads(out)["totals"]
+        assert (totals["params"], totals["macs"]) == (4 * 2 + rows * cols, batch * 4 * 2)
+        return
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, out[-500:], err)
+    assert "dimension" in lines[0] or "at most 2147483647" in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------ a genuine symbolic size is measured
+
+def test_a_data_dependent_size_within_its_range_is_counted_quietly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # nonzero's output size is an unbacked symbol: torch writes its range as
+    # LessThan(Symbol('u0'), Integer(12)), plain arithmetic.
+    class Picks(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 5)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.fc(x), torch.nonzero(x > 0)
+
+    program = torch.export.export(Picks(), (torch.randn(4, 3),))
+    torch.export.save(program, str(tmp_path / "picks.pt2"))
+    code, out, err = run_in_process(["count", str(tmp_path / "picks.pt2"), "--device", "cpu", "--json", "-"],
+                                    tmp_path, monkeypatch, capsys)
+    assert code == 0, err
+    assert err == ""  # no torch symbolic_shapes warning before or instead of the result
+    totals = json.loads(out)["totals"]
+    assert (totals["params"], totals["macs"]) == (3 * 5 + 5, 4 * 3 * 5)
+
+
+# ------------------------------------------------------------------ no remote code without the flag
+
+MARKING_CONFIG = CUSTOM_CONFIG + "\nimport pathlib\npathlib.Path({marker!r}).write_text('config ran')\n"
+MARKING_MODELING = CUSTOM_MODELING + "\nimport pathlib\npathlib.Path({marker!r}).write_text('model ran')\n"
+
+
+def _marking_repo(folder: Path, marker: Path) -> None:
+    folder.mkdir(parents=True)
+    (folder / "configuration_mmtiny.py").write_text(MARKING_CONFIG.format(marker=str(marker)))
+    (folder / "modeling_mmtiny.py").write_text(MARKING_MODELING.format(marker=str(marker)))
+    config = {**TINY_LLAMA_CONFIG, "model_type": "mmtiny", "architectures": ["MmTinyForCausalLM"],
+              "auto_map": {"AutoConfig": "configuration_mmtiny.MmTinyConfig",
+                           "AutoModelForCausalLM": "modeling_mmtiny.MmTinyForCausalLM"}}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_no_path_without_the_flag_runs_remote_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import huggingface_hub.constants
+
+    marker = tmp_path / "remote-code-ran"
+    _marking_repo(tmp_path / "custom", marker)
+    # The same repo in a private Hugging Face cache, as `hf download mm-test/custom` leaves it.
+    hub = tmp_path / "hf" / "hub" / "models--mm-test--custom"
+    revision = "0" * 40
+    _marking_repo(hub / "snapshots" / revision, marker)
+    (hub / "refs").mkdir()
+    (hub / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    folder = str(tmp_path / "custom")
+    calls = [
+        ["count", folder], ["count", "mm-test/custom"], ["memory", folder], ["models"],
+        ["report", folder, "--no-measure"], ["report", "mm-test/custom", "--no-measure"],
+        ["plan", folder, *HW], ["llm", folder, *HW], ["llm", "mm-test/custom", *HW],
+        ["roofline", folder, *HW], ["compare", folder, "mm-test/custom"],
+    ]
+    for args in calls:
+        code, _, err = run_in_process(args, tmp_path, monkeypatch, capsys)
+        assert not marker.exists(), f"modelmeter {' '.join(args)} ran the repo's code"
+        if args == ["models"]:
+            assert code == 0, err
+        else:
+            assert code == 2 and "custom code" in err and len(err.strip().splitlines()) == 1, (args, err)
 
 
 # ------------------------------------------------------------------ bad data that must not fail everything

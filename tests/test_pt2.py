@@ -390,3 +390,28 @@ def test_other_inputs_than_exported_are_one_line(genuine: Path, tmp_path: Path) 
     proc = cli("count", str(genuine), "--input", "1x3x16x16", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("expr", [
+    "Symbol('s77', positive=True, integer=True)",
+    "Mul(Integer(2), Symbol('s0', positive=True, integer=True))",
+    "2*s0*s1*s2*s3 + 4096",
+    "FloorDiv(s0 + 63, 64)",
+    "Pow(s0, 2)",
+    "LessThan(Symbol('u0', integer=True), Integer(12))",
+    "Max(1, s0)*9223372036854775807",
+])
+def test_the_sizes_torch_writes_are_plain_arithmetic(expr: str) -> None:
+    from modelmeter.sources.symexpr import is_plain_arithmetic
+
+    assert is_plain_arithmetic(expr)
+
+
+@pytest.mark.parametrize("expr", [
+    "9**9**9**9", "Pow(9, Pow(9, Pow(9, 9)))", "2**257", "s0**(10**100)", "LShift(1, 10**12)",
+    "PowByNatural(Integer(10), Integer(1000))", "1" + "0" * 100, "OpaqueUnaryFn_exp(10**6)",
+])
+def test_a_size_whose_constants_pass_2_to_the_256_is_refused(expr: str) -> None:
+    from modelmeter.sources.symexpr import MAX_BITS, is_plain_arithmetic, magnitude_bits
+
+    assert magnitude_bits(expr) > MAX_BITS and not is_plain_arithmetic(expr)

@@ -29,11 +29,14 @@ cache flag is forced on and `attention_mask=None` is passed.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import MissingDependencyError, ShapeError, UnknownModelError, UserInputError
 from .build import BUILT_ON_CPU, construct
+from .configsize import check_config_size
 from .inputs import is_integer_dtype, make_tensor, parse_input_spec, parse_named_input, with_batch
 
 DEFAULT_SEQ = 128
@@ -58,6 +61,22 @@ def import_transformers() -> Any:
     return transformers
 
 
+@contextmanager
+def quiet_config_read() -> Iterator[None]:
+    """transformers' warnings off while a config is read, then as they were.
+
+    Reading a config.json with an unknown rope type logs a warning before our
+    check names the field in one line; two lines on stderr would break the rule.
+    """
+    logging = import_transformers().utils.logging
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
 def config_from_dict(config: dict[str, Any]) -> Any:
     """A transformers config object from a config.json dict (no hub access)."""
     transformers = import_transformers()
@@ -69,7 +88,8 @@ def config_from_dict(config: dict[str, Any]) -> Any:
     if model_type is None:
         raise UnknownModelError("config has no 'model_type'; it is not a transformers config.json")
     try:
-        return transformers.AutoConfig.for_model(model_type, **values)
+        with quiet_config_read():
+            return transformers.AutoConfig.for_model(model_type, **values)
     except (ValueError, KeyError) as exc:
         raise UnknownModelError(
             f"transformers {transformers.__version__} does not know model_type {model_type!r}: {exc}"
@@ -118,6 +138,8 @@ def build_module(
     """
     import torch
 
+    what = folder.name if folder is not None else getattr(cls, "__name__", "the model")
+    check_config_size(conf, what)
     if kind == "decoder":
         # Without a cache, transformers 5.x's mask preprocessing calls .all() on meta tensors.
         conf.use_cache = True
@@ -133,7 +155,6 @@ def build_module(
         module = _load_weights(cls, folder, conf, extra)
         return module.eval(), True, BUILT_ON_CPU
     build = cls.from_config if auto else cls._from_config
-    what = folder.name if folder is not None else getattr(cls, "__name__", "the model")
     module, how = construct(lambda: _attn_fallback(lambda kw: build(conf, **kw), extra), device, what)
     return module.eval(), False, how
 

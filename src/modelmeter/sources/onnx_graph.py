@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserInputError
 from ..core.graph import Graph, GraphNode, GraphValue
-from .inputs import check_positive, parse_input_spec
+from .configsize import MAX_PARAMS
+from .inputs import MAX_DIM, check_positive, check_size, parse_input_spec
 
 ONNX_EXTRA = 'pip install "modelmeter[onnx]"'
 
@@ -52,6 +54,7 @@ def load_onnx_graph(path: str | Path, *, inputs: list[str] | None = None,
         raise UserInputError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
     if not model.graph.node:
         raise UserInputError(f"{path} holds no ONNX graph (no nodes)")
+    _check_initializers(model, path)
     _set_input_shapes(model, inputs, batch, path)
     # Strict: an input shape that does not fit a node (x[4, 65] into a [64, 32] MatMul) is an
     # error, not a node left unshaped and counted as nothing. Graphs with ops from other
@@ -88,6 +91,11 @@ def _set_input_shapes(model: Any, inputs: list[str] | None, batch: int | None, p
         dims = value.type.tensor_type.shape.dim
         if batch is not None and len(dims):
             dims[0].dim_value = batch
+        bad = [d.dim_value for d in dims if d.dim_value < 0]
+        if bad:
+            raise UserInputError(f"input {value.name!r} of {path.name} has a negative dimension "
+                                 f"({bad[0]}): the file is damaged or hand-edited")
+        check_size(tuple(d.dim_value for d in dims), f"input {value.name!r} of {path.name}")
         unknown = [d.dim_param or "?" for d in dims if not d.dim_value]
         if unknown:
             raise UserInputError(
@@ -133,6 +141,23 @@ def _read_graph(model: Any, path: Path) -> Graph:
         opset=opset,
         producer=f"{model.producer_name} {model.producer_version}".strip(),
     )
+
+
+def _check_initializers(model: Any, path: Path) -> None:
+    """Every weight's dims in 0..MAX_DIM and their total within MAX_PARAMS: a negative or
+    absurd dim is a damaged file, not a count of -1.8e19 parameters."""
+    total = 0
+    for t in model.graph.initializer:
+        for d in t.dims:
+            if d < 0 or d > MAX_DIM:
+                raise UserInputError(
+                    f"initialiser {t.name!r} of {path.name} has dimension {d}"
+                    f"{' is too large' if d > 0 else ''}: each must be in 0..{MAX_DIM} (2**31 - 1); "
+                    "the file is damaged or hand-edited")
+        total += math.prod(t.dims)
+    if total > MAX_PARAMS:
+        raise UserInputError(f"{path.name}'s initialisers hold {total:.3g} parameters: at most "
+                             f"{MAX_PARAMS:.0e} can be counted; the file is damaged or hand-edited")
 
 
 def _value(name: str, tensor_type: Any) -> GraphValue:

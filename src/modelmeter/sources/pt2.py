@@ -23,18 +23,17 @@ So, in two layers:
 from __future__ import annotations
 
 import functools
-import io
 import json
 import logging
-import re
-import tokenize
 import warnings
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import UnknownModelError
+from .symexpr import MAX_BITS, is_plain_arithmetic, magnitude_bits
 
 HOW_TO_SAVE = "save one with torch.export.save(torch.export.export(model, args), path)"
 TRUSTED_ALTERNATIVE = (
@@ -48,25 +47,12 @@ _CODE_DIRS = ("data/aotinductor/",)  # compiled shared libraries torch would dlo
 # What a payload entry's file may be called: raw tensor bytes only.
 _RAW_PREFIX = {_WEIGHTS_DIR: "weight_", _CONSTANTS_DIR: "tensor_"}
 
-# Names a symbolic size may use: symbols (s0, u3, zuf0, ...), the functions and
-# assumptions torch writes, and sympy's numbers. No attribute access, no other
-# builtins, strings only as symbol names: sympify evaluates whatever it is given.
-_SYMBOL = re.compile(r"[a-z]+[0-9]+")
-_QUOTED_SYMBOL = re.compile(r"""(['"])[A-Za-z][A-Za-z0-9_]*\1""")
-_EXPR_NAMES = frozenset({
-    "Symbol", "Integer", "Rational", "Float", "Max", "Min", "Abs", "Eq", "Ne", "Lt", "Le",
-    "Gt", "Ge", "And", "Or", "Not", "Mul", "Add", "Pow", "Mod", "floor", "ceiling", "sqrt",
-    "oo", "zoo", "nan", "True", "False", "Piecewise",
-    "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt", "FloorToInt",
-    "CeilDiv", "LShift", "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv", "IntTrueDiv",
-    "IsNonOverlappingAndDenseIndicator", "TruncToFloat", "TruncToInt", "RoundToInt",
-    "RoundDecimal", "ToFloat", "Identity", "BitwiseFn_bitwise_and", "BitwiseFn_bitwise_or",
-    "OpaqueUnaryFn_sqrt", "OpaqueUnaryFn_exp", "OpaqueUnaryFn_log",
-    "integer", "positive", "negative", "nonnegative", "nonpositive", "real", "finite",
-    "zero", "nonzero", "even", "odd", "rational", "commutative",
-})
-_EXPR_OPS = frozenset({"+", "-", "*", "/", "//", "%", "**", "(", ")", ",", "=", "<", ">", "<=",
-                       ">=", "==", "!=", "&", "|", "~"})
+# What a member may ask of memory. torch writes weights stored (ratio 1) and
+# JSON deflated at about 5-20x; a zip bomb inflates 1000x. JSON members are read
+# whole, so they are also bounded in size (the graph of a 671 B model is tens of MB).
+MAX_RATIO = 200
+RATIO_FROM_BYTES = 1 << 20  # below 1 MiB inflated, any ratio is harmless
+MAX_JSON_BYTES = 512 << 20
 _QUIET_LOGGERS = ("torch.export", "torch._export", "torch.serialization")
 
 
@@ -130,6 +116,7 @@ def inspect_archive(path: Path) -> None:
     def refuse(what: str) -> UnknownModelError:
         return UnknownModelError(f"{path} {what}; {TRUSTED_ALTERNATIVE}")
 
+    members = _member_sizes(path)  # before torch inflates anything
     try:
         reader = torch._C.PyTorchFileReader(str(path))
         names = list(reader.get_all_records())
@@ -155,15 +142,43 @@ def inspect_archive(path: Path) -> None:
             if low.startswith(folder) and low.endswith((".pt", ".pkl", ".pickle", ".pth", ".bin")):
                 raise refuse(f"holds a pickled {folder.split('/')[1]} file ({name!r})")
             if low.startswith(folder) and low.endswith(".json"):
-                _check_payload_config(name, _read_json(reader, name, path), folder, refuse)
+                _check_payload_config(name, _read_json(path, name, members), folder, refuse)
         if low.startswith("models/") and low.endswith(".json"):
-            _check_expressions(name, _read_json(reader, name, path), refuse)
+            _check_expressions(name, _read_json(path, name, members), refuse)
 
 
-def _read_json(reader: Any, name: str, path: Path) -> Any:
+def _member_sizes(path: Path) -> dict[str, zipfile.ZipInfo]:
+    """Every member's entry by the name torch's reader gives it (lower case, without the
+    archive's top folder), refused in one line when it would inflate past the bounds."""
     try:
-        return json.loads(bytes(reader.get_record(name)))
-    except (RuntimeError, ValueError) as exc:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UnknownModelError(f"{path} is not a torch.export archive ({_one_line(exc)}); {HOW_TO_SAVE}") from exc
+    for info in infos:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > RATIO_FROM_BYTES and ratio > MAX_RATIO:
+            raise UnknownModelError(
+                f"{path}: member {info.filename!r} inflates {ratio:,.0f}x ({info.compress_size:,} to "
+                f"{info.file_size:,} bytes), at most {MAX_RATIO}x is read: a zip bomb or a damaged file")
+    return {info.filename.partition("/")[2].lower(): info for info in infos}
+
+
+def _read_json(path: Path, name: str, members: dict[str, zipfile.ZipInfo]) -> Any:
+    """A JSON member, read through a bound: its declared size, and what inflating it gives."""
+    info = members.get(name.lower())
+    if info is None:  # torch's reader lists it, zipfile does not: two views of one file
+        raise UnknownModelError(f"{path}: member {name!r} is not in the zip directory; {HOW_TO_SAVE}")
+    if info.file_size > MAX_JSON_BYTES:
+        raise UnknownModelError(f"{path}: member {name!r} declares {info.file_size:,} bytes, at most "
+                                f"{MAX_JSON_BYTES:,} are read for a JSON member; {HOW_TO_SAVE}")
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(info) as member:
+            data = member.read(info.file_size + 1)
+        if len(data) != info.file_size:
+            raise ValueError(f"it holds {len(data):,} bytes, its entry says {info.file_size:,}")
+        return json.loads(data)
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, EOFError) as exc:
         raise UnknownModelError(f"{path}: member {name!r} is not valid JSON ({_one_line(exc)}); {HOW_TO_SAVE}") from exc
 
 
@@ -180,6 +195,9 @@ def _check_payload_config(name: str, data: Any, folder: str, refuse: Any) -> Non
 
 def _check_expressions(name: str, data: Any, refuse: Any) -> None:
     for expr in _values_of(data, "expr_str"):
+        if isinstance(expr, str) and magnitude_bits(expr) > MAX_BITS:
+            raise refuse(f"has a symbolic size whose constants exceed 2**{MAX_BITS} in {name!r}: "
+                         f"{expr[:60]!r}")
         if not isinstance(expr, str) or not is_plain_arithmetic(expr):
             raise refuse(f"has a symbolic size that is not plain arithmetic in {name!r}: {str(expr)[:60]!r}")
 
@@ -196,27 +214,6 @@ def _values_of(data: Any, key: str) -> Iterator[Any]:
                     stack.append(v)
         elif isinstance(item, list):
             stack.extend(item)
-
-
-def is_plain_arithmetic(expr: str) -> bool:
-    """True when `expr` uses only symbols, numbers, arithmetic and torch's shape functions."""
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(expr).readline))
-    except (tokenize.TokenError, SyntaxError, IndentationError):
-        return False
-    for tok in tokens:
-        if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
-            continue
-        if tok.type == tokenize.NUMBER and re.fullmatch(r"[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?", tok.string):
-            continue
-        if tok.type == tokenize.NAME and (tok.string in _EXPR_NAMES or _SYMBOL.fullmatch(tok.string)):
-            continue
-        if tok.type == tokenize.OP and tok.string in _EXPR_OPS:
-            continue
-        if tok.type == tokenize.STRING and _QUOTED_SYMBOL.fullmatch(tok.string):
-            continue
-        return False
-    return True
 
 
 # ------------------------------------------------------------------ the load-time guard

@@ -170,11 +170,13 @@ def _from_folder(
 ) -> LoadedModel:
     transformers = hf.import_transformers()
     try:
-        conf = transformers.AutoConfig.from_pretrained(
-            str(folder), local_files_only=True, trust_remote_code=trust_remote_code
-        )
+        with hf.quiet_config_read():
+            conf = transformers.AutoConfig.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=trust_remote_code
+            )
     except Exception as exc:  # malformed JSON, unknown model_type, remote code refused
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # A validation error says the field on its first line and what is wrong on the next.
+        first = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2]) or type(exc).__name__
         # The hint names a flag only some commands have; the CLI drops it elsewhere.
         hint = None if trust_remote_code else "custom code needs --trust-remote-code, if you trust it"
         raise UnknownModelError(f"cannot read {folder}/config.json: {first}", hint=hint,
