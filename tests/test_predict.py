@@ -492,6 +492,9 @@ def test_hardware_calibrate_reruns_the_microbenchmarks_and_refines_the_cached_mo
         return verdicts.pop(0)
 
     monkeypatch.setattr("modelmeter.hardware.local.calibration_refusal", refusal)
+    # A 64x64 matmul on a loaded CI runner can fall below the ISA floor: this test is about the
+    # rerun and the refit, the floors have their own tests (test_plausible).
+    monkeypatch.setattr("modelmeter.hardware.plausible.isa_floors", lambda *_a, **_k: {})
     key = cache_key(cpu_name(), torch.get_num_threads(), torch.__version__)
     save_cached(key, _hardware(), _model(), None)  # an earlier (short) calibration's model
 
