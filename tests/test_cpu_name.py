@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from modelmeter.hardware.detect import cpu_name, cpu_name_in, read_cpu_info
+from modelmeter.hardware.environment import environment_fingerprint
 from modelmeter.measure.timer import measure_latency
-from modelmeter.store import environment_fingerprint
 
 X86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz\n"
 # A Raspberry Pi kernel: no 'model name' on some versions, the SoC and board at the end.

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from modelmeter.core.errors import UserInputError
+from modelmeter.hardware.environment import environment_fingerprint
 from modelmeter.store import (
     SCHEMA_VERSION,
     RunStore,
     default_store_path,
-    environment_fingerprint,
 )
 
 CHILD = Path(__file__).with_name("_store_child.py")

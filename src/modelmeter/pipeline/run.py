@@ -35,6 +35,7 @@ from ..core.errors import UserInputError
 from ..core.precision import parse_precision
 from ..core.report import Report
 from ..hardware import Hardware
+from ..hardware.environment import environment_fingerprint
 from ..hardware.gpumodel import gpu_model, has_gpu_model
 from ..hardware.precision_choice import fastest_precision
 from ..hardware.specs import LOCAL_ID
@@ -42,7 +43,6 @@ from ..measure.backends import backends_section, run_backends
 from ..measure.bench import BenchRow, Prediction, run_bench
 from ..measure.energy import select_meter
 from ..measure.module_times import time_modules
-from ..store import environment_fingerprint
 from .calibrated import (
     any_progress,
     calibrated_prediction,
