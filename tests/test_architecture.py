@@ -33,7 +33,7 @@ LAYERS = {
     "trace": 1, "sources": 1, "presets": 1, "count": 1, "formulas": 1,
     "hardware": 2,
     "analysis": 3, "measure": 3,
-    "report": 4, "store": 4,
+    "report": 4, "store": 4, "store_pg": 4, "stores": 4,
     "pipeline": 5,
     "api": 6,
     "cli": 7,
@@ -52,6 +52,8 @@ THIRD_PARTY = {
     "measure": {"torch", "pynvml", "zeus", "onnxruntime"},
     "report": {"rich", "matplotlib", "pandas"},
     "store": {"platformdirs"},
+    # psycopg 3: the PostgreSQL run store (extra [postgres]), imported only for a postgresql:// URL.
+    "store_pg": {"psycopg"}, "stores": set(),
     "pipeline": {"torch"},
     "api": set(),
     "cli": {"click", "rich", "torch"},

@@ -14,8 +14,6 @@ accelerator, timing is `--measure` or `modelmeter bench`).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..core.errors import UserInputError
@@ -67,8 +65,9 @@ def _write_text(target: str, text: str) -> None:
 @click.option("--md", "md_path", metavar="PATH", help="Write the summary as Markdown.")
 @click.option("--html", "html_path", metavar="PATH", help="Write one self-contained HTML page.")
 @click.option("--save", is_flag=True, help="Save the run in the history store (`modelmeter history`).")
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
-              help="Run store file for --save (default: the user data dir).")
+@click.option("--db", metavar="PATH|URL", default=None,
+              help="Run store for --save: an SQLite file or a postgresql:// URL "
+              "(default: $MODELMETER_DB, else the user data dir).")
 @click.option("--absolute-paths", is_flag=True,
               help="Keep absolute file paths in Markdown/HTML (default: shown as their last part).")
 @attention_option
@@ -85,9 +84,10 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
     if db and not save:
         raise UserInputError("--db names the run store --save writes to; add --save")
     if save:
-        from ..store import RunStore
+        from ..stores import open_store
 
-        RunStore(Path(db) if db else None).check_writable()  # not after minutes of work
+        with open_store(db) as store:
+            store.check_writable()  # not after minutes of work
     if measure and device == "cpu":
         from ..pipeline.memcheck import check_cpu_fit
 
@@ -131,11 +131,11 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
         if path not in (None, "-"):
             console.print(f"wrote {path}", markup=False, highlight=False)
     if save:
-        from ..store import RunStore
+        from ..stores import open_store, store_location
 
-        with RunStore(Path(db) if db else None) as store:
+        with open_store(db) as store:
             run_id = store.save(data, data.get("environment"))
-        console.print(f"saved run {run_id} ({store.path})", markup=False, highlight=False)
+        console.print(f"saved run {run_id} ({store_location(store)})", markup=False, highlight=False)
 
 
 @click.command()

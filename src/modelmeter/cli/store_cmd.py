@@ -33,7 +33,8 @@ from ..report.diff import (
     settings_changes,
     settings_note,
 )
-from ..store import RunStore, StoredRun
+from ..store import StoredRun
+from ..stores import AnyStore, open_store, store_location
 from .options import make_console
 
 if TYPE_CHECKING:
@@ -41,11 +42,13 @@ if TYPE_CHECKING:
 
 _REPORT_SCHEMA_PREFIX = "modelmeter.report/"
 DIFF_SCHEMA = "modelmeter.diff/1"
+# A string, not a click.Path: a postgresql:// URL must reach open_store as written.
 _DB_OPTION = click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH|URL",
     default=None,
-    help="Run store file (default: the user data dir, or $MODELMETER_HOME/runs.sqlite).",
+    help="Run store: an SQLite file or a postgresql:// URL (default: $MODELMETER_DB, else "
+    "runs.sqlite in the user data dir or $MODELMETER_HOME).",
 )
 
 
@@ -54,11 +57,11 @@ _DB_OPTION = click.option(
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @_DB_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (full reports).")
-def history(model: str | None, limit: int, db: Path | None, as_json: bool) -> None:
+def history(model: str | None, limit: int, db: str | None, as_json: bool) -> None:
     """List stored runs, newest first."""
-    with RunStore(db) as store:
+    with open_store(db) as store:
         runs = store.list_runs(model=model, limit=limit)
-        path = store.path
+        path = store_location(store)
     if as_json:
         click.echo(json.dumps({"schema": HISTORY_SCHEMA, "runs": [_run_json(run) for run in runs]},
                               indent=2))
@@ -97,7 +100,7 @@ def diff(
     ctx: click.Context,
     run_a: str,
     run_b: str,
-    db: Path | None,
+    db: str | None,
     fail_on: str | None,
     allow_settings_change: bool,
     as_json: bool,
@@ -105,7 +108,7 @@ def diff(
     """Compare two reports: RUN_A and RUN_B are stored run ids or JSON report files."""
     # Gates first: a typo in CI should fail fast, before any store is opened.
     gates = parse_gates(fail_on) if fail_on is not None else []
-    with RunStore(db) as store:
+    with open_store(db) as store:
         source_a, report_a = _load(run_a, store)
         source_b, report_b = _load(run_b, store)
     setting_changes = settings_changes(report_a, report_b)
@@ -158,7 +161,7 @@ def diff(
 # --- helpers ------------------------------------------------------------------
 
 
-def _load(ref: str, store: RunStore) -> tuple[dict[str, Any], dict[str, Any]]:
+def _load(ref: str, store: AnyStore) -> tuple[dict[str, Any], dict[str, Any]]:
     """(description of the source, report dict) for a file path or stored run id."""
     path = Path(ref).expanduser()
     if path.is_file():

@@ -1,0 +1,36 @@
+"""Which run store a `--db` names (layer 4): an SQLite file or a PostgreSQL server.
+
+``open_store(db)``: a ``postgresql://`` or ``postgres://`` URL opens the team
+store on that server (`store_pg.PgRunStore`, the ``[postgres]`` extra); a path
+opens that SQLite file (`store.RunStore`); None takes ``$MODELMETER_DB`` when
+set, else the default SQLite file. Both have the same methods and promises.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .store import RunStore
+from .store_pg import PgRunStore, is_postgres_url
+
+__all__ = ["DB_ENV", "AnyStore", "open_store", "store_location"]
+
+DB_ENV = "MODELMETER_DB"
+AnyStore = RunStore | PgRunStore
+
+
+def open_store(db: str | Path | None = None) -> AnyStore:
+    """The store `db` names (see the module docstring); nothing is opened until first use."""
+    if db is None or (isinstance(db, str) and not db.strip()):
+        db = os.environ.get(DB_ENV, "").strip() or None
+    if db is None:
+        return RunStore(None)
+    if is_postgres_url(str(db)):
+        return PgRunStore(str(db))
+    return RunStore(Path(db))
+
+
+def store_location(store: AnyStore) -> str:
+    """Where the store lives, for messages: the file, or the URL without its password."""
+    return store.location if isinstance(store, PgRunStore) else str(store.path)
