@@ -1,7 +1,11 @@
-"""Helper process for tests/test_store.py: saves runs into a store.
+"""Helper process for tests/test_store.py and test_store_backends.py: saves runs into a store.
 
-    python _store_child.py DB N TAG     save N runs, then exit
-    python _store_child.py DB loop TAG  save forever, printing "saved" after the first
+    python _store_child.py DB N TAG [AT]     save N runs, then exit
+    python _store_child.py DB loop TAG       save forever, printing "saved" after the first
+
+DB is an SQLite file or a postgresql:// URL (`open_store`). AT (a time.time()
+value) holds the saves until then, so processes started one after another
+write at the same moment.
 
 Reports carry a payload large enough that a kill often lands mid-write.
 """
@@ -9,9 +13,9 @@ Reports carry a payload large enough that a kill often lands mid-write.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+import time
 
-from modelmeter.store import RunStore
+from modelmeter.stores import open_store
 
 
 def report(tag: str, i: int, payload: int) -> dict[str, object]:
@@ -26,8 +30,10 @@ def report(tag: str, i: int, payload: int) -> dict[str, object]:
 
 
 def main() -> None:
-    db, count, tag = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    store = RunStore(db)
+    db, count, tag = sys.argv[1], sys.argv[2], sys.argv[3]
+    store = open_store(db)
+    if len(sys.argv) > 4:
+        time.sleep(max(0.0, float(sys.argv[4]) - time.time()))
     if count == "loop":
         i = 0
         while True:

@@ -54,7 +54,7 @@ _MIGRATION_LOCK = 0x6D6D6574  # "mmet"
 _CONNECT_TIMEOUT_S = 10
 _RETRIES = 20
 _ID_RE = re.compile(r"^[0-9a-f]{1,32}$")
-_COLUMNS = "id, created_at, model, report_json, fingerprint_json, label"
+_COLUMNS = "id, created_at, model, report_json, fingerprint_json, label, config_hash"
 
 
 def is_postgres_url(db: object) -> bool:
@@ -97,7 +97,17 @@ def _v1_to_v2(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(f"CREATE INDEX {RUNS}_created ON {RUNS} (created_at)")
 
 
-_MIGRATIONS: dict[int, Callable[[psycopg.Cursor[Any]], None]] = {0: _create_v1, 1: _v1_to_v2}
+def _v2_to_v3(cur: psycopg.Cursor[Any]) -> None:
+    # v3: the sweep configuration hash, indexed for a resuming sweep's look-ups.
+    cur.execute(f"ALTER TABLE {RUNS} ADD COLUMN config_hash TEXT")
+    cur.execute(f"CREATE INDEX {RUNS}_config_hash ON {RUNS} (config_hash, created_at)")
+
+
+_MIGRATIONS: dict[int, Callable[[psycopg.Cursor[Any]], None]] = {
+    0: _create_v1,
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+}
 assert sorted(_MIGRATIONS) == list(range(SCHEMA_VERSION))
 
 
@@ -130,10 +140,16 @@ class PgRunStore:
         report: dict[str, Any],
         fingerprint: dict[str, Any] | None = None,
         label: str | None = None,
+        config_hash: str | None = None,
     ) -> str:
-        """Store one report (in one transaction) and return its new run id."""
+        """Store one report (in one transaction) and return its new run id.
+
+        `config_hash` names the sweep configuration the report measured
+        (`find_config` looks it up); None outside a sweep.
+        """
         if not isinstance(report, dict):
             raise UserInputError(f"a report must be a JSON object, not {type(report).__name__}")
+        _check_hash(config_hash, allow_none=True)
         report_json = json.dumps(report, sort_keys=True)
         fingerprint_json = json.dumps(fingerprint, sort_keys=True) if fingerprint is not None else None
         conn = self._write_connection()
@@ -147,8 +163,9 @@ class PgRunStore:
                 with self._errors(), conn.transaction():
                     conn.execute(
                         f"INSERT INTO {RUNS} (id, created_at, model, report_json, fingerprint_json,"
-                        " label) VALUES (%s, clock_timestamp(), %s, %s, %s, %s)",
-                        (run_id, model_name(report), report_json, fingerprint_json, label),
+                        " label, config_hash) VALUES (%s, clock_timestamp(), %s, %s, %s, %s, %s)",
+                        (run_id, model_name(report), report_json, fingerprint_json, label,
+                         config_hash),
                     )
             except UserInputError as exc:
                 if not isinstance(exc.__cause__, retry):
@@ -183,6 +200,17 @@ class PgRunStore:
         if run.error is not None:
             raise UserInputError(f"run {run.id} in {self.location} cannot be read: {run.error}")
         return run
+
+    def find_config(self, config_hash: str) -> StoredRun | None:
+        """The latest readable run saved with `config_hash`, or None (as `RunStore.find_config`)."""
+        _check_hash(config_hash, allow_none=False)
+        rows = self._read(f"SELECT {_COLUMNS} FROM {RUNS} WHERE config_hash = %s"
+                          " ORDER BY created_at DESC, seq DESC", (config_hash,))
+        for row in rows:
+            run = _row_to_run(row)
+            if run.error is None:
+                return run
+        return None
 
     def list_runs(self, model: str | None = None, limit: int = 50) -> list[StoredRun]:
         """Newest first; only runs of `model` when given. Unreadable rows come with `error` set."""
@@ -245,8 +273,17 @@ class PgRunStore:
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Rows of a query, or none when the database holds no store yet (never creates it)."""
         conn = self._connection()
+        if not self._migrated:
+            with self._errors(), conn.transaction():
+                version = self._check_schema(conn)
+            if version == 0:
+                return []
+            if version < SCHEMA_VERSION:
+                # An older store: upgrading it is a write, done once, as SQLite's reader does.
+                conn = self._write_connection()
+            self._migrated = True  # current: no need to look again on this connection
         with self._errors(), conn.transaction():
-            if self._check_schema(conn) == 0:
+            if self._check_schema(conn) == 0:  # dropped meanwhile
                 return []
             return list(conn.execute(sql, params).fetchall())
 
@@ -323,6 +360,13 @@ class PgRunStore:
 
 
 def _row_to_run(row: tuple[Any, ...]) -> StoredRun:
-    run_id, created_at, model, report_json, fingerprint_json, label = row
+    run_id, created_at, *rest = row
     when = created_at.astimezone(timezone.utc).isoformat() if created_at is not None else ""
-    return RunStore._row_to_run((run_id, when, model, report_json, fingerprint_json, label))
+    return RunStore._row_to_run((run_id, when, *rest))
+
+
+def _check_hash(config_hash: object, allow_none: bool) -> None:
+    if config_hash is None and allow_none:
+        return
+    if not isinstance(config_hash, str) or not config_hash:
+        raise UserInputError(f"a configuration hash must be a non-empty string, not {config_hash!r}")
