@@ -388,8 +388,8 @@ def test_inference_sharding_keeps_norms_whole():
     # The LLM view's per-op costs of llama3-8b, sharded over tp = 4: every op of the RMSNorm
     # modules keeps its cost (each rank normalises the whole hidden state), the attention and
     # MLP projections (matrix products) cost a quarter.
-    from modelmeter.analysis.llm import measure_llm_costs
     from modelmeter.analysis.plan_infer import shard_costs
+    from modelmeter.pipeline.llm_trace import measure_llm_costs
 
     costs = measure_llm_costs("llama3-8b", prompt=16, gen=2, dtype="fp16")
     tp = shard_costs(costs, 4, 1, kv_heads=8)
