@@ -31,9 +31,9 @@ def test_items_are_converted_in_order(option_type, text, expected) -> None:
 
 
 @pytest.mark.parametrize("option_type, text, needles", [
-    (batch_list(), "1,x", ("bad batch size 'x' in '1,x'", "not a valid integer", "e.g. 1,8,32")),
-    (batch_list(), "8,0", ("bad batch size '0'", "1<=x<=2147483647")),
-    (batch_list(), "4294967296", ("bad batch size '4294967296'",)),
+    (batch_list(), "1,x", ("bad batch size 'x' in '1,x'", "not an integer", "e.g. 1,8,32")),
+    (batch_list(), "8,0", ("bad batch size '0'", "not a positive integer")),
+    (batch_list(), "4294967296", ("bad batch size '4294967296'", "at most 2147483647")),
     (batch_list(), "1,,2", ("comma-separated list like 1,8,32", "'1,,2'")),
     (batch_list(), " ", ("comma-separated list",)),
     (precision_list(), "fp32,fp7", ("bad precision 'fp7'", "unknown precision", "e.g. fp32,bf16")),

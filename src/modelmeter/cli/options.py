@@ -168,7 +168,16 @@ class CommaList(click.ParamType):
 def batch_list(example: str = "1,8,32", *, unique: bool = True) -> CommaList:
     """Batch sizes: whole numbers in 1..2**31 - 1 (what a tensor dimension holds), distinct
     unless `unique` is False (`compare` makes a column of each)."""
-    return CommaList(click.IntRange(1, MAX_DIM), example=example, unique=unique, what="batch size")
+    return CommaList(_batch_size, example=example, unique=unique, what="batch size")
+
+
+def _batch_size(text: str) -> int:
+    from ..core.lists import positive_int
+
+    value = positive_int(text)  # ValueError: not an integer / not a positive integer
+    if value > MAX_DIM:
+        raise ValueError(f"too large: at most {MAX_DIM} (2**31 - 1)")
+    return value
 
 
 def precision_list(example: str = "fp32,bf16") -> CommaList:
