@@ -47,18 +47,40 @@ THIRD_PARTY = {
     # onnx: `count model.onnx` loads the graph and runs its shape inference (extra [onnx]).
     "sources": {"torch", "transformers", "huggingface_hub", "sympy", "onnx"},
     "hardware": {"torch", "platformdirs"},
-    "analysis": {"torch", "transformers"},
+    # Pure cost models: no torch, no transformers (exceptions: PURE_THIRD_PARTY_EXCEPTIONS).
+    "analysis": set(),
     # onnxruntime: the `bench --backend onnxruntime` session (extra [onnx]).
     "measure": {"torch", "pynvml", "zeus", "onnxruntime"},
     "report": {"rich", "matplotlib", "pandas"},
     "store": {"platformdirs"},
     # psycopg 3: the PostgreSQL run store (extra [postgres]), imported only for a postgresql:// URL.
     "store_pg": {"psycopg"}, "stores": set(),
-    "pipeline": {"torch"},
+    # transformers: the LLM view's DynamicCache, built to trace and to run decode steps.
+    "pipeline": {"torch", "transformers"},
     "api": set(),
     "cli": {"click", "rich", "torch"},
     "__init__": set(),
 }
+# analysis/ is pure cost models over traces, counts and the hardware database: it never
+# resolves, builds, traces or times a model (pipeline/ does, and hands it the results), even
+# through a layer below it. Each unit maps to the modules it may not import (a prefix match).
+PURE = {
+    "analysis": (
+        "modelmeter.sources",  # resolves specs and builds models
+        "modelmeter.presets",  # model configs, read by sources
+        "modelmeter.trace",  # runs a model under the dispatch mode
+        "modelmeter.measure",  # times and meters a real run
+        "modelmeter.pipeline", "modelmeter.api", "modelmeter.cli",  # above it anyway; said twice
+        "modelmeter.hardware.calibration",  # runs microbenchmarks
+        "modelmeter.hardware.microbench",
+        "modelmeter.hardware.timing",
+        "modelmeter.hardware.local",  # calibrates this machine on first use
+        "modelmeter.hardware.detect",  # reads this machine (CPU, memory available)
+    ),
+}
+# Third-party imports a pure unit's module may still make, each with its reason. None today:
+# the LLM view's tracer moved to pipeline/llm_trace.py, its timed run to pipeline/llm_measure.py.
+PURE_THIRD_PARTY_EXCEPTIONS: dict[str, dict[str, str]] = {}
 _ENTRY_POINT = re.compile(rf"^{ROOT}(\.\w+)+:\w+$")
 
 
@@ -157,6 +179,28 @@ def layer_violations(package: Path, layers: dict[str, int], third_party: dict[st
     return problems
 
 
+def purity_violations(package: Path, pure: dict[str, tuple[str, ...]],
+                      exceptions: dict[str, dict[str, str]]) -> list[str]:
+    """Imports of a pure unit that reach a model-building, tracing or measuring module, or a
+    third-party package outside `exceptions` ({module: {package: reason}})."""
+    problems = []
+    stdlib = set(sys.stdlib_module_names)
+    for imp in imports_of(package):
+        unit = _unit(imp.source)
+        if unit not in pure:
+            continue
+        where = f"{imp.source}:{imp.line}"
+        if imp.target == ROOT or imp.target.startswith(ROOT + "."):
+            hit = [f for f in pure[unit] if imp.target == f or imp.target.startswith(f + ".")]
+            if hit:
+                problems.append(f"{where}: {unit} is pure cost models and may not import {imp.target}")
+            continue
+        top = imp.target.split(".")[0]
+        if top and top not in stdlib and top not in exceptions.get(imp.source, {}):
+            problems.append(f"{where}: {unit} is pure cost models and may not import {top}")
+    return problems
+
+
 def import_cycles(package: Path, public: set[str] = frozenset()) -> list[list[str]]:
     """Strongly connected groups of modules (Tarjan): each is an import cycle."""
     modules = _modules(package)
@@ -200,6 +244,18 @@ PUBLIC = set(modelmeter.__all__)
 def test_every_import_respects_the_layers():
     problems = layer_violations(PACKAGE, LAYERS, THIRD_PARTY, PUBLIC)
     assert not problems, "\n".join(problems)
+
+
+def test_analysis_is_pure_cost_models():
+    problems = purity_violations(PACKAGE, PURE, PURE_THIRD_PARTY_EXCEPTIONS)
+    assert not problems, "\n".join(problems)
+
+
+def test_each_purity_exception_is_a_module_with_a_reason():
+    modules = _modules(PACKAGE)
+    for module, allowed in PURE_THIRD_PARTY_EXCEPTIONS.items():
+        assert module in modules and _unit(module) in PURE, module
+        assert all(reason.strip() for reason in allowed.values()), module
 
 
 def test_no_import_cycles_between_modules():
@@ -247,6 +303,26 @@ def test_the_checker_allows_downward_and_stdlib_imports(tmp_path):
     layers = {"core": 0, "report": 4, "api": 6, "__init__": 8}
     assert layer_violations(root, layers, {}) == []
     assert import_cycles(root) == []
+
+
+@pytest.mark.parametrize("text", [
+    "from ..sources import resolve_model\n",
+    "def f():\n    from ..trace.run import trace_model\n",
+    "from ..hardware.local import local_profile\n",
+    "import modelmeter.measure.timer\n",
+    "def f():\n    import torch\n",
+    "from transformers import DynamicCache\n",
+])
+def test_the_purity_checker_catches_each_form(tmp_path, text):
+    root = _fake(tmp_path, {"analysis/__init__.py": "", "analysis/x.py": text})
+    assert purity_violations(root, PURE, {}), text
+
+
+def test_the_purity_checker_allows_pure_imports_and_listed_exceptions(tmp_path):
+    root = _fake(tmp_path, {"analysis/__init__.py": "",
+                            "analysis/x.py": "import math\nfrom ..count.engine import count_op\n"
+                                             "from ..hardware.gpumodel import GpuModel\nimport torch\n"})
+    assert purity_violations(root, PURE, {"modelmeter.analysis.x": {"torch": "a test"}}) == []
 
 
 def test_the_checker_finds_a_cycle_even_through_lazy_imports(tmp_path):

@@ -282,8 +282,8 @@ def test_driver_reported_totals_sit_just_below_the_capacity():
 def test_llm_max_batch_on_h100_uses_80_gib(capsys):
     """`llm --max-batch`: the largest batch is the closed form over 80 GiB, not 80 GB."""
     from modelmeter import formulas
-    from modelmeter.analysis.llm import measure_llm_costs
     from modelmeter.cli.main import main
+    from modelmeter.pipeline.llm_trace import measure_llm_costs
 
     prompt, gen = 256, 32
     with pytest.raises(SystemExit) as exc:

@@ -65,5 +65,5 @@ def test_llm_command_reports_the_bad_item(capsys: pytest.CaptureFixture[str]) ->
         main(["llm", "gpt2", "--hardware", "h100-sxm", "--batch", "1,,8"])
     err = capsys.readouterr().err
     assert exc.value.code == 2
-    assert "--batch takes a comma-separated list like --batch 1,8,32" in err
+    assert "Invalid value for '--batch': takes a comma-separated list like 1,8,32" in err
     assert "Traceback" not in err

@@ -15,13 +15,13 @@ from modelmeter.analysis.llm import (
     _sum_max,
     llm_estimate,
     llm_section,
-    measure_llm_costs,
     parse_batches,
 )
-from modelmeter.analysis.llm_trace import ACT, KV_WRITE, MATMUL, VECTOR, DecoderTracer
+from modelmeter.analysis.llm_steps import ACT, KV_WRITE, MATMUL, VECTOR
 from modelmeter.cli.main import main
 from modelmeter.core.errors import UserInputError
 from modelmeter.hardware import get_hardware
+from modelmeter.pipeline.llm_trace import DecoderTracer, measure_llm_costs
 
 DECODERS = ("gpt2", "llama3-8b", "llama3-70b", "mistral-7b", "tinyllama")
 PROMPT = 32

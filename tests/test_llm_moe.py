@@ -7,11 +7,12 @@ import json
 import pytest
 
 from modelmeter import formulas
-from modelmeter.analysis.llm import llm_estimate, llm_section, measure_llm_costs
-from modelmeter.analysis.llm_trace import MATMUL, DecoderTracer
+from modelmeter.analysis.llm import llm_estimate, llm_section
+from modelmeter.analysis.llm_steps import MATMUL
 from modelmeter.cli.main import main
 from modelmeter.count.moe import expected_touched
 from modelmeter.hardware import get_hardware
+from modelmeter.pipeline.llm_trace import DecoderTracer, measure_llm_costs
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,7 @@ def mlp() -> tuple[torch.nn.Module, torch.Tensor]:
     (lambda m, x: modelmeter.bench("gpt2", malloc="jemalloc"), "retain or default"),
     (lambda m, x: modelmeter.bench("gpt2", min_time_s=0), "min_time_s must be > 0"),
     (lambda m, x: modelmeter.report(m, x, device="tpu"), "use 'cpu', 'cuda' or 'cuda:N'"),
-    (lambda m, x: modelmeter.llm("gpt2", hardware="h100-sxm", prompt=0), "--prompt must be a positive"),
+    (lambda m, x: modelmeter.llm("gpt2", hardware="h100-sxm", prompt=0), "`prompt` must be a positive"),
     (lambda m, x: modelmeter.llm("gpt2", hardware="h100-sxm", batches="1,x"), "bad batch size"),
 ])
 def test_bad_options_fail_at_the_boundary_naming_what_works(call, message):

@@ -365,7 +365,7 @@ def test_bench_through_the_pipeline_predicts_each_batch_with_the_cached_profile(
 
 
 def test_llm_fit_check_names_what_is_needed_and_available() -> None:
-    from modelmeter.analysis.llm_measure import check_fits
+    from modelmeter.pipeline.llm_measure import check_fits
 
     assert check_fits(1_000_000, 4, 0.0, 2**30) is None
     why = check_fits(1_100_000_000, 4, 2**30, 4 * 2**30)

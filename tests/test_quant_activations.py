@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from modelmeter.analysis.llm import llm_estimate, measure_llm_costs
+from modelmeter.analysis.llm import llm_estimate
 from modelmeter.hardware import get_hardware
+from modelmeter.pipeline.llm_trace import measure_llm_costs
 
 H100 = get_hardware("h100-sxm")
 

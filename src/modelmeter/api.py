@@ -171,8 +171,10 @@ def llm(model: Any, *, hardware: Any = None, prompt: int = 512, gen: int = 128,
     from .pipeline import run
     from .pipeline.options import LLMOptions
 
-    return run.llm(model, LLMOptions(hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_batch,
-                                     trust_remote_code, activations, attention, measure))
+    return run.llm(model, LLMOptions(hardware=hardware, prompt=prompt, gen=gen, batches=batches, dtype=dtype,
+                                     weights=weights, kv_dtype=kv_dtype, max_batch=max_batch,
+                                     trust_remote_code=trust_remote_code, activations=activations,
+                                     attention=attention, measure=measure))
 
 
 @keeps_rng

@@ -2,9 +2,10 @@
 
 Two stages, so one set of traces serves every hardware and precision question:
 
-1. `measure_llm_costs` traces a decoder on meta (see `llm_trace.py`) and fits
-   how each op's cost grows. Prefill of P tokens is traced at batch 1 and 2:
-   every op is `a + b·B`. A decode step with L cached tokens is traced at
+1. `fit_llm_costs` fits how each op's cost grows from a decoder's meta traces
+   (`pipeline/llm_trace.py` traces them at `trace_points`, `llm_steps.py`
+   costs each). Prefill of P tokens is traced at batch 1 and 2: every op is
+   `a + b·B`. A decode step with L cached tokens is traced at
    batch 1 and 2 and at two cache lengths: every op is bilinear,
    `c0 + c1·B + c2·L + c3·B·L` (attention grows with L, the rest does not;
    both grow with B but the weights do not). A fifth decode trace at
@@ -44,11 +45,13 @@ P x P product and masks it).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.attention import attention_setting
 from ..core.errors import UserInputError
+from ..core.events import ExpertGroup
 from ..core.lists import parse_batch_sizes
 from ..core.precision import (
     QuantLayout,
@@ -64,7 +67,7 @@ from ..count.moe import BALANCED, expected_touched
 from ..formulas import decoder_dims, decoder_flops_per_token, kv_cache_bytes
 from ..hardware import Hardware, get_hardware
 from ..hardware.headroom import usable_memory_bytes
-from .llm_trace import (
+from .llm_steps import (
     ACT,
     EXPERT,
     FIELDS,
@@ -73,7 +76,6 @@ from .llm_trace import (
     MATMUL,
     VECTOR,
     WEIGHT,
-    DecoderTracer,
     OpInfo,
     OpKey,
     StepCosts,
@@ -85,15 +87,15 @@ __all__ = [
     "LLMCosts",
     "LLMResult",
     "PhaseFigures",
-    "analyze_llm",
+    "DecoderFacts",
     "llm_estimate",
     "llm_section",
-    "measure_llm_costs",
+    "fit_llm_costs",
     "parse_batches",
+    "trace_points",
 ]
 
 COMPUTE, MEMORY = "compute", "memory"
-TRACE_DTYPES = ("fp32", "fp16", "bf16")
 _SWEEP_LIMIT = 1 << 14
 Vec = tuple[float, ...]
 
@@ -161,33 +163,44 @@ class LLMCosts:
         return sum(expected_touched(e, k, tokens) for e, k in self.expert_groups) / len(self.expert_groups)
 
 
-def measure_llm_costs(
-    model: str | Any,
-    *,
-    prompt: int = 512,
-    gen: int = 128,
-    dtype: str = "fp16",
-    trust_remote_code: bool = False,
-    attention: str = "flash",
-) -> LLMCosts:
-    """Trace prefill and decode on meta and fit the per-op cost models (7 traces).
+@dataclass(frozen=True)
+class DecoderFacts:
+    """What the costing needs from the built decoder besides its traces (`pipeline/llm_trace.py`)."""
 
-    `model`: a spec (preset, local HF folder), a `LoadedModel`, or a
-    `DecoderTracer` to reuse one built model.
-    """
-    _check_positive(prompt, "prompt")
-    _check_positive(gen, "gen")
-    dtype = _trace_dtype(dtype)
-    tracer = model if isinstance(model, DecoderTracer) else DecoderTracer(
-        model, dtype=dtype, trust_remote_code=trust_remote_code, attention=attention)
-    config = tracer.config
+    name: str
+    config: dict[str, Any]
+    params: int  # tied parameters once
+    active_params: int  # what one token uses (routed experts: top_k of E)
+    weights: tuple[WeightTensor, ...]  # classified for the weight-only layout
+    expert_groups: tuple[ExpertGroup, ...]
+    attention: str  # the SDPA kernel the traces assumed
+
+
+Point = tuple[int, int, int]  # (batch, new tokens per sequence, cached tokens before the step)
+
+
+def trace_points(prompt: int, gen: int) -> tuple[Point, ...]:
+    """The 7 steps `fit_llm_costs` fits: prefill at B = 1, 2; decode at B in {1, 2} x two
+    cache lengths; the check at (B = 3, a third length)."""
+    l1, l2 = prompt, prompt + max(gen, 2)
+    return ((1, prompt, 0), (2, prompt, 0), *((b, 1, length) for b in (1, 2) for length in (l1, l2)),
+            (3, 1, prompt + max(gen, 2) // 2 + 1))
+
+
+def check_lengths(name: str, config: dict[str, Any], prompt: int, gen: int) -> None:
+    """A model with learned positions cannot run past them (before any trace)."""
     dims = decoder_dims(config)
-    notes: list[str] = []
     if dims.learned_positions and prompt + gen > dims.learned_positions:
         raise UserInputError(
-            f"{tracer.loaded.name} has learned positions for {dims.learned_positions} tokens; "
-            f"prompt + gen = {prompt + gen}: lower --prompt or --gen"
-        )
+            f"{name} has learned positions for {dims.learned_positions} tokens; "
+            f"prompt + gen = {prompt + gen}: lower `prompt` or `gen`", field=("prompt", "gen"))
+
+
+def fit_llm_costs(decoder: DecoderFacts, steps: Mapping[Point, StepCosts], *, prompt: int, gen: int,
+                  dtype: str) -> LLMCosts:
+    """Fit the per-op cost models from the steps traced at `trace_points(prompt, gen)`."""
+    config = decoder.config
+    notes: list[str] = []
     window, windowed_layers = _sliding_window(config)
     if window is not None and prompt + gen > window:
         which = ("" if windowed_layers is None else
@@ -196,7 +209,7 @@ def measure_llm_costs(
             f"sliding window of {window} tokens applied as window-aware runtimes do{which}: a decode step "
             f"attends to at most {window} keys and the KV cache holds at most {window} tokens per "
             "sequence; prefill attention is costed over the whole prompt, as SDPA computes it")
-    groups = tracer.expert_groups
+    groups = decoder.expert_groups
     if groups:
         notes.append(
             "routing: " + BALANCED + ": each token goes to top_k experts chosen uniformly; a step of T "
@@ -209,11 +222,11 @@ def measure_llm_costs(
             "decompressing the cached latent through kv_b_proj every step (engines that absorb "
             "kv_b_proj into the query and output projections do fewer FLOPs at long contexts)")
 
-    p1, p2 = tracer.step(1, prompt), tracer.step(2, prompt)
-    l1, l2 = prompt, prompt + max(gen, 2)
-    corners = {(b, length): tracer.step(b, 1, length) for b in (1, 2) for length in (l1, l2)}
-    check_b, check_l = 3, prompt + max(gen, 2) // 2 + 1
-    check = tracer.step(check_b, 1, check_l)
+    first, second, c11, c12, c21, c22, last = trace_points(prompt, gen)
+    p1, p2, check = steps[first], steps[second], steps[last]
+    l1, l2 = c11[2], c12[2]
+    corners = {(b, length): steps[(b, 1, length)] for b in (1, 2) for length in (l1, l2)}
+    check_b, check_l = last[0], last[2]
 
     keys = list(dict.fromkeys([*p1.ops, *p2.ops]))
     prefill = {k: _line(_get(p1, k), _get(p2, k)) for k in keys}
@@ -233,18 +246,18 @@ def measure_llm_costs(
         notes.append("prefill and decode append different KV sizes per token; decode's is used")
     uncounted = tuple(sorted({u for s in (p1, p2, *corners.values()) for u in s.uncounted}))
     return LLMCosts(
-        model=tracer.loaded.name, config=config, dtype=dtype, prompt=prompt, gen=gen,
-        params=tracer.params, info=info, prefill=prefill, decode=decode,
+        model=decoder.name, config=config, dtype=dtype, prompt=prompt, gen=gen,
+        params=decoder.params, info=info, prefill=prefill, decode=decode,
         kv_elems_per_token=corners[(1, l1)].kv_elems_per_token,
         prefill_peak=_line_scalar(p1.peak_activation_bytes, p2.peak_activation_bytes),
         decode_peak=_line_scalar(corners[(1, l2)].peak_activation_bytes,
                                  corners[(2, l2)].peak_activation_bytes),
-        fit_max_rel_error=error, traces=7, uncounted=uncounted, notes=tuple(notes),
-        sliding_window=window, weights=tracer.weight_tensors, windowed_layers=windowed_layers,
+        fit_max_rel_error=error, traces=len(steps), uncounted=uncounted, notes=tuple(notes),
+        sliding_window=window, weights=decoder.weights, windowed_layers=windowed_layers,
         kv_elems_per_token_windowed=_windowed_kv(corners[(1, l1)], windowed_layers),
-        active_params=tracer.active_params,
+        active_params=decoder.active_params,
         expert_groups=tuple((g.experts, g.top_k) for g in groups),
-        attention=tracer.attention,
+        attention=decoder.attention,
     )
 
 
@@ -268,21 +281,6 @@ def _windowed_kv(step: StepCosts, layers: tuple[int, ...] | None) -> float:
         return step.kv_elems_per_token
     chosen = sum(n for layer, n in step.kv_written_by_layer.items() if layer in layers)
     return chosen / (step.batch * step.new_tokens)
-
-
-def _trace_dtype(dtype: str) -> str:
-    name = parse_precision(dtype).name
-    if name not in TRACE_DTYPES:
-        raise UserInputError(
-            f"--dtype {name} is not a precision a model runs activations in; choose one of "
-            f"{', '.join(TRACE_DTYPES)} (quantise weights with --weights, the cache with --kv-dtype)"
-        )
-    return name
-
-
-def _check_positive(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserInputError(f"--{name} must be a positive whole number of tokens, got {value!r}")
 
 
 def _get(step: StepCosts, key: OpKey) -> Vec:
@@ -622,37 +620,6 @@ def llm_estimate(
 def parse_batches(batches: Any) -> tuple[int, ...]:
     """'1,8,32' or a sequence of ints -> distinct positive batch sizes, in order (`core.lists`)."""
     return parse_batch_sizes(batches)
-
-
-def analyze_llm(
-    model: str | Any,
-    *,
-    hardware: Hardware | str,
-    prompt: int = 512,
-    gen: int = 128,
-    batches: tuple[int, ...] | list[int] | str = (1,),
-    dtype: str = "fp16",
-    weights: str | None = None,
-    kv_dtype: str | None = None,
-    max_batch: bool = False,
-    trust_remote_code: bool = False,
-    activations: str | None = None,
-    attention: str = "flash",
-) -> LLMResult:
-    """Trace and cost in one call: `measure_llm_costs` then `llm_estimate`."""
-    hw = get_hardware(hardware) if isinstance(hardware, str) else hardware
-    check_activations(hw, activations)
-    wanted = parse_batches(batches)
-    for precision in (weights, kv_dtype):
-        if precision:
-            parse_precision(precision)  # a typo fails before the traces, not after
-    _check_positive(prompt, "prompt")
-    _check_positive(gen, "gen")
-    hw.peak_flops_for(_trace_dtype(dtype), "matmul")
-    costs = measure_llm_costs(model, prompt=prompt, gen=gen, dtype=dtype,
-                              trust_remote_code=trust_remote_code, attention=attention)
-    return llm_estimate(costs, hw, batches=wanted, weights=weights, kv_dtype=kv_dtype,
-                        max_batch=max_batch, activations=activations)
 
 
 # ------------------------------------------------------------------- JSON

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..hardware.gpumodel import PREDICTION, GpuModel
 from .llm import LLMCosts, _at_decode, _Coster, _sum_linear
-from .llm_trace import ACT, KV_READ, KV_WRITE, MATMUL, VECTOR, WEIGHT, OpKey
+from .llm_steps import ACT, KV_READ, KV_WRITE, MATMUL, VECTOR, WEIGHT, OpKey
 
 __all__ = ["FUSED", "RUNTIMES", "GpuLLMFigures", "ServedFigures", "gpu_llm_figures", "predicted_view", "served"]
 

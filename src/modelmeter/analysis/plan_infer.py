@@ -40,7 +40,7 @@ from ..hardware.interconnect import Interconnect
 from .comm import ALL_REDUCE, P2P, collective_time, make_group
 from .llm import LLMCosts, _Coster, llm_estimate
 from .llm_gpu import gpu_llm_figures
-from .llm_trace import KV_READ, KV_WRITE
+from .llm_steps import KV_READ, KV_WRITE
 from .plan import FREE, Fixed, Plan, check_fixed
 
 OBJECTIVES = ("throughput", "latency")

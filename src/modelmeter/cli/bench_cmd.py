@@ -16,7 +16,15 @@ import sys
 
 import click
 
-from .options import check_outputs, check_sizes, make_console, model_spec, write_json
+from .options import (
+    CommaList,
+    batch_list,
+    check_outputs,
+    check_sizes,
+    make_console,
+    model_spec,
+    write_json,
+)
 
 EXIT_INTERRUPTED = 130
 
@@ -25,7 +33,7 @@ EXIT_INTERRUPTED = 130
 @click.argument("model", required=False, callback=model_spec)
 @click.option("--input", "inputs", multiple=True, metavar="SHAPE[:DTYPE]",
               help="Input shape such as 1x3x224x224 (repeat for several inputs); --batch sets dim 0.")
-@click.option("--batch", "batch_text", metavar="LIST",
+@click.option("--batch", "batch_text", type=batch_list(), metavar="LIST",
               help="Batch sizes to sweep, e.g. 1,8,32 (default: the model's example batch).")
 @click.option("--seq", type=int, help="Sequence length in tokens (text models).")
 @click.option("--dtype", help="Precision to run in: fp32 fp16 bf16 (default: as built, fp32).")
@@ -50,7 +58,8 @@ EXIT_INTERRUPTED = 130
 @click.option("--malloc", type=click.Choice(["retain", "default"]), default="retain", show_default=True,
               help="retain: glibc keeps freed memory, so timed calls do not pay page faults that vary "
                    "from run to run; default: leave the C allocator as it is.")
-@click.option("--backend", "backend_text", multiple=True, metavar="LIST",
+@click.option("--backend", "backend_text", type=CommaList(example="compile,onnxruntime"), multiple=True,
+              metavar="LIST",
               help="Also time the model on these backends beside eager: compile, onnxruntime "
                    "(comma list or repeat; eager is always the baseline).")
 @click.option("--compile", "compile_flag", is_flag=True,
@@ -69,15 +78,14 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
     from ..report.terminal_bench import bench_view, flush, live_progress
 
     # Everything a user can get wrong is checked before a model is built.
-    batches = tuple(parse_batches(batch_text)) if batch_text is not None else None
-    check_sizes(list(batches or []), "--batch")
+    batches = tuple(parse_batches(batch_text)) if batch_text is not None else None  # ascending
     check_sizes(seq, "--seq")
     check_outputs(json=json_path)
     energy = energy or region is not None or pue is not None
     # --meter has a default, so it implies nothing: it picks the meter when energy is measured.
     options = BenchOptions(batches, device, hardware, energy, meter if energy else None, region, pue,
                            TimingOptions(min_time_s, min_iters, warmup_s, malloc),
-                           tuple(parse_backends(backend_text, compile_flag)))
+                           tuple(parse_backends([n for names in backend_text for n in names], compile_flag)))
     model_options = ModelOptions(model, inputs=tuple(inputs) or None, seq=seq, dtype=dtype)
     if options.device == "cpu":
         from ..pipeline.memcheck import check_cpu_fit

@@ -6,6 +6,7 @@ Parses, runs `pipeline.run.llm`, renders a table per batch size
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import click
@@ -13,8 +14,8 @@ import click
 from ..core.report import LLM_SCHEMA
 from .options import (
     attention_option,
+    batch_list,
     check_outputs,
-    check_sizes,
     make_console,
     model_spec,
     threads_option,
@@ -29,7 +30,7 @@ from .progress import quiet_option, step_progress
               help="Device id (`modelmeter hardware list`); default: the calibrated 'local' profile.")
 @click.option("--prompt", type=int, default=512, show_default=True, help="Prompt tokens per sequence.")
 @click.option("--gen", type=int, default=128, show_default=True, help="Generated tokens per sequence.")
-@click.option("--batch", "batches", default="1", show_default=True, metavar="B[,B...]",
+@click.option("--batch", "batches", type=batch_list(), default="1", show_default=True, metavar="B[,B...]",
               help="Batch sizes, comma-separated, e.g. 1,8,32.")
 @click.option("--dtype", default=None,
               help="Activation/compute precision the model runs in: fp32, fp16, bf16 (default: fp16; "
@@ -60,33 +61,30 @@ def llm(model, hardware, prompt, gen, batches, dtype, weights, kv_dtype, max_bat
         plot_path, measure, json_path, activations, runtime, rate, ttft_target, tpot_target, attention, threads,
         no_progress) -> None:
     """LLM inference: TTFT, TPOT, tokens/s, KV cache and memory fit per batch size (estimated)."""
-    from ..core.lists import parse_batch_sizes
     from ..pipeline import run
+    from ..pipeline.calibrated import apply_threads
     from ..pipeline.devices import resolve_hardware
     from ..pipeline.options import LLMOptions
 
-    # Everything a user can get wrong is checked before minutes of tracing.
-    check_sizes(prompt, "--prompt")
-    check_sizes(gen, "--gen")
-    batch_sizes = parse_batch_sizes(batches)
-    check_sizes(list(batch_sizes), "--batch")
-    local = hardware is None or hardware.strip().lower() == "local"
-    from ..pipeline.calibrated import apply_threads
-
-    # Before the profile is looked up: the calibrated profile is keyed by the thread count.
-    used = apply_threads(threads, "cpu")
-    if local:
-        _calibrate_local()
-    hw = resolve_hardware(hardware)
+    # Everything a user can get wrong is checked before minutes of tracing, once: by the
+    # options (their fields become flags in the error line, cli/flags.py).
+    options = LLMOptions(hardware=hardware, prompt=prompt, gen=gen, batches=batches, dtype=dtype,
+                         weights=weights, kv_dtype=kv_dtype, max_batch=max_batch,
+                         trust_remote_code=trust_remote_code, activations=activations, attention=attention,
+                         measure=measure, runtime=runtime, rate=rate,
+                         ttft_target_s=None if ttft_target is None else ttft_target / 1e3,
+                         tpot_target_s=None if tpot_target is None else tpot_target / 1e3)
     if plot_path:
         from ..report.llm_plots import check_plot_path
 
         check_plot_path(plot_path)
     check_outputs(json=json_path)
-    options = LLMOptions(hw, prompt, gen, batch_sizes, dtype, weights, kv_dtype, max_batch, trust_remote_code,
-                         activations=activations, attention=attention, measure=measure, runtime=runtime,
-                         rate=rate, ttft_target_s=None if ttft_target is None else ttft_target / 1e3,
-                         tpot_target_s=None if tpot_target is None else tpot_target / 1e3)
+    local = hardware is None or hardware.strip().lower() == "local"
+    # Before the profile is looked up: the calibrated profile is keyed by the thread count.
+    used = apply_threads(threads, "cpu")
+    if local:
+        _calibrate_local()
+    options = dataclasses.replace(options, hardware=resolve_hardware(hardware))
     with step_progress(no_progress) as on_status:
         section = run.llm(model, options, run.Hooks(on_status=on_status)).to_dict()
     if plot_path:

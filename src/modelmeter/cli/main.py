@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserInputError as exc:
         if debug:
             raise
-        click.echo(f"modelmeter: error: {_one_line(exc.text(command_options(args)))}", err=True)
+        from .flags import with_flags
+
+        click.echo(f"modelmeter: error: {_one_line(with_flags(exc, command_options(args)))}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("modelmeter: interrupted", err=True)

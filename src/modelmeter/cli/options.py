@@ -13,6 +13,8 @@ from rich.console import Console
 
 from ..core.errors import UserInputError
 
+MAX_DIM = 2**31 - 1  # the bound of one dimension (sources/inputs.py: int32, what kernels index)
+
 
 def model_spec(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
     """Click callback of every MODEL argument: an empty spec ('') is refused before any other check."""
@@ -122,14 +124,64 @@ def _jsonable(value: Any) -> Any:
                     f"({value!r:.60}): convert it to a JSON type (or give it to_dict) where it is built")
 
 
-def split_list(text: str | None, label: str, cast: Callable[[str], Any]) -> list[Any]:
-    """'a,b' -> [cast(a), cast(b)]; None -> [None] (one variant: the default)."""
-    if text is None:
-        return [None]
-    items = [p.strip() for p in text.split(",")]
-    if any(not p for p in items):
-        raise UserInputError(f"--{label} takes a comma-separated list like 'a,b', got {text!r}")
-    try:
-        return [cast(p) for p in items]
-    except ValueError:
-        raise UserInputError(f"--{label}: {text!r} is not a list of integers") from None
+class CommaList(click.ParamType):
+    """A comma-separated option, ``--batch 1,8,32`` -> ``(1, 8, 32)``: every list option's one parser.
+
+    Each item is trimmed and converted by `item_type`: a click type (``click.IntRange(min=1)``)
+    or a function raising ValueError / UserInputError that says why. An empty list, an
+    empty item (``1,,8``) or a bad item is a click usage error (one line, exit 2) naming
+    the option, the item and an example. `unique` drops repeats, keeping the first.
+    """
+
+    name = "list"
+
+    def __init__(self, item_type: Any = click.STRING, *, example: str = "a,b", unique: bool = False,
+                 what: str = "item") -> None:
+        self.item_type = item_type if callable(item_type) and not isinstance(item_type, click.ParamType) \
+            else click.types.convert_type(item_type)
+        self.example = example
+        self.unique = unique
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[Any, ...]:
+        if isinstance(value, tuple):  # already converted (a default, or click's second pass)
+            return value
+        text = str(value)
+        items = [part.strip() for part in text.split(",")]
+        if not text.strip() or any(not part for part in items):
+            self.fail(f"takes a comma-separated list like {self.example}, got {text!r}", param, ctx)
+        values = [self._item(item, text, param, ctx) for item in items]
+        return tuple(dict.fromkeys(values)) if self.unique else tuple(values)
+
+    def _item(self, item: str, text: str, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            if isinstance(self.item_type, click.ParamType):
+                return self.item_type.convert(item, param, ctx)
+            return self.item_type(item)
+        except click.BadParameter as exc:
+            why = exc.message
+        except (ValueError, UserInputError) as exc:
+            why = str(exc)
+        self.fail(f"bad {self.what} {item!r} in {text!r}: {why.rstrip('.')}; e.g. {self.example}", param, ctx)
+
+
+def batch_list(example: str = "1,8,32", *, unique: bool = True) -> CommaList:
+    """Batch sizes: whole numbers in 1..2**31 - 1 (what a tensor dimension holds), distinct
+    unless `unique` is False (`compare` makes a column of each)."""
+    return CommaList(_batch_size, example=example, unique=unique, what="batch size")
+
+
+def _batch_size(text: str) -> int:
+    from ..core.lists import positive_int
+
+    value = positive_int(text)  # ValueError: not an integer / not a positive integer
+    if value > MAX_DIM:
+        raise ValueError(f"too large: at most {MAX_DIM} (2**31 - 1)")
+    return value
+
+
+def precision_list(example: str = "fp32,bf16") -> CommaList:
+    """Precision names, each checked and spelled canonically (`core.precision`)."""
+    from ..core.precision import parse_precision
+
+    return CommaList(lambda text: parse_precision(text).name, example=example, what="precision")

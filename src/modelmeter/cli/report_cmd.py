@@ -20,11 +20,11 @@ from ..core.errors import UserInputError
 from ..core.files import atomic_write
 from .options import (
     attention_option,
+    batch_list,
     check_outputs,
-    check_sizes,
     make_console,
     model_spec,
-    split_list,
+    precision_list,
     threads_option,
     write_json,
 )
@@ -141,8 +141,10 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
 @click.command()
 @click.argument("models", nargs=-1, callback=model_spec)
 @click.option("--hardware", metavar="ID", help="Device for the predicted latency (default: 'local' profile).")
-@click.option("--dtype", "dtypes", metavar="LIST", help="Precisions to compare, e.g. fp32,bf16.")
-@click.option("--batch", "batches", metavar="LIST", help="Batch sizes to compare, e.g. 1,8.")
+@click.option("--dtype", "dtypes", type=precision_list(), metavar="LIST",
+              help="Precisions to compare, e.g. fp32,bf16.")
+@click.option("--batch", "batches", type=batch_list("1,8", unique=False), metavar="LIST",
+              help="Batch sizes to compare, e.g. 1,8.")
 @click.option("--seq", type=int, help="Sequence length in tokens (text models).")
 @click.option("--input", "inputs", multiple=True, metavar="SHAPE[:DTYPE]", help="Input shape (repeatable).")
 @click.option("--measure/--no-measure", default=False, show_default=True,
@@ -154,18 +156,12 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
 def compare(models, hardware, dtypes, batches, seq, inputs, measure, device, json_path, md_path,
             absolute_paths) -> None:
     """Several models (or one model at several --dtype/--batch) side by side, ratios to the first."""
-    dtype_list = split_list(dtypes, "dtype", str)
-    batch_list = split_list(batches, "batch", int)
-    if dtypes is not None:
-        from ..core.precision import parse_precision
-
-        dtype_list = [parse_precision(d).name for d in dtype_list]
-    if any(b is not None and b <= 0 for b in batch_list):
-        raise UserInputError(f"--batch sizes must be positive integers, got {batches!r}")
+    # One variant (None: the default) when the option is not given; repeats kept (a column each).
+    dtype_list = list(dtypes) if dtypes is not None else [None]
+    batch_list = list(batches) if batches is not None else [None]
     from ..pipeline import run
     from ..pipeline.options import ReportOptions
 
-    check_sizes([b for b in batch_list if b is not None], "--batch")
     check_outputs(json=json_path, md=md_path)
     if measure and device == "cpu":
         from ..pipeline.memcheck import check_cpu_fit

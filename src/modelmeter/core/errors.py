@@ -25,14 +25,18 @@ class UserInputError(ModelmeterError):
     `hint` is advice that needs a command-line option (`hint_option`, e.g.
     "--trust-remote-code"): the message includes it, and the CLI drops it on a
     command that lacks that option, so no command suggests a flag it refuses.
+    `field`: the option field(s) the message is about, named as the library spells
+    them ('prompt', 'kv_dtype'); library messages name no command-line flag, and
+    the CLI writes each field's flag in their place (`cli/flags.py`).
     """
 
     def __init__(self, message: str = "", *, hint: str | None = None,
-                 hint_option: str | None = None) -> None:
+                 hint_option: str | None = None, field: str | tuple[str, ...] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.hint_option = hint_option
+        self.fields: tuple[str, ...] = (field,) if isinstance(field, str) else tuple(field or ())
 
     def text(self, options: frozenset[str] | set[str] | None = None) -> str:
         """The message, with the hint unless `options` (a command's flags) lacks `hint_option`."""

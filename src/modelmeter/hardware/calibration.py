@@ -270,6 +270,74 @@ def calibrate(
         torch.set_num_threads(old_threads)
 
 
+@dataclass(frozen=True)
+class _Machine:
+    """What the calibration needs to know of the device before it measures."""
+
+    name: str
+    vendor: str
+    memory_bytes: int | None
+    llc: int  # last-level cache bytes (sizes STREAM past it)
+    vector_cache: int  # the cache the elementwise working set stays in
+    free_bytes: int
+    precisions: list[str]  # matmul precisions to measure
+    sizes: tuple[int, ...]  # matmul size ladder
+    isa: IsaPeak | None
+
+
+def _cuda_machine(torch: Any, dev: Any, s: CalibrationSettings, skipped: list[tuple[str, str]]) -> _Machine:
+    props = torch.cuda.get_device_properties(dev)
+    llc = int(getattr(props, "L2_cache_size", 0)) or 40 * _MiB
+    precisions = ["fp32", "tf32", "fp16", "bf16", "fp64"]
+    if props.major < 8:
+        precisions.remove("tf32")
+        skipped.append(("matmul.tf32", f"compute capability {props.major}.{props.minor} has no TF32 tensor cores"))
+    if not torch.cuda.is_bf16_supported():
+        precisions.remove("bf16")
+        skipped.append(("matmul.bf16", "torch.cuda.is_bf16_supported() is False on this GPU"))
+    sizes = s.matmul_sizes + ((8192, 16384) if s.matmul_sizes[-1] >= 4096 else ())
+    return _Machine(str(props.name), "NVIDIA" if torch.version.hip is None else "AMD", int(props.total_memory),
+                    llc, llc, int(torch.cuda.mem_get_info(dev)[0]), precisions, sizes, None)
+
+
+def _cpu_machine(cpu: CpuInfo, nthreads: int, s: CalibrationSettings,
+                 skipped: list[tuple[str, str]]) -> _Machine:
+    # Elementwise buffers stay in the L2 the worker threads have between them.
+    vector_cache = (cpu.cache_bytes(2) or 1 * _MiB) * max(1, min(nthreads, cpu.physical_cores))
+    skipped.append(("matmul.tf32", "CPUs have no TF32 units; tf32 lookups on this profile use fp32 (documented)"))
+    isa = isa_peak(cpu, nthreads)
+    if isa is None:
+        skipped.append(("isa_peak", "no FLOPs/cycle table entry or clock for this CPU"))
+    return _Machine(cpu.model_name, {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(cpu.vendor, cpu.vendor),
+                    cpu.memory_bytes, cpu.llc_bytes or 32 * _MiB, vector_cache,
+                    cpu.memory_available_bytes or 4 * _GiB, ["fp32", "fp64", "bf16", "fp16"], s.matmul_sizes, isa)
+
+
+class _Session:
+    """One calibration's record as it runs: measurements, best figures, what was skipped,
+    the time budget and the progress ticks."""
+
+    def __init__(self, s: CalibrationSettings, progress: Progress | None, total: int, t_start: float,
+                 skipped: list[tuple[str, str]]) -> None:
+        self.s, self.progress, self.total, self.t_start = s, progress, total, t_start
+        self.skipped = skipped
+        self.measurements: list[Measurement] = []
+        self.best: dict[str, Measurement] = {}
+        self.step = 0
+
+    def tick(self, desc: str) -> None:
+        if self.progress is not None:
+            self.progress(desc, self.step, self.total)
+        self.step += 1
+
+    def over_budget(self, what: str) -> bool:
+        """True (and `what` recorded as skipped) once the time budget is spent."""
+        if time.perf_counter() - self.t_start > self.s.budget_s:
+            self.skipped.append((what, f"time budget of {self.s.budget_s:g} s spent"))
+            return True
+        return False
+
+
 def _run(
     torch: Any, dev: Any, nthreads: int, s: CalibrationSettings, quick: bool, progress: Progress | None
 ) -> tuple[Hardware, CalibrationResult]:
@@ -278,132 +346,122 @@ def _run(
     cpu = read_cpu_info()
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
-    measurements: list[Measurement] = []
-    best: dict[str, Measurement] = {}
-
     cuda = dev.type == "cuda"
-    if cuda:
-        props = torch.cuda.get_device_properties(dev)
-        name = str(props.name)
-        vendor = "NVIDIA" if torch.version.hip is None else "AMD"
-        memory_bytes: int | None = int(props.total_memory)
-        llc = int(getattr(props, "L2_cache_size", 0)) or 40 * _MiB
-        vector_cache = llc
-        free_bytes = int(torch.cuda.mem_get_info(dev)[0])
-        precisions = ["fp32", "tf32", "fp16", "bf16", "fp64"]
-        if props.major < 8:
-            precisions.remove("tf32")
-            skipped.append(("matmul.tf32", f"compute capability {props.major}.{props.minor} has no TF32 tensor cores"))
-        if not torch.cuda.is_bf16_supported():
-            precisions.remove("bf16")
-            skipped.append(("matmul.bf16", "torch.cuda.is_bf16_supported() is False on this GPU"))
-        sizes = s.matmul_sizes + ((8192, 16384) if s.matmul_sizes[-1] >= 4096 else ())
-        isa: IsaPeak | None = None
-    else:
-        name = cpu.model_name
-        vendor = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(cpu.vendor, cpu.vendor)
-        memory_bytes = cpu.memory_bytes
-        llc = cpu.llc_bytes or 32 * _MiB
-        # Elementwise buffers stay in the L2 the worker threads have between them.
-        vector_cache = (cpu.cache_bytes(2) or 1 * _MiB) * max(1, min(nthreads, cpu.physical_cores))
-        free_bytes = cpu.memory_available_bytes or 4 * _GiB
-        precisions = ["fp32", "fp64", "bf16", "fp16"]
-        skipped.append(("matmul.tf32", "CPUs have no TF32 units; tf32 lookups on this profile use fp32 (documented)"))
-        sizes = s.matmul_sizes
-        isa = isa_peak(cpu, nthreads)
-        if isa is None:
-            skipped.append(("isa_peak", "no FLOPs/cycle table entry or clock for this CPU"))
+    machine = _cuda_machine(torch, dev, s, skipped) if cuda else _cpu_machine(cpu, nthreads, s, skipped)
     skipped.append(("matmul.fp8", "PyTorch eager has no plain fp8 matmul (torch._scaled_mm needs scales); not measured"))
     skipped.append(("matmul.int8", "PyTorch eager has no public int8 matmul; not measured"))
-    # TF32 is a matmul mode: elementwise fp32 already covers it.
+    precisions = machine.precisions
     if s.precisions is not None:
         skipped.extend((f"matmul.{p}", "not asked for (short calibration)") for p in precisions
                        if p not in s.precisions)
         precisions = [p for p in precisions if p in s.precisions]
+    # TF32 is a matmul mode: elementwise fp32 already covers it.
     vector_precisions = [p for p in precisions if p != "tf32"]
-    stream_n = _stream_elements(s, llc, free_bytes, notes)
-
-    items = len(precisions) + len(vector_precisions) + 2
-    total = 2 * items
-    step = 0
-
-    def tick(desc: str) -> None:
-        nonlocal step
-        if progress is not None:
-            progress(desc, step, total)
-        step += 1
-
-    def over_budget() -> bool:
-        return time.perf_counter() - t_start > s.budget_s
+    stream_n = _stream_elements(s, machine.llc, machine.free_bytes, notes)
+    run = _Session(s, progress, 2 * (len(precisions) + len(vector_precisions) + 2), t_start, skipped)
 
     # ---- pass 1: matmul size ladders, vector, STREAM
     fp32_by_n: dict[int, float] = {}
     for prec in precisions:
-        tick(f"matmul {prec}")
-        itemsize = getattr(torch, _TORCH_DTYPES[prec]).itemsize
-        runs: list[Measurement] = []
-        for n in sizes:
-            if over_budget():
-                skipped.append((f"matmul.{prec} n>={n}", f"time budget of {s.budget_s:g} s spent"))
-                break
-            if 3 * n * n * itemsize > free_bytes // 4:
-                skipped.append((f"matmul.{prec} n>={n}", "operands would not fit in a quarter of free memory"))
-                break
-            m = _matmul(torch, dev, prec, n, s)
-            runs.append(m)
-            if prec == "fp32":
-                fp32_by_n[n] = m.rate
-            elif n in fp32_by_n and m.rate < 0.1 * fp32_by_n[n]:
-                skipped.append((
-                    f"matmul.{prec} n>{n}",
-                    f"{m.rate / 1e9:.3g} GFLOP/s at n={n} is under 10% of fp32 "
-                    f"({fp32_by_n[n] / 1e9:.3g}): no fast {prec} path here; larger sizes not run",
-                ))
-                break
-            if m.median_s >= s.matmul_target_s:
-                break
-        measurements.extend(runs)
-        if runs:
-            best[f"matmul.{prec}"] = max(runs, key=lambda m: m.rate)
-
+        _matmul_ladder(torch, dev, prec, machine, run, fp32_by_n)
     for prec in vector_precisions:
-        tick(f"vector {prec}")
-        if over_budget():
-            skipped.append((f"vector.{prec}", f"time budget of {s.budget_s:g} s spent"))
-            continue
-        itemsize = getattr(torch, _TORCH_DTYPES[prec]).itemsize
-        n = max(4096, vector_cache // (8 * itemsize))  # 4 arrays in half the cache
-        best[f"vector.{prec}"] = _vector(torch, dev, prec, n, s)
-        measurements.append(best[f"vector.{prec}"])
-
-    tick("stream copy")
-    best["copy"], best["triad"] = _stream(torch, dev, stream_n, s, lambda: tick("stream triad"))
-    measurements.extend((best["copy"], best["triad"]))
-
-    # ---- pass 2: every chosen figure again, later in time. Each figure is the
-    # better of the two pass medians, so a burst of load from another process
-    # during one pass does not set it (both passes' samples stay on record).
-    again: dict[str, Measurement] = {}
-    for key in [k for k in best if k not in ("copy", "triad")]:
-        tick(f"again {key}")
-        if over_budget():
-            skipped.append((f"second pass {key}", f"time budget of {s.budget_s:g} s spent"))
-            continue
-        spec = best[key].spec
-        run = _matmul if spec.kind == "matmul" else _vector
-        again[key] = run(torch, dev, spec.precision, spec.size, s)
-    tick("again stream")
-    if over_budget():
-        skipped.append(("second pass stream", f"time budget of {s.budget_s:g} s spent"))
-    else:
-        again["copy"], again["triad"] = _stream(torch, dev, stream_n, s, lambda: None)
-    for key, m in again.items():
-        measurements.append(m)
-        if m.rate > best[key].rate:
-            best[key] = m
+        _vector_figure(torch, dev, prec, machine, run)
+    run.tick("stream copy")
+    run.best["copy"], run.best["triad"] = _stream(torch, dev, stream_n, s, lambda: run.tick("stream triad"))
+    run.measurements.extend((run.best["copy"], run.best["triad"]))
+    _second_pass(torch, dev, stream_n, run)
     if progress is not None:
-        progress("done", total, total)
+        progress("done", run.total, run.total)
+    notes += _load_notes(load, cuda, cpu, run.best)
 
+    result = CalibrationResult(
+        device=str(dev),
+        device_name=machine.name,
+        vendor=machine.vendor,
+        torch_version=str(torch.__version__),
+        threads=nthreads,
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        duration_s=time.perf_counter() - t_start,
+        quick=quick,
+        memory_bytes=machine.memory_bytes,
+        measurements=tuple(run.measurements),
+        best=run.best,
+        isa_peak=machine.isa,
+        skipped=tuple(skipped),
+        cache_bytes={"llc": machine.llc, "vector_working_set_cache": machine.vector_cache,
+                     "stream_array": stream_n * 8},
+        load_average=load,
+        notes=tuple(notes),
+    )
+    return to_hardware(result, cpu), result
+
+
+def _matmul_ladder(torch: Any, dev: Any, prec: str, machine: _Machine, run: _Session,
+                   fp32_by_n: dict[int, float]) -> None:
+    """One precision's matmul up the size ladder until a call takes the target time; its best rate."""
+    s = run.s
+    run.tick(f"matmul {prec}")
+    itemsize = getattr(torch, _TORCH_DTYPES[prec]).itemsize
+    runs: list[Measurement] = []
+    for n in machine.sizes:
+        if run.over_budget(f"matmul.{prec} n>={n}"):
+            break
+        if 3 * n * n * itemsize > machine.free_bytes // 4:
+            run.skipped.append((f"matmul.{prec} n>={n}", "operands would not fit in a quarter of free memory"))
+            break
+        m = _matmul(torch, dev, prec, n, s)
+        runs.append(m)
+        if prec == "fp32":
+            fp32_by_n[n] = m.rate
+        elif n in fp32_by_n and m.rate < 0.1 * fp32_by_n[n]:
+            run.skipped.append((
+                f"matmul.{prec} n>{n}",
+                f"{m.rate / 1e9:.3g} GFLOP/s at n={n} is under 10% of fp32 "
+                f"({fp32_by_n[n] / 1e9:.3g}): no fast {prec} path here; larger sizes not run",
+            ))
+            break
+        if m.median_s >= s.matmul_target_s:
+            break
+    run.measurements.extend(runs)
+    if runs:
+        run.best[f"matmul.{prec}"] = max(runs, key=lambda m: m.rate)
+
+
+def _vector_figure(torch: Any, dev: Any, prec: str, machine: _Machine, run: _Session) -> None:
+    """The elementwise rate at one precision, its arrays in the cache."""
+    run.tick(f"vector {prec}")
+    if run.over_budget(f"vector.{prec}"):
+        return
+    itemsize = getattr(torch, _TORCH_DTYPES[prec]).itemsize
+    n = max(4096, machine.vector_cache // (8 * itemsize))  # 4 arrays in half the cache
+    run.best[f"vector.{prec}"] = _vector(torch, dev, prec, n, run.s)
+    run.measurements.append(run.best[f"vector.{prec}"])
+
+
+def _second_pass(torch: Any, dev: Any, stream_n: int, run: _Session) -> None:
+    """Every chosen figure again, later in time. Each figure is the better of the two pass
+    medians, so a burst of load from another process during one pass does not set it (both
+    passes' samples stay on record)."""
+    again: dict[str, Measurement] = {}
+    for key in [k for k in run.best if k not in ("copy", "triad")]:
+        run.tick(f"again {key}")
+        if run.over_budget(f"second pass {key}"):
+            continue
+        spec = run.best[key].spec
+        measure = _matmul if spec.kind == "matmul" else _vector
+        again[key] = measure(torch, dev, spec.precision, spec.size, run.s)
+    run.tick("again stream")
+    if not run.over_budget("second pass stream"):
+        again["copy"], again["triad"] = _stream(torch, dev, stream_n, run.s, lambda: None)
+    for key, m in again.items():
+        run.measurements.append(m)
+        if m.rate > run.best[key].rate:
+            run.best[key] = m
+
+
+def _load_notes(load: float | None, cuda: bool, cpu: CpuInfo, best: dict[str, Measurement]) -> list[str]:
+    """Why the rates may read low: a loaded machine at the start, noisy figures."""
+    notes = []
     if load is not None and not cuda and load > 0.5 * cpu.logical_cpus:
         notes.append(
             f"1-minute load average was {load:.2f} on {cpu.logical_cpus} CPUs at the start: "
@@ -416,26 +474,7 @@ def _run(
                 f"{key}: noisy (IQR {shown} of the median, > {limit}, over {plural(len(m.samples_s), 'sample')}); "
                 "other processes were probably using the cores"
             )
-
-    result = CalibrationResult(
-        device=str(dev),
-        device_name=name,
-        vendor=vendor,
-        torch_version=str(torch.__version__),
-        threads=nthreads,
-        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        duration_s=time.perf_counter() - t_start,
-        quick=quick,
-        memory_bytes=memory_bytes,
-        measurements=tuple(measurements),
-        best=best,
-        isa_peak=isa,
-        skipped=tuple(skipped),
-        cache_bytes={"llc": llc, "vector_working_set_cache": vector_cache, "stream_array": stream_n * 8},
-        load_average=load,
-        notes=tuple(notes),
-    )
-    return to_hardware(result, cpu), result
+    return notes
 
 
 def _matmul(torch: Any, dev: Any, prec: str, n: int, s: CalibrationSettings) -> Measurement:

@@ -213,7 +213,7 @@ class RooflineOptions:
 def check_runtime(runtime: Any, allowed: tuple[str, ...]) -> None:
     """A GPU runtime name (`hardware.gpumodel`): one of `allowed`, else one line."""
     if runtime not in allowed:
-        raise UserInputError(f"runtime {runtime!r}: expected one of {', '.join(allowed)}")
+        raise UserInputError(f"`runtime` {runtime!r}: expected one of {', '.join(allowed)}", field="runtime")
 
 
 @dataclass(frozen=True)
@@ -323,24 +323,51 @@ class LLMOptions:
     tpot_target_s: float | None = None
 
     def __post_init__(self) -> None:
-        from ..analysis.llm import parse_batches  # lazy: the LLM analysis imports torch
+        # The one check of the llm options (the CLI, `api.llm` and `measure_llm_costs` all
+        # build this): each refusal names its field, which the CLI writes as its flag.
+        from ..analysis.llm import parse_batches  # lazy: the LLM analysis imports the GPU model
 
         check_runtime(self.runtime, ("eager", "graphs", "fused"))
-        for label, value in (("rate", self.rate), ("ttft target", self.ttft_target_s),
-                             ("tpot target", self.tpot_target_s)):
+        for name, value in (("rate", self.rate), ("ttft_target_s", self.ttft_target_s),
+                            ("tpot_target_s", self.tpot_target_s)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not math.isfinite(value) or value <= 0):
-                raise UserInputError(f"the {label} must be a positive number, got {value!r}")
-
+                raise UserInputError(f"`{name}` must be a positive number, got {value!r}", field=name)
         _set(self, "batches", parse_batches(self.batches))
-        for label, value in (("prompt", self.prompt), ("gen", self.gen)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserInputError(f"--{label} must be a positive whole number of tokens, got {value!r}")
-        _set(self, "dtype", _precision(self.dtype))
+        for name, value in (("prompt", self.prompt), ("gen", self.gen), *(("batches", b) for b in self.batches)):
+            _tokens(name, value)
+        _set(self, "dtype", _trace_dtype(self.dtype))
         _set(self, "weights", _precision(self.weights))
         _set(self, "kv_dtype", _precision(self.kv_dtype))
         _set(self, "activations", parse_activations(self.activations))
         _set(self, "attention", check_attention(self.attention))
+        for name in ("max_batch", "trust_remote_code", "measure"):
+            check_flag(getattr(self, name), name)
+
+
+# Precisions a model runs its activations in (the traces' dtype); weights and the KV cache
+# take any precision of `core.precision`.
+TRACE_DTYPES = ("fp32", "fp16", "bf16")
+
+
+def _trace_dtype(dtype: str | None) -> str | None:
+    name = _precision(dtype)
+    if name is not None and name not in TRACE_DTYPES:
+        raise UserInputError(
+            f"`dtype` {name} is not a precision a model runs activations in; choose one of "
+            f"{', '.join(TRACE_DTYPES)} (quantise weights with `weights`, the cache with `kv_dtype`)",
+            field=("dtype", "weights", "kv_dtype"))
+    return name
+
+
+def _tokens(name: str, value: Any) -> None:
+    """A token count or batch size: a whole number in 1..2**31 - 1 (what a tensor dimension holds)."""
+    from ..sources.inputs import MAX_DIM
+
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserInputError(f"`{name}` must be a positive whole number, got {value!r}", field=name)
+    if value > MAX_DIM:
+        raise UserInputError(f"`{name}` {value} is too large: at most {MAX_DIM} (2**31 - 1)", field=name)
 
 
 @dataclass(frozen=True)
@@ -372,14 +399,14 @@ class ReportOptions:
 def check_positive(value: Any, name: str) -> None:
     """A count given from Python or the CLI: a positive whole number, or None (not given)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise UserInputError(f"--{name} must be a positive whole number, got {value!r}")
+        raise UserInputError(f"`{name}` must be a positive whole number, got {value!r}", field=name)
 
 
 def check_flag(value: Any, name: str, optional: bool = False) -> None:
     """A switch given from Python: True or False (or None where None means 'search' / 'default')."""
     if not (isinstance(value, bool) or (optional and value is None)):
-        raise UserInputError(f"--{name} is a switch: True or False{' or None' if optional else ''}, "
-                             f"got {value!r}")
+        raise UserInputError(f"`{name}` is a switch: True or False{' or None' if optional else ''}, "
+                             f"got {value!r}", field=name)
 
 
 PLAN_OBJECTIVES = ("throughput", "latency")
@@ -434,13 +461,13 @@ class PlanOptions:
     overlap_grad_reduce: bool = False
 
     def __post_init__(self) -> None:
-        for label, value in (("devices", self.devices), ("nodes", self.nodes), ("global-batch", self.global_batch),
+        for label, value in (("devices", self.devices), ("nodes", self.nodes), ("global_batch", self.global_batch),
                              ("seq", self.seq), ("prompt", self.prompt), ("gen", self.gen), ("batch", self.batch),
                              ("limit", self.limit), ("tp", self.tp), ("pp", self.pp), ("dp", self.dp),
-                             ("ep", self.ep), ("micro-batch", self.micro_batch), ("vp", self.vp)):
+                             ("ep", self.ep), ("micro_batch", self.micro_batch), ("vp", self.vp)):
             check_positive(value, label)
-        for label, value, optional in (("train", self.train, False), ("master-fp32", self.master_fp32, True),
-                                       ("overlap-grad-reduce", self.overlap_grad_reduce, False),
+        for label, value, optional in (("train", self.train, False), ("master_fp32", self.master_fp32, True),
+                                       ("overlap_grad_reduce", self.overlap_grad_reduce, False),
                                        ("checkpoint", self.checkpoint, True), ("sp", self.sp, True)):
             check_flag(value, label, optional)
         if self.objective not in PLAN_OBJECTIVES:

@@ -168,9 +168,9 @@ def _tokens_per_sample(loaded: Any) -> int:
 def _plan_inference(model: Any, hw: Any, net: Any, fixed: Any, *, devices: int, nodes: int, dtype: str,
                     prompt: int, gen: int, batch: int, weights: str | None, kv_dtype: str | None,
                     objective: str, limit: int, status: Callable[[str], None]) -> Sections:
-    from ..analysis.llm import measure_llm_costs
     from ..analysis.plan import plan_section
     from ..analysis.plan_infer import infer_candidate_dict, plan_inference
+    from .llm_trace import measure_llm_costs
 
     if not isinstance(model, str):
         raise UserInputError("inference planning takes a decoder spec (a preset or a local folder)")

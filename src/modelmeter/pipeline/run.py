@@ -24,13 +24,11 @@ from typing import Any
 
 from ..analysis.compare import Comparison, compare_reports
 from ..analysis.gpu_predict import gpu_predict
-from ..analysis.llm import analyze_llm
+from ..analysis.llm import llm_estimate
 from ..analysis.llm_gpu import predicted_view
-from ..analysis.llm_measure import local_steps
 from ..analysis.quant_activations import check_activations, default_weights
 from ..analysis.roofline import check_precisions
 from ..analysis.roofline import roofline as roofline_model
-from ..core.attention import FLASH
 from ..core.errors import UserInputError
 from ..core.precision import parse_precision
 from ..core.report import Report
@@ -57,6 +55,8 @@ from .devices import (
     resolve_hardware,
     same_kind,
 )
+from .llm_measure import local_steps
+from .llm_trace import trace_costs
 from .model import (
     Analysis,
     BatchModels,
@@ -331,11 +331,11 @@ def llm(model: Any, options: LLMOptions, hooks: Hooks = NO_HOOKS) -> LLMSection:
                              "is not a GPU with peaks in the database")
     dtype, dtype_reason = llm_dtype(hw, options.dtype)
     hooks.status("tracing prefill and decode, costing each batch")
-    result = analyze_llm(
-        model, hardware=hw, prompt=options.prompt, gen=options.gen, batches=options.batches,
-        dtype=dtype, weights=options.weights, kv_dtype=options.kv_dtype,
-        max_batch=options.max_batch, trust_remote_code=options.trust_remote_code,
-        activations=options.activations, attention=options.attention or FLASH)
+    hw.peak_flops_for(dtype, "matmul")  # the device has a peak at this precision: before the traces
+    costs = trace_costs(model, options, dtype)
+    result = llm_estimate(costs, hw, batches=options.batches, weights=options.weights,
+                          kv_dtype=options.kv_dtype, max_batch=options.max_batch,
+                          activations=options.activations)
     local = None
     if hw.id == "local" or options.measure:
         hooks.status("measuring prefill and decode here" if options.measure else "calibrated prediction")

@@ -375,7 +375,7 @@ class LLMSection:
     """The LLM inference view: prefill, decode, KV cache and fit per batch (the `llm` section)."""
 
     result: LLMResult
-    local: Mapping[str, Any] | None = None  # `analysis.llm_measure.local_steps`: this machine
+    local: Mapping[str, Any] | None = None  # `pipeline.llm_measure.local_steps`: this machine
     dtype_reason: str | None = None  # why this precision, when the device chose it (no --dtype)
     # GPU devices: the GPU performance model's figures (`analysis.llm_gpu.predicted_view`).
     predicted: Mapping[str, Any] | None = None

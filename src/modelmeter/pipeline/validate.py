@@ -240,7 +240,7 @@ def _user_profile(row: dict[str, Any], hw: Any, gpu: Any) -> Any:
 
 @functools.cache
 def _llm_costs(spec: str, prompt: int, gen: int, dtype: str) -> Any:
-    from ..analysis.llm import measure_llm_costs
+    from .llm_trace import measure_llm_costs
 
     return measure_llm_costs(spec, prompt=prompt, gen=gen, dtype=dtype)
 

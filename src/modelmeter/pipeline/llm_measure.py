@@ -1,4 +1,4 @@
-"""LLM steps on this machine: calibrated TTFT/TPOT and a real prefill/decode run (layer 3).
+"""LLM steps on this machine: calibrated TTFT/TPOT and a real prefill/decode run (layer 5).
 
 * `predict_steps` traces the prefill of `prompt` tokens and one decode step
   with `prompt + gen // 2` tokens cached (the mean step of a linear-cost
@@ -48,10 +48,10 @@ class LLMMeasurement:
 def predict_steps(spec: Any, *, prompt: int, gen: int, batch: int, hw: Any, model: Any,
                   dtype: str = "fp32") -> StepPrediction:
     """Bound and calibrated prediction of one prefill and the mean decode step."""
+    from ..analysis.predict import predict
+    from ..analysis.roofline import roofline
     from ..count.engine import count_trace
     from .llm_trace import DecoderTracer
-    from .predict import predict
-    from .roofline import roofline
 
     tracer = DecoderTracer(spec, dtype=dtype)
     out = []
