@@ -101,9 +101,12 @@ def test_the_report_is_assembled_from_sections_and_frozen():
     assert "peak_share_bytes" not in sections.count.modules[1]
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.totals = {}  # type: ignore[misc]
-    # Each call assembles a new report: editing one leaves the next as it was.
-    report.totals["macs"] = -1
-    assert sections.to_report().totals["macs"] == 2 * (16 * 32 + 32 * 4)
+    # What it holds is read-only too; its document is a fresh copy: editing one leaves the next as it was.
+    with pytest.raises(TypeError):
+        report.totals["macs"] = -1  # type: ignore[index]
+    data = report.to_dict()
+    data["totals"]["macs"] = -1
+    assert sections.to_report().totals["macs"] == report.totals["macs"] == 2 * (16 * 32 + 32 * 4)
 
 
 def test_report_reports_each_step_through_the_status_hook(factory):

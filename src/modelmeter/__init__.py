@@ -13,7 +13,8 @@ Exceptions::
 
     ModelmeterError
     ├── UserInputError (UnknownModelError, MissingDependencyError, ShapeError,
-    │                   UnknownPrecisionError, UnknownHardwareError)
+    │                   UnknownPrecisionError, UnknownHardwareError,
+    │                   ReportFormatError, UnknownDocumentError)
     └── MeasurementError
 """
 
@@ -29,7 +30,9 @@ from .core.errors import (
     MeasurementError,
     MissingDependencyError,
     ModelmeterError,
+    ReportFormatError,
     ShapeError,
+    UnknownDocumentError,
     UnknownHardwareError,
     UnknownModelError,
     UnknownPrecisionError,
@@ -49,7 +52,9 @@ __all__ = [
     "MissingDependencyError",
     "ModelmeterError",
     "Report",
+    "ReportFormatError",
     "ShapeError",
+    "UnknownDocumentError",
     "UnknownHardwareError",
     "UnknownModelError",
     "UnknownPrecisionError",

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.errors import UserInputError
+
 __all__ = ["COMPARE_METRICS", "Comparison", "ComparisonRow", "compare_reports", "comparison_labels"]
 
 SCHEMA = "modelmeter.compare/1"
@@ -120,9 +122,9 @@ def comparison_labels(reports: Sequence[dict[str, Any]]) -> list[str]:
 def compare_reports(reports: Sequence[dict[str, Any]], labels: Sequence[str] | None = None) -> Comparison:
     """Every metric of `COMPARE_METRICS` that some report has, with ratios to the first report."""
     if not reports:
-        raise ValueError("nothing to compare: no reports")
+        raise UserInputError("nothing to compare: no reports")
     if labels is not None and len(labels) != len(reports):
-        raise ValueError(f"{len(labels)} labels for {len(reports)} reports")
+        raise UserInputError(f"{len(labels)} labels for {len(reports)} reports")
     rows = []
     for key, metric, unit, method, get in COMPARE_METRICS:
         values = tuple(get(r) for r in reports)

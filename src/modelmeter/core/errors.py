@@ -6,8 +6,14 @@
     │   ├── MissingDependencyError  an optional package the request needs is absent
     │   ├── ShapeError              example inputs that do not fit the model
     │   ├── UnknownPrecisionError   a precision name we do not know
-    │   └── UnknownHardwareError    a hardware id not in the database
+    │   ├── UnknownHardwareError    a hardware id not in the database
+    │   ├── ReportFormatError       a document that is not a report of this schema (also a ValueError)
+    │   └── UnknownDocumentError    a schema document name we do not know (also a ValueError)
     └── MeasurementError            a meter or timer failed while running
+
+Every error the public API raises on purpose is one of these; the bare builtins
+left in library modules are internal checks their callers catch (the list, with
+reasons, is `tests/test_errors_typed.py`'s allow-list).
 
 Messages say what was wrong and what would work.
 """
@@ -66,6 +72,17 @@ class UnknownPrecisionError(UserInputError):
 
 class UnknownHardwareError(UserInputError):
     pass
+
+
+class ReportFormatError(UserInputError, ValueError):
+    """Not a modelmeter report of this schema: a wrong id, or a required section missing.
+
+    Also a ValueError, which `Report.from_dict` raised before it was typed.
+    """
+
+
+class UnknownDocumentError(UserInputError, ValueError):
+    """`load_schema(document)` with a document the schema does not define (also a ValueError)."""
 
 
 class MeasurementError(ModelmeterError):

@@ -57,8 +57,8 @@ GROUPED = ("int8", "int4", "nf4", "fp8")
 
 
 def _positive(label: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or value <= 0):
-        raise UserInputError(f"--{label} must be a positive integer, got {value}")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise UserInputError(f"--{label} must be a positive integer, got {value!r}")
 
 
 def _precision(value: str | None) -> str | None:
@@ -205,7 +205,8 @@ class RooflineOptions:
         _set(self, "weights", _precision(self.weights))
         _set(self, "activations", parse_activations(self.activations))
         _set(self, "efficiency", parse_efficiency(self.efficiency))
-        if self.depth is not None and self.depth < 0:
+        if self.depth is not None and (isinstance(self.depth, bool) or not isinstance(self.depth, int)
+                                       or self.depth < 0):
             raise UserInputError(f"--depth must be >= 0, got {self.depth}")
         check_runtime(self.runtime, ("eager", "graphs"))
 
@@ -389,7 +390,8 @@ class ReportOptions:
     def __post_init__(self) -> None:
         _set(self, "device", _measure_device(self.device))
         _set(self, "optimizer", check_optimizer(self.optimizer))
-        if self.module_depth is not None and self.module_depth < 0:
+        if self.module_depth is not None and (isinstance(self.module_depth, bool)
+                                              or not isinstance(self.module_depth, int) or self.module_depth < 0):
             raise UserInputError(f"module depth must be >= 0, got {self.module_depth}")
 
 

@@ -49,6 +49,9 @@ EMPTY_SPEC = ("empty model spec: name a preset (`modelmeter models` lists them),
 
 def check_model_spec(spec: str | None) -> str | None:
     """`spec` as given (None: the default model); an empty or blank one is its own one-line error."""
+    if spec is not None and not isinstance(spec, str):  # a module where only a spec will do (`llm`)
+        raise UserInputError(f"expected a model spec string (a preset, a folder with config.json, a .pt2 "
+                             f"file or package.module:factory), got {type(spec).__name__}")
     if spec is not None and not spec.strip():
         raise UnknownModelError(EMPTY_SPEC)
     return spec

@@ -22,6 +22,8 @@ import json
 from importlib import resources
 from typing import Any
 
+from ..errors import UnknownDocumentError
+
 SCHEMA_FILE = "report-1.schema.json"
 DOCUMENTS = ("report", "llm_document", "compare_document", "history_document", "diff_document",
              "validation_document")
@@ -37,10 +39,11 @@ def load_schema(document: str = "report") -> dict[str, Any]:
     """The schema as a dict (a fresh copy: callers may change it).
 
     `document` picks the root: 'report' (the file as shipped), 'llm_document',
-    'compare_document', 'history_document', 'diff_document' or 'validation_document'.
+    'compare_document', 'history_document', 'diff_document' or 'validation_document'
+    (another name: UnknownDocumentError, a ValueError).
     """
     if document not in DOCUMENTS:
-        raise ValueError(f"unknown document {document!r}; use one of {', '.join(DOCUMENTS)}")
+        raise UnknownDocumentError(f"unknown document {document!r}; use one of {', '.join(DOCUMENTS)}")
     schema = copy.deepcopy(_read())
     schema["$ref"] = f"#/$defs/{document}"
     if document != "report":
