@@ -335,8 +335,8 @@ def test_the_checker_finds_a_cycle_even_through_lazy_imports(tmp_path):
 
 def test_public_api_is_pinned():
     assert sorted(modelmeter.__all__) == [
-        "MeasurementError", "MissingDependencyError", "ModelmeterError", "Report", "ShapeError",
-        "UnknownHardwareError", "UnknownModelError", "UnknownPrecisionError", "UserInputError",
+        "MeasurementError", "MissingDependencyError", "ModelmeterError", "Report", "ReportFormatError",
+        "ShapeError", "UnknownDocumentError", "UnknownHardwareError", "UnknownModelError", "UnknownPrecisionError", "UserInputError",
         "__version__", "analyse", "bench", "compare", "count", "llm", "memory", "plan", "report", "roofline",
     ]
     assert all(hasattr(modelmeter, n) for n in modelmeter.__all__)
