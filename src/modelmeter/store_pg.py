@@ -308,8 +308,14 @@ class PgRunStore:
 
     def _check_schema(self, conn: psycopg.Connection[Any]) -> int:
         """The store's schema version (0: no store yet); a newer or foreign one is refused."""
+        # pg_class read by a query, not to_regclass: that one looks in a cache that an
+        # advisory lock does not refresh, so a migrator that waited for another would
+        # not see the tables it just made and try to make them again.
         has_version, has_runs = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", (VERSION_TABLE, RUNS)
+            "SELECT bool_or(relname = %s), bool_or(relname = %s) FROM pg_catalog.pg_class"
+            " WHERE relnamespace = (SELECT oid FROM pg_catalog.pg_namespace"
+            " WHERE nspname = current_schema()) AND relname IN (%s, %s)",
+            (VERSION_TABLE, RUNS, VERSION_TABLE, RUNS),
         ).fetchone()
         if not has_version:
             if has_runs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .core.errors import UserInputError
 from .store import RunStore
 from .store_pg import PgRunStore, is_postgres_url
 
@@ -28,7 +29,11 @@ def open_store(db: str | Path | None = None) -> AnyStore:
         return RunStore(None)
     if is_postgres_url(str(db)):
         return PgRunStore(str(db))
-    return RunStore(Path(db))
+    path = Path(db).expanduser()
+    if path.is_dir():  # what click's path check said before --db also took URLs
+        raise UserInputError(f"--db {path} is a directory, not a run store file; give a file "
+                             "path or a postgresql:// URL")
+    return RunStore(path)
 
 
 def store_location(store: AnyStore) -> str:
