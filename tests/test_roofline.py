@@ -137,7 +137,7 @@ def test_section_keys_and_module_columns_in_the_assembled_report():
     assert set(report.modules[1]) == {"path", "t_compute_s", "t_memory_s", "bound"}
     assert report.modules[1]["t_compute_s"] == s["modules"][1]["t_compute_s"]
     assert report.modules[2] == {"path": "gone"}
-    assert report.roofline == s and report.methods["roofline"] == s["method"]
+    assert report.to_dict()["roofline"] == s and report.methods["roofline"] == s["method"]
     assert counted.modules[1] == {"path": "fc"}  # assembled into new rows, the section untouched
     assert roofline_section(r, depth=0)["modules"] == [s["modules"][0]]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..core.errors import UserInputError
 from ..core.precision import parse_precision
+from .count_parts import InputRow, ModelPart, SettingsPart
 from .options import ModelOptions
 from .sections import CountSection, _module_rows, _totals, uncounted_rows
 
@@ -44,19 +45,18 @@ def onnx_count_section(options: ModelOptions) -> CountSection:
     counts = count_graph(graph)
     dtypes = {v.dtype for v in graph.initializers if v.shape and v.dtype.startswith("float")}
     precision = parse_precision(dtypes.pop()).name if len(dtypes) == 1 else "mixed"
-    settings = {
-        "dtype": precision, "trace_dtype": precision, "group_size": None, "batch": options.batch,
-        "seq": None, "mode": "onnx",
-        "inputs": [{"name": v.name, "shape": list(v.shape or ()), "dtype": v.dtype} for v in graph.inputs],
-        "inputs_from": ("given (--input)" if options.inputs else "the graph's declared input shapes")
-                       + (f", --batch {options.batch}" if options.batch is not None else ""),
-        "notes": [],
-    }
+    settings = SettingsPart(
+        dtype=precision, trace_dtype=precision, group_size=None, batch=options.batch, seq=None, mode="onnx",
+        inputs=tuple(InputRow(name=v.name, shape=tuple(v.shape or ()), dtype=v.dtype) for v in graph.inputs),
+        inputs_from=("given (--input)" if options.inputs else "the graph's declared input shapes")
+                    + (f", --batch {options.batch}" if options.batch is not None else ""),
+        notes=(),
+    )
     return CountSection(
-        model={"name": options.name or graph.name, "kind": "onnx", "source": "onnx",
-               "description": f"ONNX graph, opset {graph.opset}, {len(graph.nodes)} nodes"
-                              + (f", from {graph.producer}" if graph.producer else ""),
-               "build": "onnx shape inference (no weights loaded)", "path": path},
+        model=ModelPart(name=options.name or graph.name, kind="onnx", source="onnx",
+                        description=f"ONNX graph, opset {graph.opset}, {len(graph.nodes)} nodes"
+                                    + (f", from {graph.producer}" if graph.producer else ""),
+                        build="onnx shape inference (no weights loaded)", path=path),
         settings=settings, totals=_totals(counts), modules=_module_rows(counts),
         uncounted_ops=uncounted_rows(counts),
         methods=dict(ONNX_METHODS),

@@ -30,6 +30,7 @@ from ..analysis.quant_activations import check_activations, default_weights
 from ..analysis.roofline import check_precisions
 from ..analysis.roofline import roofline as roofline_model
 from ..core.errors import UserInputError
+from ..core.jsonable import to_json
 from ..core.precision import parse_precision
 from ..core.report import Report
 from ..hardware import Hardware
@@ -463,7 +464,7 @@ def report(model: ModelOptions, options: ReportOptions, hooks: Hooks = NO_HOOKS)
         # Every module (depth None): the CSV and HTML tables show predicted times at any depth.
         rl = roofline_section(analysis, hw, module_keys=REPORT_MODULE_KEYS, calibrated_on="cpu")
 
-    run_it, reason = should_measure(counts.totals, options)
+    run_it, reason = should_measure(to_json(counts.totals), options)
     measured = None
     if run_it:
         hooks.status(f"measuring on {options.device}")

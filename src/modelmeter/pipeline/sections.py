@@ -30,11 +30,22 @@ from ..analysis.predict import PredictionResult, prediction_section
 from ..analysis.roofline import RooflineResult, roofline_section
 from ..core.attention import attention_setting
 from ..core.events import Trace
+from ..core.jsonable import to_json
 from ..core.report import Report
 from ..core.results import Counts
 from ..hardware.headroom import memory_budget
 from ..measure.bench import BenchResult, measured_section
 from ..measure.module_times import ModuleTimes, module_times_section
+from .count_parts import (
+    FallbackRow,
+    InputRow,
+    ModelPart,
+    ModuleRow,
+    OperatorRow,
+    SettingsPart,
+    TotalsPart,
+    UncountedRow,
+)
 from .model import Analysis
 
 __all__ = [
@@ -74,38 +85,36 @@ def _copy(value: Any) -> Any:
 @dataclass(frozen=True)
 class CountSection:
     """What was analysed and what it costs: the report's `model`, `settings`, `totals`,
-    `modules` and `uncounted_ops` (all counted)."""
+    `modules` and `uncounted_ops` (all counted). Each is a typed part (`count_parts.py`:
+    its JSON follows from its fields); a partial section (`bare`, the inference planner's)
+    may hold plain mappings instead."""
 
-    model: Mapping[str, Any]
-    settings: Mapping[str, Any]
-    totals: Mapping[str, Any]
-    modules: tuple[Mapping[str, Any], ...]
-    uncounted_ops: tuple[Mapping[str, Any], ...]
+    model: ModelPart | Mapping[str, Any]
+    settings: SettingsPart | Mapping[str, Any]
+    totals: TotalsPart | Mapping[str, Any]
+    modules: tuple[ModuleRow | Mapping[str, Any], ...]
+    uncounted_ops: tuple[UncountedRow | Mapping[str, Any], ...]
     methods: Mapping[str, str]
 
     @classmethod
     def from_analysis(cls, analysis: Analysis) -> CountSection:
         loaded, counts = analysis.loaded, analysis.counts
-        settings = {
-            "dtype": analysis.precision or analysis.traced_dtype,
-            "trace_dtype": analysis.trace_dtype or analysis.traced_dtype,
-            "group_size": analysis.group_size,
-            "batch": analysis.batch,
-            "seq": analysis.seq,
-            "mode": analysis.trace.mode,
-            "inputs": _input_rows(analysis),
-            "inputs_from": loaded.inputs_from,
-            "notes": list(analysis.notes),
-            "attention": attention_setting(analysis.attention, analysis.trace.attention,
-                                           analysis.trace.attention_kernels),
-        }
+        settings = SettingsPart(
+            dtype=analysis.precision or analysis.traced_dtype,
+            trace_dtype=analysis.trace_dtype or analysis.traced_dtype,
+            group_size=analysis.group_size, batch=analysis.batch, seq=analysis.seq,
+            mode=analysis.trace.mode, inputs=_input_rows(analysis), inputs_from=loaded.inputs_from,
+            notes=tuple(analysis.notes),
+            attention=attention_setting(analysis.attention, analysis.trace.attention,
+                                        analysis.trace.attention_kernels),
+            routing=counts.routing,  # mixture of experts: how routed experts were costed
+        )
         methods = dict(COUNT_METHODS)
-        if counts.routing is not None:  # mixture of experts: how routed experts were costed
-            settings["routing"] = counts.routing
+        if counts.routing is not None:
             methods["active_params"] = ACTIVE_PARAMS_METHOD
         return cls(
-            model={"name": loaded.name, "kind": loaded.kind, "source": loaded.source,
-                   "description": loaded.description, "build": loaded.build},
+            model=ModelPart(name=loaded.name, kind=loaded.kind, source=loaded.source,
+                            description=loaded.description, build=loaded.build),
             settings=settings, totals=_totals(counts), modules=_module_rows(counts),
             uncounted_ops=uncounted_rows(counts), methods=methods,
         )
@@ -117,92 +126,74 @@ class CountSection:
                    uncounted_ops=(), methods={})
 
     def to_dict(self) -> dict[str, Any]:
-        return _copy({"model": self.model, "settings": self.settings, "totals": self.totals,
-                      "modules": list(self.modules), "uncounted_ops": list(self.uncounted_ops),
-                      "methods": self.methods})
+        return to_json({"model": self.model, "settings": self.settings, "totals": self.totals,  # type: ignore[no-any-return]
+                        "modules": self.modules, "uncounted_ops": self.uncounted_ops,
+                        "methods": self.methods})
 
 
-def _input_rows(analysis: Analysis) -> list[dict[str, Any]]:
+def _input_rows(analysis: Analysis) -> tuple[InputRow, ...]:
     """The traced inputs: shape, dtype and, for a keyword input, the argument it feeds."""
     from ..trace.modules import input_names
 
     names = input_names(analysis.loaded.args, analysis.loaded.kwargs)
     if len(names) != len(analysis.trace.inputs):  # never expected: then no names rather than wrong ones
         names = [None] * len(analysis.trace.inputs)
-    return [{**({"name": name} if name else {}), "shape": list(t.shape), "dtype": t.dtype}
-            for name, t in zip(names, analysis.trace.inputs, strict=True)]
+    return tuple(InputRow(name=name or None, shape=tuple(t.shape), dtype=t.dtype)
+                 for name, t in zip(names, analysis.trace.inputs, strict=True))
 
 
-def _totals(counts: Counts) -> dict[str, Any]:
-    t = counts.totals
-    totals = {
-        "params": t.params,
-        "active_params": t.active_params,
-        "active_params_without_embeddings": t.active_params_without_embeddings,
-        "trainable_params": t.trainable_params,
-        "buffers": t.buffers,
-        "buffer_bytes": t.buffer_bytes,
-        "param_bytes": t.param_bytes,
-        "param_scale_bytes": t.param_scale_bytes,
-        "macs": t.macs,
-        "flops": t.flops,
-        "other_flops": t.other_flops,
-        "total_flops": t.flops + t.other_flops,
-        "bytes_read": t.bytes_read,
-        "bytes_written": t.bytes_written,
-        # `coverage` is the call coverage (kept as it always was); flop_coverage is the
-        # share of the arithmetic counted, uncounted ops estimated from their shapes.
-        "coverage": counts.coverage,
-        "call_coverage": counts.call_coverage,
-        "flop_coverage": counts.flop_coverage,
-        "uncounted_flops_estimate": counts.uncounted_flops_estimate,
-        # Ops counted with PyTorch's flop_registry because modelmeter has no formula.
-        "fallback_ops": fallback_rows(counts),
-        "fallback_flops": sum(f for _, _, f in counts.fallback_ops),
-        "by_operator": operator_rows(counts),
-    }
-    if counts.quantization is not None:
+def _totals(counts: Counts) -> TotalsPart:
+    t, quantization = counts.totals, counts.quantization
+    return TotalsPart(
+        params=t.params, active_params=t.active_params,  # type: ignore[arg-type]  # set by every counter
+        active_params_without_embeddings=t.active_params_without_embeddings,  # type: ignore[arg-type]
+        trainable_params=t.trainable_params, buffers=t.buffers, buffer_bytes=t.buffer_bytes,
+        param_bytes=t.param_bytes, param_scale_bytes=t.param_scale_bytes,
+        macs=t.macs, flops=t.flops, other_flops=t.other_flops, total_flops=t.flops + t.other_flops,
+        bytes_read=t.bytes_read, bytes_written=t.bytes_written,
+        coverage=counts.coverage, call_coverage=counts.call_coverage, flop_coverage=counts.flop_coverage,
+        uncounted_flops_estimate=counts.uncounted_flops_estimate,
+        fallback_ops=fallback_rows(counts), fallback_flops=sum(f for _, _, f in counts.fallback_ops),
+        by_operator=operator_rows(counts),
         # The weight-only layout behind param_bytes, and the naive all-tensors figure beside it.
-        totals["param_bytes_naive"] = counts.quantization.naive_bytes
-        totals["quantization"] = counts.quantization.to_dict()
-    return totals
+        param_bytes_naive=quantization.naive_bytes if quantization is not None else None,
+        quantization=quantization.to_dict() if quantization is not None else None,
+    )
 
 
-def uncounted_rows(counts: Counts) -> tuple[dict[str, Any], ...]:
+def uncounted_rows(counts: Counts) -> tuple[UncountedRow, ...]:
     """Ops without a formula: how often each ran and the FLOPs estimated from its shapes."""
     estimates = counts.uncounted_estimates()
-    return tuple({"op": op, "count": n, "estimated_flops": estimates.get(op, 0)} for op, n in counts.uncounted_ops)
+    return tuple(UncountedRow(op=op, count=n, estimated_flops=estimates.get(op, 0)) for op, n in counts.uncounted_ops)
 
 
-def fallback_rows(counts: Counts) -> list[dict[str, Any]]:
+def fallback_rows(counts: Counts) -> tuple[FallbackRow, ...]:
     """Ops counted with PyTorch's flop_registry (a fallback: we have no formula for them)."""
-    return [{"op": op, "count": n, "flops": f, "source": "pytorch flop_registry"}
-            for op, n, f in counts.fallback_ops]
+    return tuple(FallbackRow(op=op, count=n, flops=f, source="pytorch flop_registry")
+                 for op, n, f in counts.fallback_ops)
 
 
-def operator_rows(counts: Counts) -> list[dict[str, Any]]:
+def operator_rows(counts: Counts) -> tuple[OperatorRow, ...]:
     """Totals by op kind (`count --by op`): calls, MACs, FLOPs, bytes, share of all FLOPs."""
     whole = counts.totals.flops + counts.totals.other_flops
-    return [{"op": r.op, "category": r.category, "calls": r.calls, "macs": r.macs, "flops": r.flops,
-             "other_flops": r.other_flops, "bytes_read": r.bytes_read, "bytes_written": r.bytes_written,
-             "share_of_total_flops": (r.flops + r.other_flops) / whole if whole else None}
-            for r in counts.by_operator]
+    return tuple(OperatorRow(op=r.op, category=r.category, calls=r.calls, macs=r.macs, flops=r.flops,
+                             other_flops=r.other_flops, bytes_read=r.bytes_read, bytes_written=r.bytes_written,
+                             share_of_total_flops=(r.flops + r.other_flops) / whole if whole else None)
+                 for r in counts.by_operator)
 
 
-def _module_rows(counts: Counts) -> tuple[dict[str, Any], ...]:
+def _module_rows(counts: Counts) -> tuple[ModuleRow, ...]:
     return tuple(
-        {
-            "path": m.path, "type": m.type, "depth": m.depth, "calls": m.calls,
-            "params": m.params, "own_params": m.own_params, "param_bytes": m.param_bytes,
-            "macs": m.macs, "flops": m.flops, "other_flops": m.other_flops,
-            "bytes_read": m.bytes_read, "bytes_written": m.bytes_written,
-            "input_bytes": m.input_bytes, "output_bytes": m.output_bytes,
-            "seed_bytes": m.seed_bytes,
-            **({"experts": m.experts, "top_k": m.top_k} if m.experts else {}),
-            # The first call's tensors, flattened (positional, keyword; nested outputs in order).
-            "input_shapes": [list(s) for s in m.input_shapes], "input_dtypes": list(m.input_dtypes),
-            "output_shapes": [list(s) for s in m.output_shapes], "output_dtypes": list(m.output_dtypes),
-        }
+        ModuleRow(
+            path=m.path, type=m.type, depth=m.depth, calls=m.calls, params=m.params, own_params=m.own_params,
+            param_bytes=m.param_bytes, macs=m.macs, flops=m.flops, other_flops=m.other_flops,
+            bytes_read=m.bytes_read, bytes_written=m.bytes_written, input_bytes=m.input_bytes,
+            output_bytes=m.output_bytes, seed_bytes=m.seed_bytes,
+            # 0 experts: not a mixture-of-experts group, and neither key is written.
+            experts=m.experts or None, top_k=m.top_k if m.experts else None,
+            input_shapes=tuple(tuple(s) for s in m.input_shapes), input_dtypes=tuple(m.input_dtypes),
+            output_shapes=tuple(tuple(s) for s in m.output_shapes), output_dtypes=tuple(m.output_dtypes),
+        )
         for m in counts.modules
     )
 
@@ -247,8 +238,8 @@ class MemorySection:
         backward = None
         if "backward_flops" in out and backward_counts is not None:
             backward = {"backward_flops": out["backward_flops"], "backward_macs": out["backward_macs"],
-                        "backward_fallback_ops": fallback_rows(backward_counts),
-                        "backward_uncounted_ops": list(uncounted_rows(backward_counts)),
+                        "backward_fallback_ops": to_json(fallback_rows(backward_counts)),
+                        "backward_uncounted_ops": to_json(uncounted_rows(backward_counts)),
                         **({"backward_attention": out["backward_attention"]}
                            if "backward_attention" in out else {})}
         return cls(activations, out["modules"], backward, out.get("training"))
