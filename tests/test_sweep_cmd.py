@@ -164,3 +164,17 @@ def test_dry_run_lists_the_product_and_hashes_are_stable(tmp_path: Path, run_mai
     assert config_hash("report", points[0].args) == config_hash("report", list(points[0].args))
     assert config_hash("report", points[0].args) != config_hash("report", points[1].args)
     assert config_hash("report", points[0].args, "9.9") != config_hash("report", points[0].args)
+
+
+def test_summary_document_matches_the_shipped_schema(tmp_path: Path) -> None:
+    from jsonschema import Draft202012Validator
+
+    from modelmeter.core.schema import load_schema
+
+    spec = _spec(tmp_path, GRID)
+    proc = _cli(tmp_path, "sweep", str(spec), "--db", str(tmp_path / "r.sqlite"), "--json", str(tmp_path / "s.json"))
+    assert proc.returncode == 1, proc.stderr
+    document = json.loads((tmp_path / "s.json").read_text())
+    Draft202012Validator(load_schema("sweep_document")).validate(document)
+    with pytest.raises(Exception, match="Additional properties"):
+        Draft202012Validator(load_schema("sweep_document")).validate({**document, "extra": 1})
