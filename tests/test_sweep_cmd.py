@@ -149,6 +149,10 @@ def test_bad_spec_is_one_line_exit_2(tmp_path: Path, run_main, text: str, needle
 
 
 def test_dry_run_lists_the_product_and_hashes_are_stable(tmp_path: Path, run_main) -> None:
+    import click
+
+    from modelmeter.cli.main import cli
+    from modelmeter.cli.sweep_cmd import command_params
     from modelmeter.sweep.spec import config_hash, parse_spec
 
     spec = tmp_path / "g.toml"
@@ -158,8 +162,10 @@ def test_dry_run_lists_the_product_and_hashes_are_stable(tmp_path: Path, run_mai
     code, out, err = run_main("sweep", str(spec), "--dry-run")
     assert code == 0, err
     assert "6 configurations, 0 stored, 6 to run" in out
-    grid = parse_spec({"command": "report", "models": ["gpt2"], "batches": [1, 8], "options": {"measure": False}})
-    points = grid.points()
+    with click.Context(cli):
+        grid = parse_spec({"command": "report", "models": ["gpt2"], "batches": [1, 8], "options": {"measure": False}},
+                          command_params)
+        points = grid.points()
     assert [p.args for p in points] == [("gpt2", "--batch", "1", "--no-measure"), ("gpt2", "--batch", "8", "--no-measure")]
     assert config_hash("report", points[0].args) == config_hash("report", list(points[0].args))
     assert config_hash("report", points[0].args) != config_hash("report", points[1].args)

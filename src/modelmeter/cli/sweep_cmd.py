@@ -47,7 +47,7 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
     from ..sweep.spec import config_hash, load_spec
     from .options import check_outputs
 
-    grid = load_spec(Path(spec))
+    grid = load_spec(Path(spec), command_params)
     points = grid.points()
     if not points:
         raise UserInputError(f"{spec}: the exclusions drop every configuration; nothing to run")
@@ -104,6 +104,26 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
         sys.exit(130)
     if summary["failed"]:
         sys.exit(1)
+
+
+def command_params(command: str) -> dict[str, tuple[str, str | None, bool]]:
+    """flag -> (on form, off form or None, is a switch) of every option of `modelmeter COMMAND`."""
+    # The root group (cli.main's lazy group) finds the command: no import of main here,
+    # which imports this module.
+    root = click.get_current_context().find_root()
+    cmd = root.command.get_command(root, command)  # type: ignore[attr-defined]
+    params: dict[str, tuple[str, str | None, bool]] = {}
+    for param in cmd.params:
+        opts = [o for o in param.opts if o.startswith("--")]
+        if not opts:
+            continue
+        is_bool = bool(getattr(param, "is_flag", False))
+        off = next((o for o in param.secondary_opts if o.startswith("--")), None)
+        for opt in opts:
+            params[opt] = (opt, off, is_bool)
+        if off:
+            params[off] = (off, opt, is_bool)  # `no-measure = true` reads as well
+    return params
 
 
 def _worker_cpus(workers: int | None, measuring: bool, configs: list[Any]) -> list[tuple[int, ...]] | None:

@@ -49,11 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .worker import CPUS_ENV
-
 __all__ = ["ConfigOutcome", "Executor", "LocalExecutor", "SweepConfig", "make_executor", "run_config"]
 
 DEFAULT_TIMEOUT_S = 600.0
+CPUS_ENV = "MODELMETER_SWEEP_CPUS"  # the cores a worker pins itself to (worker.py reads it)
 _KILL_GRACE_S = 3.0
 
 

@@ -34,7 +34,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,10 +118,17 @@ def config_hash(command: str, args: Iterable[str], version: str | None = None) -
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def load_spec(path: Path) -> SweepSpec:
-    """Read and validate a spec file; every problem is one UserInputError line."""
+ParamsOf = Callable[[str], dict[str, tuple[str, str | None, bool]]]
+
+
+def load_spec(path: Path, params_of: ParamsOf) -> SweepSpec:
+    """Read and validate a spec file; every problem is one UserInputError line.
+
+    `params_of(command)`: flag -> (on form, off form or None, is a switch) of every
+    option of `modelmeter COMMAND` (the CLI gives it: the CLI sits above this module).
+    """
     data = read_spec_file(path)
-    return parse_spec(data, where=str(path))
+    return parse_spec(data, params_of, where=str(path))
 
 
 def read_spec_file(path: Path) -> dict[str, Any]:
@@ -151,14 +158,14 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def parse_spec(data: dict[str, Any], where: str = "spec") -> SweepSpec:
+def parse_spec(data: dict[str, Any], params_of: ParamsOf, where: str = "spec") -> SweepSpec:
     unknown = sorted(set(data) - set(SPEC_KEYS))
     if unknown:
         raise UserInputError(f"{where}: unknown key {unknown[0]!r}; a sweep spec has {', '.join(SPEC_KEYS)}")
     command = data.get("command")
     if command not in COMMANDS:
         raise UserInputError(f"{where}: command must be one of {', '.join(COMMANDS)}, not {command!r}")
-    params = _command_params(command)
+    params = params_of(command)
     axes: dict[str, list[Scalar]] = {}
     flags: dict[str, str] = {}
     for spec_key, (name, per_command) in AXES.items():
@@ -303,28 +310,6 @@ def _check_text(value: Scalar, where: str) -> None:
 
 _AXIS_CHECKS = {"model": _check_model, "hardware": _check_hardware, "batch": _check_positive_int,
                 "sequence": _check_positive_int, "precision": _check_text, "device": _check_text}
-
-
-def _command_params(command: str) -> dict[str, tuple[str, str | None, bool]]:
-    """flag -> (on form, off form or None, is a switch) of every option of `modelmeter COMMAND`."""
-    import importlib
-
-    from ..cli.main import COMMANDS as CLI_COMMANDS
-
-    module_name, attr = CLI_COMMANDS[command].split(":")
-    cmd = getattr(importlib.import_module(module_name), attr)
-    params: dict[str, tuple[str, str | None, bool]] = {}
-    for param in cmd.params:
-        opts = [o for o in param.opts if o.startswith("--")]
-        if not opts:
-            continue
-        is_bool = bool(getattr(param, "is_flag", False))
-        off = next((o for o in param.secondary_opts if o.startswith("--")), None)
-        for opt in opts:
-            params[opt] = (opt, off, is_bool)
-        if off:
-            params[off] = (off, opt, is_bool)  # `no-measure = true` reads as well
-    return params
 
 
 def _toml_module() -> Any:

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-CPUS_ENV = "MODELMETER_SWEEP_CPUS"
+CPUS_ENV = "MODELMETER_SWEEP_CPUS"  # = run.CPUS_ENV (run does not import this module)
 
 
 def _pin() -> None:
