@@ -37,6 +37,8 @@ LAYERS = {
     "pipeline": 5,
     "api": 6,
     "cli": 7,
+    # sweep runs the CLI's commands in worker processes and reads their options: beside cli.
+    "sweep": 7,
     "__init__": 8,
 }
 # Third-party packages each layer may import (lazily or not); anything else is a failure.
@@ -59,6 +61,8 @@ THIRD_PARTY = {
     "pipeline": {"torch", "transformers"},
     "api": set(),
     "cli": {"click", "rich", "torch"},
+    # yaml: YAML specs when PyYAML is installed; tomli: TOML on Python 3.10.
+    "sweep": {"torch", "yaml", "tomli"},
     "__init__": set(),
 }
 # analysis/ is pure cost models over traces, counts and the hardware database: it never

@@ -26,7 +26,7 @@ from ..errors import UnknownDocumentError
 
 SCHEMA_FILE = "report-1.schema.json"
 DOCUMENTS = ("report", "llm_document", "compare_document", "history_document", "diff_document",
-             "validation_document")
+             "validation_document", "sweep_document")
 
 
 @functools.cache
@@ -39,8 +39,8 @@ def load_schema(document: str = "report") -> dict[str, Any]:
     """The schema as a dict (a fresh copy: callers may change it).
 
     `document` picks the root: 'report' (the file as shipped), 'llm_document',
-    'compare_document', 'history_document', 'diff_document' or 'validation_document'
-    (another name: UnknownDocumentError, a ValueError).
+    'compare_document', 'history_document', 'diff_document', 'validation_document' or
+    'sweep_document' (another name: UnknownDocumentError, a ValueError).
     """
     if document not in DOCUMENTS:
         raise UnknownDocumentError(f"unknown document {document!r}; use one of {', '.join(DOCUMENTS)}")
