@@ -53,6 +53,20 @@ def task_resources(config: SweepConfig, node_cpus: float) -> dict[str, float]:
     return {"num_cpus": max(1.0, node_cpus)}
 
 
+def _check_reachable(address: str) -> None:
+    """One TCP connect first: ray.init retries an unreachable GCS for many minutes."""
+    import socket
+
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"--ray {address}: no Ray cluster answers there ({exc}); "
+                             "start one with `ray start --head` or pass its ADDRESS") from None
+
+
 def _call(fn: Callable[[SweepConfig], ConfigOutcome], config: SweepConfig) -> ConfigOutcome:
     return fn(config)
 
@@ -63,6 +77,7 @@ class RayExecutor:
     def __init__(self, address: str, db: str | None = None) -> None:
         ray = _ray()
         self._ray = ray
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR",
                      configure_logging=True, ignore_reinit_error=True)
