@@ -34,9 +34,12 @@ SWEEP_SCHEMA = "modelmeter.sweep/1"
 @click.option("--dry-run", is_flag=True, help="List the configurations (and which are stored); run nothing.")
 @click.option("--json", "json_path", default=None, metavar="PATH",
               help="Write the summary as JSON ('-' = stdout).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
+              help="Run the configurations as Ray tasks on the Ray cluster at ADDRESS ('auto': the "
+                   "one running here); needs modelmeter[ray].")
 @quiet_option
 def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | None, force: bool,
-          dry_run: bool, json_path: str | None, no_progress: bool) -> None:
+          dry_run: bool, json_path: str | None, ray_address: str | None, no_progress: bool) -> None:
     """Run the grid a SPEC file (TOML, or YAML with PyYAML) describes; results go to the store.
 
     A rerun skips the configurations already stored (--force redoes them); a failed
@@ -59,7 +62,7 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
     if not dry_run:
         store.check_writable()  # before the first configuration, not after the last
     measuring = any(c.measuring for c in configs)
-    cpus = _worker_cpus(workers, measuring, configs)
+    cpus = None if ray_address else _worker_cpus(workers, measuring, configs)
     n_workers = len(cpus) if cpus else (workers or (1 if measuring else _core_count()))
     with store:
         stored = {c.config_hash: store.find_config(c.config_hash) for c in configs}
@@ -75,7 +78,7 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
 
     rows: dict[str, dict[str, Any]] = {
         c.config_hash: _row(c, "skipped", run_id=getattr(stored[c.config_hash], "id", None)) for c in skipped}
-    executor = make_executor(n_workers, cpus)
+    executor = make_executor(n_workers, cpus, ray_address, str(store.path))
     fn = bind(str(store.path), timeout_s or DEFAULT_TIMEOUT_S)
     by_hash = {c.config_hash: c for c in todo}
     interrupted = False

@@ -318,8 +318,13 @@ class LocalExecutor:
             worker.kill()
 
 
-def make_executor(workers: int, cpus: list[tuple[int, ...]] | None = None) -> Executor:
-    """The executor the CLI runs a sweep with. (A `--ray` executor is chosen here too.)"""
+def make_executor(workers: int, cpus: list[tuple[int, ...]] | None = None,
+                  ray_address: str | None = None, db: str | None = None) -> Executor:
+    """The executor the CLI runs a sweep with: Ray tasks when `ray_address` is given, else local."""
+    if ray_address:
+        from .ray_exec import RayExecutor
+
+        return RayExecutor(ray_address, db)
     return LocalExecutor(workers, cpus)
 
 
