@@ -158,9 +158,9 @@ def test_v1_store_is_migrated(tmp_path: Path) -> None:
         assert [r.id for r in store.list_runs(model="resnet")] == [new, "0000aaaa"]
 
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-    assert {"model", "fingerprint_json", "label"} <= columns
+    assert {"model", "fingerprint_json", "label", "config_hash"} <= columns
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(runs)")}
     assert {"runs_model_created", "runs_created"} <= indexes
     # The row whose JSON could not be read was kept, with no model.
@@ -169,6 +169,85 @@ def test_v1_store_is_migrated(tmp_path: Path) -> None:
         "{not json",
     )
     conn.close()
+
+
+def _write_v2_store(db: Path) -> None:
+    """The v2 schema, written by hand exactly as modelmeter 2's migrations left it."""
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, report_json TEXT NOT NULL,"
+        " model TEXT, fingerprint_json TEXT, label TEXT)"
+    )
+    conn.execute("CREATE INDEX runs_model_created ON runs (model, created_at)")
+    conn.execute("CREATE INDEX runs_created ON runs (created_at)")
+    conn.executemany(
+        "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            ("0000aaaa", "2024-01-01T10:00:00.000000+00:00", json.dumps(_report("resnet", 1)),
+             "resnet", json.dumps({"python": "3.10"}), "old"),
+            ("0000bbbb", "2024-01-02T10:00:00.000000+00:00", json.dumps(_report("bert", 2)),
+             "bert", None, None),
+        ],
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+
+def test_v2_store_is_migrated_to_v3(tmp_path: Path) -> None:
+    db = tmp_path / "runs.sqlite"
+    _write_v2_store(db)
+    with RunStore(db) as store:
+        old = store.get("0000aaaa")
+        assert (old.report, old.fingerprint, old.label) == (_report("resnet", 1), {"python": "3.10"}, "old")
+        assert old.config_hash is None and store.get("0000bbbb").config_hash is None
+        assert store.find_config("abc") is None  # old rows came from no sweep
+        new = store.save(_report("resnet", 3), config_hash="abc")
+        assert store.find_config("abc").id == new
+        assert [r.id for r in store.list_runs(model="resnet")] == [new, "0000aaaa"]
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert "runs_config_hash" in {row[1] for row in conn.execute("PRAGMA index_list(runs)")}
+        assert conn.execute("SELECT id FROM runs WHERE config_hash IS NULL ORDER BY id").fetchall() == [
+            ("0000aaaa",), ("0000bbbb",)]
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+
+
+def test_config_hash_round_trip_and_latest_wins(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        assert store.find_config("h1") is None  # no store yet: nothing, and no file made
+        assert not (tmp_path / "runs.sqlite").exists()
+        first = store.save(_report("a", 1), config_hash="h1")
+        other = store.save(_report("b", 2), config_hash="h2")
+        plain = store.save(_report("a", 9))
+        assert store.find_config("h1").id == first
+        second = store.save(_report("a", 3), config_hash="h1")
+        found = store.find_config("h1")
+        assert (found.id, found.config_hash, found.report) == (second, "h1", _report("a", 3))
+        assert store.find_config("h2").id == other
+        assert store.get(plain).config_hash is None
+        assert store.find_config("h3") is None
+        for bad in ("", None, 3):
+            with pytest.raises(UserInputError):
+                store.find_config(bad)  # type: ignore[arg-type]
+            with pytest.raises(UserInputError):
+                store.save(_report(), config_hash=bad if bad is not None else 4)  # type: ignore[arg-type]
+    # Stored with the run itself, not beside it: visible to a fresh reader.
+    assert RunStore(tmp_path / "runs.sqlite").find_config("h1").id == second
+
+
+def test_unreadable_row_is_not_a_stored_config(tmp_path: Path) -> None:
+    db = tmp_path / "runs.sqlite"
+    with RunStore(db) as store:
+        store.save(_report("a", 1), config_hash="h1")
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE runs SET report_json = '{broken' WHERE config_hash = 'h1'")
+    conn.commit()
+    conn.close()
+    assert RunStore(db).find_config("h1") is None
 
 
 @pytest.mark.parametrize(

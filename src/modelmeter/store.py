@@ -54,7 +54,7 @@ __all__ = [
     "environment_fingerprint",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STORE_FILENAME = "runs.sqlite"
 # Long enough for another process's save (one small transaction) to finish,
 # short enough that a stuck lock surfaces as an error rather than a hang.
@@ -77,6 +77,9 @@ class StoredRun:
     # Why the stored row could not be read (bad JSON, bad date); `report` is
     # then empty. Listing shows such a run instead of failing on it.
     error: str | None = None
+    # The sweep configuration this run measured (`modelmeter sweep`), so a
+    # rerun can skip it; None for runs saved outside a sweep and for v2 rows.
+    config_hash: str | None = None
 
 
 def default_store_path() -> Path:
@@ -122,7 +125,18 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_created ON runs (created_at)")
 
 
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _v1_to_v2}
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    # v3: the sweep configuration hash, indexed so a resuming sweep looks each
+    # configuration up without a scan. Older rows came from no sweep: NULL.
+    conn.execute("ALTER TABLE runs ADD COLUMN config_hash TEXT")
+    conn.execute("CREATE INDEX runs_config_hash ON runs (config_hash, created_at)")
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _create_v1,
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+}
 assert sorted(_MIGRATIONS) == list(range(SCHEMA_VERSION))
 
 
@@ -141,14 +155,21 @@ class RunStore:
         report: dict[str, Any],
         fingerprint: dict[str, Any] | None = None,
         label: str | None = None,
+        config_hash: str | None = None,
     ) -> str:
-        """Store one report (in one transaction) and return its new run id."""
+        """Store one report (in one transaction) and return its new run id.
+
+        `config_hash` names the sweep configuration the report measured
+        (`find_config` looks it up); None outside a sweep.
+        """
         if not isinstance(report, dict):
             raise UserInputError(f"a report must be a JSON object, not {type(report).__name__}")
         report_json = json.dumps(report, sort_keys=True)
         fingerprint_json = (
             json.dumps(fingerprint, sort_keys=True) if fingerprint is not None else None
         )
+        if config_hash is not None and not (isinstance(config_hash, str) and config_hash):
+            raise UserInputError(f"a configuration hash must be a non-empty string, not {config_hash!r}")
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         conn = self._write_connection()
         assert conn is not None
@@ -158,7 +179,8 @@ class RunStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 run_id = self._insert(
-                    conn, created_at, _model_name(report), report_json, fingerprint_json, label
+                    conn, created_at, _model_name(report), report_json, fingerprint_json, label,
+                    config_hash,
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -196,6 +218,29 @@ class RunStore:
         if run.error is not None:
             raise UserInputError(f"run {run.id} in {self.path} cannot be read: {run.error}")
         return run
+
+    def find_config(self, config_hash: str) -> StoredRun | None:
+        """The latest run saved with `config_hash`, or None when there is none.
+
+        A row whose JSON cannot be read counts as absent, so a resuming sweep
+        measures that configuration again instead of trusting a broken row.
+        """
+        if not isinstance(config_hash, str) or not config_hash:
+            raise UserInputError(f"a configuration hash must be a non-empty string, not {config_hash!r}")
+        conn = self._read_connection()
+        if conn is None:
+            return None
+        with self._sqlite_errors():
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM runs WHERE config_hash = ?"
+                " ORDER BY created_at DESC, rowid DESC",
+                (config_hash,),
+            ).fetchall()
+        for row in rows:
+            run = self._row_to_run(row)
+            if run.error is None:
+                return run
+        return None
 
     def list_runs(self, model: str | None = None, limit: int = 50) -> list[StoredRun]:
         """Newest first; only runs of `model` when given. Unreadable rows come with `error` set."""
@@ -259,15 +304,16 @@ class RunStore:
         report_json: str,
         fingerprint_json: str | None,
         label: str | None,
+        config_hash: str | None = None,
     ) -> str:
         # 32 random bits: short enough to type, and a collision is retried.
         for _ in range(16):
             run_id = secrets.token_hex(4)
             try:
                 conn.execute(
-                    "INSERT INTO runs (id, created_at, model, report_json, fingerprint_json, label)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (run_id, created_at, model, report_json, fingerprint_json, label),
+                    "INSERT INTO runs (id, created_at, model, report_json, fingerprint_json, label,"
+                    " config_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, created_at, model, report_json, fingerprint_json, label, config_hash),
                 )
             except sqlite3.IntegrityError:
                 continue
@@ -277,7 +323,8 @@ class RunStore:
     @staticmethod
     def _row_to_run(row: tuple[Any, ...]) -> StoredRun:
         """A run from its row; a row that cannot be decoded becomes a run with `error` set."""
-        run_id, created_at, model, report_json, fingerprint_json, label = row
+        run_id, created_at, model, report_json, fingerprint_json, label, config_hash = row
+        config_hash = config_hash if isinstance(config_hash, str) else None
         when = datetime.fromtimestamp(0, timezone.utc)
         try:
             when = datetime.fromisoformat(created_at)
@@ -288,7 +335,8 @@ class RunStore:
         except (ValueError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return StoredRun(id=str(run_id), created_at=when, model=model if isinstance(model, str) else None,
-                             report={}, fingerprint=None, label=None, error=first)
+                             report={}, fingerprint=None, label=None, error=first,
+                             config_hash=config_hash)
         return StoredRun(
             id=run_id,
             created_at=when,
@@ -296,6 +344,7 @@ class RunStore:
             report=report,
             fingerprint=fingerprint if isinstance(fingerprint, dict) else None,
             label=label,
+            config_hash=config_hash,
         )
 
     def _open_read_only(self, path: Path) -> sqlite3.Connection:
@@ -480,7 +529,7 @@ class RunStore:
             ) from exc
 
 
-_COLUMNS = "id, created_at, model, report_json, fingerprint_json, label"
+_COLUMNS = "id, created_at, model, report_json, fingerprint_json, label, config_hash"
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

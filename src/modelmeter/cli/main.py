@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "history": "modelmeter.cli.store_cmd:history",
     "diff": "modelmeter.cli.store_cmd:diff",
     "validate": "modelmeter.cli.validate_cmd:validate",
+    "sweep": "modelmeter.cli.sweep_cmd:sweep",
 }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 SCHEMA_FILE = "report-1.schema.json"
 DOCUMENTS = ("report", "llm_document", "compare_document", "history_document", "diff_document",
-             "validation_document")
+             "validation_document", "sweep_document")
 
 
 @functools.cache
@@ -37,7 +37,7 @@ def load_schema(document: str = "report") -> dict[str, Any]:
     """The schema as a dict (a fresh copy: callers may change it).
 
     `document` picks the root: 'report' (the file as shipped), 'llm_document',
-    'compare_document', 'history_document', 'diff_document' or 'validation_document'.
+    'compare_document', 'history_document', 'diff_document', 'validation_document' or 'sweep_document'.
     """
     if document not in DOCUMENTS:
         raise ValueError(f"unknown document {document!r}; use one of {', '.join(DOCUMENTS)}")
