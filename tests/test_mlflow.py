@@ -101,7 +101,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             time.sleep(0.5)
     yield uri
     proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _run(server: str, run_main, monkeypatch, tmp_path: Path, *args: str):
@@ -160,3 +163,24 @@ def test_no_mlflow_import_without_the_flag() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.stdout.strip() == "False"
+
+
+def test_sweep_nests_one_child_run_per_configuration(server, run_main, monkeypatch, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    (tmp_path / "tinymodel.py").write_text(TINY)
+    (tmp_path / "grid.toml").write_text('command = "report"\nmodels = ["tinymodel:build"]\n'
+                                        '[options]\nmeasure = false\ninput = ["1x16", "2x16"]\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    code, out, err = run_main("sweep", "grid.toml", "--db", str(tmp_path / "runs.sqlite"), "--workers", "1", "--mlflow")
+    assert code == 0, err
+    line = [x for x in out.splitlines() if x.startswith("logged MLflow parent run ")]
+    assert len(line) == 1 and "2 child runs" in line[0], out
+    parent = line[0].split()[4]
+    client = MlflowClient(server)
+    children = client.search_runs(["0"], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    # Closed form: MACs of Linear(16,32)+Linear(32,4) = 640 per sample.
+    assert sorted(c.data.metrics["totals.macs"] for c in children) == [640, 1280]
+    assert client.get_run(parent).info.status == "FINISHED"

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from ..core.errors import UserInputError
+from .mlflow_option import mlflow_option
 from .progress import quiet_option
 
 SWEEP_SCHEMA = "modelmeter.sweep/1"
@@ -34,9 +35,10 @@ SWEEP_SCHEMA = "modelmeter.sweep/1"
 @click.option("--dry-run", is_flag=True, help="List the configurations (and which are stored); run nothing.")
 @click.option("--json", "json_path", default=None, metavar="PATH",
               help="Write the summary as JSON ('-' = stdout).")
+@mlflow_option
 @quiet_option
 def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | None, force: bool,
-          dry_run: bool, json_path: str | None, no_progress: bool) -> None:
+          dry_run: bool, json_path: str | None, mlflow_flag: bool, no_progress: bool) -> None:
     """Run the grid a SPEC file (TOML, or YAML with PyYAML) describes; results go to the store.
 
     A rerun skips the configurations already stored (--force redoes them); a failed
@@ -73,6 +75,15 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
         _print_dry_run(configs, stored)
         return
 
+    tracking = parent = None
+    if mlflow_flag:
+        from ..report.mlflow_log import start_parent
+        from .mlflow_option import connect_tracking
+
+        tracking = connect_tracking()  # a missing extra or a dead server: before the first configuration
+        parent = start_parent(tracking, f"sweep {Path(spec).name}",
+                              {"command": "sweep", "spec": spec, "sweep.command": grid.command,
+                               "sweep.configurations": str(len(configs))})
     rows: dict[str, dict[str, Any]] = {
         c.config_hash: _row(c, "skipped", run_id=getattr(stored[c.config_hash], "id", None)) for c in skipped}
     executor = make_executor(n_workers, cpus)
@@ -88,6 +99,8 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
                                                  run_id=outcome.run_id, error=outcome.error,
                                                  seconds=outcome.seconds)
                 advance(config, outcome.ok)
+                if tracking is not None and outcome.ok and outcome.run_id:
+                    _log_child(tracking, parent, store, outcome.run_id, config)
         except KeyboardInterrupt:
             interrupted = True
             executor.cancel()
@@ -96,6 +109,12 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
     ordered = [rows[c.config_hash] for c in configs]
     summary = _summary(spec, grid.command, str(store.path), ordered, interrupted, time.monotonic() - started)
     _print_summary(summary)
+    if tracking is not None:
+        from ..report.mlflow_log import finish
+
+        finish(tracking, parent, ok=not (summary["failed"] or interrupted))
+        click.echo(f"logged MLflow parent run {parent} to {tracking.uri} ({tracking.uri_source}), "
+                   f"{summary['done']} child runs")
     if json_path:
         from .options import write_json
 
@@ -104,6 +123,15 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
         sys.exit(130)
     if summary["failed"]:
         sys.exit(1)
+
+
+def _log_child(tracking: Any, parent: Any, store: Any, run_id: str, config: Any) -> None:
+    """One nested MLflow run for a finished configuration, from the report the worker stored."""
+    from ..report.mlflow_log import log_report
+
+    with store:
+        doc = store.get(run_id).report
+    log_report(tracking, doc, config.command, parent_run_id=parent, run_name=_label(config.key))
 
 
 def _worker_cpus(workers: int | None, measuring: bool, configs: list[Any]) -> list[tuple[int, ...]] | None:
