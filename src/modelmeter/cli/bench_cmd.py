@@ -16,6 +16,7 @@ import sys
 
 import click
 
+from .mlflow_option import mlflow_option
 from .options import (
     CommaList,
     batch_list,
@@ -66,8 +67,9 @@ EXIT_INTERRUPTED = 130
               help="Also time torch.compile (same as --backend compile); compile time is reported "
                    "apart from the steady state.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
+@mlflow_option
 def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, warmup_s, energy,
-          meter, region, pue, hardware, threads, malloc, backend_text, compile_flag, json_path) -> None:
+          meter, region, pue, hardware, threads, malloc, backend_text, compile_flag, json_path, mlflow_flag) -> None:
     """Measure latency, throughput, peak memory and energy here, beside the roofline prediction."""
     from ..hardware.local import stderr_progress
     from ..measure.backends import parse_backends
@@ -93,6 +95,11 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
         # The largest batch is the one that must fit (the sweep's OOM rule handles activations).
         check_cpu_fit(model, inputs=list(inputs) or None, batch=max(batches) if batches else None,
                       seq=seq, advice="`modelmeter roofline` predicts its latency without running it")
+    tracking = None
+    if mlflow_flag:
+        from .mlflow_option import connect_tracking
+
+        tracking = connect_tracking()  # a missing extra or a dead server: before the work
     # Threads first (on cpu, by default the physical cores): the
     # calibrated profile is keyed by the thread count the bench runs with.
     used = apply_threads(threads, options.device)
@@ -117,6 +124,10 @@ def bench(model, inputs, batch_text, seq, dtype, device, min_time_s, min_iters, 
         write_json(report.to_dict(), json_path)
     if json_path not in (None, "-"):
         console.print(f"wrote {json_path}")
+    if tracking is not None:
+        from .mlflow_option import log_and_say
+
+        log_and_say(tracking, console, report.to_dict(), "bench", ())
     if sections.measured.interrupted:
         click.echo("modelmeter: interrupted; finished rows were kept", err=True)
         click.get_current_context().exit(EXIT_INTERRUPTED)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from .mlflow_option import mlflow_option
 from .options import check_outputs, make_console, model_spec, write_json
 from .progress import quiet_option, step_progress
 
@@ -50,10 +51,11 @@ from .progress import quiet_option, step_progress
 @click.option("--limit", type=int, default=50, show_default=True, help="Candidates kept in the JSON.")
 @click.option("--html", "html_path", metavar="PATH", help="Write an HTML view with charts.")
 @click.option("--json", "json_path", metavar="PATH", help="Write the report as JSON ('-' = stdout).")
+@mlflow_option
 @quiet_option
 def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global_batch, seq, checkpoint, sp,
          master_fp32, dtype, prompt, gen, batch, weights, kv_dtype, tp, pp, dp, ep, micro_batch, vp,
-         overlap_grad_reduce, efficiency, objective, limit, html_path, json_path, no_progress) -> None:
+         overlap_grad_reduce, efficiency, objective, limit, html_path, json_path, mlflow_flag, no_progress) -> None:
     """Plan training or inference across devices: layouts, memory per device, communication, time."""
     from ..pipeline.options import PlanOptions
     from ..pipeline.plan import plan as run_plan
@@ -64,6 +66,11 @@ def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global
 
         check_html_path(html_path)
     check_outputs(json=json_path, html=html_path)  # before the trace, as every command does
+    tracking = None
+    if mlflow_flag:
+        from .mlflow_option import connect_tracking
+
+        tracking = connect_tracking()  # a missing extra or a dead server: before the work
     options = PlanOptions(hardware=hardware, devices=devices, nodes=nodes, train=train, optimizer=optimizer,
                           zero=zero, global_batch=global_batch, seq=seq, checkpoint=checkpoint,
                           master_fp32=master_fp32, sp=sp, dtype=dtype, prompt=prompt, gen=gen, batch=batch,
@@ -85,3 +92,7 @@ def plan(model, hardware, devices, nodes, fabric, train, optimizer, zero, global
         write_json(data, json_path)
         if json_path != "-":
             console.print(f"wrote {json_path}")
+    if tracking is not None:
+        from .mlflow_option import log_and_say
+
+        log_and_say(tracking, console, data, "plan", (html_path,))

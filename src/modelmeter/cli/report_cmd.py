@@ -18,6 +18,7 @@ import click
 
 from ..core.errors import UserInputError
 from ..core.files import atomic_write
+from .mlflow_option import mlflow_option
 from .options import (
     attention_option,
     batch_list,
@@ -72,9 +73,10 @@ def _write_text(target: str, text: str) -> None:
               help="Keep absolute file paths in Markdown/HTML (default: shown as their last part).")
 @attention_option
 @threads_option
+@mlflow_option
 @quiet_option
 def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, depth, top, json_path,
-           csv_path, md_path, html_path, save, db, absolute_paths, attention, threads, no_progress) -> None:
+           csv_path, md_path, html_path, save, db, absolute_paths, attention, threads, mlflow_flag, no_progress) -> None:
     """Every efficiency metric of a model in one view: counts, memory, roofline, measurement."""
     from ..pipeline import run
     from ..pipeline.options import ModelOptions, ReportOptions, report_timing
@@ -88,6 +90,11 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
 
         with open_store(db) as store:
             store.check_writable()  # not after minutes of work
+    tracking = None
+    if mlflow_flag:
+        from .mlflow_option import connect_tracking
+
+        tracking = connect_tracking()  # a missing extra or a dead server: before the work
     if measure and device == "cpu":
         from ..pipeline.memcheck import check_cpu_fit
 
@@ -113,8 +120,9 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
         extra = (("threads", threads_text(used, threads is not None)),) if used is not None else ()
         for item in report_view(data, depth, top, extra_facts=extra):
             console.print(item)
+    doc = export_json(rep)
     if json_path is not None:
-        write_json(export_json(rep), json_path)
+        write_json(doc, json_path)
     if csv_path:
         from ..report.csv_export import render_csv
 
@@ -136,6 +144,10 @@ def report(model, inputs, batch, seq, dtype, hardware, measure, device, train, d
         with open_store(db) as store:
             run_id = store.save(data, data.get("environment"))
         console.print(f"saved run {run_id} ({store_location(store)})", markup=False, highlight=False)
+    if tracking is not None:
+        from .mlflow_option import log_and_say
+
+        log_and_say(tracking, console, doc, "report", (html_path,))
 
 
 @click.command()

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from ..core.errors import UserInputError
+from .mlflow_option import mlflow_option
 from .progress import quiet_option
 
 SWEEP_SCHEMA = "modelmeter.sweep/1"
@@ -23,8 +24,9 @@ SWEEP_SCHEMA = "modelmeter.sweep/1"
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
-              help="Run store the results go to (default: the one `report --save` uses).")
+@click.option("--db", default=None, metavar="PATH|URL",
+              help="Run store the results go to: a SQLite file or a postgresql:// URL (default: "
+                   "$MODELMETER_DB, else the one `report --save` uses).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Configurations run at once here (default: 1 when they measure, else the cores).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -37,15 +39,17 @@ SWEEP_SCHEMA = "modelmeter.sweep/1"
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
               help="Run the configurations as Ray tasks on the Ray cluster at ADDRESS ('auto': the "
                    "one running here); needs modelmeter[ray].")
+@mlflow_option
 @quiet_option
 def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | None, force: bool,
-          dry_run: bool, json_path: str | None, ray_address: str | None, no_progress: bool) -> None:
+          dry_run: bool, json_path: str | None, ray_address: str | None, mlflow_flag: bool,
+          no_progress: bool) -> None:
     """Run the grid a SPEC file (TOML, or YAML with PyYAML) describes; results go to the store.
 
     A rerun skips the configurations already stored (--force redoes them); a failed
     one is not stored, so a rerun retries it. Ctrl-C stops cleanly: finished rows stay.
     """
-    from ..store import RunStore
+    from ..stores import open_store, store_location
     from ..sweep.run import DEFAULT_TIMEOUT_S, SweepConfig, bind, make_executor
     from ..sweep.spec import config_hash, load_spec
     from .options import check_outputs
@@ -58,7 +62,9 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
                            config_hash=config_hash(grid.command, p.args), measuring=p.measuring)
                for p in points]
     check_outputs(json=json_path)
-    store = RunStore(Path(db) if db else None)
+    store = open_store(db)
+    location = store_location(store)  # for people: a URL's password is masked
+    target = getattr(store, "url", None) or str(store.path)  # for the workers: the real one
     if not dry_run:
         store.check_writable()  # before the first configuration, not after the last
     measuring = any(c.measuring for c in configs)
@@ -76,10 +82,19 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
         _print_dry_run(configs, stored)
         return
 
+    tracking = parent = None
+    if mlflow_flag:
+        from ..report.mlflow_log import start_parent
+        from .mlflow_option import connect_tracking
+
+        tracking = connect_tracking()  # a missing extra or a dead server: before the first configuration
+        parent = start_parent(tracking, f"sweep {Path(spec).name}",
+                              {"command": "sweep", "spec": spec, "sweep.command": grid.command,
+                               "sweep.configurations": str(len(configs))})
     rows: dict[str, dict[str, Any]] = {
         c.config_hash: _row(c, "skipped", run_id=getattr(stored[c.config_hash], "id", None)) for c in skipped}
-    executor = make_executor(n_workers, cpus, ray_address, str(store.path))
-    fn = bind(str(store.path), timeout_s or DEFAULT_TIMEOUT_S)
+    executor = make_executor(n_workers, cpus, ray_address, target)
+    fn = bind(target, timeout_s or DEFAULT_TIMEOUT_S)
     by_hash = {c.config_hash: c for c in todo}
     interrupted = False
     started = time.monotonic()
@@ -91,14 +106,22 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
                                                  run_id=outcome.run_id, error=outcome.error,
                                                  seconds=outcome.seconds)
                 advance(config, outcome.ok)
+                if tracking is not None and outcome.ok and outcome.run_id:
+                    _log_child(tracking, parent, store, outcome.run_id, config)
         except KeyboardInterrupt:
             interrupted = True
             executor.cancel()
     for c in todo:
         rows.setdefault(c.config_hash, _row(c, "not run"))
     ordered = [rows[c.config_hash] for c in configs]
-    summary = _summary(spec, grid.command, str(store.path), ordered, interrupted, time.monotonic() - started)
+    summary = _summary(spec, grid.command, location, ordered, interrupted, time.monotonic() - started)
     _print_summary(summary)
+    if tracking is not None:
+        from ..report.mlflow_log import finish
+
+        finish(tracking, parent, ok=not (summary["failed"] or interrupted))
+        click.echo(f"logged MLflow parent run {parent} to {tracking.uri} ({tracking.uri_source}), "
+                   f"{summary['done']} child runs")
     if json_path:
         from .options import write_json
 
@@ -127,6 +150,15 @@ def command_params(command: str) -> dict[str, tuple[str, str | None, bool]]:
         if off:
             params[off] = (off, opt, is_bool)  # `no-measure = true` reads as well
     return params
+
+
+def _log_child(tracking: Any, parent: Any, store: Any, run_id: str, config: Any) -> None:
+    """One nested MLflow run for a finished configuration, from the report the worker stored."""
+    from ..report.mlflow_log import log_report
+
+    with store:
+        doc = store.get(run_id).report
+    log_report(tracking, doc, config.command, parent_run_id=parent, run_name=_label(config.key))
 
 
 def _worker_cpus(workers: int | None, measuring: bool, configs: list[Any]) -> list[tuple[int, ...]] | None:

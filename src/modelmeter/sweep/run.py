@@ -242,12 +242,13 @@ def run_config(config: SweepConfig, db: str | None, timeout_s: float) -> ConfigO
 
 
 def _save(report: dict[str, Any], db: str | None, config_hash: str) -> str:
-    from ..store import RunStore, environment_fingerprint
+    from ..hardware.environment import environment_fingerprint
+    from ..stores import open_store
 
     fingerprint = report.get("environment") if isinstance(report.get("environment"), dict) else None
     if fingerprint is None:
         fingerprint = environment_fingerprint()
-    with RunStore(Path(db) if db else None) as store:
+    with open_store(db) as store:
         return store.save(report, fingerprint, config_hash=config_hash)
 
 
