@@ -16,6 +16,17 @@ IMPLEMENTATIONS = (MATH, FLASH)
 CPU_RULES = ("torch's CPU rules (select_sdp_backend_cpp): flash unless dropout > 0, tensors not 4-D, "
              "q/k/v head dims differ, the mask's shape or requires_grad, a last stride != 1 or the "
              "dtype rule it out; then math")
+# The inference fast paths of nn.TransformerEncoderLayer and nn.MultiheadAttention
+# (trace/fastpath.py): one fused kernel per module call, as torch runs them.
+FUSED_ENCODER = "_transformer_encoder_layer_fwd"
+FUSED_MHA = "_native_multi_head_attention"
+FUSED_KERNELS = (FUSED_ENCODER, FUSED_MHA)
+FAST_PATH_RULES = ("torch's fast-path conditions (TransformerEncoderLayer.forward, MultiheadAttention."
+                   "forward): eval mode, no autograd on the weights, batch_first, an even head count, "
+                   "self-attention with in-projection bias, no per-module hooks, no autocast, a CPU/CUDA "
+                   "device (meta traced as the CPU it stands for); the trace's own modes do not count. "
+                   "Otherwise the module's decomposition. nn.TransformerEncoder's nested-tensor path for "
+                   "a padding mask is traced dense (an upper bound)")
 
 
 def check_attention(name: str | None) -> str | None:
@@ -36,12 +47,21 @@ def attention_setting(requested: str | None, traced: str | None,
     `requested`: the caller's choice (None: the default, flash); `traced`: what
     the trace recorded (None: the model made no SDPA call); `kernels`: how many
     calls took each kernel (`Trace.attention_kernels`), reported with the rules
-    that picked them.
+    that picked them; the fused module kernels among them (FUSED_KERNELS) go
+    under `fast_paths`.
     """
+    fused = {k: n for k, n in kernels if k in FUSED_KERNELS}
+    sdpa = {k: n for k, n in kernels if k not in FUSED_KERNELS}
     setting = _setting(requested, traced)
-    if traced is not None and kernels:
-        setting["kernels"] = dict(kernels)
+    if traced is None and fused:
+        setting["why"] = ("the model makes no scaled_dot_product_attention call of its own: its "
+                          "nn.TransformerEncoderLayer/nn.MultiheadAttention calls ran as the fused "
+                          "kernels in fast_paths, the rest as written; --attention does not apply")
+    if traced is not None and sdpa:
+        setting["kernels"] = sdpa
         setting["kernel_rules"] = CPU_RULES if traced == FLASH else "--attention math: every call"
+    if fused:
+        setting["fast_paths"] = {"calls": fused, "rules": FAST_PATH_RULES}
     return setting
 
 

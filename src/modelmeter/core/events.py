@@ -142,4 +142,5 @@ class Trace:
     attention: str | None = None
     # How many SDPA calls took each kernel: (('flash', 2), ('math', 1)); 'device' for calls
     # a GPU dispatched itself. Under 'flash' each call takes the kernel torch's CPU rules pick.
+    # Also the fused module kernels of the fast paths (core.attention.FUSED_KERNELS) and their calls.
     attention_kernels: tuple[tuple[str, int], ...] = ()

@@ -244,12 +244,9 @@ def _kernel_backward(e: OpEvent) -> int:
     return attention_backward_macs(*_fused_backward_qkv(e))
 
 
-@register_macs("aten._native_multi_head_attention")
-def _native_mha(e: OpEvent) -> int:
-    """nn.MultiheadAttention's inference fast path: in-projections, attention, out-projection."""
-    q, k, v = _t(e, 0).shape, _t(e, 1).shape, _t(e, 2).shape
-    embed_dim = int(e.args[3])
-    num_heads = int(e.args[4])
+def native_mha_macs(q: tuple[int, ...], k: tuple[int, ...], v: tuple[int, ...],
+                    embed_dim: int, num_heads: int) -> int:
+    """nn.MultiheadAttention's fused form: q/k/v in-projections, attention per head, out-projection."""
     lq, lk = q[-2], k[-2]
     batch = prod(q[:-2])
     head_dim = embed_dim // num_heads
@@ -258,6 +255,30 @@ def _native_mha(e: OpEvent) -> int:
                                (batch, num_heads, lk, head_dim))
     out_projection = batch * lq * embed_dim * embed_dim
     return projections + attention + out_projection
+
+
+@register_macs("aten._native_multi_head_attention")
+def _native_mha(e: OpEvent) -> int:
+    """nn.MultiheadAttention's inference fast path."""
+    return native_mha_macs(_t(e, 0).shape, _t(e, 1).shape, _t(e, 2).shape, int(e.args[3]), int(e.args[4]))
+
+
+@register_macs("aten._transformer_encoder_layer_fwd")
+def _encoder_layer(e: OpEvent) -> int:
+    """nn.TransformerEncoderLayer's inference fast path: self-attention as `_native_mha`, then the
+    feed-forward block's two projections, tokens x d_model x d_ff each. PyTorch's FlopCounterMode
+    has no formula for this kernel (it counts 0); this is the closed form of the layer's decomposed
+    matmuls, which is what FlopCounterMode counts with the fast path off. Layer norms, bias adds,
+    softmax and the activation are not contractions and are not counted here (nor, for this
+    kernel, as other FLOPs)."""
+    # (src, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias, use_gelu,
+    #  norm_first, eps, norm_weight_1, norm_bias_1, norm_weight_2, norm_bias_2,
+    #  ffn_weight_1, ffn_bias_1, ffn_weight_2, ffn_bias_2, mask, mask_type)
+    src = _t(e, 0).shape
+    d_ff = _t(e, 14).shape[0]
+    tokens = prod(src[:-1])
+    attention = native_mha_macs(src, src, src, int(e.args[1]), int(e.args[2]))
+    return attention + 2 * tokens * src[-1] * d_ff
 
 
 @register_macs("aten.convolution_backward")

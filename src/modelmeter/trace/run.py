@@ -33,6 +33,7 @@ from ..core.failures import failing_op, first_line, is_out_of_memory, meta_limit
 from .attention import AttentionMode
 from .dispatch import TraceMode
 from .dropout import NoDropoutMode
+from .fastpath import FastPaths
 from .modules import ModuleStack, iter_tensors
 from .moe import RoutingRecorder, sparse_llama4
 from .storages import StorageTable
@@ -61,6 +62,7 @@ def trace_model(
     mode = TraceMode(storages, stack)
     routing = RoutingRecorder(module)
     attn = AttentionMode(attention) if attention is not None else None
+    fast = FastPaths(module)
     counter_box.append(mode)
     saved: dict[int, tuple[int, str]] = {}
 
@@ -84,6 +86,7 @@ def trace_model(
             ctx.enter_context(stack)
             ctx.enter_context(sparse_llama4(module))
             ctx.enter_context(routing)
+            ctx.enter_context(fast)  # the fused inference kernels torch would run (trace/fastpath.py)
             if backward:
                 ctx.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t))
             if attn is not None:
@@ -127,7 +130,8 @@ def trace_model(
         expert_groups=tuple(group for _, group in routing.groups),
         routing=tuple(routing.records),
         attention=attn.implementation if attn is not None and attn.calls else None,
-        attention_kernels=tuple(sorted(attn.kernels.items())) if attn is not None else (),
+        attention_kernels=tuple(sorted({**(attn.kernels if attn is not None else {}),
+                                        **fast.calls}.items())),
     )
 
 
