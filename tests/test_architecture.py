@@ -53,7 +53,8 @@ THIRD_PARTY = {
     "analysis": set(),
     # onnxruntime: the `bench --backend onnxruntime` session (extra [onnx]).
     "measure": {"torch", "pynvml", "zeus", "onnxruntime"},
-    "report": {"rich", "matplotlib", "pandas"},
+    # mlflow: `--mlflow` (extra [mlflow]), imported only when asked.
+    "report": {"rich", "matplotlib", "pandas", "mlflow"},
     "store": {"platformdirs"},
     # psycopg 3: the PostgreSQL run store (extra [postgres]), imported only for a postgresql:// URL.
     "store_pg": {"psycopg"}, "stores": set(),
@@ -62,7 +63,8 @@ THIRD_PARTY = {
     "api": set(),
     "cli": {"click", "rich", "torch"},
     # yaml: YAML specs when PyYAML is installed; tomli: TOML on Python 3.10.
-    "sweep": {"torch", "yaml", "tomli"},
+    # ray: `sweep --ray` (extra [ray]), imported only when asked.
+    "sweep": {"torch", "yaml", "tomli", "ray"},
     "__init__": set(),
 }
 # analysis/ is pure cost models over traces, counts and the hardware database: it never

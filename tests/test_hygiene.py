@@ -330,7 +330,7 @@ def test_dtype_on_a_module_records_the_dtype_the_trace_ran_in():
 def test_dtype_on_a_module_already_in_it_adds_no_note():
     net = tiny_net().to(torch.bfloat16)
     s = modelmeter.count(net, torch.randn(2, 3, 16, 16, dtype=torch.bfloat16), dtype="bf16").settings
-    assert s["trace_dtype"] == "bf16" and s["notes"] == []
+    assert s["trace_dtype"] == "bf16" and list(s["notes"]) == []
 
 
 @pytest.mark.parametrize("dtype", [None, "fp32", "bf16"])

@@ -93,7 +93,12 @@ def sweep(spec: str, db: str | None, workers: int | None, timeout_s: float | Non
                                "sweep.configurations": str(len(configs))})
     rows: dict[str, dict[str, Any]] = {
         c.config_hash: _row(c, "skipped", run_id=getattr(stored[c.config_hash], "id", None)) for c in skipped}
-    executor = make_executor(n_workers, cpus, ray_address, target)
+    if ray_address:
+        from ..sweep.ray_exec import RayExecutor
+
+        executor: Any = RayExecutor(ray_address, target)
+    else:
+        executor = make_executor(n_workers, cpus)
     fn = bind(target, timeout_s or DEFAULT_TIMEOUT_S)
     by_hash = {c.config_hash: c for c in todo}
     interrupted = False

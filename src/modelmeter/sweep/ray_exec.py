@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UserInputError
-from .run import ConfigOutcome, SweepConfig
+
+if TYPE_CHECKING:  # run imports this module when --ray is given: no cycle at run time
+    from .run import ConfigOutcome, SweepConfig
 
 __all__ = ["MAX_RETRIES", "RayExecutor", "task_resources"]
 
@@ -97,6 +99,8 @@ class RayExecutor:
 
     def submit_all(self, configs: Iterable[SweepConfig],
                    fn: Callable[[SweepConfig], ConfigOutcome]) -> Iterator[ConfigOutcome]:
+        from .run import ConfigOutcome
+
         ray = self._ray
         remote = ray.remote(_call)  # ray.remote takes a function, not the partial `fn` is
         started: dict[Any, float] = {}

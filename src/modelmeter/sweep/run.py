@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..core.errors import UserInputError
+
 __all__ = ["ConfigOutcome", "Executor", "LocalExecutor", "SweepConfig", "make_executor", "run_config"]
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -260,9 +262,9 @@ class LocalExecutor:
 
     def __init__(self, workers: int, cpus: list[tuple[int, ...]] | None = None) -> None:
         if workers < 1:
-            raise ValueError("workers must be at least 1")
+            raise UserInputError("workers must be at least 1")
         if cpus is not None and len(cpus) != workers:
-            raise ValueError("one core set per worker")
+            raise UserInputError("one core set per worker")
         self.workers = workers
         self.cpus = cpus
         self._stop = threading.Event()
@@ -319,13 +321,9 @@ class LocalExecutor:
             worker.kill()
 
 
-def make_executor(workers: int, cpus: list[tuple[int, ...]] | None = None,
-                  ray_address: str | None = None, db: str | None = None) -> Executor:
-    """The executor the CLI runs a sweep with: Ray tasks when `ray_address` is given, else local."""
-    if ray_address:
-        from .ray_exec import RayExecutor
-
-        return RayExecutor(ray_address, db)
+def make_executor(workers: int, cpus: list[tuple[int, ...]] | None = None) -> Executor:
+    """The local executor the CLI runs a sweep with (`sweep --ray` takes `ray_exec.RayExecutor`,
+    chosen in the CLI so that this module never imports the Ray one: no import cycle)."""
     return LocalExecutor(workers, cpus)
 
 
