@@ -154,14 +154,7 @@ class RunStore:
         `config_hash` names the sweep configuration the report measured
         (`find_config` looks it up); None outside a sweep.
         """
-        if not isinstance(report, dict):
-            raise UserInputError(f"a report must be a JSON object, not {type(report).__name__}")
-        report_json = json.dumps(report, sort_keys=True)
-        fingerprint_json = (
-            json.dumps(fingerprint, sort_keys=True) if fingerprint is not None else None
-        )
-        if config_hash is not None and not (isinstance(config_hash, str) and config_hash):
-            raise UserInputError(f"a configuration hash must be a non-empty string, not {config_hash!r}")
+        report_json, fingerprint_json = encode_run(report, fingerprint, config_hash)
         created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         conn = self._write_connection()
         assert conn is not None
@@ -217,8 +210,7 @@ class RunStore:
         A row whose JSON cannot be read counts as absent, so a resuming sweep
         measures that configuration again instead of trusting a broken row.
         """
-        if not isinstance(config_hash, str) or not config_hash:
-            raise UserInputError(f"a configuration hash must be a non-empty string, not {config_hash!r}")
+        check_config_hash(config_hash, allow_none=False)
         conn = self._read_connection()
         if conn is None:
             return None
@@ -522,6 +514,25 @@ class RunStore:
 
 
 _COLUMNS = "id, created_at, model, report_json, fingerprint_json, label, config_hash"
+
+
+
+def check_config_hash(config_hash: object, allow_none: bool) -> None:
+    """UserInputError unless `config_hash` is a non-empty string (or None, where allowed)."""
+    if config_hash is None and allow_none:
+        return
+    if not isinstance(config_hash, str) or not config_hash:
+        raise UserInputError(f"a configuration hash must be a non-empty string, not {config_hash!r}")
+
+
+def encode_run(report: Any, fingerprint: dict[str, Any] | None,
+               config_hash: str | None) -> tuple[str, str | None]:
+    """A save's arguments checked and its JSON texts (report, fingerprint), for every backend."""
+    if not isinstance(report, dict):
+        raise UserInputError(f"a report must be a JSON object, not {type(report).__name__}")
+    check_config_hash(config_hash, allow_none=True)
+    fingerprint_json = json.dumps(fingerprint, sort_keys=True) if fingerprint is not None else None
+    return json.dumps(report, sort_keys=True), fingerprint_json
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -26,7 +26,6 @@ with other programs' tables.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import secrets
 import time
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from .core.errors import UserInputError
 
 # SQLite's row decoding and model-name rule, shared so both backends read a row alike.
-from .store import SCHEMA_VERSION, RunStore, StoredRun
+from .store import SCHEMA_VERSION, RunStore, StoredRun, check_config_hash, encode_run
 from .store import _model_name as model_name
 
 if TYPE_CHECKING:
@@ -147,11 +146,7 @@ class PgRunStore:
         `config_hash` names the sweep configuration the report measured
         (`find_config` looks it up); None outside a sweep.
         """
-        if not isinstance(report, dict):
-            raise UserInputError(f"a report must be a JSON object, not {type(report).__name__}")
-        _check_hash(config_hash, allow_none=True)
-        report_json = json.dumps(report, sort_keys=True)
-        fingerprint_json = json.dumps(fingerprint, sort_keys=True) if fingerprint is not None else None
+        report_json, fingerprint_json = encode_run(report, fingerprint, config_hash)
         conn = self._write_connection()
         errors = self._psycopg.errors
         retry = (errors.UniqueViolation, errors.SerializationFailure, errors.DeadlockDetected)
@@ -203,7 +198,7 @@ class PgRunStore:
 
     def find_config(self, config_hash: str) -> StoredRun | None:
         """The latest readable run saved with `config_hash`, or None (as `RunStore.find_config`)."""
-        _check_hash(config_hash, allow_none=False)
+        check_config_hash(config_hash, allow_none=False)
         rows = self._read(f"SELECT {_COLUMNS} FROM {RUNS} WHERE config_hash = %s"
                           " ORDER BY created_at DESC, seq DESC", (config_hash,))
         for row in rows:
@@ -371,8 +366,3 @@ def _row_to_run(row: tuple[Any, ...]) -> StoredRun:
     return RunStore._row_to_run((run_id, when, *rest))
 
 
-def _check_hash(config_hash: object, allow_none: bool) -> None:
-    if config_hash is None and allow_none:
-        return
-    if not isinstance(config_hash, str) or not config_hash:
-        raise UserInputError(f"a configuration hash must be a non-empty string, not {config_hash!r}")
